@@ -1,0 +1,1 @@
+"""Turn files into chunks in the vector store: ``python -m ingest PATH...``."""

