@@ -1,0 +1,167 @@
+"""Ingestion: files -> loaders -> chunks -> embeddings -> store, incrementally and crash-safely.
+
+Per file, the store is changed in an order that any interruption (Ctrl-C,
+SIGKILL) leaves recoverable: the new content is loaded, chunked and embedded
+first (a file that now fails keeps its old chunks); then the ledger marks the
+file ``writing``, its old chunks are deleted, the new ones are written, and the
+ledger marks it ``complete``. A file left ``writing`` is redone by the next run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ingest.chunking import chunk_document
+from ingest.loaders import LoadError, load
+from ingest.manifest import chunk_id, file_hash, make_plan
+from rag.embedder import Embedder
+from rag.store import COMPLETE, WRITING, ChunkStore, FileRecord
+from rag.types import Chunk
+
+logger = logging.getLogger(__name__)
+
+ADDED, UPDATED, UNCHANGED, REMOVED, FAILED = "added", "updated", "unchanged", "removed", "failed"
+
+
+class IngestInputError(ValueError):
+    """The paths given to ingestion cannot be used (missing, or no supported files)."""
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    source: str
+    status: str
+    chunks: int = 0
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    outcomes: tuple[FileOutcome, ...]
+    seconds: float
+    skipped: int = 0  # files in the given folders with unsupported extensions
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def files_seen(self) -> int:
+        return sum(1 for o in self.outcomes if o.status != REMOVED)
+
+    @property
+    def chunks_written(self) -> int:
+        return sum(o.chunks for o in self.outcomes if o.status in (ADDED, UPDATED))
+
+
+@dataclass
+class Discovery:
+    files: list[Path] = field(default_factory=list)
+    whole_dirs: list[Path] = field(default_factory=list)
+    skipped: int = 0
+
+
+def discover(paths: Sequence[str | Path], extensions: Sequence[str]) -> Discovery:
+    """Files to ingest. Folders are walked (hidden entries skipped); files given by name are kept
+    even with an unsupported extension, so the loader can say why it refuses them."""
+    found = Discovery()
+    suffixes = {e.lower() for e in extensions}
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise IngestInputError(f"path not found: {raw}")
+        path = path.resolve()
+        if path.is_file():
+            found.files.append(path)
+            continue
+        found.whole_dirs.append(path)
+        for item in sorted(path.rglob("*")):
+            if any(part.startswith(".") for part in item.relative_to(path).parts) or not item.is_file():
+                continue
+            if item.suffix.lower() in suffixes:
+                found.files.append(item)
+            else:
+                found.skipped += 1
+    found.files = list(dict.fromkeys(found.files))
+    if not found.files and not found.whole_dirs:
+        raise IngestInputError("no files given")
+    return found
+
+
+Progress = Callable[[str, str], None]  # (source, status) after each file
+
+
+def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore, chunk_size: int,
+           chunk_overlap: int, extensions: Sequence[str], max_file_bytes: int,
+           on_start: Callable[[int], None] | None = None, on_file: Progress | None = None) -> IngestReport:
+    """Bring the store in line with ``paths``; returns what happened to each file."""
+    started = time.perf_counter()
+    budget = embedder.passage_budget()
+    if chunk_size > budget:
+        raise IngestInputError(
+            f"chunking.size = {chunk_size} tokens is more than the embedder {embedder.name} reads "
+            f"({budget} tokens after its prefix and special tokens); lower chunking.size"
+        )
+    found = discover(paths, extensions)
+    if not found.files and found.whole_dirs and not store.file_records():
+        raise IngestInputError(
+            f"no supported files ({', '.join(extensions)}) in {', '.join(str(d) for d in found.whole_dirs)}"
+        )
+    hashes, outcomes = {}, []
+    for path in found.files:
+        try:
+            hashes[str(path)] = file_hash(path)
+        except OSError as exc:
+            outcomes.append(FileOutcome(str(path), FAILED, reason=f"cannot read: {exc.strerror or exc}"))
+    plan = make_plan(hashes, store.file_records(), found.whole_dirs)
+    if on_start is not None:
+        on_start(len(hashes) + len(plan.remove))
+    outcomes += [FileOutcome(s, UNCHANGED) for s in plan.unchanged]
+    for source in plan.unchanged:
+        _notify(on_file, source, UNCHANGED)
+    for source in plan.add + plan.update:
+        status = ADDED if source in plan.add else UPDATED
+        outcome = _ingest_file(Path(source), hashes[source], status, embedder=embedder, store=store,
+                               size=chunk_size, overlap=chunk_overlap, max_bytes=max_file_bytes)
+        outcomes.append(outcome)
+        _notify(on_file, source, outcome.status)
+    for source in plan.remove:
+        store.delete_source(source)
+        store.delete_file(source)
+        outcomes.append(FileOutcome(source, REMOVED))
+        _notify(on_file, source, REMOVED)
+    return IngestReport(tuple(outcomes), time.perf_counter() - started, found.skipped)
+
+
+def _notify(callback: Progress | None, source: str, status: str) -> None:
+    if callback is not None:
+        callback(source, status)
+
+
+def _ingest_file(path: Path, digest: str, status: str, *, embedder: Embedder, store: ChunkStore,
+                 size: int, overlap: int, max_bytes: int) -> FileOutcome:
+    source = str(path)
+    n_bytes = path.stat().st_size
+    if n_bytes > max_bytes:
+        return FileOutcome(source, FAILED, reason=(
+            f"file is {n_bytes / 1e6:.1f} MB, over the limit ingest.max_file_mb = {max_bytes / 1e6:g}"))
+    try:
+        doc = load(path)
+    except LoadError as exc:
+        return FileOutcome(source, FAILED, reason=exc.reason)
+    pieces = chunk_document(doc, tokenizer=embedder.tokenizer, size=size, overlap=overlap)
+    if not pieces:
+        return FileOutcome(source, FAILED, reason="no text left after chunking", warnings=doc.warnings)
+    chunks = [Chunk(id=chunk_id(source, digest, i), text=text, source=source, page=page, chunk_index=i,
+                    content_hash=digest) for i, (page, text) in enumerate(pieces)]
+    vectors = embedder.embed_passages([c.text for c in chunks])
+    now = time.time()
+    store.put_file(FileRecord(source, digest, WRITING, len(chunks), now))
+    store.delete_source(source)
+    store.upsert_chunks(chunks, vectors, now)
+    store.put_file(FileRecord(source, digest, COMPLETE, len(chunks), now))
+    logger.info("%s %s: %d chunks", status, source, len(chunks))
+    return FileOutcome(source, status, chunks=len(chunks), warnings=doc.warnings)

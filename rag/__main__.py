@@ -1,0 +1,82 @@
+"""python -m rag ask "question" [--no-rerank] [--json] [--config PATH]"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rag.cli import run_cli, setup_logging
+from rag.config import load_settings
+from rag.generate import GenerationError
+from rag.pipeline import build_pipeline
+from rag.types import Answer, Trace
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rag", description="Ask questions over your documents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ask = sub.add_parser("ask", help="answer a question with citations")
+    ask.add_argument("question")
+    ask.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
+    ask.add_argument("--no-rerank", action="store_true", help="skip the reranker (the A side of A/B)")
+    ask.add_argument("--json", action="store_true", help="print the answer and its full trace as JSON")
+    ask.add_argument("--top-k", type=int, help="candidates retrieved (default: retrieval.top_k)")
+    ask.add_argument("--top-n", type=int, help="chunks given to the LLM (default: reranker.top_n)")
+    ask.add_argument("-v", "--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    settings = load_settings(args.config)
+    rerank = settings.reranker.enabled and not args.no_rerank
+    pipeline = build_pipeline(settings, reranker=rerank)
+    if pipeline.store.count() == 0:
+        raise ValueError("the collection is empty; add documents first: python -m ingest docs/")
+    trace = pipeline.search(args.question, rerank=rerank, top_k=args.top_k, top_n=args.top_n)
+    console = Console()
+    try:
+        if args.json:
+            answer = pipeline.answer(trace)
+            print(json.dumps(dataclasses.asdict(answer), ensure_ascii=False, indent=2))
+            return 0
+        console.print(f"[bold]Answer[/] ({pipeline.generator.name}):")
+        answer = pipeline.answer(trace, on_token=lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+        print()
+    except GenerationError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        print_sources(console, trace, cited=())
+        return 2
+    print_sources(console, answer.trace, cited=[c.number for c in answer.citations])
+    return 0
+
+
+def print_sources(console: Console, trace: Trace, cited) -> None:
+    """The chunks the LLM saw, numbered as in the prompt, with ranks and scores."""
+    table = Table(title="sources (in the order the LLM read them)")
+    for col in ("#", "file", "page", "rank", "retrieval", "rerank", "cited"):
+        table.add_column(col)
+    for number, cand in enumerate(trace.context, start=1):
+        moved = f"#{cand.retrieval_rank} → #{cand.rank}" if trace.rerank else f"#{cand.retrieval_rank}"
+        table.add_row(
+            f"[{number}]", Path(cand.chunk.source).name, str(cand.chunk.page or "-"), moved,
+            f"{cand.retrieval_score:.3f}", "-" if cand.rerank_score is None else f"{cand.rerank_score:.3f}",
+            "yes" if number in cited else "",
+        )
+    console.print(table)
+    for note in trace.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print("models: " + " · ".join(f"{k}: {v}" for k, v in trace.models.items()))
+    console.print("timings: " + " · ".join(f"{k} {v * 1000:.0f} ms" for k, v in trace.timings.items()))
+
+
+
+
+if __name__ == "__main__":
+    run_cli(main)

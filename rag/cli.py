@@ -1,0 +1,41 @@
+"""What every command line shares: logging, quiet third-party libraries, one-line errors."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+from rag.config import ConfigError
+from rag.models import ModelLoadError
+from rag.store import StoreError
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        for name in ("transformers", "sentence_transformers", "chromadb", "httpx", "pypdf", "huggingface_hub"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+def run_cli(main: Callable[[], int], *, interrupted_note: str = "") -> None:
+    """Run ``main`` and turn the errors a user can cause into one readable line and an exit code."""
+    from rag.generate import GenerationError
+
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted. {interrupted_note}".rstrip(), file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except (ConfigError, ModelLoadError, StoreError, GenerationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    sys.exit(code)

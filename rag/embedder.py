@@ -1,0 +1,102 @@
+"""Bi-encoder wrapper: sentence-transformers with the right query/passage prefixes.
+
+Some model families were trained with instructions in front of the text (e5:
+"query: " / "passage: "; bge v1.5: an instruction on queries only). Using them
+wrongly costs retrieval quality silently, so the prefixes come from, in order:
+an explicit value in config.toml, the model's own saved prompts, the table of
+known families below, and otherwise none.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from rag.models import ModelLoadError, resolve_model
+
+logger = logging.getLogger(__name__)
+
+AUTO = "auto"
+_BGE_V15_QUERY = "Represent this sentence for searching relevant passages: "
+# (glob on the lower-cased model id, query prefix, passage prefix)
+KNOWN_PREFIXES: tuple[tuple[str, str, str], ...] = (
+    ("*multilingual-e5-*-instruct*", "Instruct: Given a question, retrieve passages that answer it\nQuery: ", ""),
+    ("*e5-*", "query: ", "passage: "),
+    ("*bge-*-en-v1.5*", _BGE_V15_QUERY, ""),
+    ("*bge-*-zh-v1.5*", "为这个句子生成表示以用于检索相关文章：", ""),
+)
+
+
+def known_prefixes(model_id: str) -> tuple[str, str]:
+    """(query, passage) prefixes of a known model family, or ("", "")."""
+    name = model_id.lower()
+    for pattern, query, passage in KNOWN_PREFIXES:
+        if fnmatch.fnmatch(name, pattern):
+            return query, passage
+    return "", ""
+
+
+class Embedder:
+    """Embeds queries and passages into normalised vectors (cosine = dot product)."""
+
+    def __init__(self, model: Any, *, name: str, query_prefix: str, passage_prefix: str, batch_size: int) -> None:
+        self.model = model
+        self.name = name
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, spec: str, *, device: str, batch_size: int, query_prefix: str = AUTO,
+             passage_prefix: str = AUTO) -> "Embedder":
+        from sentence_transformers import SentenceTransformer
+
+        location = resolve_model(spec).location
+        try:
+            model = SentenceTransformer(location, device=device)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load embedding model {spec!r}: {exc}") from exc
+        saved = getattr(model, "prompts", None) or {}
+        family_q, family_p = known_prefixes(spec)
+        query = query_prefix if query_prefix != AUTO else saved.get("query", family_q)
+        passage = passage_prefix if passage_prefix != AUTO else saved.get("document", saved.get("passage", family_p))
+        logger.info("embedder %s on %s (query prefix %r, passage prefix %r)", spec, device, query, passage)
+        return cls(model, name=spec, query_prefix=query, passage_prefix=passage, batch_size=batch_size)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    def passage_budget(self) -> int:
+        """How many tokens of chunk text fit once the prefix and special tokens are added."""
+        prefix = len(self.tokenizer(self.passage_prefix, add_special_tokens=False)["input_ids"]) if self.passage_prefix else 0
+        specials = self.tokenizer.num_special_tokens_to_add(pair=False)
+        return self.max_seq_length - prefix - specials
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode([self.passage_prefix + t for t in texts])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._encode([self.query_prefix + text])[0]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )

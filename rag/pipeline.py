@@ -1,0 +1,172 @@
+"""question -> retrieve -> rerank -> reorder -> generate -> Answer with a Trace.
+
+``build_pipeline(settings)`` does all heavy loading once; ``Pipeline.search``
+runs the retrieval side (so retrieval results exist even if generation fails)
+and ``Pipeline.answer`` the generation side. Per-call options (rerank on/off,
+top_k, top_n, reorder strategy) are arguments, never state on the pipeline.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
+
+from rag.config import Settings
+from rag.embedder import Embedder
+from rag.generate import Generator, build_generator, build_messages, parse_citations
+from rag.models import select_device
+from rag.reorder import reorder
+from rag.rerankers import Reranker, load_reranker
+from rag.store import ChunkStore, connect
+from rag.types import Answer, Candidate, Trace
+
+logger = logging.getLogger(__name__)
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    e = settings.embedder
+    return Embedder.load(e.model, device=select_device(e.device), batch_size=e.batch_size,
+                         query_prefix=e.query_prefix, passage_prefix=e.passage_prefix)
+
+
+def open_store(settings: Settings, embedder: Embedder, *, create: bool, reset: bool = False,
+               environ: Mapping[str, str] | None = None) -> ChunkStore:
+    """Connect to Chroma as configured; ``reset`` drops the collection first."""
+    s = settings.store
+    environ = os.environ if environ is None else environ
+    token = environ.get(s.token_env) if s.token_env else None
+    client = connect(mode=s.mode, path=settings.resolve_path(s.path), host=s.host, port=s.port,
+                     ssl=s.ssl, token=token)
+    if reset:
+        ChunkStore.drop(client, s.collection)
+    return ChunkStore.open(client, s.collection, embedder=embedder.name, dimension=embedder.dimension,
+                           create=create)
+
+
+def load_configured_reranker(settings: Settings) -> Reranker:
+    r = settings.reranker
+    return load_reranker(r.kind, model=r.model, device=select_device(r.device), dtype=r.dtype,
+                         batch_size=r.batch_size, max_length=r.max_length, normalize=r.normalize)
+
+
+def load_generator(settings: Settings, environ: Mapping[str, str] | None = None) -> Generator:
+    g = settings.llm
+    return build_generator(base_url=g.base_url, model=g.model, api_key_env=g.api_key_env,
+                           temperature=g.temperature, max_tokens=g.max_tokens, timeout=g.timeout,
+                           max_retries=g.max_retries, local_model=g.local_model, device=g.device,
+                           environ=os.environ if environ is None else environ)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    embedder: Embedder
+    store: ChunkStore
+    reranker: Reranker | None
+    generator: Generator | None
+    top_k: int
+    top_n: int
+    reorder_strategy: str
+
+    def search(self, question: str, *, rerank: bool = True, top_k: int | None = None,
+               top_n: int | None = None, strategy: str | None = None) -> Trace:
+        """Retrieve, optionally rerank, keep top_n and reorder; the Trace holds every step."""
+        question = _check_question(question)
+        k = top_k if top_k is not None else self.top_k
+        n = top_n if top_n is not None else self.top_n
+        strategy = strategy if strategy is not None else self.reorder_strategy
+        if rerank and self.reranker is None:
+            raise ValueError("reranking was asked for but no reranker is loaded (reranker.enabled = false?)")
+        timings: dict[str, float] = {}
+        with _timed(timings, "embed_query"):
+            vector = self.embedder.embed_query(question)
+        with _timed(timings, "retrieve"):
+            hits = self.store.query(vector, k)
+        retrieved = tuple(Candidate(chunk=c, retrieval_score=s, retrieval_rank=i, rank=i)
+                          for i, (c, s) in enumerate(hits, start=1))
+        ranked: Sequence[Candidate] = retrieved
+        notes: list[str] = []
+        if rerank and retrieved:
+            with _timed(timings, "rerank"):
+                ranked = self.reranker.rerank(question, retrieved)
+            cut = sum(1 for c in ranked if c.truncated)
+            if cut:
+                notes.append(f"{cut} of {len(ranked)} passages were cut at the reranker's max_length")
+        with _timed(timings, "reorder"):
+            context = reorder(list(ranked[:n]), strategy)
+        return Trace(question=question, rerank=rerank, retrieved=retrieved,
+                     reranked=tuple(ranked) if rerank else (), context=tuple(context),
+                     timings=timings, models=self.model_names(rerank), notes=tuple(notes))
+
+    def answer(self, trace: Trace, *, history: Sequence[tuple[str, str]] = (),
+               on_token: Callable[[str], None] | None = None) -> Answer:
+        """Generate from the trace's context; raises GenerationError naming the endpoint on failure."""
+        if self.generator is None:
+            raise ValueError("this pipeline was built without a generator")
+        messages = build_messages(trace.question, trace.context, history)
+        parts: list[str] = []
+        timings = dict(trace.timings)
+        started = time.perf_counter()
+        for piece in self.generator.stream(messages):
+            if not parts:
+                timings["first_token"] = time.perf_counter() - started
+            parts.append(piece)
+            if on_token is not None:
+                on_token(piece)
+        timings["generate"] = time.perf_counter() - started
+        text = "".join(parts).strip()
+        return Answer(text=text, citations=parse_citations(text, trace.context), model=self.generator.name,
+                      trace=dataclasses.replace(trace, timings=timings))
+
+    def ask(self, question: str, *, rerank: bool = True, on_token: Callable[[str], None] | None = None,
+            **options: int | str | None) -> Answer:
+        return self.answer(self.search(question, rerank=rerank, **options), on_token=on_token)
+
+    def model_names(self, rerank: bool) -> dict[str, str]:
+        names = {"embedder": f"{self.embedder.name} ({self.embedder.device})"}
+        if rerank and self.reranker is not None:
+            r = self.reranker
+            names["reranker"] = f"{r.kind}: {r.name} ({r.device}, {r.dtype})"
+        if self.generator is not None:
+            names["llm"] = self.generator.name
+        return names
+
+
+def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool = True,
+                   environ: Mapping[str, str] | None = None) -> Pipeline:
+    """Load every model once. ``reranker=False`` skips loading it (e.g. for ``--no-rerank``)."""
+    embedder = load_embedder(settings)
+    store = open_store(settings, embedder, create=False, environ=environ)
+    return Pipeline(
+        embedder=embedder,
+        store=store,
+        reranker=load_configured_reranker(settings) if reranker and settings.reranker.enabled else None,
+        generator=load_generator(settings, environ) if generator else None,
+        top_k=settings.retrieval.top_k,
+        top_n=settings.reranker.top_n,
+        reorder_strategy=settings.reorder.strategy,
+    )
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = time.perf_counter() - started
+
+
+MAX_QUESTION_CHARS = 4000
+
+
+def _check_question(question: str) -> str:
+    text = question.strip()
+    if not text:
+        raise ValueError("the question is empty")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question is {len(text)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    return text

@@ -1,0 +1,176 @@
+"""Chroma storage: chunks with their vectors, and a per-file ledger.
+
+Two collections per store: ``<name>`` holds one record per chunk (vector, text,
+source, page, chunk index, content hash, ingest time); ``<name>-files`` holds
+one record per ingested file (its content hash, chunk count and whether its
+chunks were completely written). The ledger lives in Chroma itself, so an
+embedded store and a server behave the same and a copied ``.chroma`` folder
+keeps its history.
+
+The chunk collection records which embedding model and dimension built it;
+opening it with another embedder is refused instead of mixing vectors.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from rag.types import Chunk
+
+logger = logging.getLogger(__name__)
+
+FILES_SUFFIX = "-files"
+COMPLETE, WRITING = "complete", "writing"
+
+
+class StoreError(RuntimeError):
+    """The vector store is unreachable, missing or inconsistent with the config."""
+
+
+class EmbedderMismatchError(StoreError):
+    """The collection was built with a different embedding model or dimension."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    source: str
+    content_hash: str
+    status: str  # COMPLETE or WRITING
+    n_chunks: int
+    ingest_time: float
+
+
+def connect(*, mode: str, path: Path, host: str, port: int, ssl: bool, token: str | None) -> Any:
+    """A Chroma client: embedded (PersistentClient at ``path``) or a server (HttpClient)."""
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False, allow_reset=False)
+    if mode == "embedded":
+        try:
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+        except Exception as exc:  # chromadb raises bare Exception subclasses from Rust bindings
+            raise StoreError(f"could not open the Chroma store at {path}: {exc}") from exc
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        return chromadb.HttpClient(host=host, port=port, ssl=ssl, headers=headers, settings=settings)
+    except Exception as exc:  # connection errors surface as ValueError or httpx errors
+        scheme = "https" if ssl else "http"
+        raise StoreError(f"could not reach the Chroma server at {scheme}://{host}:{port}: {exc}") from exc
+
+
+class ChunkStore:
+    """Chunk and ledger collections of one Chroma store, checked against the embedder."""
+
+    def __init__(self, client: Any, chunks: Any, files: Any) -> None:
+        self.client = client
+        self.chunks = chunks
+        self.files = files
+
+    @classmethod
+    def open(cls, client: Any, name: str, *, embedder: str, dimension: int, create: bool = True) -> "ChunkStore":
+        """Open (or create) collection ``name``; refuse one built by another embedder."""
+        existing = {c.name if hasattr(c, "name") else str(c) for c in client.list_collections()}
+        if name not in existing and not create:
+            raise StoreError(
+                f"collection '{name}' does not exist yet; add documents first: python -m ingest docs/"
+            )
+        chunks = client.get_or_create_collection(
+            name, configuration={"hnsw": {"space": "cosine"}},
+            metadata={"embedder": embedder, "dimension": dimension}, embedding_function=None,
+        )
+        _check_embedder(name, chunks.metadata or {}, embedder, dimension)
+        files = client.get_or_create_collection(name + FILES_SUFFIX, embedding_function=None)
+        return cls(client, chunks, files)
+
+    @staticmethod
+    def drop(client: Any, name: str) -> None:
+        """Delete both collections of a store (``--reset``)."""
+        existing = {c.name if hasattr(c, "name") else str(c) for c in client.list_collections()}
+        for coll in (name, name + FILES_SUFFIX):
+            if coll in existing:
+                client.delete_collection(coll)
+
+    def count(self) -> int:
+        return int(self.chunks.count())
+
+    def _batches(self, n: int) -> Iterable[slice]:
+        step = max(1, min(int(self.client.get_max_batch_size()), 1000))
+        return (slice(i, min(i + step, n)) for i in range(0, n, step))
+
+    def upsert_chunks(self, chunks: Sequence[Chunk], embeddings: np.ndarray, ingest_time: float) -> None:
+        if len(chunks) != len(embeddings):
+            raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
+        for part in self._batches(len(chunks)):
+            batch = chunks[part]
+            self.chunks.upsert(
+                ids=[c.id for c in batch],
+                embeddings=embeddings[part],
+                documents=[c.text for c in batch],
+                metadatas=[_chunk_metadata(c, ingest_time) for c in batch],
+            )
+
+    def delete_source(self, source: str) -> None:
+        self.chunks.delete(where={"source": source})
+
+    def query(self, embedding: np.ndarray, k: int) -> list[tuple[Chunk, float]]:
+        """The k nearest chunks with cosine similarity (1 - cosine distance), best first."""
+        n = min(k, self.count())
+        if n == 0:
+            return []
+        res = self.chunks.query(query_embeddings=[embedding], n_results=n,
+                                include=["documents", "metadatas", "distances"])
+        return [
+            (_chunk_from(cid, doc, meta), 1.0 - float(dist))
+            for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])
+        ]
+
+    def file_records(self) -> dict[str, FileRecord]:
+        res = self.files.get(include=["metadatas"])
+        return {meta["source"]: _record_from(meta) for meta in res["metadatas"]}
+
+    def put_file(self, record: FileRecord) -> None:
+        self.files.upsert(ids=[record.source], embeddings=[[0.0]], metadatas=[{
+            "source": record.source, "content_hash": record.content_hash, "status": record.status,
+            "n_chunks": record.n_chunks, "ingest_time": record.ingest_time,
+        }])
+
+    def delete_file(self, source: str) -> None:
+        self.files.delete(ids=[source])
+
+
+def _check_embedder(name: str, meta: dict[str, Any], embedder: str, dimension: int) -> None:
+    stored_model, stored_dim = meta.get("embedder"), meta.get("dimension")
+    if stored_model is None:
+        return
+    if stored_model != embedder or int(stored_dim) != dimension:
+        raise EmbedderMismatchError(
+            f"collection '{name}' was built with embedder '{stored_model}' ({stored_dim}-d) but the config "
+            f"uses '{embedder}' ({dimension}-d); vectors of different models cannot be mixed. Rebuild it with "
+            f"`python -m ingest PATH --reset`, or set store.collection to a new name."
+        )
+
+
+def _chunk_metadata(chunk: Chunk, ingest_time: float) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "source": chunk.source, "chunk_index": chunk.chunk_index,
+        "content_hash": chunk.content_hash, "ingest_time": ingest_time,
+    }
+    if chunk.page is not None:
+        meta["page"] = chunk.page
+    return meta
+
+
+def _chunk_from(cid: str, text: str, meta: dict[str, Any]) -> Chunk:
+    page = meta.get("page")
+    return Chunk(id=cid, text=text, source=str(meta["source"]), page=int(page) if page is not None else None,
+                 chunk_index=int(meta["chunk_index"]), content_hash=str(meta["content_hash"]))
+
+
+def _record_from(meta: dict[str, Any]) -> FileRecord:
+    return FileRecord(source=str(meta["source"]), content_hash=str(meta["content_hash"]), status=str(meta["status"]),
+                      n_chunks=int(meta["n_chunks"]), ingest_time=float(meta["ingest_time"]))

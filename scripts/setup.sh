@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One command to install everything: a virtual environment in .venv with pinned
+# dependencies and, where there is no NVIDIA GPU, the CPU build of torch.
+#   bash scripts/setup.sh            (PYTHON=python3.11 to choose the interpreter)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 11), (3, 12)) else 1)' \
+  || { echo "error: Python 3.11 or 3.12 is required ($PYTHON is $("$PYTHON" --version 2>&1))" >&2; exit 1; }
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "NVIDIA GPU found: installing the CUDA build of torch"
+  $PIP install torch==2.13.0
+else
+  echo "no GPU: installing the CPU build of torch"
+  # A local wheel (pip's find-links) if there is one, else PyTorch's CPU index.
+  $PIP install --no-index torch==2.13.0 2>/dev/null \
+    || $PIP install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+fi
+
+$PIP install -c constraints.txt -e ".[dev]"
+echo "installed: activate with 'source .venv/bin/activate'"

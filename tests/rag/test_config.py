@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import pytest
+
+from rag.config import ConfigError, load_settings
+from tests.conftest import REPO
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", ["config.toml", "config.offline.toml"])
+def test_shipped_configs_are_valid(name):
+    settings = load_settings(REPO / name, env={})
+    assert settings.retrieval.top_k == 20
+    assert settings.reranker.top_n == 5
+
+
+def test_production_defaults_target_the_product_models():
+    settings = load_settings(REPO / "config.toml", env={})
+    assert settings.embedder.model == "BAAI/bge-m3"
+    assert settings.reranker.model == "BAAI/bge-reranker-v2-m3"
+    assert settings.reorder.strategy == "lost_in_the_middle"
+
+
+def test_offline_profile_uses_packaged_models_only():
+    settings = load_settings(REPO / "config.offline.toml", env={})
+    assert settings.embedder.model.startswith("pkg:")
+    assert settings.reranker.model.startswith("pkg:")
+    assert settings.llm.base_url == "" and settings.llm.local_model.startswith("pkg:")
+
+
+def test_env_overrides_each_type(tmp_path):
+    path = write(tmp_path, "[reranker]\ntop_n = 3\n")
+    env = {"RAG_RERANKER__TOP_N": "8", "RAG_RERANKER__ENABLED": "false", "RAG_LLM__TEMPERATURE": "0.5",
+           "RAG_INGEST__EXTENSIONS": "['.md']", "RAG_STORE__MODE": "server"}
+    settings = load_settings(path, env=env)
+    assert settings.reranker.top_n == 8
+    assert settings.reranker.enabled is False
+    assert settings.llm.temperature == 0.5
+    assert settings.ingest.extensions == (".md",)
+    assert settings.store.mode == "server"
+
+
+def test_bad_value_names_key_and_value(tmp_path):
+    path = write(tmp_path, "[reranker]\ntop_n = -1\nnormalize = 'tanh'\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    text = str(err.value)
+    assert "reranker.top_n = -1" in text
+    assert "reranker.normalize = 'tanh'" in text
+
+
+def test_bad_env_value_names_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"retrieval.top_k = 'many'"):
+        load_settings(write(tmp_path, ""), env={"RAG_RETRIEVAL__TOP_K": "many"})
+
+
+def test_unknown_keys_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'reranker.topn'"):
+        load_settings(write(tmp_path, "[reranker]\ntopn = 3\n"), env={})
+    with pytest.raises(ConfigError, match=r"unknown key 'rerankr'"):
+        load_settings(write(tmp_path, "[rerankr]\ntop_n = 3\n"), env={})
+    with pytest.raises(ConfigError, match="unknown section 'rerankr'"):
+        load_settings(write(tmp_path, ""), env={"RAG_RERANKR__TOP_N": "3"})
+    with pytest.raises(ConfigError, match="RAG_TOPN"):
+        load_settings(write(tmp_path, ""), env={"RAG_TOPN": "3"})
+
+
+def test_malformed_and_missing_files(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[reranker\ntop_n = 3"), env={})
+    with pytest.raises(ConfigError, match="config file not found: .*nope.toml"):
+        load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_config_file_from_environment(tmp_path):
+    path = write(tmp_path, "[retrieval]\ntop_k = 7\n")
+    assert load_settings(None, env={"RAG_CONFIG": str(path)}).retrieval.top_k == 7
+
+
+def test_overlap_must_be_below_size(tmp_path):
+    with pytest.raises(ConfigError, match="overlap .64. must be smaller than size .64."):
+        load_settings(write(tmp_path, "[chunking]\nsize = 64\noverlap = 64\n"), env={})
+
+
+def test_relative_paths_resolve_from_the_config_directory(tmp_path):
+    settings = load_settings(write(tmp_path, "[store]\npath = 'data/chroma'\n"), env={})
+    assert settings.resolve_path(settings.store.path) == (tmp_path / "data" / "chroma").resolve()
+
+
+def test_settings_are_frozen(tmp_path):
+    settings = load_settings(write(tmp_path, ""), env={})
+    with pytest.raises(Exception):
+        settings.reranker.top_n = 9

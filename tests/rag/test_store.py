@@ -1,0 +1,125 @@
+"""ChunkStore against real Chroma: an embedded PersistentClient and a real `chroma run` server."""
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.store import COMPLETE, ChunkStore, EmbedderMismatchError, FileRecord, StoreError, connect
+from rag.types import Chunk
+
+
+def chunks_of(source: str, n: int, page: int | None = 1) -> list[Chunk]:
+    return [Chunk(id=f"{source}-{i}", text=f"text {i} of {source}", source=source, page=page,
+                  chunk_index=i, content_hash="h") for i in range(n)]
+
+
+def vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def client(tmp_path):
+    return connect(mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False, token=None)
+
+
+def test_upsert_query_delete(client):
+    store = ChunkStore.open(client, "docs", embedder="m", dimension=8)
+    a, b = chunks_of("/a.md", 3), chunks_of("/b.md", 2, page=None)
+    va, vb = vectors(3), vectors(2, seed=1)
+    store.upsert_chunks(a, va, 1.0)
+    store.upsert_chunks(b, vb, 1.0)
+    assert store.count() == 5
+    hits = store.query(va[1], 2)
+    assert hits[0][0] == a[1]
+    assert hits[0][1] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0][1] >= hits[1][1]
+    assert store.query(vb[0], 1)[0][0].page is None
+    store.delete_source("/a.md")
+    assert store.count() == 2
+    assert store.query(va[1], 10)[0][0].source == "/b.md"
+
+
+def test_writes_more_than_one_batch(client):
+    store = ChunkStore.open(client, "docs", embedder="m", dimension=8)
+    many = chunks_of("/big.pdf", 2500)
+    store.upsert_chunks(many, vectors(2500), 1.0)
+    assert store.count() == 2500
+
+
+def test_ledger_roundtrip(client):
+    store = ChunkStore.open(client, "docs", embedder="m", dimension=8)
+    store.put_file(FileRecord("/a.md", "h1", COMPLETE, 3, 2.5))
+    assert store.file_records() == {"/a.md": FileRecord("/a.md", "h1", COMPLETE, 3, 2.5)}
+    store.delete_file("/a.md")
+    assert store.file_records() == {}
+
+
+def test_embedder_mismatch_is_refused_and_data_kept(client):
+    store = ChunkStore.open(client, "docs", embedder="model-a", dimension=8)
+    store.upsert_chunks(chunks_of("/a.md", 2), vectors(2), 1.0)
+    with pytest.raises(EmbedderMismatchError) as err:
+        ChunkStore.open(client, "docs", embedder="model-b", dimension=16)
+    assert "model-a" in str(err.value) and "model-b" in str(err.value) and "--reset" in str(err.value)
+    assert ChunkStore.open(client, "docs", embedder="model-a", dimension=8).count() == 2
+
+
+def test_missing_collection_when_not_creating(client):
+    with pytest.raises(StoreError, match="python -m ingest"):
+        ChunkStore.open(client, "docs", embedder="m", dimension=8, create=False)
+
+
+def test_drop(client):
+    store = ChunkStore.open(client, "docs", embedder="m", dimension=8)
+    store.upsert_chunks(chunks_of("/a.md", 2), vectors(2), 1.0)
+    ChunkStore.drop(client, "docs")
+    assert ChunkStore.open(client, "docs", embedder="other", dimension=4).count() == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory):
+    """A real Chroma server (`chroma run`) on a free localhost port."""
+    port = free_port()
+    chroma = Path(sys.executable).with_name("chroma")
+    proc = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path_factory.mktemp("srv")),
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("chroma run did not start")
+    yield port
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_server_mode(chroma_server):
+    client = connect(mode="server", path=Path("."), host="127.0.0.1", port=chroma_server, ssl=False, token=None)
+    store = ChunkStore.open(client, "srv-docs", embedder="m", dimension=8)
+    store.upsert_chunks(chunks_of("/a.md", 3), vectors(3), 1.0)
+    store.put_file(FileRecord("/a.md", "h", COMPLETE, 3, 1.0))
+    assert store.count() == 3
+    assert store.query(vectors(3)[2], 1)[0][0].chunk_index == 2
+    assert set(store.file_records()) == {"/a.md"}
+
+
+def test_unreachable_server_names_it():
+    with pytest.raises(StoreError, match=r"http://127.0.0.1:\d+"):
+        client = connect(mode="server", path=Path("."), host="127.0.0.1", port=free_port(), ssl=False, token=None)
+        ChunkStore.open(client, "docs", embedder="m", dimension=8)
