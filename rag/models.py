@@ -148,14 +148,14 @@ def load_causal_lm(spec: str, *, device: str, dtype: str, cache_dir: Path = DEFA
     The LLM reranker and the local generator ask for the same model; this keeps
     one copy in memory. The model is in eval mode on ``device``.
     """
-    key = (spec, device, dtype)
+    torch_dtype = select_dtype(dtype, device)
+    key = (spec, device, str(torch_dtype))  # "auto" and its concrete dtype share one copy
     with _LM_LOCK:
         if key in _LM_CACHE:
             return _LM_CACHE[key]
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         location = materialize(resolve_model(spec), cache_dir)
-        torch_dtype = select_dtype(dtype, device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(location)
             model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)

@@ -1,0 +1,147 @@
+"""What every reranker promises, and the pure helpers they share.
+
+A reranker only computes one raw score per (query, passage) pair and says
+whether it had to cut that input at ``max_length``. Turning those scores into a
+ranking (normalising, sorting, numbering, copying the candidates) is the same
+for every model, so it lives here once (:func:`rank_candidates`), as does the
+length-sorted batching that makes padded inference fast (:func:`length_sorted_batches`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Protocol, Sequence, runtime_checkable
+
+from rag.types import Candidate
+
+logger = logging.getLogger(__name__)
+
+NORMALIZERS: tuple[str, ...] = ("sigmoid", "softmax", "none")
+# Below this, no reranker input can hold a query, a passage and the special tokens.
+MIN_MAX_LENGTH = 8
+
+
+class RerankError(RuntimeError):
+    """Reranking failed at inference time (not at load time: that is ModelLoadError)."""
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Reorders retrieved candidates by a model's judgement of query/passage relevance.
+
+    ``name`` is the model spec, ``kind`` the registry name, ``device`` and
+    ``dtype`` plain strings ("cpu", "float32"): the trace and the UI show them so
+    users can see what actually ran.
+    """
+
+    name: str
+    kind: str
+    device: str
+    dtype: str
+
+    def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """All candidates as new objects, best first, with rank/rerank_* /truncated set.
+
+        Keeping only the top n is the pipeline's business, so the trace can show
+        where every candidate went.
+        """
+        ...
+
+
+def check_normalize(method: str) -> str:
+    """Validate a normalisation name early (at load), so a typo fails before the first query."""
+    if method not in NORMALIZERS:
+        raise ValueError(f"unknown score normalisation {method!r}; valid: {', '.join(NORMALIZERS)}")
+    return method
+
+
+def check_options(*, batch_size: int, max_length: int, normalize: str) -> None:
+    """Shared constructor checks: the values come from config or from callers, never trust them."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < MIN_MAX_LENGTH:
+        raise ValueError(f"max_length must be an integer >= {MIN_MAX_LENGTH}, got {max_length!r}")
+    check_normalize(normalize)
+
+
+def _sigmoid(x: float) -> float:
+    # Two branches so neither exp() can overflow for large |x|.
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def normalize_scores(raw: Sequence[float], method: str) -> list[float]:
+    """Map raw model scores to the score users see.
+
+    * ``sigmoid``: each score on its own to (0, 1); comparable across queries,
+      which is what a threshold needs (the bge rerankers' ``normalize=True``).
+    * ``softmax``: over this query's candidates (exp(x - max) / sum, the
+      overflow-safe form); says how the candidates share the probability mass,
+      not how relevant any of them is in absolute terms.
+    * ``none``: the raw scores, as floats.
+    """
+    check_normalize(method)
+    values = [float(x) for x in raw]
+    if method == "sigmoid":
+        return [_sigmoid(x) for x in values]
+    if method == "softmax":
+        if not values:
+            return []
+        top = max(values)
+        exps = [math.exp(x - top) for x in values]
+        total = sum(exps)
+        return [e / total for e in exps]
+    return values
+
+
+def rank_candidates(
+    candidates: Sequence[Candidate],
+    raw: Sequence[float],
+    truncated: Sequence[bool],
+    method: str,
+) -> list[Candidate]:
+    """New candidates sorted by score (ties keep retrieval order), ranked 1..n.
+
+    Sorting uses the raw score: every normalisation is monotonic, but sigmoid
+    saturates to exactly 1.0 for large logits and would turn real differences
+    into ties.
+    """
+    if not (len(candidates) == len(raw) == len(truncated)):
+        raise ValueError(
+            f"got {len(candidates)} candidates but {len(raw)} scores and {len(truncated)} truncation flags"
+        )
+    raw_floats = [float(x) for x in raw]
+    for candidate, value in zip(candidates, raw_floats):
+        if math.isnan(value):
+            raise RerankError(
+                f"the reranker returned NaN for chunk {candidate.chunk.id!r} "
+                "(half precision overflow? try dtype = 'float32')"
+            )
+    scores = normalize_scores(raw_floats, method)
+    order = sorted(range(len(candidates)), key=lambda i: (-raw_floats[i], candidates[i].retrieval_rank))
+    return [
+        dataclasses.replace(
+            candidates[i],
+            rank=position,
+            rerank_score=scores[i],
+            rerank_raw=raw_floats[i],
+            truncated=bool(truncated[i]),
+        )
+        for position, i in enumerate(order, start=1)
+    ]
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first.
+
+    Padding each batch only to its own longest input wastes little compute when
+    lengths are alike; longest first makes an out-of-memory error show up on
+    the first batch rather than the last. Callers put results back by index.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

@@ -1,0 +1,148 @@
+"""Cross-encoder reranker on a tiny random BERT saved to disk and loaded like a user's model.
+
+Weights are random, so these tests check mechanics (sorting for speed and
+putting results back, truncation, ranking), never ranking quality.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rag.models import ModelLoadError
+from rag.rerankers import CrossEncoderReranker, load_reranker
+from tests.rag.rerankers.helpers import make_candidates
+
+QUERY = "how do rerankers improve retrieval"
+PASSAGES = [
+    "A cross-encoder reads the query and the passage together.",
+    "Bananas are yellow.",
+    "Reranking reorders the candidates that a fast bi-encoder retrieved, using a slower but more "
+    "accurate model that attends across the query and the passage at once, token by token.",
+    "Chroma stores embeddings.",
+    "The lost in the middle effect means language models read the start and the end of a long "
+    "context best.",
+    "ok",
+]
+LONG_PASSAGE = " ".join(["retrieval augmented generation with a reranking stage"] * 40)
+
+
+def _load(path: str, **overrides) -> CrossEncoderReranker:
+    options = {"device": "cpu", "dtype": "float32", "batch_size": 16, "max_length": 128,
+               "normalize": "sigmoid", **overrides}
+    reranker = load_reranker("cross-encoder", model=path, **options)
+    assert isinstance(reranker, CrossEncoderReranker)
+    return reranker
+
+
+def _plain_scores(path: str, query: str, passages: list[str], max_length: int, column: int = 0) -> list[float]:
+    """One unpadded forward per pair, in input order: what sorting and batching must reproduce."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    scores = []
+    with torch.inference_mode():
+        for passage in passages:
+            inputs = tokenizer(query, passage, truncation="only_second", max_length=max_length,
+                               return_tensors="pt")
+            scores.append(float(model(**inputs).logits[0, column]))
+    return scores
+
+
+def test_scores_equal_a_plain_per_pair_forward(tiny_cross_encoder: str) -> None:
+    passages = PASSAGES + [LONG_PASSAGE]
+    raw, _ = _load(tiny_cross_encoder, batch_size=3).score_pairs(QUERY, passages)
+    assert raw == pytest.approx(_plain_scores(tiny_cross_encoder, QUERY, passages, 128), abs=1e-5)
+
+
+def test_batch_size_does_not_change_scores(tiny_cross_encoder: str) -> None:
+    one, _ = _load(tiny_cross_encoder, batch_size=1).score_pairs(QUERY, PASSAGES)
+    many, _ = _load(tiny_cross_encoder, batch_size=16).score_pairs(QUERY, PASSAGES)
+    assert many == pytest.approx(one, abs=1e-5)
+
+
+def test_truncation_flags_and_passage_only_cut(tiny_cross_encoder: str) -> None:
+    reranker = _load(tiny_cross_encoder, max_length=32)
+    features, truncated = reranker.encode(QUERY, [PASSAGES[1], LONG_PASSAGE])
+    assert truncated == [False, True]
+    assert len(features[1]["input_ids"]) == 32
+    tokenizer = reranker.tokenizer
+    query_ids = tokenizer(QUERY)["input_ids"]  # [CLS] query [SEP]
+    assert features[1]["input_ids"][: len(query_ids)] == query_ids  # the query is intact
+    # A pair of exactly max_length tokens is not cut.
+    passage_ids = tokenizer(LONG_PASSAGE, add_special_tokens=False)["input_ids"]
+    exact = tokenizer.decode(passage_ids[: 32 - len(query_ids) - 1])
+    assert len(tokenizer(QUERY, exact)["input_ids"]) == 32
+    assert reranker.encode(QUERY, [exact])[1] == [False]
+
+
+def test_query_longer_than_max_length_cuts_both_instead_of_failing(tiny_cross_encoder: str) -> None:
+    long_query = " ".join(["what is a reranker"] * 20)
+    reranker = _load(tiny_cross_encoder, max_length=16)
+    features, truncated = reranker.encode(long_query, ["short passage", LONG_PASSAGE])
+    assert truncated == [True, True]
+    assert all(len(f["input_ids"]) == 16 for f in features)
+    ranked = reranker.rerank(long_query, make_candidates(["short passage", LONG_PASSAGE]))
+    assert [c.truncated for c in ranked] == [True, True]
+
+
+def test_rerank_returns_all_sorted_new_candidates(tiny_cross_encoder: str) -> None:
+    reranker = _load(tiny_cross_encoder, max_length=32)
+    candidates = make_candidates(PASSAGES + [LONG_PASSAGE])
+    before = copy.deepcopy(candidates)
+    ranked = reranker.rerank(QUERY, candidates)
+    assert candidates == before
+    assert len(ranked) == len(candidates)
+    assert [c.rank for c in ranked] == list(range(1, len(candidates) + 1))
+    raws = [c.rerank_raw for c in ranked]
+    assert raws == sorted(raws, reverse=True)
+    assert all(type(r) is float for r in raws)
+    assert all(0.0 < c.rerank_score < 1.0 for c in ranked)
+    by_id = {c.chunk.id: c for c in candidates}
+    for c in ranked:
+        original = by_id[c.chunk.id]
+        assert (c.chunk, c.retrieval_score, c.retrieval_rank) == (
+            original.chunk, original.retrieval_score, original.retrieval_rank)
+    lengths = {c.chunk.text: len(reranker.tokenizer(QUERY, c.chunk.text)["input_ids"]) for c in candidates}
+    assert {c.chunk.text: c.truncated for c in ranked} == {text: n > 32 for text, n in lengths.items()}
+    assert 0 < sum(c.truncated for c in ranked) < len(ranked)
+    raw, _ = reranker.score_pairs(QUERY, [c.chunk.text for c in candidates])
+    assert {c.chunk.id: c.rerank_raw for c in ranked} == {c.chunk.id: r for c, r in zip(candidates, raw)}
+
+
+def test_empty_candidates(tiny_cross_encoder: str) -> None:
+    assert _load(tiny_cross_encoder).rerank(QUERY, []) == []
+
+
+def test_softmax_scores_sum_to_one(tiny_cross_encoder: str) -> None:
+    ranked = _load(tiny_cross_encoder, normalize="softmax").rerank(QUERY, make_candidates(PASSAGES))
+    assert sum(c.rerank_score for c in ranked) == pytest.approx(1.0)
+
+
+def test_max_length_is_capped_at_the_model_limit(tiny_cross_encoder: str) -> None:
+    assert _load(tiny_cross_encoder, max_length=4096).max_length == 512
+
+
+def _tiny_classifier(directory, num_labels: int) -> str:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=num_labels)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    return str(directory)
+
+
+def test_two_label_model_scores_the_positive_label(tmp_path, tiny_cross_encoder: str) -> None:
+    path = _tiny_classifier(tmp_path / "two", num_labels=2)
+    AutoTokenizer.from_pretrained(tiny_cross_encoder).save_pretrained(path)
+    raw, _ = _load(path).score_pairs(QUERY, PASSAGES)
+    assert raw == pytest.approx(_plain_scores(path, QUERY, PASSAGES, 128, column=1), abs=1e-5)
+
+
+def test_three_label_model_is_not_a_reranker(tmp_path, tiny_cross_encoder: str) -> None:
+    path = _tiny_classifier(tmp_path / "nli", num_labels=3)
+    AutoTokenizer.from_pretrained(tiny_cross_encoder).save_pretrained(path)
+    with pytest.raises(ModelLoadError, match="3"):
+        _load(path)
