@@ -1,0 +1,106 @@
+"""Exact tests for the reorder strategies (pure functions)."""
+from __future__ import annotations
+
+import random
+import typing
+
+import pytest
+
+from rag.config import ReorderSettings
+from rag.reorder import STRATEGIES, descending, keep_order, lost_in_the_middle, reorder
+from rag.types import Candidate, Chunk
+
+
+def make(rank: int, score: float | None = None, rerank: float | None = None) -> Candidate:
+    """A candidate whose rank is also its chunk id; by default a higher rank scores lower."""
+    chunk = Chunk(id=str(rank), text=f"text {rank}", source=f"doc{rank}.md", page=None,
+                  chunk_index=0, content_hash=f"h{rank}")
+    retrieval = score if score is not None else 1.0 - rank / 100
+    return Candidate(chunk=chunk, retrieval_score=retrieval, retrieval_rank=rank, rank=rank,
+                     rerank_score=rerank)
+
+
+def ranked(n: int) -> list[Candidate]:
+    return [make(i) for i in range(1, n + 1)]
+
+
+def ids(candidates: list[Candidate]) -> list[int]:
+    return [int(c.chunk.id) for c in candidates]
+
+
+LOST_IN_THE_MIDDLE = {
+    0: [],
+    1: [1],
+    2: [1, 2],
+    3: [1, 3, 2],
+    4: [1, 3, 4, 2],
+    5: [1, 3, 5, 4, 2],
+    6: [1, 3, 5, 6, 4, 2],
+    7: [1, 3, 5, 7, 6, 4, 2],
+    8: [1, 3, 5, 7, 8, 6, 4, 2],
+    9: [1, 3, 5, 7, 9, 8, 6, 4, 2],
+    10: [1, 3, 5, 7, 9, 10, 8, 6, 4, 2],
+}
+
+
+@pytest.mark.parametrize("n", sorted(LOST_IN_THE_MIDDLE))
+def test_lost_in_the_middle_places_best_first_and_second_best_last(n):
+    assert ids(reorder(ranked(n), "lost_in_the_middle")) == LOST_IN_THE_MIDDLE[n]
+
+
+@pytest.mark.parametrize("n", range(11))
+def test_none_and_descending_keep_ranked_input(n):
+    assert ids(reorder(ranked(n), "none")) == list(range(1, n + 1))
+    assert ids(reorder(ranked(n), "descending")) == list(range(1, n + 1))
+
+
+@pytest.mark.parametrize("n", range(11))
+def test_shuffled_input_is_sorted_by_score_except_for_none(n):
+    shuffled = ranked(n)
+    random.Random(n).shuffle(shuffled)
+    assert ids(reorder(shuffled, "none")) == ids(shuffled)
+    assert ids(reorder(shuffled, "descending")) == list(range(1, n + 1))
+    assert ids(reorder(shuffled, "lost_in_the_middle")) == LOST_IN_THE_MIDDLE[n]
+
+
+def test_rerank_score_wins_over_retrieval_score():
+    # Retrieval prefers 1 > 2 > 3; the reranker says 3 > 1 > 2.
+    cands = [make(1, rerank=0.5), make(2, rerank=0.1), make(3, rerank=0.9)]
+    assert ids(descending(cands)) == [3, 1, 2]
+    assert ids(lost_in_the_middle(cands)) == [3, 2, 1]
+
+
+def test_descending_is_stable_for_ties():
+    cands = [make(1, score=0.5), make(2, score=0.9), make(3, score=0.5), make(4, score=0.9)]
+    assert ids(descending(cands)) == [2, 4, 1, 3]
+
+
+def test_inputs_are_never_mutated_and_candidates_unchanged():
+    original = ranked(7)
+    given = list(original)
+    as_tuple = tuple(original)
+    for name in STRATEGIES:
+        out = reorder(given, name)
+        assert out is not given
+        assert given == original
+        assert reorder(as_tuple, name) == out
+        assert all(any(c is o for o in original) for c in out)  # same objects, rank fields untouched
+        assert [c.rank for c in sorted(out, key=lambda c: c.rank)] == list(range(1, 8))
+
+
+def test_functions_are_reachable_by_name():
+    assert STRATEGIES == {"none": keep_order, "descending": descending,
+                          "lost_in_the_middle": lost_in_the_middle}
+
+
+def test_strategy_names_match_the_config_choices():
+    allowed = typing.get_args(ReorderSettings.model_fields["strategy"].annotation)
+    assert set(allowed) == set(STRATEGIES)
+
+
+def test_unknown_strategy_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        reorder(ranked(3), "middle_out")
+    message = str(err.value)
+    assert "'middle_out'" in message
+    assert "descending, lost_in_the_middle, none" in message
