@@ -67,8 +67,8 @@ def print_report(console: Console, report: IngestReport, total_chunks: int) -> N
     failed = [o for o in report.outcomes if o.status == FAILED]
     if failed:
         table = Table(title="failed files")
-        table.add_column("file")
-        table.add_column("reason")
+        table.add_column("file", overflow="fold")
+        table.add_column("reason", overflow="fold")
         for o in failed:
             table.add_row(o.source, o.reason)
         console.print(table)

