@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ingest.runner import FAILED, IngestReport, ingest
@@ -33,16 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(settings, embedder, create=True, reset=args.reset)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[current]}"), console=console, transient=True) as bar:
-        task = bar.add_task("ingesting", total=None, current="")
+        files = bar.add_task("files", total=None, current="")
+        chunks = bar.add_task("chunks embedded", total=None, current="")
         report = ingest(
             args.paths, embedder=embedder, store=store, chunk_size=settings.chunking.size,
             chunk_overlap=settings.chunking.overlap, extensions=settings.ingest.extensions,
             max_file_bytes=int(settings.ingest.max_file_mb * 1e6),
-            on_start=lambda total: bar.update(task, total=total),
-            on_file=lambda source, status: bar.update(task, advance=1, current=f"{status} {Path(source).name}"),
+            on_start=lambda total: bar.update(files, total=total),
+            on_file=lambda source, status: bar.update(files, advance=1, current=f"{status} {Path(source).name}"),
+            on_chunks=lambda source, n: bar.update(chunks, advance=n, current=_rate(bar, chunks, source)),
         )
     print_report(Console(), report, store.count())
     return 1 if report.count(FAILED) and report.count(FAILED) == report.files_seen else 0
+
+
+def _rate(bar: Progress, task: TaskID, source: str) -> str:
+    speed = bar.tasks[task].speed
+    return f"{Path(source).name}" + (f" · {speed:.0f} chunks/s" if speed else "")
 
 
 def _describe_store(settings) -> str:

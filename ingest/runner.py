@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from ingest.chunking import chunk_document
 from ingest.loaders import LoadError, load
 from ingest.manifest import chunk_id, file_hash, make_plan
@@ -92,12 +94,19 @@ def discover(paths: Sequence[str | Path], extensions: Sequence[str]) -> Discover
 
 
 Progress = Callable[[str, str], None]  # (source, status) after each file
+ChunkProgress = Callable[[str, int], None]  # (source, chunks embedded since the last call)
+EMBED_SLICE = 256  # chunks embedded per call, so progress moves inside a large file
 
 
 def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore, chunk_size: int,
            chunk_overlap: int, extensions: Sequence[str], max_file_bytes: int,
-           on_start: Callable[[int], None] | None = None, on_file: Progress | None = None) -> IngestReport:
-    """Bring the store in line with ``paths``; returns what happened to each file."""
+           on_start: Callable[[int], None] | None = None, on_file: Progress | None = None,
+           on_chunks: ChunkProgress | None = None) -> IngestReport:
+    """Bring the store in line with ``paths``; returns what happened to each file.
+
+    ``on_start(n_files)`` is called once the work is known, ``on_file(source, status)``
+    after each file and ``on_chunks(source, n)`` as its chunks are embedded.
+    """
     started = time.perf_counter()
     budget = embedder.passage_budget()
     if chunk_size > budget:
@@ -125,7 +134,8 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
     for source in plan.add + plan.update:
         status = ADDED if source in plan.add else UPDATED
         outcome = _ingest_file(Path(source), hashes[source], status, embedder=embedder, store=store,
-                               size=chunk_size, overlap=chunk_overlap, max_bytes=max_file_bytes)
+                               size=chunk_size, overlap=chunk_overlap, max_bytes=max_file_bytes,
+                               on_chunks=on_chunks)
         outcomes.append(outcome)
         _notify(on_file, source, outcome.status)
     for source in plan.remove:
@@ -141,8 +151,17 @@ def _notify(callback: Progress | None, source: str, status: str) -> None:
         callback(source, status)
 
 
+def _embed(embedder: Embedder, source: str, texts: list[str], on_chunks: ChunkProgress | None) -> np.ndarray:
+    parts = []
+    for start in range(0, len(texts), EMBED_SLICE):
+        parts.append(embedder.embed_passages(texts[start:start + EMBED_SLICE]))
+        if on_chunks is not None:
+            on_chunks(source, len(parts[-1]))
+    return np.concatenate(parts)
+
+
 def _ingest_file(path: Path, digest: str, status: str, *, embedder: Embedder, store: ChunkStore,
-                 size: int, overlap: int, max_bytes: int) -> FileOutcome:
+                 size: int, overlap: int, max_bytes: int, on_chunks: ChunkProgress | None) -> FileOutcome:
     source = str(path)
     n_bytes = path.stat().st_size
     if n_bytes > max_bytes:
@@ -157,7 +176,7 @@ def _ingest_file(path: Path, digest: str, status: str, *, embedder: Embedder, st
         return FileOutcome(source, FAILED, reason="no text left after chunking", warnings=doc.warnings)
     chunks = [Chunk(id=chunk_id(source, digest, i), text=text, source=source, page=page, chunk_index=i,
                     content_hash=digest) for i, (page, text) in enumerate(pieces)]
-    vectors = embedder.embed_passages([c.text for c in chunks])
+    vectors = _embed(embedder, source, [c.text for c in chunks], on_chunks)
     now = time.time()
     store.put_file(FileRecord(source, digest, WRITING, len(chunks), now))
     store.delete_source(source)

@@ -122,3 +122,26 @@ def test_bad_paths_and_chunk_size(tmp_path, embedder):
         run([empty], embedder, store)
     with pytest.raises(IngestInputError, match="chunking.size = 1000"):
         run([empty], embedder, store, size=1000)
+
+
+def test_chunk_progress_and_sliced_embedding(tmp_path, embedder, monkeypatch):
+    import numpy as np
+
+    import ingest.runner as runner
+
+    monkeypatch.setattr(runner, "EMBED_SLICE", 4)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long.txt").write_text(" ".join(f"Sentence {i} is about item {i * 3}." for i in range(300)))
+    store = open_store(tmp_path / "chroma", embedder)
+    calls: list[int] = []
+    report = ingest([docs], embedder=embedder, store=store, chunk_size=40, chunk_overlap=0, extensions=EXTS,
+                    max_file_bytes=10**6, on_chunks=lambda source, k: calls.append((Path(source).name, k)))
+    n = report.chunks_written
+    assert n > 8 and sum(k for _, k in calls) == n and calls[:-1] == [("long.txt", 4)] * (len(calls) - 1)
+    # slicing the work changes nothing in the stored vectors
+    got = store.chunks.get(include=["documents", "embeddings", "metadatas"])
+    order = np.argsort([m["chunk_index"] for m in got["metadatas"]])
+    texts = [got["documents"][i] for i in order]
+    stored = np.asarray(got["embeddings"])[order]
+    assert np.allclose(stored, embedder.embed_passages(texts), atol=1e-5)
