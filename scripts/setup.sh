@@ -17,8 +17,9 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   $PIP install torch==2.13.0
 else
   echo "no GPU: installing the CPU build of torch"
-  # A local wheel (pip's find-links) if there is one, else PyTorch's CPU index.
-  $PIP install --no-index torch==2.13.0 2>/dev/null \
+  # A local CPU wheel (pip's find-links) if there is one, else PyTorch's CPU index. Only the
+  # wheel itself here: its dependencies come from the ordinary index with the project below.
+  $PIP install --no-index --no-deps torch==2.13.0 2>/dev/null \
     || $PIP install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 fi
 
