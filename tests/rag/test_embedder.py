@@ -54,5 +54,12 @@ def test_model_prompts_and_explicit_overrides(tmp_path, minilm_path):
 
 
 def test_missing_model_is_named(tmp_path):
-    with pytest.raises(ModelLoadError, match="no-such-model"):
-        Embedder.load(str(tmp_path / "no-such-model"), device="cpu", batch_size=4)
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelLoadError, match=f"no-such-model.*no such file or directory: {missing}$"):
+        Embedder.load(str(missing), device="cpu", batch_size=4)
+
+
+def test_hub_model_offline_points_to_the_offline_profile():
+    # the tests run with HF_HUB_OFFLINE=1, as on a machine without hub access
+    with pytest.raises(ModelLoadError, match=r"'BAAI/bge-m3'.*the offline profile \(--config config.offline.toml\)$"):
+        Embedder.load("BAAI/bge-m3", device="cpu", batch_size=4)
