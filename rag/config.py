@@ -62,6 +62,13 @@ class RetrievalSettings(_Section):
     top_k: int = Field(20, gt=0, le=1000)
 
 
+class RerankerChoice(_Section):
+    """Another reranker the UI offers beside the configured one."""
+
+    kind: str
+    model: str
+
+
 class RerankerSettings(_Section):
     enabled: bool = True
     kind: str = "cross-encoder"
@@ -72,6 +79,8 @@ class RerankerSettings(_Section):
     normalize: Literal["sigmoid", "softmax", "none"] = "sigmoid"
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # More rerankers to choose from in the UI (same batch size, max_length, normalisation, device).
+    alternatives: tuple[RerankerChoice, ...] = ()
 
 
 class ReorderSettings(_Section):
@@ -95,6 +104,11 @@ class IngestSettings(_Section):
     max_file_mb: float = Field(200.0, gt=0)
 
 
+class UISettings(_Section):
+    upload_dir: str = "uploads"  # where files uploaded in the app are kept (relative to the config file)
+    max_upload_files: int = Field(20, gt=0)  # files per upload
+
+
 class Settings(_Section):
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkingSettings = ChunkingSettings()
@@ -104,6 +118,7 @@ class Settings(_Section):
     reorder: ReorderSettings = ReorderSettings()
     llm: LLMSettings = LLMSettings()
     ingest: IngestSettings = IngestSettings()
+    ui: UISettings = UISettings()
     # Directory the config file lives in; relative paths in it resolve from here.
     base_dir: str = "."
 

@@ -91,3 +91,30 @@ def llm_server() -> Iterator[FakeLLMServer]:
     yield server
     server.httpd.shutdown()
     server.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory) -> Path:
+    """The sample corpus (docs/) ingested once with the offline profile's embedder; returns the Chroma folder."""
+    from ingest.runner import ingest
+    from rag.config import load_settings
+    from rag.pipeline import load_embedder, open_store
+
+    folder = tmp_path_factory.mktemp("sample-store")
+    settings = load_settings(write_offline_config(folder), env={})
+    embedder = load_embedder(settings)
+    store = open_store(settings, embedder, create=True)
+    report = ingest([REPO / "docs"], embedder=embedder, store=store, chunk_size=settings.chunking.size,
+                    chunk_overlap=settings.chunking.overlap, extensions=settings.ingest.extensions,
+                    max_file_bytes=10**8)
+    assert report.chunks_written == store.count() > 50
+    return folder / "chroma"
+
+
+@pytest.fixture
+def sample_config(tmp_path, sample_store) -> Path:
+    """config.offline.toml over a private copy of the ingested sample corpus."""
+    import shutil
+
+    shutil.copytree(sample_store, tmp_path / "chroma")
+    return write_offline_config(tmp_path)

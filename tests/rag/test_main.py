@@ -8,31 +8,25 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
-from ingest.runner import ingest
-from rag.config import load_settings
-from rag.pipeline import load_embedder, open_store
 from tests.cli import run_module
-from tests.conftest import REPO, write_offline_config
+from tests.conftest import write_offline_config
 
 pytestmark = pytest.mark.slow
 QUESTION = "How many days of paid sick leave do full-time staff get?"
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory) -> Path:
-    """config.offline.toml over a store holding the sample corpus (docs/)."""
-    path = write_offline_config(tmp_path_factory.mktemp("ask"))
-    settings = load_settings(path, env={})
-    embedder = load_embedder(settings)
-    ingest([REPO / "docs"], embedder=embedder, store=open_store(settings, embedder, create=True),
-           chunk_size=settings.chunking.size, chunk_overlap=settings.chunking.overlap,
-           extensions=settings.ingest.extensions, max_file_bytes=10**8)
-    return path
+def config(tmp_path_factory, sample_store) -> Path:
+    """config.offline.toml over a copy of the ingested sample corpus (docs/); these tests only read it."""
+    folder = tmp_path_factory.mktemp("ask")
+    shutil.copytree(sample_store, folder / "chroma")
+    return write_offline_config(folder)
 
 
 def endpoint(url: str, reranker: str) -> dict[str, str]:

@@ -2,16 +2,16 @@
 MiniLM bi-encoder, a cross-encoder loaded from disk, and an LLM behind a local HTTP server."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from ingest.runner import ingest
 from rag.config import load_settings
 from rag.generate import GenerationError
-from rag.pipeline import Pipeline, build_pipeline, load_embedder, open_store
+from rag.pipeline import Pipeline, build_pipeline
 from rag.reorder import lost_in_the_middle
-from tests.conftest import REPO, write_offline_config
+from tests.conftest import write_offline_config
 
 QUESTION = "How many days of paid sick leave do full-time staff get?"
 
@@ -26,18 +26,11 @@ def settings_for(config: Path, cross_encoder: str, llm_url: str, **extra: str):
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory) -> Path:
-    """The sample corpus (docs/) ingested once with the offline profile's embedder."""
+def ingested(tmp_path_factory, sample_store) -> Path:
+    """A config over the sample corpus; these tests only read the store, so they share one copy."""
     folder = tmp_path_factory.mktemp("pipeline")
-    config = write_offline_config(folder)
-    settings = load_settings(config, env={})
-    embedder = load_embedder(settings)
-    store = open_store(settings, embedder, create=True)
-    report = ingest([REPO / "docs"], embedder=embedder, store=store, chunk_size=settings.chunking.size,
-                    chunk_overlap=settings.chunking.overlap, extensions=settings.ingest.extensions,
-                    max_file_bytes=10**8)
-    assert report.chunks_written == store.count() > 50
-    return config
+    shutil.copytree(sample_store, folder / "chroma")
+    return write_offline_config(folder)
 
 
 @pytest.fixture

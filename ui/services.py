@@ -1,0 +1,188 @@
+"""What the app needs from rag/ and ingest/, loaded once per process and shared by every browser session.
+
+Streamlit reruns the page script on every click. Each model is loaded by a
+``st.cache_resource`` function keyed by the settings that shape it, so changing
+top-k or the reorder strategy reloads nothing, and picking another reranker
+loads only that reranker (once). The objects shared here hold no per-request
+state: a Pipeline is a small frozen value built per question.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import streamlit as st
+
+from ingest.runner import IngestReport, ingest
+from rag.config import RerankerSettings, Settings
+from rag.embedder import Embedder
+from rag.generate import Generator
+from rag.pipeline import Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
+from rag.rerankers import Reranker
+from rag.store import ChunkStore, FileRecord
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the user picked in the sidebar for the next question."""
+
+    top_k: int
+    top_n: int
+    reranker: str  # a label from reranker_options()
+    strategy: str
+    llm_model: str
+
+
+@st.cache_resource(show_spinner="Loading the embedding model…")
+def _embedder(key: str, _settings: Settings) -> Embedder:
+    return load_embedder(_settings)
+
+
+@st.cache_resource(show_spinner=False)
+def _store(key: str, _settings: Settings, _embedder: Embedder) -> ChunkStore:
+    return open_store(_settings, _embedder, create=True)
+
+
+@st.cache_resource(show_spinner="Loading the reranker…")
+def _reranker(key: str, _settings: Settings) -> Reranker:
+    return load_configured_reranker(_settings)
+
+
+@st.cache_resource(show_spinner="Loading the LLM…")
+def _generator(key: str, _settings: Settings) -> Generator:
+    return load_generator(_settings)
+
+
+def embedder(settings: Settings) -> Embedder:
+    return _embedder(settings.embedder.model_dump_json(), settings)
+
+
+def store(settings: Settings) -> ChunkStore:
+    key = settings.store.model_dump_json() + settings.base_dir + settings.embedder.model_dump_json()
+    return _store(key, settings, embedder(settings))
+
+
+def reranker_options(settings: Settings) -> dict[str, RerankerSettings]:
+    """Label -> reranker settings: the configured reranker first, then the configured alternatives."""
+    base = settings.reranker
+    options = {f"{base.kind}: {base.model}": base}
+    for choice in base.alternatives:
+        options.setdefault(f"{choice.kind}: {choice.model}",
+                           base.model_copy(update={"kind": choice.kind, "model": choice.model}))
+    return options
+
+
+def reranker(settings: Settings, label: str) -> Reranker:
+    chosen = reranker_options(settings)[label]
+    return _reranker(chosen.model_dump_json(), settings.model_copy(update={"reranker": chosen}))
+
+
+def generator(settings: Settings, llm_model: str) -> Generator:
+    llm = settings.llm.model_copy(update={"model": llm_model})
+    return _generator(llm.model_dump_json(), settings.model_copy(update={"llm": llm}))
+
+
+def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generator | None) -> Pipeline:
+    """A pipeline for one question; the reranker is loaded only when this question reranks."""
+    return Pipeline(
+        embedder=embedder(settings), store=store(settings),
+        reranker=reranker(settings, choices.reranker) if rerank else None,
+        generator=llm, top_k=choices.top_k, top_n=choices.top_n, reorder_strategy=choices.strategy,
+    )
+
+
+def is_offline_profile(settings: Settings) -> list[str]:
+    """Why the app runs on demo models, one line per reason (empty for production models)."""
+    reasons = []
+    if settings.embedder.model.startswith("pkg:"):
+        reasons.append(f"the embedder is a packaged demo model ({settings.embedder.model})")
+    if settings.reranker.model.startswith("pkg:"):
+        reasons.append(f"the reranker is a packaged demo model ({settings.reranker.model})")
+    if settings.llm.base_url.strip() == "":
+        reasons.append(f"answers come from a local model ({settings.llm.local_model}), not an LLM endpoint")
+    return reasons
+
+
+# --- documents ------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^\w.\- ]+")
+
+
+def safe_name(name: str) -> str:
+    """A file name that stays inside the upload folder: no directories, no hidden files, no odd characters."""
+    base = re.split(r"[\\/]", name)[-1].strip()
+    cleaned = _UNSAFE.sub("_", base).lstrip(".").strip()
+    if cleaned == "" or cleaned.strip("_") == "" or Path(cleaned).suffix == "":
+        raise ValueError(f"unusable file name {name!r}")
+    return cleaned
+
+
+def documents(settings: Settings) -> list[FileRecord]:
+    """The files in the collection, newest first."""
+    records = store(settings).file_records().values()
+    return sorted(records, key=lambda r: r.ingest_time, reverse=True)
+
+
+def remove_document(settings: Settings, source: str) -> None:
+    """Delete a file's chunks and ledger entry; an uploaded copy is deleted too, so it does not come back."""
+    chunks = store(settings)
+    chunks.delete_source(source)
+    chunks.delete_file(source)
+    uploads = settings.resolve_path(settings.ui.upload_dir)
+    path = Path(source)
+    if path.parent == uploads and path.is_file():
+        path.unlink()
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+
+def ingest_uploads(settings: Settings, uploads: Sequence[Upload],
+                   on_progress: Callable[[float, str], None]) -> tuple[IngestReport, list[tuple[str, str]]]:
+    """Save uploads into the upload folder and ingest them; returns the report and refused uploads.
+
+    Refused (name, reason): too many files, over ``ingest.max_file_mb``, or an unusable name.
+    Files are written under a temporary name and renamed, so a half-written file is never ingested.
+    """
+    limit = settings.ingest.max_file_mb * 1e6
+    folder = settings.resolve_path(settings.ui.upload_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    refused: list[tuple[str, str]] = []
+    saved: list[Path] = []
+    for index, upload in enumerate(uploads):
+        if index >= settings.ui.max_upload_files:
+            refused.append((upload.name, f"more than ui.max_upload_files = {settings.ui.max_upload_files} files"))
+            continue
+        if len(upload.data) > limit:
+            refused.append((upload.name, f"{len(upload.data) / 1e6:.1f} MB is over ingest.max_file_mb = "
+                                         f"{settings.ingest.max_file_mb:g}"))
+            continue
+        try:
+            target = folder / safe_name(upload.name)
+        except ValueError as exc:
+            refused.append((upload.name, str(exc)))
+            continue
+        partial = target.with_name(f".{target.name}.{time.time_ns()}.partial")
+        partial.write_bytes(upload.data)
+        partial.replace(target)
+        saved.append(target)
+    if not saved:
+        return IngestReport((), 0.0), refused
+    done = {"files": 0}
+
+    def file_done(source: str, status: str) -> None:
+        done["files"] += 1
+        on_progress(done["files"] / len(saved), f"{status} {Path(source).name}")
+
+    report = ingest(saved, embedder=embedder(settings), store=store(settings),
+                    chunk_size=settings.chunking.size, chunk_overlap=settings.chunking.overlap,
+                    extensions=settings.ingest.extensions, max_file_bytes=int(limit), on_file=file_done,
+                    on_chunks=lambda source, n: on_progress(done["files"] / len(saved),
+                                                            f"embedding {Path(source).name}"))
+    return report, refused
