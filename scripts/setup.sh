@@ -24,4 +24,16 @@ else
 fi
 
 $PIP install -c constraints.txt -e ".[dev]"
+
+# The browser test drives Debian's Chromium through chromedriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium and chromium-driver (for the browser test)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "note: chromium/chromedriver not found and not root: the browser test will be skipped" \
+         "(install the chromium and chromium-driver packages to run it)"
+  fi
+fi
 echo "installed: activate with 'source .venv/bin/activate'"
