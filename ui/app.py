@@ -44,8 +44,9 @@ def show_models(settings: Settings, choices: services.Choices) -> None:
     st.markdown("  \n".join(lines))
     reasons = services.is_offline_profile(settings)
     if reasons:
-        st.warning("Offline profile: " + "; ".join(reasons) + ". Fine for trying the product; for real "
-                   "answers set production models and an LLM endpoint in config.toml.")
+        st.warning(f"**Offline profile** ({', '.join(reasons)}): small demo models that run without "
+                   "internet; answers are weak. For real use, set production models and an LLM endpoint "
+                   "in config.toml.")
 
 
 def pick_choices(settings: Settings) -> services.Choices:
@@ -134,8 +135,9 @@ def answer_side(settings: Settings, choices: services.Choices, question: str, *,
     except (GenerationError, ModelLoadError) as exc:
         llm_error = f"The LLM could not be loaded: {exc}"
     try:
-        pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm)
-        trace = pipeline.search(question, rerank=rerank)
+        with st.spinner("Retrieving and reranking…" if rerank else "Retrieving…"):
+            pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm)
+            trace = pipeline.search(question, rerank=rerank)
     except (ModelLoadError, RerankError, StoreError, ValueError) as exc:
         return Result(label, error=str(exc))
     if llm is None:

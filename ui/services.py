@@ -95,14 +95,14 @@ def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generat
 
 
 def is_offline_profile(settings: Settings) -> list[str]:
-    """Why the app runs on demo models, one line per reason (empty for production models)."""
+    """What runs on demo models: "packaged embedder", "packaged reranker", "local LLM" (empty for production)."""
     reasons = []
     if settings.embedder.model.startswith("pkg:"):
-        reasons.append(f"the embedder is a packaged demo model ({settings.embedder.model})")
+        reasons.append("packaged embedder")
     if settings.reranker.model.startswith("pkg:"):
-        reasons.append(f"the reranker is a packaged demo model ({settings.reranker.model})")
+        reasons.append("packaged reranker")
     if settings.llm.base_url.strip() == "":
-        reasons.append(f"answers come from a local model ({settings.llm.local_model}), not an LLM endpoint")
+        reasons.append("local LLM")
     return reasons
 
 

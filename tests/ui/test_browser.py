@@ -83,6 +83,13 @@ def browser(tmp_path):
     driver.quit()
 
 
+def timing_captions(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    captions = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")
+    return [c.text for c in captions if c.text.startswith("retrieve ")]
+
+
 def test_compare_in_a_real_browser(streamlit_url, browser, llm_server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -100,7 +107,9 @@ def test_compare_in_a_real_browser(streamlit_url, browser, llm_server, tmp_path)
     box = browser.find_element(By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")
     box.send_keys(QUESTION)
     box.send_keys(Keys.ENTER)
-    wait.until(lambda d: len(d.find_elements(By.XPATH, "//*[contains(text(), 'total ')]")) == 2)
+    wait.until(lambda d: len(timing_captions(d)) == 2)
+    left, right = timing_captions(browser)
+    assert "rerank" not in left and " · rerank " in right
     headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stChatMessage'] h3")]
     assert headers == ["Bi-encoder only", "Reranked"]
     page = browser.find_element(By.TAG_NAME, "body").text
