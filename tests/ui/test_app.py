@@ -50,7 +50,8 @@ def ask(app: AppTest, question: str) -> AppTest:
 
 
 def source_titles(app: AppTest) -> list[str]:
-    return [e.label for e in app.main.expander if re.match(r"\[\d+\] ", e.label)]
+    """The source expanders of the latest answer."""
+    return [e.label for e in app.chat_message[-1].expander if re.match(r"\[\d+\] ", e.label)]
 
 
 def texts(elements) -> list[str]:
@@ -216,6 +217,8 @@ def test_upload_becomes_searchable_once_and_can_be_removed(monkeypatch, tmp_path
     app.toggle(key="rerank").set_value(False).run()  # the tiny reranker is untrained: judge the retrieval
     ask(app, "Where is visitor parking?")
     assert source_titles(app)[0].startswith("[1] evil name_.md · #1 ")
+    ask(app, "How does the keyword auto deduce the type of a variable from its initializer?")
+    assert re.match(r"\[1\] paper\.pdf · p\. \d+ · #1 ", source_titles(app)[0])  # the uploaded PDF, with its page
     app.toggle(key="compare").set_value(True).run()  # an unrelated rerun: nothing is ingested again
     assert {s: r.ingest_time for s, r in store_of(config).file_records().items()} == ingested_at
 
@@ -238,3 +241,16 @@ def test_offline_profile_answers_with_gemma(monkeypatch, sample_config):
     answer = app.chat_message[1].markdown[0].value
     assert "10 days" in answer and re.search(r"\[\d\]", answer)
     assert any(t.endswith("cited") and "employee-handbook.md" in t for t in source_titles(app))
+
+
+def test_uploads_over_the_limits_are_refused(monkeypatch, tmp_path, tiny_cross_encoder, llm_server):
+    monkeypatch.setenv("RAG_INGEST__MAX_FILE_MB", "0.0001")  # 100 bytes
+    monkeypatch.setenv("RAG_UI__MAX_UPLOAD_FILES", "1")
+    app = start(monkeypatch, write_offline_config(tmp_path), reranker=tiny_cross_encoder, llm_url=llm_server.url)
+    uploader = app.sidebar.file_uploader[0]
+    uploader.upload("big.txt", b"x" * 150, "text/plain")
+    uploader.upload("second.txt", b"small", "text/plain")
+    app.run()
+    assert texts(app.sidebar.error) == ["big.txt: 0.0 MB is over ingest.max_file_mb = 0.0001",
+                                        "second.txt: more than ui.max_upload_files = 1 files"]
+    assert not (tmp_path / "uploads" / "big.txt").exists() and app.main.info  # still no documents
