@@ -139,8 +139,7 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
         outcomes.append(outcome)
         _notify(on_file, source, outcome.status)
     for source in plan.remove:
-        store.delete_source(source)
-        store.delete_file(source)
+        store.remove_file(source)
         outcomes.append(FileOutcome(source, REMOVED))
         _notify(on_file, source, REMOVED)
     return IngestReport(tuple(outcomes), time.perf_counter() - started, found.skipped)

@@ -12,6 +12,7 @@ opening it with another embedder is refused instead of mixing vectors.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,19 @@ class ChunkStore:
 
     def delete_file(self, source: str) -> None:
         self.files.delete(ids=[source])
+
+    def remove_file(self, source: str) -> None:
+        """Remove a file's chunks and its ledger entry, recoverably.
+
+        The entry is marked ``writing`` first: if the removal is cut short, the next
+        ingest redoes that file (or removes it, if it is gone) instead of trusting a
+        ``complete`` entry whose chunks are already deleted.
+        """
+        record = self.file_records().get(source)
+        if record is not None:
+            self.put_file(dataclasses.replace(record, status=WRITING))
+        self.delete_source(source)
+        self.delete_file(source)
 
 
 def _check_embedder(name: str, meta: dict[str, Any], embedder: str, dimension: int) -> None:

@@ -77,10 +77,16 @@ def handle_uploads(settings: Settings) -> None:
     if new:
         bar = st.progress(0.0, text="saving uploads…")
         uploads = [services.Upload(f.name, f.getvalue()) for f in new]
-        report, refused = services.ingest_uploads(
-            settings, uploads, on_progress=lambda done, text: bar.progress(min(done, 1.0), text=text))
-        bar.empty()
         st.session_state.handled_uploads.update(f.file_id for f in new)
+        try:
+            report, refused = services.ingest_uploads(
+                settings, uploads, on_progress=lambda done, text: bar.progress(min(done, 1.0), text=text))
+        except (ValueError, StoreError, OSError) as exc:  # e.g. chunking.size too large, store unreachable
+            st.session_state.last_ingest = None
+            st.error(f"The upload could not be ingested: {exc}")
+            return
+        finally:
+            bar.empty()
         st.session_state.last_ingest = (report, refused)
     if st.session_state.last_ingest is not None:
         report, refused = st.session_state.last_ingest
@@ -109,7 +115,11 @@ def show_documents(settings: Settings) -> list:
     picked = st.selectbox("Remove a document", list(names), index=None, key="remove_pick",
                           placeholder="choose a document")
     if st.button("Remove", disabled=picked is None, key="remove"):
-        services.remove_document(settings, names[picked])
+        try:
+            services.remove_document(settings, names[picked])
+        except (StoreError, OSError) as exc:
+            st.error(f"{Path(names[picked]).name} could not be removed: {exc}")
+            return docs
         st.session_state.last_ingest = None
         st.rerun()
     return docs

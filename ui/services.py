@@ -128,9 +128,7 @@ def documents(settings: Settings) -> list[FileRecord]:
 
 def remove_document(settings: Settings, source: str) -> None:
     """Delete a file's chunks and ledger entry; an uploaded copy is deleted too, so it does not come back."""
-    chunks = store(settings)
-    chunks.delete_source(source)
-    chunks.delete_file(source)
+    store(settings).remove_file(source)
     uploads = settings.resolve_path(settings.ui.upload_dir)
     path = Path(source)
     if path.parent == uploads and path.is_file():

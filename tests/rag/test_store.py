@@ -59,6 +59,18 @@ def test_ledger_roundtrip(client):
     assert store.file_records() == {}
 
 
+def test_remove_file_takes_chunks_and_ledger_entry(client):
+    store = ChunkStore.open(client, "docs", embedder="m", dimension=8)
+    for source in ("/a.md", "/b.md"):
+        store.upsert_chunks(chunks_of(source, 3), vectors(3), 1.0)
+        store.put_file(FileRecord(source, "h", COMPLETE, 3, 1.0))
+    store.remove_file("/a.md")
+    assert list(store.file_records()) == ["/b.md"] and store.count() == 3
+    assert {m["source"] for m in store.chunks.get(include=["metadatas"])["metadatas"]} == {"/b.md"}
+    store.remove_file("/not-there.md")  # nothing to do, no error
+    assert store.count() == 3
+
+
 def test_embedder_mismatch_is_refused_and_data_kept(client):
     store = ChunkStore.open(client, "docs", embedder="model-a", dimension=8)
     store.upsert_chunks(chunks_of("/a.md", 2), vectors(2), 1.0)
