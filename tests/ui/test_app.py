@@ -254,3 +254,27 @@ def test_uploads_over_the_limits_are_refused(monkeypatch, tmp_path, tiny_cross_e
     assert texts(app.sidebar.error) == ["big.txt: 0.0 MB is over ingest.max_file_mb = 0.0001",
                                         "second.txt: more than ui.max_upload_files = 1 files"]
     assert not (tmp_path / "uploads" / "big.txt").exists() and app.main.info  # still no documents
+
+
+def test_models_load_once_and_are_shared_across_sessions(monkeypatch, sample_config, tiny_cross_encoder,
+                                                         llm_server):
+    from ui import services
+
+    loads: list[str] = []
+    for name in ("load_embedder", "load_configured_reranker", "load_generator"):
+        real = getattr(services, name)
+        monkeypatch.setattr(services, name, lambda *a, _real=real, _name=name, **k: loads.append(_name) or _real(*a, **k))
+    for cached in (services._embedder, services._store, services._reranker, services._generator):
+        cached.clear()
+    app = start(monkeypatch, sample_config, reranker=tiny_cross_encoder, llm_url=llm_server.url)
+    ask(app, QUESTION)
+    app.number_input(key="top_k").set_value(8).run()  # a setting that needs no model
+    app.selectbox(key="strategy").set_value("descending").run()
+    ask(app, QUESTION)
+    second = start(monkeypatch, sample_config, reranker=tiny_cross_encoder, llm_url=llm_server.url)  # another tab
+    ask(second, QUESTION)
+    assert sorted(loads) == ["load_configured_reranker", "load_embedder", "load_generator"]
+    second.text_input(key="llm_model").set_value("another-model").run()  # only the LLM client changes
+    ask(second, QUESTION)
+    assert sorted(loads) == ["load_configured_reranker", "load_embedder", "load_generator", "load_generator"]
+    assert llm_server.requests[-1]["body"]["model"] == "another-model"
