@@ -1,0 +1,87 @@
+"""Retrieval metrics for ``python -m rag.evaluate``: pure functions over ranked ids and gold ids.
+
+Each query has one ranked list of chunk (or passage) ids, best first, and a set
+of gold ids, the passages that answer it. Ranks are 1-based. A query whose
+gold passage is nowhere in the list scores 0 on every metric (it still counts
+in the mean: averaging only over found queries would flatter a weak ranker).
+"""
+from __future__ import annotations
+
+import math
+from typing import AbstractSet, Iterable, Mapping, Sequence
+
+
+def first_hit(ranked: Sequence[str], gold: AbstractSet[str]) -> int | None:
+    """1-based rank of the first gold id in ``ranked``, or None."""
+    for rank, item in enumerate(ranked, start=1):
+        if item in gold:
+            return rank
+    return None
+
+
+def hit_at(ranked: Sequence[str], gold: AbstractSet[str], k: int) -> float:
+    """1.0 when a gold id is among the first k ("has-right-in-contexts" at k), else 0.0."""
+    _check_k(k)
+    rank = first_hit(ranked[:k], gold)
+    return 0.0 if rank is None else 1.0
+
+
+def reciprocal_rank(ranked: Sequence[str], gold: AbstractSet[str], k: int) -> float:
+    """1/rank of the first gold id within the first k (MRR@k once averaged), else 0.0."""
+    _check_k(k)
+    rank = first_hit(ranked[:k], gold)
+    return 0.0 if rank is None else 1.0 / rank
+
+
+def recall_at(ranked: Sequence[str], gold: AbstractSet[str], k: int) -> float:
+    """Share of the gold ids found in the first k (the ceiling a reranker of those k can reach)."""
+    _check_k(k)
+    if not gold:
+        raise ValueError("recall needs at least one gold id")
+    return len(gold.intersection(ranked[:k])) / len(gold)
+
+
+def ndcg_at(ranked: Sequence[str], gold: AbstractSet[str], k: int) -> float:
+    """Binary-relevance nDCG@k: DCG of the ranking over DCG of the ideal ranking (gold first)."""
+    _check_k(k)
+    if not gold:
+        raise ValueError("nDCG needs at least one gold id")
+    dcg = sum(1.0 / math.log2(rank + 1) for rank, item in enumerate(ranked[:k], start=1) if item in gold)
+    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(gold), k) + 1))
+    return dcg / ideal
+
+
+def mean(values: Iterable[float]) -> float:
+    items = list(values)
+    if not items:
+        raise ValueError("the mean of no values is undefined")
+    return math.fsum(items) / len(items)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between the closest ranks (numpy's default method)."""
+    if not values:
+        raise ValueError("a percentile of no values is undefined")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q = {q!r}: must be between 0 and 100")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(runs: Sequence[tuple[Sequence[str], AbstractSet[str]]], *, hits: Sequence[int] = (1, 3, 5, 10),
+              mrr_k: int = 10, ndcg_k: int = 10) -> Mapping[str, float]:
+    """Mean metrics over queries, each given as (ranked ids, gold ids)."""
+    if not runs:
+        raise ValueError("no queries to evaluate")
+    result = {f"hit@{k}": mean(hit_at(r, g, k) for r, g in runs) for k in hits}
+    result[f"mrr@{mrr_k}"] = mean(reciprocal_rank(r, g, mrr_k) for r, g in runs)
+    result[f"ndcg@{ndcg_k}"] = mean(ndcg_at(r, g, ndcg_k) for r, g in runs)
+    return result
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k = {k!r}: must be a whole number of at least 1")
