@@ -14,6 +14,7 @@ from rag.cli import run_cli, setup_logging
 from rag.config import load_settings
 from rag.generate import GenerationError
 from rag.pipeline import build_pipeline
+from rag.retrieve import MODES
 from rag.types import Trace
 
 
@@ -27,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ask.add_argument("--json", action="store_true", help="print the answer and its full trace as JSON")
     ask.add_argument("--top-k", type=int, help="candidates retrieved (default: retrieval.top_k)")
     ask.add_argument("--top-n", type=int, help="chunks given to the LLM (default: reranker.top_n)")
+    ask.add_argument("--retrieval", choices=MODES, help="first stage: dense, bm25 or hybrid (default: retrieval.mode)")
     ask.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = build_pipeline(settings, reranker=rerank)
     if pipeline.store.count() == 0:
         raise ValueError("the collection is empty; add documents first: python -m ingest docs/")
-    trace = pipeline.search(args.question, rerank=rerank, top_k=args.top_k, top_n=args.top_n)
+    trace = pipeline.search(args.question, rerank=rerank, top_k=args.top_k, top_n=args.top_n, mode=args.retrieval)
     console = Console()
     try:
         if args.json:
@@ -72,7 +74,7 @@ def print_sources(console: Console, trace: Trace, cited) -> None:
     console.print(table)
     for note in trace.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print("models: " + " · ".join(f"{k}: {v}" for k, v in trace.models.items()))
+    console.print(f"first stage: {trace.retrieval} · models: " + " · ".join(f"{k}: {v}" for k, v in trace.models.items()))
     console.print("timings: " + " · ".join(f"{k} {v * 1000:.0f} ms" for k, v in trace.timings.items()))
 
 

@@ -60,6 +60,16 @@ class StoreSettings(_Section):
 
 class RetrievalSettings(_Section):
     top_k: int = Field(20, gt=0, le=1000)
+    mode: Literal["dense", "bm25", "hybrid"] = "dense"
+    rrf_k: int = Field(60, gt=0)
+    dense_weight: float = Field(1.0, ge=0.0)
+    bm25_weight: float = Field(1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "RetrievalSettings":
+        if self.mode == "hybrid" and self.dense_weight == 0 and self.bm25_weight == 0:
+            raise ValueError("hybrid retrieval needs dense_weight or bm25_weight above 0")
+        return self
 
 
 class RerankerChoice(_Section):

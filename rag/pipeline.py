@@ -20,6 +20,7 @@ from rag.embedder import Embedder
 from rag.generate import Generator, build_generator, build_messages, parse_citations
 from rag.models import select_device
 from rag.reorder import STRATEGIES, reorder
+from rag.retrieve import MODES, LexicalIndex, retrieve
 from rag.rerankers import Reranker, load_reranker
 from rag.store import ChunkStore, connect
 from rag.types import Answer, Candidate, Trace
@@ -70,22 +71,32 @@ class Pipeline:
     top_k: int
     top_n: int
     reorder_strategy: str
+    lexical: LexicalIndex | None = None
+    retrieval_mode: str = "dense"
+    rrf_k: int = 60
+    fusion_weights: tuple[float, float] = (1.0, 1.0)  # (dense, BM25) in hybrid mode
 
     def search(self, question: str, *, rerank: bool = True, top_k: int | None = None,
-               top_n: int | None = None, strategy: str | None = None) -> Trace:
+               top_n: int | None = None, strategy: str | None = None, mode: str | None = None) -> Trace:
         """Retrieve, optionally rerank, keep top_n and reorder; the Trace holds every step."""
         question = _check_question(question)
         k = top_k if top_k is not None else self.top_k
         n = top_n if top_n is not None else self.top_n
         strategy = strategy if strategy is not None else self.reorder_strategy
-        _check_options(k, n, strategy)
+        mode = mode if mode is not None else self.retrieval_mode
+        _check_options(k, n, strategy, mode)
         if rerank and self.reranker is None:
             raise ValueError("reranking was asked for but no reranker is loaded (reranker.enabled = false?)")
         timings: dict[str, float] = {}
-        with _timed(timings, "embed_query"):
-            vector = self.embedder.embed_query(question)
+
+        def embed(text: str):
+            with _timed(timings, "embed_query"):
+                return self.embedder.embed_query(text)
+
         with _timed(timings, "retrieve"):
-            hits = self.store.query(vector, k)
+            hits = retrieve(question, mode=mode, k=k, store=self.store, embed=embed, lexical=self.lexical,
+                            rrf_k=self.rrf_k, weights=self.fusion_weights)
+        timings["retrieve"] -= timings.get("embed_query", 0.0)  # the two stages are reported apart
         retrieved = tuple(Candidate(chunk=c, retrieval_score=s, retrieval_rank=i, rank=i)
                           for i, (c, s) in enumerate(hits, start=1))
         ranked: Sequence[Candidate] = retrieved
@@ -98,7 +109,7 @@ class Pipeline:
                 notes.append(f"{cut} of {len(ranked)} passages were cut at the reranker's max_length")
         with _timed(timings, "reorder"):
             context = reorder(list(ranked[:n]), strategy)
-        return Trace(question=question, rerank=rerank, retrieved=retrieved,
+        return Trace(question=question, rerank=rerank, retrieval=mode, retrieved=retrieved,
                      reranked=tuple(ranked) if rerank else (), context=tuple(context),
                      timings=timings, models=self.model_names(rerank), notes=tuple(notes))
 
@@ -149,6 +160,10 @@ def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool
         top_k=settings.retrieval.top_k,
         top_n=settings.reranker.top_n,
         reorder_strategy=settings.reorder.strategy,
+        lexical=LexicalIndex(store),
+        retrieval_mode=settings.retrieval.mode,
+        rrf_k=settings.retrieval.rrf_k,
+        fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
     )
 
 
@@ -173,10 +188,12 @@ def _check_question(question: str) -> str:
     return text
 
 
-def _check_options(top_k: int, top_n: int, strategy: str) -> None:
+def _check_options(top_k: int, top_n: int, strategy: str, mode: str) -> None:
     """Per-call options are checked before any model runs, like the config's own values."""
     for name, value in (("top_k", top_k), ("top_n", top_n)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} = {value!r}: must be a whole number of at least 1")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown reorder strategy {strategy!r}; valid: {', '.join(sorted(STRATEGIES))}")
+    if mode not in MODES:
+        raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")

@@ -130,6 +130,25 @@ class ChunkStore:
             for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])
         ]
 
+    def all_texts(self, page: int = 5000) -> tuple[list[str], list[str]]:
+        """Every chunk's id and text, read page by page (for the BM25 index)."""
+        ids: list[str] = []
+        texts: list[str] = []
+        while True:
+            res = self.chunks.get(include=["documents"], limit=page, offset=len(ids))
+            ids += res["ids"]
+            texts += res["documents"]
+            if len(res["ids"]) < page:
+                return ids, texts
+
+    def get_chunks(self, ids: Sequence[str]) -> list[Chunk]:
+        """The chunks with these ids, in the order given (ids not in the store are left out)."""
+        if not ids:
+            return []
+        res = self.chunks.get(ids=list(ids), include=["documents", "metadatas"])
+        found = {cid: _chunk_from(cid, doc, meta) for cid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"])}
+        return [found[i] for i in ids if i in found]
+
     def file_records(self) -> dict[str, FileRecord]:
         res = self.files.get(include=["metadatas"])
         return {meta["source"]: _record_from(meta) for meta in res["metadatas"]}

@@ -83,6 +83,7 @@ class Trace:
     timings: dict[str, float] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    retrieval: str = "dense"  # dense | bm25 | hybrid
 
 
 @dataclass(frozen=True)

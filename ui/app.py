@@ -16,6 +16,7 @@ from rag.config import ConfigError, Settings, load_settings
 from rag.generate import GenerationError
 from rag.models import ModelLoadError, select_device
 from rag.reorder import STRATEGIES
+from rag.retrieve import MODES
 from rag.rerankers import RerankError
 from rag.store import StoreError
 from ui import services
@@ -55,6 +56,11 @@ def pick_choices(settings: Settings) -> services.Choices:
                             value=settings.retrieval.top_k, key="top_k")
     top_n = st.number_input("Chunks given to the LLM (top-n)", min_value=1, max_value=100,
                             value=settings.reranker.top_n, key="top_n")
+    modes = list(MODES)
+    retrieval = st.selectbox("First-stage retrieval", modes, key="retrieval",
+                             index=modes.index(settings.retrieval.mode),
+                             help="dense: the bi-encoder; bm25: keywords (Korean morphemes); hybrid: both, "
+                                  "fused by reciprocal rank")
     options = list(services.reranker_options(settings))
     reranker = st.selectbox("Reranker", options, key="reranker", disabled=not settings.reranker.enabled)
     strategies = list(STRATEGIES)
@@ -66,7 +72,7 @@ def pick_choices(settings: Settings) -> services.Choices:
     else:
         llm_model = settings.llm.model
     return services.Choices(top_k=int(top_k), top_n=int(top_n), reranker=reranker, strategy=strategy,
-                            llm_model=llm_model)
+                            llm_model=llm_model, retrieval=retrieval)
 
 
 def handle_uploads(settings: Settings) -> None:

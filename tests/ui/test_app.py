@@ -148,6 +148,13 @@ def test_korean_questions_and_sources_render(app, llm_server):
     assert re.search(r"[가-힣]{2,}", shown)
 
 
+def test_retrieval_mode_from_the_sidebar(app, llm_server):
+    app.toggle(key="rerank").set_value(False).run()
+    app.selectbox(key="retrieval").set_value("bm25").run()
+    ask(app, "해외 출장 일비는 얼마인가요?")
+    assert source_titles(app)[0].startswith("[1] travel-expense-rules-ko.md · #1 ")
+
+
 def test_unreachable_llm_is_a_message_and_sources_still_show(monkeypatch, sample_config, tiny_cross_encoder):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,0 +1,103 @@
+"""Lexical retrieval: BM25 (the bm25s library) over tokens that work for Korean, English and CJK.
+
+Tokenisation, per text:
+
+* with Hangul: Kiwi (kiwipiepy), a Korean morphological analyser, keeps the content
+  morphemes (nouns, verb and adjective stems, roots, numbers, foreign words) and drops
+  particles and endings, so "휴가를" and "휴가는" both give "휴가";
+* otherwise: lower-cased words, English stopwords dropped; runs of Chinese or
+  Japanese characters become character bigrams (no spaces to split on there).
+
+``Bm25Index`` is built from (id, text) pairs in memory. The pipeline builds it
+from the Chroma collection itself, so it always holds exactly what the
+collection holds, through every add, update and removal.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Sequence
+
+from bm25s.stopwords import STOPWORDS_EN
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# Kiwi tags kept: nouns, verb/adjective stems, roots, numbers, foreign words, Hanja, determiners/adverbs.
+_KEPT_TAGS = ("NN", "NP", "NR", "VV", "VA", "XR", "SL", "SN", "SH", "MA", "MM")
+_STOPWORDS = frozenset(STOPWORDS_EN)
+_KIWI: Any = None
+_KIWI_LOCK = threading.Lock()
+
+
+def _kiwi() -> Any:
+    global _KIWI
+    with _KIWI_LOCK:
+        if _KIWI is None:
+            from kiwipiepy import Kiwi
+
+            _KIWI = Kiwi()
+        return _KIWI
+
+
+def _bigrams(run: str) -> list[str]:
+    return [run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)]
+
+
+def _plain_tokens(text: str) -> list[str]:
+    tokens: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        pieces = _CJK_RUN.split(word)
+        runs = _CJK_RUN.findall(word)
+        for i, piece in enumerate(pieces):
+            if piece and piece not in _STOPWORDS:
+                tokens.append(piece)
+            if i < len(runs):
+                tokens.extend(_bigrams(runs[i]))
+    return tokens
+
+
+def tokenize(text: str) -> list[str]:
+    """Index terms of a text (see the module docstring); the same function serves queries and passages."""
+    if not _HANGUL.search(text):
+        return _plain_tokens(text)
+    kiwi = _kiwi()
+    with _KIWI_LOCK:
+        morphemes = kiwi.tokenize(text)
+    tokens = []
+    for m in morphemes:
+        if m.tag.startswith(_KEPT_TAGS):
+            form = m.form.lower()
+            if m.tag.startswith(("SL", "SH", "SN")):  # split as in text without Hangul
+                tokens.extend(_plain_tokens(form))
+            elif form not in _STOPWORDS:
+                tokens.append(form)
+    return tokens
+
+
+class Bm25Index:
+    """BM25 over a fixed set of (id, text) pairs; ``search`` returns (id, score) best first."""
+
+    def __init__(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        import bm25s
+
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
+        self.ids = list(ids)
+        self._model = bm25s.BM25()
+        if self.ids:
+            self._model.index([tokenize(t) for t in texts], show_progress=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """Up to k (id, score) pairs with a positive score, best first (ties keep index order)."""
+        if k < 1:
+            raise ValueError(f"k = {k!r}: must be at least 1")
+        terms = tokenize(query)
+        if not self.ids or not terms:
+            return []
+        found, scores = self._model.retrieve([terms], k=min(k, len(self.ids)), show_progress=False,
+                                             n_threads=1)
+        return [(self.ids[int(i)], float(s)) for i, s in zip(found[0], scores[0]) if s > 0]

@@ -1,0 +1,90 @@
+"""First-stage retrieval: dense (the bi-encoder in Chroma), BM25, or both fused by reciprocal rank.
+
+``reciprocal_rank_fusion`` is a pure function. ``LexicalIndex`` keeps a BM25 index
+of a store's chunks and rebuilds it when the store's file ledger changes, so
+BM25 sees exactly what Chroma holds after any ingest, update or removal (also
+ones made by another process). ``retrieve`` runs the configured mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Callable, Sequence
+
+import numpy as np
+
+from rag.lexical import Bm25Index
+from rag.store import ChunkStore
+from rag.types import Chunk
+
+MODES = ("dense", "bm25", "hybrid")
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], weights: Sequence[float],
+                           k: int = 60) -> list[tuple[str, float]]:
+    """Fuse ranked id lists: score(id) = sum of weight / (k + rank) over the lists that hold it.
+
+    Best first; ties go to the id seen first (list order, then rank), so the
+    result is deterministic. Cormack et al. (2009) found k = 60 robust.
+    """
+    if len(rankings) != len(weights):
+        raise ValueError(f"{len(rankings)} rankings but {len(weights)} weights")
+    if k < 1:
+        raise ValueError(f"rrf k = {k!r}: must be at least 1")
+    scores: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights):
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    seen = list(scores)  # insertion order = first appearance
+    return sorted(((i, scores[i]) for i in seen), key=lambda pair: -pair[1])
+
+
+class LexicalIndex:
+    """A BM25 index that follows a ChunkStore: rebuilt when the store's ledger changes."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._key: str | None = None
+        self._index: Bm25Index | None = None
+
+    def current(self) -> Bm25Index:
+        key = _fingerprint(self.store)
+        with self._lock:
+            if self._index is None or key != self._key:
+                ids, texts = self.store.all_texts()
+                self._index, self._key = Bm25Index(ids, texts), key
+            return self._index
+
+
+def _fingerprint(store: ChunkStore) -> str:
+    """Changes whenever a file is added, changed, half-written or removed (and with the chunk count)."""
+    records = sorted((r.source, r.content_hash, r.status) for r in store.file_records().values())
+    return hashlib.sha256(repr((records, store.count())).encode()).hexdigest()
+
+
+def retrieve(question: str, *, mode: str, k: int, store: ChunkStore, embed: Callable[[str], np.ndarray],
+             lexical: LexicalIndex | None, rrf_k: int = 60,
+             weights: tuple[float, float] = (1.0, 1.0)) -> list[tuple[Chunk, float]]:
+    """The top k chunks with their scores: cosine similarity (dense), BM25 score, or fused RRF score."""
+    if mode not in MODES:
+        raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode != "dense" and lexical is None:
+        raise ValueError(f"retrieval mode {mode!r} needs a BM25 index, and this pipeline has none")
+    if mode == "dense":
+        return store.query(embed(question), k)
+    lexical_hits = lexical.current().search(question, k)
+    if mode == "bm25":
+        return _with_chunks(store, lexical_hits)
+    dense_hits = store.query(embed(question), k)
+    fused = reciprocal_rank_fusion([[c.id for c, _ in dense_hits], [i for i, _ in lexical_hits]],
+                                   list(weights), rrf_k)[:k]
+    known = {c.id: c for c, _ in dense_hits}
+    missing = [i for i, _ in fused if i not in known]
+    known.update({c.id: c for c in store.get_chunks(missing)})
+    return [(known[i], score) for i, score in fused if i in known]
+
+
+def _with_chunks(store: ChunkStore, hits: Sequence[tuple[str, float]]) -> list[tuple[Chunk, float]]:
+    chunks = {c.id: c for c in store.get_chunks([i for i, _ in hits])}
+    return [(chunks[i], score) for i, score in hits if i in chunks]
