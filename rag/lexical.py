@@ -14,11 +14,15 @@ collection holds, through every add, update and removal.
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any, Sequence
 
 from bm25s.stopwords import STOPWORDS_EN
+
+# bm25s sets its own logger to DEBUG on import; put it back under the application's logging.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
