@@ -27,7 +27,7 @@ from rich.progress import Progress
 from rag.cli import run_cli, setup_logging
 from rag.config import Settings, load_settings
 from rag.metrics import mean, percentile, recall_at, summarize
-from rag.pipeline import Pipeline, build_pipeline, load_embedder, open_store
+from rag.pipeline import Pipeline, build_pipeline
 from rag.retrieve import MODES
 from rag.store import ChunkStore
 from rag.types import Chunk
@@ -182,14 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     passages, queries = load_squad(args.path, articles=args.articles)
     queries = sample(queries, args.limit, args.seed)
     settings = for_dataset(settings, "squad")
-    embedder = load_embedder(settings)
-    store = open_store(settings, embedder, create=True)
     rerank = settings.reranker.enabled and not args.no_rerank
-    runs = [Run(f"{m}", m, False) for m in modes] + ([Run(f"{m} + rerank", m, True) for m in modes] if rerank else [])
+    runs = [Run(m, m, False) for m in modes] + ([Run(f"{m} + rerank", m, True) for m in modes] if rerank else [])
+    pipeline = build_pipeline(settings, reranker=rerank, generator=False, create_store=True)
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("indexing passages", total=len(passages))
-        index_passages(store, passages, embedder, on_batch=lambda n: bar.advance(task, n))
-        pipeline = build_pipeline(settings, reranker=rerank, generator=False)
+        index_passages(pipeline.store, passages, pipeline.embedder, on_batch=lambda n: bar.advance(task, n))
         task = bar.add_task("evaluating", total=len(queries) * len(runs))
         report = evaluate(pipeline, queries, runs, top_k=settings.retrieval.top_k, top_n=settings.reranker.top_n,
                           on_query=lambda: bar.advance(task))

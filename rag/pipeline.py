@@ -19,8 +19,8 @@ from rag.config import Settings
 from rag.embedder import Embedder
 from rag.generate import Generator, build_generator, build_messages, parse_citations
 from rag.models import select_device
-from rag.reorder import STRATEGIES, reorder
-from rag.retrieve import MODES, LexicalIndex, retrieve
+from rag.reorder import check_strategy, reorder
+from rag.retrieve import LexicalIndex, check_mode, retrieve
 from rag.rerankers import Reranker, load_reranker
 from rag.store import ChunkStore, connect
 from rag.types import Answer, Candidate, Trace
@@ -148,10 +148,11 @@ class Pipeline:
 
 
 def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool = True,
-                   environ: Mapping[str, str] | None = None) -> Pipeline:
-    """Load every model once. ``reranker=False`` skips loading it (e.g. for ``--no-rerank``)."""
+                   environ: Mapping[str, str] | None = None, create_store: bool = False) -> Pipeline:
+    """Load every model once. ``reranker=False`` skips loading it (e.g. for ``--no-rerank``);
+    ``create_store=True`` creates a missing collection instead of refusing it."""
     embedder = load_embedder(settings)
-    store = open_store(settings, embedder, create=False, environ=environ)
+    store = open_store(settings, embedder, create=create_store, environ=environ)
     return Pipeline(
         embedder=embedder,
         store=store,
@@ -193,7 +194,5 @@ def _check_options(top_k: int, top_n: int, strategy: str, mode: str) -> None:
     for name, value in (("top_k", top_k), ("top_n", top_n)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} = {value!r}: must be a whole number of at least 1")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown reorder strategy {strategy!r}; valid: {', '.join(sorted(STRATEGIES))}")
-    if mode not in MODES:
-        raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")
+    check_strategy(strategy)
+    check_mode(mode)

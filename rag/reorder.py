@@ -53,8 +53,13 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-def reorder(candidates: Sequence[Candidate], strategy: str) -> list[Candidate]:
-    """Apply the named strategy; an unknown name raises ValueError listing the valid ones."""
+def check_strategy(strategy: str) -> None:
+    """An unknown name raises ValueError listing the valid ones."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown reorder strategy {strategy!r}; valid: {', '.join(sorted(STRATEGIES))}")
+
+
+def reorder(candidates: Sequence[Candidate], strategy: str) -> list[Candidate]:
+    """Apply the named strategy (see check_strategy for unknown names)."""
+    check_strategy(strategy)
     return STRATEGIES[strategy](candidates)

@@ -20,6 +20,12 @@ from rag.types import Chunk
 MODES = ("dense", "bm25", "hybrid")
 
 
+def check_mode(mode: str) -> None:
+    """An unknown mode raises ValueError listing the valid ones."""
+    if mode not in MODES:
+        raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")
+
+
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], weights: Sequence[float],
                            k: int = 60) -> list[tuple[str, float]]:
     """Fuse ranked id lists: score(id) = sum of weight / (k + rank) over the lists that hold it.
@@ -67,8 +73,7 @@ def retrieve(question: str, *, mode: str, k: int, store: ChunkStore, embed: Call
              lexical: LexicalIndex | None, rrf_k: int = 60,
              weights: tuple[float, float] = (1.0, 1.0)) -> list[tuple[Chunk, float]]:
     """The top k chunks with their scores: cosine similarity (dense), BM25 score, or fused RRF score."""
-    if mode not in MODES:
-        raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")
+    check_mode(mode)
     if mode != "dense" and lexical is None:
         raise ValueError(f"retrieval mode {mode!r} needs a BM25 index, and this pipeline has none")
     if mode == "dense":

@@ -111,6 +111,12 @@ def sample_store(tmp_path_factory) -> Path:
     return folder / "chroma"
 
 
+@pytest.fixture(scope="session")
+def readonly_sample_config(sample_store) -> Path:
+    """config.offline.toml over the shared ingested sample corpus, for tests that only read the store."""
+    return sample_store.parent / "config.toml"
+
+
 @pytest.fixture
 def sample_config(tmp_path, sample_store) -> Path:
     """config.offline.toml over a private copy of the ingested sample corpus."""

@@ -29,6 +29,17 @@ def json_body(pieces: list[str], model: str) -> bytes:
                        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
 
 
+def reranker_env(model: str) -> dict[str, str]:
+    """RAG_* overrides for a cross-encoder reranker at ``model`` (a path in tests)."""
+    return {"RAG_RERANKER__KIND": "cross-encoder", "RAG_RERANKER__MODEL": model, "RAG_RERANKER__MAX_LENGTH": "256"}
+
+
+def llm_env(url: str) -> dict[str, str]:
+    """RAG_* overrides that send generation to a stand-in server at ``url``, without retries."""
+    return {"RAG_LLM__BASE_URL": url, "RAG_LLM__MODEL": "stand-in", "RAG_LLM__API_KEY_ENV": "",
+            "RAG_LLM__MAX_RETRIES": "0", "RAG_LLM__TIMEOUT": "5"}
+
+
 class FakeLLMServer:
     """Speaks the chat-completions wire format; replies come from a script, requests are recorded."""
 

@@ -15,6 +15,7 @@ import streamlit as st
 from rag.config import ConfigError, Settings, load_settings
 from rag.generate import GenerationError
 from rag.models import ModelLoadError, select_device
+from rag.pipeline import MAX_QUESTION_CHARS
 from rag.reorder import STRATEGIES
 from rag.retrieve import MODES
 from rag.rerankers import RerankError
@@ -23,7 +24,6 @@ from ui import services
 from ui.render import BI_ENCODER, RERANKED, Result, ingest_time, show_result
 
 HISTORY_TURNS = 3  # earlier turns passed to the LLM for follow-up questions
-MAX_QUESTION_CHARS = 4000
 
 
 def init_state() -> None:

@@ -67,15 +67,17 @@ def embedder(settings: Settings) -> Embedder:
     return _embedder(settings.embedder.model_dump_json(), settings)
 
 
+def _store_key(settings: Settings) -> str:
+    return settings.store.model_dump_json() + settings.base_dir + settings.embedder.model_dump_json()
+
+
 def store(settings: Settings) -> ChunkStore:
-    key = settings.store.model_dump_json() + settings.base_dir + settings.embedder.model_dump_json()
-    return _store(key, settings, embedder(settings))
+    return _store(_store_key(settings), settings, embedder(settings))
 
 
 def lexical(settings: Settings) -> LexicalIndex:
     """The BM25 index that follows this store (built on first use, rebuilt when the store changes)."""
-    key = settings.store.model_dump_json() + settings.base_dir + settings.embedder.model_dump_json()
-    return _lexical(key, store(settings))
+    return _lexical(_store_key(settings), store(settings))
 
 
 def reranker_options(settings: Settings) -> dict[str, RerankerSettings]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 from pathlib import Path
 
@@ -16,23 +15,19 @@ import pytest
 
 from tests.cli import run_module
 from tests.conftest import write_offline_config
+from tests.fake_llm import llm_env, reranker_env
 
 pytestmark = pytest.mark.slow
 QUESTION = "How many days of paid sick leave do full-time staff get?"
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory, sample_store) -> Path:
-    """config.offline.toml over a copy of the ingested sample corpus (docs/); these tests only read it."""
-    folder = tmp_path_factory.mktemp("ask")
-    shutil.copytree(sample_store, folder / "chroma")
-    return write_offline_config(folder)
+def config(readonly_sample_config) -> Path:
+    return readonly_sample_config
 
 
 def endpoint(url: str, reranker: str) -> dict[str, str]:
-    return {"RAG_LLM__BASE_URL": url, "RAG_LLM__MODEL": "stand-in", "RAG_LLM__API_KEY_ENV": "",
-            "RAG_LLM__MAX_RETRIES": "0", "RAG_LLM__TIMEOUT": "5", "RAG_RERANKER__KIND": "cross-encoder",
-            "RAG_RERANKER__MODEL": reranker, "RAG_RERANKER__MAX_LENGTH": "256"}
+    return {**llm_env(url), **reranker_env(reranker)}
 
 
 def source_rows(output: str) -> list[list[str]]:

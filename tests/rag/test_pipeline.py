@@ -2,7 +2,6 @@
 MiniLM bi-encoder, a cross-encoder loaded from disk, and an LLM behind a local HTTP server."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,25 +11,18 @@ from rag.generate import GenerationError
 from rag.pipeline import Pipeline, build_pipeline
 from rag.reorder import lost_in_the_middle
 from tests.conftest import write_offline_config
+from tests.fake_llm import llm_env, reranker_env
 
 QUESTION = "How many days of paid sick leave do full-time staff get?"
 
 
 def settings_for(config: Path, cross_encoder: str, llm_url: str, **extra: str):
-    env = {
-        "RAG_RERANKER__KIND": "cross-encoder", "RAG_RERANKER__MODEL": cross_encoder,
-        "RAG_RERANKER__MAX_LENGTH": "256", "RAG_LLM__BASE_URL": llm_url, "RAG_LLM__MODEL": "stand-in",
-        "RAG_LLM__API_KEY_ENV": "", "RAG_LLM__MAX_RETRIES": "0", "RAG_LLM__TIMEOUT": "5", **extra,
-    }
-    return load_settings(config, env=env)
+    return load_settings(config, env={**reranker_env(cross_encoder), **llm_env(llm_url), **extra})
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory, sample_store) -> Path:
-    """A config over the sample corpus; these tests only read the store, so they share one copy."""
-    folder = tmp_path_factory.mktemp("pipeline")
-    shutil.copytree(sample_store, folder / "chroma")
-    return write_offline_config(folder)
+def ingested(readonly_sample_config) -> Path:
+    return readonly_sample_config
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """BM25 tokenisation, reciprocal rank fusion, a BM25 index that follows the Chroma store, and the three modes."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ from rag.pipeline import build_pipeline
 from rag.retrieve import LexicalIndex, reciprocal_rank_fusion, retrieve
 from rag.store import COMPLETE, ChunkStore, FileRecord, connect
 from rag.types import Chunk
-from tests.conftest import write_offline_config
 
 
 def test_tokenize_english_drops_stopwords_and_case():
@@ -86,7 +84,7 @@ def test_bm25_follows_the_store_through_add_update_and_remove(tmp_path):
     assert [i for i, _ in lexical.current().search("charger", 3)] == ["/a.md#h2#0"]
     store.remove_file("/b.md")
     assert lexical.current().search("parking", 3) == []
-    # a second process's writes are seen too: another client on the same folder
+    # writes through another client on the same folder are seen too
     other = ChunkStore.open(connect(mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False,
                                     token=None), "docs", embedder="m", dimension=8)
     put(other, "/c.md", ["Lunch is served at noon."], "h1")
@@ -103,10 +101,8 @@ def test_unknown_mode_and_missing_index(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, sample_store):
-    folder = tmp_path_factory.mktemp("retrieve")
-    shutil.copytree(sample_store, folder / "chroma")
-    settings = load_settings(write_offline_config(folder), env={"RAG_RETRIEVAL__MODE": "hybrid"})
+def pipeline(readonly_sample_config):
+    settings = load_settings(readonly_sample_config, env={"RAG_RETRIEVAL__MODE": "hybrid"})
     return build_pipeline(settings, reranker=False, generator=False)
 
 

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from rag.config import load_settings
 from rag.store import ChunkStore, connect
 from tests.conftest import REPO, write_offline_config
+from tests.fake_llm import llm_env, reranker_env
 
 APP = str(REPO / "ui" / "app.py")
 QUESTION = "How many days of paid sick leave do full-time staff get?"
@@ -25,14 +26,10 @@ MOVE = re.compile(r"#\d+ → #\d+")
 
 def start(monkeypatch, config: Path, *, reranker: str | None, llm_url: str | None) -> AppTest:
     monkeypatch.setenv("RAG_CONFIG", str(config))
-    if reranker is not None:
-        monkeypatch.setenv("RAG_RERANKER__KIND", "cross-encoder")
-        monkeypatch.setenv("RAG_RERANKER__MODEL", reranker)
-        monkeypatch.setenv("RAG_RERANKER__MAX_LENGTH", "256")
-    if llm_url is not None:
-        for key, value in {"BASE_URL": llm_url, "MODEL": "stand-in", "API_KEY_ENV": "", "MAX_RETRIES": "0",
-                           "TIMEOUT": "5"}.items():
-            monkeypatch.setenv(f"RAG_LLM__{key}", value)
+    overrides = {**(reranker_env(reranker) if reranker is not None else {}),
+                 **(llm_env(llm_url) if llm_url is not None else {})}
+    for key, value in overrides.items():
+        monkeypatch.setenv(key, value)
     app = AppTest.from_file(APP, default_timeout=300).run()
     assert not app.exception, app.exception
     return app

@@ -18,6 +18,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import REPO
+from tests.fake_llm import llm_env, reranker_env
 
 pytestmark = pytest.mark.slow
 QUESTION = "How many days of paid sick leave do full-time staff get?"
@@ -34,12 +35,8 @@ def free_port() -> int:
 def streamlit_url(sample_config, tiny_cross_encoder, llm_server, tmp_path) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    env.update({
-        "RAG_CONFIG": str(sample_config), "RAG_RERANKER__KIND": "cross-encoder",
-        "RAG_RERANKER__MODEL": tiny_cross_encoder, "RAG_LLM__BASE_URL": llm_server.url,
-        "RAG_LLM__MODEL": "stand-in", "RAG_LLM__API_KEY_ENV": "", "RAG_LLM__MAX_RETRIES": "0",
-        "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-    })
+    env.update({"RAG_CONFIG": str(sample_config), **reranker_env(tiny_cross_encoder), **llm_env(llm_server.url),
+                "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"})
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.headless", "true",
                              "--server.address", "127.0.0.1", "--server.port", str(port)],
