@@ -10,7 +10,8 @@ from rich.table import Table
 
 from ingest.runner import FAILED, IngestReport, ingest
 from rag.cli import run_cli, setup_logging
-from rag.config import load_settings
+from rag.config import Settings, load_settings
+from rag.languages import coverage_warning, format_shares
 from rag.pipeline import load_embedder, open_store
 
 
@@ -43,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             on_file=lambda source, status: bar.update(files, advance=1, current=f"{status} {Path(source).name}"),
             on_chunks=lambda source, n: bar.update(chunks, advance=n, current=_rate(bar, chunks, source)),
         )
-    print_report(Console(), report, store.count())
+    out = Console()
+    print_report(out, report, store.count())
+    print_language_warning(out, report, settings)
     return 1 if report.count(FAILED) and report.count(FAILED) == report.files_seen else 0
 
 
@@ -70,6 +73,9 @@ def print_report(console: Console, report: IngestReport, total_chunks: int) -> N
         summary.add_row(label, str(value))
     if report.skipped:
         summary.add_row("ignored (unsupported type)", str(report.skipped))
+    languages = report.languages()
+    if languages:
+        summary.add_row("languages written", format_shares(languages))
     console.print(summary)
     failed = [o for o in report.outcomes if o.status == FAILED]
     if failed:
@@ -83,6 +89,14 @@ def print_report(console: Console, report: IngestReport, total_chunks: int) -> N
     for o in warned:
         for w in o.warnings:
             console.print(f"[yellow]warning[/] {Path(o.source).name}: {w}")
+
+
+def print_language_warning(console: Console, report: IngestReport, settings: Settings) -> None:
+    """A yellow warning when the chunks just written are in languages the embedder does not cover."""
+    warning = coverage_warning(settings.embedder.model, report.languages(), settings.embedder.languages,
+                               subject="the documents written are")
+    if warning is not None:
+        console.print(f"[yellow]warning[/] languages: {warning}")
 
 
 if __name__ == "__main__":

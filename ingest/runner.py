@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +21,7 @@ from ingest.chunking import chunk_document
 from ingest.loaders import LoadError, load
 from ingest.manifest import chunk_id, file_hash, make_plan
 from rag.embedder import Embedder
+from rag.languages import language_chars, shares
 from rag.store import COMPLETE, WRITING, ChunkStore, FileRecord
 from rag.types import Chunk
 
@@ -39,6 +41,7 @@ class FileOutcome:
     chunks: int = 0
     reason: str = ""
     warnings: tuple[str, ...] = ()
+    languages: tuple[tuple[str, int], ...] = ()  # (language, characters) in the chunks written, from a sample
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,14 @@ class IngestReport:
     @property
     def chunks_written(self) -> int:
         return sum(o.chunks for o in self.outcomes if o.status in (ADDED, UPDATED))
+
+    def languages(self) -> dict[str, float]:
+        """The main languages of the chunks written: language -> share of characters, largest first."""
+        chars: Counter[str] = Counter()
+        for o in self.outcomes:
+            if o.status in (ADDED, UPDATED):
+                chars.update(dict(o.languages))
+        return shares(chars)
 
 
 @dataclass
@@ -96,6 +107,7 @@ def discover(paths: Sequence[str | Path], extensions: Sequence[str]) -> Discover
 Progress = Callable[[str, str], None]  # (source, status) after each file
 ChunkProgress = Callable[[str, int], None]  # (source, chunks embedded since the last call)
 EMBED_SLICE = 256  # chunks embedded per call, so progress moves inside a large file
+LANGUAGE_SAMPLE = 32  # chunks per file whose language is detected (evenly spaced; well under 1% of embedding time)
 
 
 def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore, chunk_size: int,
@@ -182,4 +194,5 @@ def _ingest_file(path: Path, digest: str, status: str, *, embedder: Embedder, st
     store.upsert_chunks(chunks, vectors, now)
     store.put_file(FileRecord(source, digest, COMPLETE, len(chunks), now))
     logger.info("%s %s: %d chunks", status, source, len(chunks))
-    return FileOutcome(source, status, chunks=len(chunks), warnings=doc.warnings)
+    languages = tuple(sorted(language_chars([c.text for c in chunks], LANGUAGE_SAMPLE).items()))
+    return FileOutcome(source, status, chunks=len(chunks), warnings=doc.warnings, languages=languages)

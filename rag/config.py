@@ -14,7 +14,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rag.languages import check_codes
 
 ENV_PREFIX = "RAG_"
 CONFIG_ENV = "RAG_CONFIG"
@@ -35,6 +37,13 @@ class EmbedderSettings(_Section):
     batch_size: int = Field(32, gt=0)
     query_prefix: str = "auto"
     passage_prefix: str = "auto"
+    # ISO 639 codes of the languages the model was trained on; empty: rag.languages' table of known models
+    languages: tuple[str, ...] = ()
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_codes(value)
 
 
 class ChunkingSettings(_Section):

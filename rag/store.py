@@ -13,6 +13,7 @@ opening it with another embedder is refused instead of mixing vectors.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,14 +133,26 @@ class ChunkStore:
 
     def all_texts(self, page: int = 5000) -> tuple[list[str], list[str]]:
         """Every chunk's id and text, read page by page (for the BM25 index)."""
+        return self._read_all(["documents"], page)
+
+    def chunk_ids(self, page: int = 50000) -> list[str]:
+        """Every chunk's id (no texts or vectors: cheap even on a large collection)."""
+        return self._read_all([], page)[0]
+
+    def _read_all(self, include: list[str], page: int) -> tuple[list[str], list[str]]:
         ids: list[str] = []
         texts: list[str] = []
         while True:
-            res = self.chunks.get(include=["documents"], limit=page, offset=len(ids))
+            res = self.chunks.get(include=include, limit=page, offset=len(ids))
             ids += res["ids"]
-            texts += res["documents"]
+            texts += res["documents"] or []
             if len(res["ids"]) < page:
                 return ids, texts
+
+    def fingerprint(self) -> str:
+        """Changes whenever a file is added, changed, half-written or removed (and with the chunk count)."""
+        records = sorted((r.source, r.content_hash, r.status) for r in self.file_records().values())
+        return hashlib.sha256(repr((records, self.count())).encode()).hexdigest()
 
     def get_chunks(self, ids: Sequence[str]) -> list[Chunk]:
         """The chunks with these ids, in the order given (ids not in the store are left out)."""

@@ -14,6 +14,7 @@ import streamlit as st
 
 from rag.config import ConfigError, Settings, load_settings
 from rag.generate import GenerationError
+from rag.languages import format_shares
 from rag.models import ModelLoadError, select_device
 from rag.pipeline import MAX_QUESTION_CHARS
 from rag.reorder import STRATEGIES
@@ -117,6 +118,7 @@ def show_documents(settings: Settings) -> list:
         return docs
     st.dataframe([{"file": Path(d.source).name, "chunks": d.n_chunks, "ingested": ingest_time(d.ingest_time)}
                   for d in docs], hide_index=True)
+    show_languages(settings)
     names = {f"{Path(d.source).name} ({d.source})": d.source for d in docs}
     picked = st.selectbox("Remove a document", list(names), index=None, key="remove_pick",
                           placeholder="choose a document")
@@ -129,6 +131,19 @@ def show_documents(settings: Settings) -> list:
         st.session_state.last_ingest = None
         st.rerun()
     return docs
+
+
+def show_languages(settings: Settings) -> None:
+    """The collection's languages, and a warning when the embedder does not cover them (or the last upload's)."""
+    found = services.languages(settings)
+    if found:
+        st.caption(f"Languages: {format_shares(found)}")
+    warning = services.language_warning(settings, found)
+    if warning is None and st.session_state.last_ingest is not None:
+        report, _ = st.session_state.last_ingest
+        warning = services.language_warning(settings, report.languages(), subject="this upload is")
+    if warning is not None:
+        st.warning(f"**Language coverage**: {warning}")
 
 
 def history() -> list[tuple[str, str]]:

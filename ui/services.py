@@ -20,6 +20,7 @@ from ingest.runner import IngestReport, ingest
 from rag.config import RerankerSettings, Settings
 from rag.embedder import Embedder
 from rag.generate import Generator
+from rag.languages import collection_languages, coverage_warning
 from rag.pipeline import Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
 from rag.rerankers import Reranker
 from rag.retrieve import LexicalIndex
@@ -63,12 +64,16 @@ def _generator(key: str, _settings: Settings) -> Generator:
     return load_generator(_settings)
 
 
+def _embedder_key(settings: Settings) -> str:
+    return settings.embedder.model_dump_json(exclude={"languages"})  # only the language warning reads it
+
+
 def embedder(settings: Settings) -> Embedder:
-    return _embedder(settings.embedder.model_dump_json(), settings)
+    return _embedder(_embedder_key(settings), settings)
 
 
 def _store_key(settings: Settings) -> str:
-    return settings.store.model_dump_json() + settings.base_dir + settings.embedder.model_dump_json()
+    return settings.store.model_dump_json() + settings.base_dir + _embedder_key(settings)
 
 
 def store(settings: Settings) -> ChunkStore:
@@ -78,6 +83,22 @@ def store(settings: Settings) -> ChunkStore:
 def lexical(settings: Settings) -> LexicalIndex:
     """The BM25 index that follows this store (built on first use, rebuilt when the store changes)."""
     return _lexical(_store_key(settings), store(settings))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _languages(key: str, fingerprint: str, _store: ChunkStore) -> dict[str, float]:
+    return collection_languages(_store)
+
+
+def languages(settings: Settings) -> dict[str, float]:
+    """The collection's main languages (share of characters), detected again only when its ledger changes."""
+    chunks = store(settings)
+    return _languages(_store_key(settings), chunks.fingerprint(), chunks)
+
+
+def language_warning(settings: Settings, found: dict[str, float], subject: str = "the collection is") -> str | None:
+    """Why the configured embedder cannot read the languages found, or None when it can (or is unknown)."""
+    return coverage_warning(settings.embedder.model, found, settings.embedder.languages, subject=subject)
 
 
 def reranker_options(settings: Settings) -> dict[str, RerankerSettings]:

@@ -48,6 +48,10 @@ class Reranker(Protocol):
         """
         ...
 
+    def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
+        """Raw scores (higher is more relevant) and truncation flags, in the order of ``passages``."""
+        ...
+
 
 def check_normalize(method: str) -> str:
     """Validate a normalisation name early (at load), so a typo fails before the first query."""

