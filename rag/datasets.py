@@ -198,6 +198,21 @@ def load_groups(path: Path) -> list[Group]:
     return groups
 
 
+def corpus_from_groups(groups: Sequence[Group]) -> Corpus:
+    """Groups as a retrieval set: every pos and neg text is a passage, each query's gold are its pos.
+
+    Turns a reranking set into a small first-stage benchmark (e.g. dense vs BM25 on Korean).
+    """
+    passages: dict[str, Passage] = {}
+    queries = []
+    for number, group in enumerate(groups, start=1):
+        for text in (*group.pos, *group.neg):
+            pid = passage_id("groups", 0, text)
+            passages.setdefault(pid, Passage(pid, "groups", text))
+        queries.append(Query(f"group-{number}", group.query, frozenset(passage_id("groups", 0, t) for t in group.pos)))
+    return Corpus(list(passages.values()), queries, "groups")
+
+
 def write_groups(path: Path, groups: Iterable[Group]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0

@@ -5,8 +5,8 @@
     python -m rag.evaluate jsonl ../shared/data/toy_finetune_data_kr.jsonl --reranker runs/minilm/best
 
 SQuAD and CSV (question, answer, doc_id, doc) sets are retrieval evaluations: their
-passages go into a collection of their own (``<collection>-eval-<format>``, or
-``--collection``), one chunk per passage, so each question's gold passage is one
+passages go into a collection of their own (``<collection>-eval-<format>-<digest of
+the passage set>``, or ``--collection``), one chunk per passage, so each question's gold passage is one
 chunk id. Each configuration (first-stage mode x no reranker / each reranker)
 runs every question through the real pipeline; the report gives hit@1/3/5/10,
 MRR@10, nDCG@10, the first stage's recall@k (the ceiling reranking can reach),
@@ -15,7 +15,9 @@ reads (after reordering), latency per stage (p50, p95) and, with ``--answers``,
 exact match and token F1 of generated answers.
 
 JSONL {query, pos, neg} groups are a reranking-only evaluation: each group's own
-passages are ranked by the bi-encoder (cosine) and by each reranker.
+passages are ranked by the bi-encoder (cosine) and by each reranker. With
+``--as-corpus`` all their passages form one collection instead, and the groups
+become a retrieval set like the others (how dense, BM25 and hybrid fare on it).
 
 Output: a Markdown table on stdout, a JSON file with every number and the
 configuration, and a PNG (hit@k curves, latency per stage).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import re
 import string
@@ -45,6 +48,7 @@ from rag.datasets import (
     Group,
     Passage,
     Query,
+    corpus_from_groups,
     load_csv,
     load_groups,
     load_squad,
@@ -88,9 +92,24 @@ def short_name(model: str) -> str:
     return "/".join(parts[-2:]) if Path(model).exists() else parts[-1]
 
 
+def corpus_digest(passages: Sequence[Passage]) -> str:
+    """Eight hex digits that name the passage set (its collection is reused only for the same set)."""
+    return hashlib.sha256("\n".join(sorted(p.id for p in passages)).encode()).hexdigest()[:8]
+
+
 def index_passages(store: ChunkStore, passages: Sequence[Passage], embedder, on_batch=None) -> int:
-    """Write the passages that are not in the store yet; returns how many were written."""
-    present = set(store.chunks.get(include=[])["ids"])
+    """Write the passages that are not in the store yet; returns how many were written.
+
+    A collection that holds anything else is refused, not cleaned: the metrics
+    need exactly the data set's passages, and deleting chunks from a collection
+    the user named could destroy their data.
+    """
+    present = set(store.chunk_ids())
+    wanted = {p.id for p in passages}
+    foreign = present - wanted
+    if foreign:
+        raise ValueError(f"collection {store.chunks.name!r} holds {len(foreign)} chunk(s) that are not passages of this "
+                         "data set; evaluate into a new collection (--collection NAME, or leave it out)")
     todo = [p for p in passages if p.id not in present]
     for start in range(0, len(todo), 256):
         part = todo[start:start + 256]
@@ -311,6 +330,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--answers", action="store_true",
                         help="also generate answers and score exact match / token F1 (slow: one LLM call per "
                              "question and run)")
+    parser.add_argument("--as-corpus", action="store_true",
+                        help="jsonl: index every pos and neg passage and evaluate retrieval over all of them "
+                             "(the query's pos are its gold) instead of reranking each group's own passages")
     parser.add_argument("--collection", help="the collection the passages go into (default <collection>-eval-<format>)")
     parser.add_argument("--out", type=Path, default=Path("eval-report.json"), help="the JSON report")
     parser.add_argument("--plot", type=Path, help="the PNG plot (default: the JSON path with .png)")
@@ -326,6 +348,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--articles {exc}")
     if args.format == "jsonl" and args.answers:
         parser.error("--answers needs a retrieval set with gold answers (squad or csv), not jsonl groups")
+    if args.format != "jsonl" and args.as_corpus:
+        parser.error("--as-corpus applies to jsonl groups only")
     args.plot = args.plot or args.out.with_suffix(".png")
     return args
 
@@ -369,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not modes:
         raise ValueError(f"--modes {args.modes!r}: valid modes are {', '.join(MODES)}")
     specs = reranker_specs(settings, args)
-    if args.format == "jsonl":
+    if args.format == "jsonl" and not args.as_corpus:
         report, config = _main_groups(args, settings, specs)
     else:
         report, config = _main_retrieval(args, settings, specs, modes)
@@ -382,9 +406,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], modes: list[str]):
-    corpus: Corpus = load_squad(args.path, articles=args.articles) if args.format == "squad" else load_csv(args.path)
+    corpus: Corpus = (load_squad(args.path, articles=args.articles) if args.format == "squad"
+                      else load_csv(args.path) if args.format == "csv" else corpus_from_groups(load_groups(args.path)))
     queries = sample(corpus.queries, args.limit, args.seed)
-    settings = for_collection(settings, args.collection or f"{settings.store.collection}-eval-{corpus.name}")
+    default = f"{settings.store.collection}-eval-{corpus.name}-{corpus_digest(corpus.passages)}"
+    settings = for_collection(settings, args.collection or default)
     pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=True)
     if args.answers:
         pipeline = dataclasses.replace(pipeline, generator=load_generator(settings))

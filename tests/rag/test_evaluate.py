@@ -162,9 +162,13 @@ def test_evaluate_csv_and_jsonl_formats(tmp_path, squad, shared_data, tiny_cross
                         "--modes", "dense,hybrid", "--config", config, "--out", out)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
-    assert report["config"]["collection"] == "docs-minilm-eval-csv" and list(report["runs"]) == ["dense", "hybrid"]
+    assert report["config"]["collection"].startswith("docs-minilm-eval-csv-") and list(report["runs"]) == ["dense", "hybrid"]
     assert report["runs"]["dense"]["metrics"]["hit@10"] >= 0.8
     assert out.with_suffix(".png").read_bytes().startswith(PNG_MAGIC)
+    # a collection holding other passages is refused, and left as it was
+    result = run_module("rag.evaluate", "squad", squad, "--articles", "1:2", "--no-rerank", "--config", config,
+                        "--collection", report["config"]["collection"], "--out", tmp_path / "other.json")
+    assert result.returncode == 2 and "holds 54 chunk(s) that are not passages of this data set" in result.stderr
 
     groups = shared_data / "toy_finetune_data_kr.jsonl"
     out = tmp_path / "groups.json"
