@@ -73,6 +73,8 @@ class RetrievalSettings(_Section):
     rrf_k: int = Field(60, gt=0)
     dense_weight: float = Field(1.0, ge=0.0)
     bm25_weight: float = Field(1.0, ge=0.0)
+    # BM25 terms for Korean: Kiwi morphemes (particles and endings dropped) or whole words
+    korean_tokens: Literal["morphemes", "words"] = "morphemes"
 
     @model_validator(mode="after")
     def _some_weight(self) -> "RetrievalSettings":

@@ -61,9 +61,18 @@ def _plain_tokens(text: str) -> list[str]:
     return tokens
 
 
-def tokenize(text: str) -> list[str]:
-    """Index terms of a text (see the module docstring); the same function serves queries and passages."""
-    if not _HANGUL.search(text):
+KOREAN_TOKENS = ("morphemes", "words")
+
+
+def tokenize(text: str, korean: str = "morphemes") -> list[str]:
+    """Index terms of a text (see the module docstring); the same function serves queries and passages.
+
+    ``korean = "words"`` skips Kiwi and splits Korean like English (whole eojeol, particles
+    attached): kept to measure what the morphological analyser buys.
+    """
+    if korean not in KOREAN_TOKENS:
+        raise ValueError(f"korean tokens {korean!r}: valid are {', '.join(KOREAN_TOKENS)}")
+    if korean == "words" or not _HANGUL.search(text):
         return _plain_tokens(text)
     kiwi = _kiwi()
     with _KIWI_LOCK:
@@ -82,15 +91,16 @@ def tokenize(text: str) -> list[str]:
 class Bm25Index:
     """BM25 over a fixed set of (id, text) pairs; ``search`` returns (id, score) best first."""
 
-    def __init__(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+    def __init__(self, ids: Sequence[str], texts: Sequence[str], *, korean: str = "morphemes") -> None:
         import bm25s
 
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
         self.ids = list(ids)
+        self.korean = korean
         self._model = bm25s.BM25()
         if self.ids:
-            self._model.index([tokenize(t) for t in texts], show_progress=False)
+            self._model.index([tokenize(t, korean) for t in texts], show_progress=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,7 +109,7 @@ class Bm25Index:
         """Up to k (id, score) pairs with a positive score, best first (ties keep index order)."""
         if k < 1:
             raise ValueError(f"k = {k!r}: must be at least 1")
-        terms = tokenize(query)
+        terms = tokenize(query, self.korean)
         if not self.ids or not terms:
             return []
         found, scores = self._model.retrieve([terms], k=min(k, len(self.ids)), show_progress=False,

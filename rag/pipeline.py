@@ -161,7 +161,7 @@ def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool
         top_k=settings.retrieval.top_k,
         top_n=settings.reranker.top_n,
         reorder_strategy=settings.reorder.strategy,
-        lexical=LexicalIndex(store),
+        lexical=LexicalIndex(store, korean=settings.retrieval.korean_tokens),
         retrieval_mode=settings.retrieval.mode,
         rrf_k=settings.retrieval.rrf_k,
         fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),

@@ -47,8 +47,9 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], weights: Sequence[
 class LexicalIndex:
     """A BM25 index that follows a ChunkStore: rebuilt when the store's ledger changes."""
 
-    def __init__(self, store: ChunkStore) -> None:
+    def __init__(self, store: ChunkStore, *, korean: str = "morphemes") -> None:
         self.store = store
+        self.korean = korean
         self._lock = threading.Lock()
         self._key: str | None = None
         self._index: Bm25Index | None = None
@@ -58,7 +59,7 @@ class LexicalIndex:
         with self._lock:
             if self._index is None or key != self._key:
                 ids, texts = self.store.all_texts()
-                self._index, self._key = Bm25Index(ids, texts), key
+                self._index, self._key = Bm25Index(ids, texts, korean=self.korean), key
             return self._index
 
 

@@ -50,8 +50,8 @@ def _store(key: str, _settings: Settings, _embedder: Embedder) -> ChunkStore:
 
 
 @st.cache_resource(show_spinner=False)
-def _lexical(key: str, _store: ChunkStore) -> LexicalIndex:
-    return LexicalIndex(_store)
+def _lexical(key: str, _store: ChunkStore, korean: str) -> LexicalIndex:
+    return LexicalIndex(_store, korean=korean)
 
 
 @st.cache_resource(show_spinner="Loading the reranker…")
@@ -82,7 +82,7 @@ def store(settings: Settings) -> ChunkStore:
 
 def lexical(settings: Settings) -> LexicalIndex:
     """The BM25 index that follows this store (built on first use, rebuilt when the store changes)."""
-    return _lexical(_store_key(settings), store(settings))
+    return _lexical(_store_key(settings), store(settings), settings.retrieval.korean_tokens)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

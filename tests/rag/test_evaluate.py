@@ -180,6 +180,14 @@ def test_evaluate_csv_and_jsonl_formats(tmp_path, squad, shared_data, tiny_cross
     for run in report["runs"].values():
         assert 0.0 <= run["metrics"]["mrr@10"] <= 1.0 and len(run["hit_curve"]) == 20
     assert "| bi-encoder |" in result.stdout and "| tiny |" in result.stdout
+    # the same groups as one retrieval set: BM25 (Kiwi) reads the Korean the English-only MiniLM cannot
+    result = run_module("rag.evaluate", "jsonl", groups, "--as-corpus", "--no-rerank", "--modes", "dense,bm25",
+                        "--config", config, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["config"]["passages"] > 400 and report["config"]["questions"] == 10
+    runs = report["runs"]
+    assert runs["bm25"]["metrics"]["recall@20 (first stage)"] > runs["dense"]["metrics"]["recall@20 (first stage)"]
 
 
 @pytest.mark.slow

@@ -23,6 +23,10 @@ def test_tokenize_korean_keeps_content_morphemes():
     assert tokenize("휴가는 며칠인가요?")[0] == tokenize("유급 휴가를 받습니다")[1] == "휴가"
     assert "를" not in tokenize("유급 휴가를 받습니다") and "습니다" not in tokenize("유급 휴가를 받습니다")
     assert tokenize("Beacon 4.0 버전") == ["beacon", "4", "0", "버전"]  # Latin and digits split as without Hangul
+    # "words" keeps particles attached (the baseline the analyser is measured against)
+    assert tokenize("유급 휴가를 받습니다", korean="words") == ["유급", "휴가를", "받습니다"]
+    with pytest.raises(ValueError, match="korean tokens 'jamo': valid are morphemes, words"):
+        tokenize("휴가", korean="jamo")
 
 
 def test_tokenize_cjk_runs_become_bigrams():
