@@ -280,6 +280,7 @@ def plot(report: dict[str, dict[str, object]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = list(report)
     figure, (curves, bars) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
@@ -287,6 +288,7 @@ def plot(report: dict[str, dict[str, object]], path: Path, title: str) -> None:
         curve = report[name]["hit_curve"]
         curves.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3,
                     linestyle="-" if report[name].get("reranker") or "+" in name else "--", label=name)
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.set_xlabel("k (passages kept)")
     curves.set_ylabel("hit@k (gold passage among the first k)")
     curves.set_ylim(0, 1.02)

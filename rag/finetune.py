@@ -333,7 +333,7 @@ def mine_command(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from rag.config import load_settings
-    from rag.pipeline import build_pipeline
+    from rag.pipeline import build_pipeline, load_embedder
 
     groups = load_groups(args.data)
     span = args.range
@@ -342,23 +342,24 @@ def mine_command(args: argparse.Namespace) -> int:
     if args.collection:
         settings = settings.model_copy(update={"store": settings.store.model_copy(
             update={"collection": args.collection})})
-    pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=False)
     ranked: list[list[str]] = []
     with Progress(console=Console(stderr=True), transient=True) as bar:
-        if args.corpus == "groups":
+        if args.corpus == "groups":  # no collection needed: the file's passages are the corpus
+            embedder = load_embedder(settings)
             texts = list(dict.fromkeys(t for g in groups for t in (*g.pos, *g.neg)))
             task = bar.add_task("embedding the passages of the file", total=len(texts))
             vectors = []
             for start in range(0, len(texts), 256):
-                vectors.append(pipeline.embedder.embed_passages(texts[start:start + 256]))
+                vectors.append(embedder.embed_passages(texts[start:start + 256]))
                 bar.advance(task, len(texts[start:start + 256]))
             matrix = np.concatenate(vectors)
             task = bar.add_task("ranking", total=len(groups))
             for group in groups:
-                scores = matrix @ pipeline.embedder.embed_query(group.query)
+                scores = matrix @ embedder.embed_query(group.query)
                 ranked.append([texts[i] for i in np.argsort(-scores)[:depth]])
                 bar.advance(task)
         else:
+            pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=False)
             task = bar.add_task(f"searching {settings.store.collection}", total=len(groups))
             for group in groups:
                 trace = pipeline.search(group.query, rerank=False, mode="dense", top_k=depth, top_n=1)

@@ -101,6 +101,25 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, groups, tiny_cross_
 
 
 @pytest.mark.slow
+def test_mine_from_the_users_collection(tmp_path, readonly_sample_config):
+    data = tmp_path / "groups.jsonl"
+    write_groups(data, [Group("How long is the battery pack warranty?", ("The battery pack is covered.",), ()),
+                        Group("How many days of paid sick leave do full-time staff get?", ("Ten days.",), ())])
+    out = tmp_path / "mined.jsonl"
+    result = run_module("rag.finetune", "mine", data, "--range", "1:8", "--negatives", "3", "--out", out,
+                        "--config", readonly_sample_config)
+    assert result.returncode == 0, result.stderr
+    assert "negatives from collection 'docs-minilm'" in result.stdout
+    from rag.config import load_settings
+    from rag.pipeline import load_embedder, open_store
+
+    settings = load_settings(readonly_sample_config, env={})
+    _, stored = open_store(settings, load_embedder(settings), create=False).all_texts()
+    for group in load_groups(out):
+        assert len(group.neg) == 3 and set(group.neg) <= set(stored)  # chunks of the user's collection
+
+
+@pytest.mark.slow
 def test_convert_and_mine_commands(tmp_path, shared_data):
     squad = shared_data / "squad" / "squad-v1.1-dev-part-a.json"
     converted = tmp_path / "groups.jsonl"
