@@ -19,9 +19,10 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TypeVar
 
 CSV_COLUMNS = ("question", "answer", "doc_id", "doc")
+T = TypeVar("T")
 
 
 class DatasetError(ValueError):
@@ -236,8 +237,8 @@ def split(items: Sequence, fraction: float, seed: int) -> tuple[list, list]:
     return ([x for i, x in enumerate(items) if i not in held_ids], [x for i, x in enumerate(items) if i in held_ids])
 
 
-def sample(queries: Sequence[Query], limit: int | None, seed: int) -> list[Query]:
-    """A seeded random sample of ``limit`` queries (all of them when limit is None)."""
-    if limit is None or limit >= len(queries):
-        return list(queries)
-    return random.Random(seed).sample(list(queries), limit)
+def sample(items: Sequence[T], limit: int | None, seed: int) -> list[T]:
+    """A seeded random sample of ``limit`` items, queries or groups (all of them when limit is None)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    return random.Random(seed).sample(list(items), limit)

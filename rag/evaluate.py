@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import random
 import re
 import string
 import sys
@@ -56,9 +57,9 @@ from rag.datasets import (
     sample,
 )
 from rag.metrics import hit_at, mean, percentile, recall_at, summarize
-from rag.pipeline import Pipeline, build_pipeline, load_generator
+from rag.pipeline import Pipeline, build_pipeline, load_configured_reranker, load_embedder, load_generator
 from rag.retrieve import MODES
-from rag.rerankers import RERANKERS, Reranker, load_reranker
+from rag.rerankers import RERANKERS, Reranker
 from rag.store import ChunkStore
 from rag.types import Chunk
 
@@ -214,8 +215,6 @@ def rank_groups(groups: Sequence[Group], score_pairs: Callable[[str, list[str]],
     results, not the positives-first order of the file. ``on_group`` gets the
     seconds each group took.
     """
-    import random
-
     rng = random.Random(seed)
     runs = []
     for group in groups:
@@ -378,12 +377,7 @@ def reranker_specs(settings: Settings, args: argparse.Namespace) -> list[Reranke
 
 
 def load_specs(settings: Settings, specs: Sequence[RerankerSpec]) -> dict[str, Reranker]:
-    from rag.models import select_device
-
-    r = settings.reranker
-    return {s.label: load_reranker(s.kind, model=s.model, device=select_device(r.device), dtype=r.dtype,
-                                   batch_size=r.batch_size, max_length=r.max_length, normalize=r.normalize)
-            for s in specs}
+    return {s.label: load_configured_reranker(settings, kind=s.kind, model=s.model) for s in specs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,13 +432,7 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
 
 
 def _main_groups(args, settings: Settings, specs: Sequence[RerankerSpec]):
-    from rag.pipeline import load_embedder
-
-    groups = load_groups(args.path)
-    if args.limit is not None and args.limit < len(groups):
-        import random
-
-        groups = random.Random(args.seed).sample(groups, args.limit)
+    groups = sample(load_groups(args.path), args.limit, args.seed)
     embedder = load_embedder(settings)
     scorers = {"bi-encoder": bi_encoder_scorer(embedder)}
     for label, reranker in load_specs(settings, specs).items():

@@ -259,11 +259,13 @@ def train_command(args: argparse.Namespace) -> int:
            "group_size": args.group_size, "max_len": args.max_len, "lr": args.lr, "batch_size": args.batch_size,
            "grad_accum": args.grad_accum, "seed": args.seed, "train_groups": len(train), "val_groups": len(val)}
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    previous = None
     if args.resume:
         if last is None:
             raise ValueError(f"--resume: no checkpoint under {out / 'checkpoints'} to resume from")
-        previous = json.loads(state_path.read_text(encoding="utf-8"))["run"]
-        changed = [k for k in ("data_sha256", "base", "group_size", "max_len", "seed") if previous.get(k) != run[k]]
+        previous = json.loads(state_path.read_text(encoding="utf-8"))
+        changed = [k for k in ("data_sha256", "base", "group_size", "max_len", "seed")
+                   if previous["run"].get(k) != run[k]]
         if changed:
             raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out}; start a new --out instead")
     elif last is not None:
@@ -271,8 +273,8 @@ def train_command(args: argparse.Namespace) -> int:
     print(f"{len(train)} training groups, {len(val)} validation groups, group size {args.group_size}",
           file=sys.stderr)
     tokenizer, model = load_base(args.base)
-    before = validate(model, tokenizer, val, max_length=args.max_len, batch_size=args.eval_batch_size,
-                      seed=args.seed) if not args.resume else json.loads(state_path.read_text())["before"]
+    before = previous["before"] if previous else validate(model, tokenizer, val, max_length=args.max_len,
+                                                          batch_size=args.eval_batch_size, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
     state_path.write_text(json.dumps({"run": run, "before": before}, indent=2), encoding="utf-8")
     print("before training: " + "  ".join(f"{k} {v:.3f}" for k, v in before.items()), file=sys.stderr)
@@ -283,7 +285,7 @@ def train_command(args: argparse.Namespace) -> int:
     best_dir = out / "best"
     trainer.save_model(str(best_dir))  # load_best_model_at_end: the model now holds the best checkpoint
     tokenizer.save_pretrained(str(best_dir))
-    history = [{k: v for k, v in entry.items()} for entry in trainer.state.log_history]
+    history = trainer.state.log_history
     validations = [e for e in history if f"eval_{BEST_METRIC}" in e]
     best = max(validations, key=lambda e: e[f"eval_{BEST_METRIC}"]) if validations else None
     report = {"run": run, "before": before,
@@ -300,9 +302,9 @@ def train_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- converting and mining
 
 def convert_command(args: argparse.Namespace) -> int:
-    corpus = load_squad(args.path, articles=args.articles) if args.format == "squad" else load_csv(args.path)
     if args.format == "csv" and args.articles is not None:
         raise ValueError("--articles only applies to SQuAD files")
+    corpus = load_squad(args.path, articles=args.articles) if args.format == "squad" else load_csv(args.path)
     groups = corpus.groups(negatives=args.negatives, seed=args.seed)
     count = write_groups(args.out, groups)
     print(f"{count} groups from {len(corpus.passages)} passages written to {args.out}")
@@ -354,10 +356,11 @@ def mine_command(args: argparse.Namespace) -> int:
                 bar.advance(task, len(texts[start:start + 256]))
             matrix = np.concatenate(vectors)
             task = bar.add_task("ranking", total=len(groups))
-            for group in groups:
-                scores = matrix @ embedder.embed_query(group.query)
-                ranked.append([texts[i] for i in np.argsort(-scores)[:depth]])
-                bar.advance(task)
+            for start in range(0, len(groups), 256):
+                part = groups[start:start + 256]
+                for scores in embedder.embed_queries([g.query for g in part]) @ matrix.T:
+                    ranked.append([texts[i] for i in np.argsort(-scores)[:depth]])
+                bar.advance(task, len(part))
         else:
             pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=False)
             task = bar.add_task(f"searching {settings.store.collection}", total=len(groups))

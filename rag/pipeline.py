@@ -48,9 +48,10 @@ def open_store(settings: Settings, embedder: Embedder, *, create: bool, reset: b
                            create=create)
 
 
-def load_configured_reranker(settings: Settings) -> Reranker:
+def load_configured_reranker(settings: Settings, *, kind: str | None = None, model: str | None = None) -> Reranker:
+    """The configured reranker, or another kind/model with the same batch size, max_length, device..."""
     r = settings.reranker
-    return load_reranker(r.kind, model=r.model, device=select_device(r.device), dtype=r.dtype,
+    return load_reranker(kind or r.kind, model=model or r.model, device=select_device(r.device), dtype=r.dtype,
                          batch_size=r.batch_size, max_length=r.max_length, normalize=r.normalize)
 
 
