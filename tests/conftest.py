@@ -94,6 +94,28 @@ def llm_server() -> Iterator[FakeLLMServer]:
 
 
 @pytest.fixture(scope="session")
+def chroma_stack(tmp_path_factory):
+    """A real `chroma run` behind the compose deployment's nginx token proxy: (server, proxy)."""
+    import secrets
+
+    from tests.servers import ChromaServer, TokenProxy
+
+    folder = tmp_path_factory.mktemp("chroma-stack")
+    server = ChromaServer(folder / "data").start()
+    proxy = TokenProxy(folder / "proxy", server.port, secrets.token_hex(16)).start()
+    yield server, proxy
+    proxy.stop()
+    server.stop()
+
+
+def server_env(port: int, token: str | None, collection: str) -> dict[str, str]:
+    """RAG_* overrides (and CHROMA_TOKEN) for server mode against 127.0.0.1:port."""
+    env = {"RAG_STORE__MODE": "server", "RAG_STORE__HOST": "127.0.0.1", "RAG_STORE__PORT": str(port),
+           "RAG_STORE__COLLECTION": collection, "CHROMA_TOKEN": token or ""}
+    return env
+
+
+@pytest.fixture(scope="session")
 def sample_store(tmp_path_factory) -> Path:
     """The sample corpus (docs/) ingested once with the offline profile's embedder; returns the Chroma folder."""
     from ingest.runner import ingest

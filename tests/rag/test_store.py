@@ -1,15 +1,21 @@
 """ChunkStore against real Chroma: an embedded PersistentClient and a real `chroma run` server."""
-import socket
-import subprocess
-import sys
-import time
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rag.store import COMPLETE, ChunkStore, EmbedderMismatchError, FileRecord, StoreError, connect
+from rag.store import (
+    COMPLETE,
+    ChunkStore,
+    EmbedderMismatchError,
+    FileRecord,
+    StoreError,
+    StoreUnavailableError,
+    connect,
+)
 from rag.types import Chunk
+from tests.servers import ChromaServer, TokenProxy, free_port
 
 
 def chunks_of(source: str, n: int, page: int | None = 1) -> list[Chunk]:
@@ -92,33 +98,12 @@ def test_drop(client):
     assert ChunkStore.open(client, "docs", embedder="other", dimension=4).count() == 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory):
     """A real Chroma server (`chroma run`) on a free localhost port."""
-    port = free_port()
-    chroma = Path(sys.executable).with_name("chroma")
-    proc = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path_factory.mktemp("srv")),
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("chroma run did not start")
-    yield port
-    proc.terminate()
-    proc.wait(timeout=30)
+    server = ChromaServer(tmp_path_factory.mktemp("srv") / "data").start()
+    yield server.port
+    server.stop()
 
 
 def test_server_mode(chroma_server):
@@ -135,3 +120,43 @@ def test_unreachable_server_names_it():
     with pytest.raises(StoreError, match=r"http://127.0.0.1:\d+"):
         client = connect(mode="server", path=Path("."), host="127.0.0.1", port=free_port(), ssl=False, token=None)
         ChunkStore.open(client, "docs", embedder="m", dimension=8)
+
+
+def test_server_restart_mid_session_is_named_then_recovers(tmp_path):
+    """The same store object reports a stopped server clearly, then works again once it is back."""
+    server = ChromaServer(tmp_path / "data").start()
+    try:
+        client = connect(mode="server", path=Path("."), host="127.0.0.1", port=server.port, ssl=False, token=None)
+        store = ChunkStore.open(client, "restart", embedder="m", dimension=8)
+        store.upsert_chunks(chunks_of("/a.md", 4), vectors(4), 1.0)
+        server.stop(signal.SIGKILL)
+        for call in (store.count, lambda: store.query(vectors(1)[0], 2), store.file_records):
+            with pytest.raises(StoreUnavailableError, match=rf"http://127.0.0.1:{server.port} is unreachable"):
+                call()
+        server.start()
+        assert store.count() == 4
+        assert store.query(vectors(4)[1], 1)[0][0].chunk_index == 1
+    finally:
+        server.stop()
+
+
+def test_token_proxy_refuses_a_wrong_token_and_reports_a_stopped_server(tmp_path):
+    server = ChromaServer(tmp_path / "data").start()
+    proxy = TokenProxy(tmp_path / "proxy", server.port, "right-token").start()
+    try:
+        def client(token):
+            return connect(mode="server", path=Path("."), host="127.0.0.1", port=proxy.port, ssl=False, token=token)
+
+        for token in (None, "wrong-token"):
+            with pytest.raises(StoreUnavailableError, match=r"refused the token \(HTTP 401\).*store.token_env"):
+                ChunkStore.open(client(token), "docs", embedder="m", dimension=8)
+        store = ChunkStore.open(client("right-token"), "docs", embedder="m", dimension=8)
+        store.upsert_chunks(chunks_of("/a.md", 2), vectors(2), 1.0)
+        server.stop()  # the proxy answers 502 Bad Gateway
+        with pytest.raises(StoreUnavailableError, match=rf"http://127.0.0.1:{proxy.port} is unreachable"):
+            store.count()
+        server.start()
+        assert store.count() == 2
+    finally:
+        proxy.stop()
+        server.stop()
