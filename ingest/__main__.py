@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         report = ingest(
             args.paths, embedder=embedder, store=store, chunk_size=settings.chunking.size,
             chunk_overlap=settings.chunking.overlap, extensions=settings.ingest.extensions,
-            max_file_bytes=int(settings.ingest.max_file_mb * 1e6),
+            max_file_bytes=int(settings.ingest.max_file_mb * 1e6), min_chars=settings.ingest.min_chars,
             on_start=lambda total: bar.update(files, total=total),
             on_file=lambda source, status: bar.update(files, advance=1, current=f"{status} {Path(source).name}"),
             on_chunks=lambda source, n: bar.update(chunks, advance=n, current=_rate(bar, chunks, source)),

@@ -1,28 +1,33 @@
 """Files -> ``Document``: PDF (page numbers kept), Markdown, plain text and HTML.
 
-``load`` picks a loader from an explicit suffix registry and never returns a
-document without text: a file that yields nothing searchable raises
-``LoadError`` with a short reason meant for the user, so ingestion can report
-it instead of storing empty chunks. Problems that still leave useful text
-(a page that fails to extract, a legacy encoding, garbled pages) become
-``Document.warnings``.
+``load`` picks a loader from an explicit suffix registry, after checking that
+the content fits the suffix (``ingest.content``: a ``.pdf`` must start like a
+PDF, a ``.txt`` must not be a PNG or a PDF), and never returns a document
+without text: a file that yields nothing searchable raises ``LoadError`` with a
+short reason meant for the user, so ingestion can report it instead of storing
+empty chunks. Pages (and text files) with fewer than ``min_chars`` letters or
+digits count as holding nothing searchable (a page number, a lone "x").
+Problems that still leave useful text (a page that fails to extract, a legacy
+encoding, garbled pages, pages too short to keep) become ``Document.warnings``.
 """
 from __future__ import annotations
 
-import codecs
 import logging
 import re
 import struct
 import unicodedata
+from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Callable
 
-import charset_normalizer
 from bs4 import BeautifulSoup, NavigableString
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import PyPdfError
 
+from ingest.content import content_mismatch, decode
+from rag.config import IngestSettings
 from rag.types import Document, Page
 
 logger = logging.getLogger(__name__)
@@ -38,7 +43,9 @@ _PDF_ERRORS = (PyPdfError, OSError, ValueError, KeyError, TypeError, AttributeEr
 _MAX_PAGE_WARNINGS = 10  # individual "page N: ..." warnings before they are summarised
 GARBLED_SHARE = 0.15  # share of unlikely characters that marks a page as garbled
 _GARBLED_MIN_CHARS = 20  # pages shorter than this are too small to judge
-_BINARY_SNIFF_BYTES = 8192
+_HEAD_BYTES = 8192  # what the content check reads of each file
+MIN_CHARS: int = IngestSettings.model_fields["min_chars"].default  # ingest.min_chars
+_LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 
 
 class LoadError(Exception):
@@ -134,6 +141,13 @@ def garbled_share(text: str) -> float:
     return sum(1 for c in _CANDIDATE.findall(text) if _unlikely(c)) / visible
 
 
+def content_chars(text: str, stop: int | None = None) -> int:
+    """Letters and digits in ``text`` (any script): what the ``min_chars`` rule counts; at most ``stop``."""
+    if stop is None:
+        return len(_LETTER_OR_DIGIT.findall(text))
+    return sum(1 for _ in islice(_LETTER_OR_DIGIT.finditer(text), stop))
+
+
 def _page_ranges(numbers: list[int]) -> str:
     """[1, 2, 3, 7] -> "1-3, 7" (a warning about many pages stays one line)."""
     runs: list[list[int]] = []
@@ -162,42 +176,67 @@ def _open_pdf(path: Path) -> PdfReader:
     return reader
 
 
-def _extract_pages(reader: PdfReader) -> tuple[list[Page], list[tuple[int, str]], list[int]]:
-    """(pages with text, (number, error) of pages that failed, numbers of garbled pages)."""
-    pages: list[Page] = []
-    failures: list[tuple[int, str]] = []
-    garbled: list[int] = []
+@dataclass
+class _Extraction:
+    pages: list[Page] = field(default_factory=list)  # pages with enough text
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (number, error) of pages that failed
+    garbled: list[int] = field(default_factory=list)  # numbers of kept pages that look garbled
+    short: list[int] = field(default_factory=list)  # numbers of pages with text, but under min_chars
+
+
+def _extract_pages(reader: PdfReader, min_chars: int) -> _Extraction:
+    found = _Extraction()
     for number, page in enumerate(reader.pages, start=1):
         try:
             raw = page.extract_text()
         except _PDF_ERRORS as exc:
-            failures.append((number, f"{type(exc).__name__}: {exc}"))
+            found.failures.append((number, f"{type(exc).__name__}: {exc}"))
             continue
         text = normalize_whitespace(raw, dehyphenate=True)
-        if text and len(text) >= _GARBLED_MIN_CHARS and garbled_share(raw) >= GARBLED_SHARE:
-            garbled.append(number)
-        if text:
-            pages.append(Page(number, text))
-    return pages, failures, garbled
+        if not text:
+            continue
+        if content_chars(text, stop=min_chars) < min_chars:
+            found.short.append(number)
+            continue
+        if len(text) >= _GARBLED_MIN_CHARS and garbled_share(raw) >= GARBLED_SHARE:
+            found.garbled.append(number)
+        found.pages.append(Page(number, text))
+    return found
 
 
-def _load_pdf(path: Path) -> Document:
+def _too_little(n_pages: int, min_chars: int) -> str:
+    what = "its only page with text has" if n_pages == 1 else f"each of its {n_pages} pages with text has"
+    return f"too little text: {what} fewer than {min_chars} letters or digits (ingest.min_chars = {min_chars})"
+
+
+def _load_pdf(path: Path, min_chars: int) -> Document:
     """One ``Page`` per PDF page with text, numbered 1-based as in a PDF viewer.
 
-    A page that fails to extract is skipped with a warning. Garbled pages
+    A page that fails to extract is skipped with a warning, and so is a page
+    with fewer than ``min_chars`` letters or digits (a page number, a lone
+    "x": nothing to search, only noise among the results). Garbled pages
     (broken font encoding) are kept with a warning, because the detector can
     misjudge a page of symbols and a mostly good document stays useful. When
-    every page is garbled the file holds nothing searchable, and indexing it
-    would only look like success: that raises ``LoadError`` like a scan does.
+    every page is garbled, too short or empty, the file holds nothing
+    searchable, and indexing it would only look like success: that raises
+    ``LoadError`` like a scan does.
     """
-    pages, failures, garbled = _extract_pages(_open_pdf(path))
+    found = _extract_pages(_open_pdf(path), min_chars)
+    pages, failures, garbled = found.pages, found.failures, found.garbled
     warnings = [f"page {n}: text extraction failed: {why}" for n, why in failures[:_MAX_PAGE_WARNINGS]]
     if len(failures) > _MAX_PAGE_WARNINGS:
         warnings.append(f"text extraction failed on {len(failures) - _MAX_PAGE_WARNINGS} more pages")
     if not pages:
         if failures:
             raise LoadError(path, f"text extraction failed on every page ({failures[0][1]})")
+        if found.short:
+            raise LoadError(path, _too_little(len(found.short), min_chars))
         raise LoadError(path, "no extractable text (scanned PDF without a text layer?)")
+    if found.short:
+        runs = _page_ranges(found.short).split(", ")
+        where = (f"page {runs[0]}" if len(found.short) == 1 else f"pages {', '.join(runs)}"
+                 if len(runs) <= _MAX_PAGE_WARNINGS else f"{len(found.short)} pages ({', '.join(runs[:5])}, …)")
+        warnings.append(f"{where}: fewer than {min_chars} letters or digits, not stored (ingest.min_chars)")
     if garbled and len(garbled) == sum(len(p.text) >= _GARBLED_MIN_CHARS for p in pages):
         raise LoadError(path, f"text is garbled on all {len(garbled)} pages with text "
                               "(broken font encoding?); nothing searchable")
@@ -209,39 +248,12 @@ def _load_pdf(path: Path) -> Document:
 
 # ---------------------------------------------------------------- text
 
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-
-
 def _decode(path: Path, data: bytes, *, declared: str | None = None) -> tuple[str, list[str]]:
-    """Bytes -> (text, warnings): BOM, then UTF-8, then a declared charset, then detection.
-
-    Detection skips UTF-16/32 without a BOM: on short legacy CJK files
-    (cp949, Shift_JIS) charset-normalizer ranks them first, yet such files
-    are rare, while their "text" is always nonsense.
-    """
-    if not data:
-        raise LoadError(path, "empty file")
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            try:
-                return data.decode(encoding), []
-            except UnicodeDecodeError as exc:
-                reason = f"invalid {encoding.upper()} after its byte-order mark ({exc.reason})"
-                raise LoadError(path, reason) from exc
-    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
-        raise LoadError(path, "binary file, not text")
-    candidates = ["utf-8"] + ([declared] if declared else [])
-    for encoding in candidates:
-        try:
-            text = data.decode(encoding)
-        except (UnicodeDecodeError, LookupError):
-            continue
-        return text, [] if encoding == "utf-8" else [f"decoded as {encoding} (declared, not UTF-8)"]
-    for match in charset_normalizer.from_bytes(data):
-        if not match.encoding.startswith(("utf_16", "utf_32")):
-            return str(match), [f"decoded as {match.encoding} (not UTF-8)"]
-    raise LoadError(path, "binary file, not text")
+    """Bytes -> (text, warnings) by ``ingest.content.decode``: BOM, UTF-8, a declared charset, detection."""
+    try:
+        return decode(data, declared=declared)
+    except ValueError as exc:
+        raise LoadError(path, str(exc)) from exc
 
 
 def _read(path: Path) -> bytes:
@@ -251,19 +263,23 @@ def _read(path: Path) -> bytes:
         raise LoadError(path, f"cannot read file ({exc.strerror or exc})") from exc
 
 
-def _text_document(path: Path, text: str, warnings: list[str]) -> Document:
-    """One page without a number; whitespace-only content is an error, not a document."""
+def _text_document(path: Path, text: str, warnings: list[str], min_chars: int) -> Document:
+    """One page without a number; text with fewer than ``min_chars`` letters or digits is an error, not a document."""
     text = normalize_whitespace(text)
     if not text:
         raise LoadError(path, "no text (only whitespace or markup)")
     if garbled_share(text) >= 0.3:
-        raise LoadError(path, "binary file, not text")
+        raise LoadError(path, f"not a {path.suffix.lower()} file: binary content (it decodes to mostly symbols)")
+    n = content_chars(text, stop=min_chars)
+    if n < min_chars:
+        what = "letter or digit" if n == 1 else "letters or digits"
+        raise LoadError(path, f"too little text: {n} {what}, fewer than ingest.min_chars = {min_chars}")
     return Document(str(path), (Page(None, text),), tuple(warnings))
 
 
-def _load_text(path: Path) -> Document:
+def _load_text(path: Path, min_chars: int) -> Document:
     text, warnings = _decode(path, _read(path))
-    return _text_document(path, text, warnings)
+    return _text_document(path, text, warnings, min_chars)
 
 
 # ---------------------------------------------------------------- Markdown
@@ -315,9 +331,9 @@ def markdown_to_text(markdown: str) -> str:
     return "\n".join(lines)
 
 
-def _load_markdown(path: Path) -> Document:
+def _load_markdown(path: Path, min_chars: int) -> Document:
     text, warnings = _decode(path, _read(path))
-    return _text_document(path, markdown_to_text(text), warnings)
+    return _text_document(path, markdown_to_text(text), warnings, min_chars)
 
 
 # ---------------------------------------------------------------- HTML
@@ -361,16 +377,16 @@ def html_to_text(html: str) -> str:
     return body
 
 
-def _load_html(path: Path) -> Document:
+def _load_html(path: Path, min_chars: int) -> Document:
     data = _read(path)
     declared = _META_CHARSET.search(data[:4096])
     text, warnings = _decode(path, data, declared=declared.group(1).decode("ascii") if declared else None)
-    return _text_document(path, html_to_text(text), warnings)
+    return _text_document(path, html_to_text(text), warnings, min_chars)
 
 
 # ---------------------------------------------------------------- registry
 
-LOADERS: dict[str, Callable[[Path], Document]] = {
+LOADERS: dict[str, Callable[[Path, int], Document]] = {
     ".pdf": _load_pdf,
     ".md": _load_markdown,
     ".markdown": _load_markdown,
@@ -381,14 +397,35 @@ LOADERS: dict[str, Callable[[Path], Document]] = {
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(sorted(LOADERS))
 
 
-def load(path: Path) -> Document:
-    """Load one file by its suffix; raise ``LoadError`` rather than return a document without text."""
+def _check_content(path: Path, suffix: str) -> None:
+    """Refuse an empty file, or one whose first bytes contradict its suffix (``ingest.content``)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise LoadError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    if not head:
+        raise LoadError(path, "empty file")
+    problem = content_mismatch(suffix, head)
+    if problem is not None:
+        raise LoadError(path, problem)
+
+
+def load(path: Path, *, min_chars: int = MIN_CHARS) -> Document:
+    """Load one file by its suffix; raise ``LoadError`` rather than return a document without text.
+
+    ``min_chars`` (``ingest.min_chars``): pages, and text files as a whole, with
+    fewer letters or digits hold nothing searchable and are not kept.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     loader = LOADERS.get(suffix)
     if loader is None:
         shown = f"'{suffix}'" if suffix else "without a suffix"
         raise LoadError(path, f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_SUFFIXES)})")
-    doc = loader(path)
+    if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
+        raise ValueError(f"min_chars = {min_chars!r}: must be a whole number of at least 0")
+    _check_content(path, suffix)
+    doc = loader(path, min_chars)
     logger.debug("loaded %s: %d pages, %d warnings", path, len(doc.pages), len(doc.warnings))
     return doc

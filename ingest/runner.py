@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ingest.chunking import chunk_document
-from ingest.loaders import LoadError, load
+from ingest.loaders import MIN_CHARS, LoadError, content_chars, load
 from ingest.manifest import chunk_id, file_hash, make_plan
 from rag.embedder import Embedder
 from rag.languages import language_chars, shares
@@ -111,13 +111,14 @@ LANGUAGE_SAMPLE = 32  # chunks per file whose language is detected (evenly space
 
 
 def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore, chunk_size: int,
-           chunk_overlap: int, extensions: Sequence[str], max_file_bytes: int,
+           chunk_overlap: int, extensions: Sequence[str], max_file_bytes: int, min_chars: int = MIN_CHARS,
            on_start: Callable[[int], None] | None = None, on_file: Progress | None = None,
            on_chunks: ChunkProgress | None = None) -> IngestReport:
     """Bring the store in line with ``paths``; returns what happened to each file.
 
     ``on_start(n_files)`` is called once the work is known, ``on_file(source, status)``
-    after each file and ``on_chunks(source, n)`` as its chunks are embedded.
+    after each file and ``on_chunks(source, n)`` as its chunks are embedded. Pages and
+    chunks with fewer than ``min_chars`` letters or digits are not stored (``ingest.min_chars``).
     """
     started = time.perf_counter()
     budget = embedder.passage_budget()
@@ -147,7 +148,7 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
         status = ADDED if source in plan.add else UPDATED
         outcome = _ingest_file(Path(source), hashes[source], status, embedder=embedder, store=store,
                                size=chunk_size, overlap=chunk_overlap, max_bytes=max_file_bytes,
-                               on_chunks=on_chunks)
+                               min_chars=min_chars, on_chunks=on_chunks)
         outcomes.append(outcome)
         _notify(on_file, source, outcome.status)
     for source in plan.remove:
@@ -155,6 +156,11 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
         outcomes.append(FileOutcome(source, REMOVED))
         _notify(on_file, source, REMOVED)
     return IngestReport(tuple(outcomes), time.perf_counter() - started, found.skipped)
+
+
+def _size(n_bytes: int) -> str:
+    """"3.0 MB", or the bytes when that would round to 0.0 MB."""
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 50_000 else f"{n_bytes:,} bytes"
 
 
 def _notify(callback: Progress | None, source: str, status: str) -> None:
@@ -172,23 +178,27 @@ def _embed(embedder: Embedder, source: str, texts: list[str], on_chunks: ChunkPr
 
 
 def _ingest_file(path: Path, digest: str, status: str, *, embedder: Embedder, store: ChunkStore,
-                 size: int, overlap: int, max_bytes: int, on_chunks: ChunkProgress | None) -> FileOutcome:
+                 size: int, overlap: int, max_bytes: int, min_chars: int,
+                 on_chunks: ChunkProgress | None) -> FileOutcome:
     source = str(path)
     n_bytes = path.stat().st_size
     if n_bytes > max_bytes:
         return FileOutcome(source, FAILED, reason=(
-            f"file is {n_bytes / 1e6:.1f} MB, over the limit ingest.max_file_mb = {max_bytes / 1e6:g}"))
+            f"file is {_size(n_bytes)}, over the limit ingest.max_file_mb = {max_bytes / 1e6:g}"))
     try:
-        doc = load(path)
+        doc = load(path, min_chars=min_chars)
     except LoadError as exc:
         return FileOutcome(source, FAILED, reason=exc.reason)
-    pieces = chunk_document(doc, tokenizer=embedder.tokenizer, size=size, overlap=overlap)
+    pieces = [(page, text) for page, text in chunk_document(doc, tokenizer=embedder.tokenizer, size=size,
+                                                            overlap=overlap)
+              if content_chars(text, stop=min_chars) >= min_chars]
     if not pieces:
         return FileOutcome(source, FAILED, reason="no text left after chunking", warnings=doc.warnings)
     chunks = [Chunk(id=chunk_id(source, digest, i), text=text, source=source, page=page, chunk_index=i,
                     content_hash=digest) for i, (page, text) in enumerate(pieces)]
     vectors = _embed(embedder, source, [c.text for c in chunks], on_chunks)
     now = time.time()
+    logger.info("writing %s: %d chunks", source, len(chunks))
     store.put_file(FileRecord(source, digest, WRITING, len(chunks), now))
     store.delete_source(source)
     store.upsert_chunks(chunks, vectors, now)

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rag.cli import run_cli, setup_logging
 from rag.config import load_settings
 from rag.generate import GenerationError
-from rag.pipeline import build_pipeline
+from rag.languages import question_warning
+from rag.pipeline import build_pipeline, check_question
 from rag.retrieve import MODES
 from rag.types import Trace
 
@@ -37,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     settings = load_settings(args.config)
+    check_question(args.question)  # before any model loads
+    mode = args.retrieval if args.retrieval is not None else settings.retrieval.mode
+    warning = question_warning(settings.embedder.model, args.question, settings.embedder.languages)
+    if warning is not None and mode != "bm25":  # BM25 reads any language; only the bi-encoder cannot
+        Console(stderr=True).print(f"[yellow]warning:[/] {escape(warning)}")
     rerank = settings.reranker.enabled and not args.no_rerank
     pipeline = build_pipeline(settings, reranker=rerank)
     if pipeline.store.count() == 0:

@@ -29,13 +29,14 @@ def setup_logging(verbose: bool) -> None:
 def run_cli(main: Callable[[], int], *, interrupted_note: str = "") -> None:
     """Run ``main`` and turn the errors a user can cause into one readable line and an exit code."""
     from rag.generate import GenerationError
+    from rag.rerankers import RerankError
 
     try:
         code = main()
     except KeyboardInterrupt:
         print(f"\ninterrupted. {interrupted_note}".rstrip(), file=sys.stderr)
         code = EXIT_INTERRUPTED
-    except (ConfigError, ModelLoadError, StoreError, GenerationError, ValueError) as exc:
+    except (ConfigError, ModelLoadError, StoreError, GenerationError, RerankError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_USAGE
     sys.exit(code)

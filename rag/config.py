@@ -9,12 +9,14 @@ environment variable *named* in the config, only when a client is built.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from rag.languages import check_codes
 
@@ -102,6 +104,28 @@ class RerankerSettings(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     # More rerankers to choose from in the UI (same batch size, max_length, normalisation, device).
     alternatives: tuple[RerankerChoice, ...] = ()
+    # kind = "remote": a rerank server. url is the full endpoint (TEI http://reranker:80/rerank, vLLM
+    # http://vllm:8000/v1/rerank, Cohere https://api.cohere.com/v2/rerank); api is its wire format
+    # (tei | cohere, the latter for Infinity, vLLM and Cohere); batch_size is then the most texts a request.
+    url: str = Field("", validate_default=True)
+    api: Literal["tei", "cohere"] = "tei"
+    api_key_env: str = ""  # name of the env var holding a bearer key; empty: no Authorization header
+    timeout: float = Field(30.0, gt=0)  # seconds
+    max_retries: int = Field(3, ge=0)  # on 429, 5xx and connection errors
+
+    @field_validator("url")
+    @classmethod
+    def _url_for_remote(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        kinds = [info.data.get("kind")] + [a.kind for a in info.data.get("alternatives", ())]
+        if value == "":
+            if "remote" in kinds:
+                raise ValueError("required when a reranker's kind is 'remote' (e.g. http://reranker:80/rerank)")
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host, e.g. http://reranker:80/rerank")
+        return value
 
 
 class ReorderSettings(_Section):
@@ -123,11 +147,15 @@ class LLMSettings(_Section):
 class IngestSettings(_Section):
     extensions: tuple[str, ...] = (".pdf", ".md", ".markdown", ".txt", ".html", ".htm")
     max_file_mb: float = Field(200.0, gt=0)
+    # PDF pages, chunks and text files with fewer letters or digits than this are not stored (a page number,
+    # a lone "x"); a file with nothing above it is reported as "too little text". 0 keeps everything.
+    min_chars: int = Field(5, ge=0)
 
 
 class UISettings(_Section):
     upload_dir: str = "uploads"  # where files uploaded in the app are kept (relative to the config file)
     max_upload_files: int = Field(20, gt=0)  # files per upload
+    max_upload_mb: float = Field(500.0, gt=0)  # all the files of one upload together (each: ingest.max_file_mb)
 
 
 class Settings(_Section):
@@ -173,7 +201,7 @@ def load_settings(
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(file, exc)) from None
+        raise ConfigError(_describe(file, exc, env)) from None
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -201,12 +229,46 @@ def _parse_env_value(raw: str) -> Any:
     return raw
 
 
-def _describe(file: Path, exc: ValidationError) -> str:
+def _describe(file: Path, exc: ValidationError, env: Mapping[str, str] | None = None) -> str:
+    """One line per problem: the key, the bad value, where it came from when that was the environment."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
+        loc = tuple(str(p) for p in err["loc"])
+        origin = _env_origin(loc, env or {})
         if err["type"] == "extra_forbidden":
-            lines.append(f"{file}: unknown key '{key}'")
+            lines.append(f"{file}: {_unknown(loc, err.get('input'))}{origin}")
         else:
-            lines.append(f"{file}: {key} = {err.get('input')!r}: {err['msg']}")
+            lines.append(f"{file}: {'.'.join(loc)} = {err.get('input')!r}{origin}: {err['msg']}")
     return "\n".join(lines)
+
+
+def _env_origin(loc: tuple[str, ...], env: Mapping[str, str]) -> str:
+    """" (from RAG_SECTION__KEY)" when that override set the value, else ""."""
+    if len(loc) != 2:
+        return ""
+    wanted = f"{ENV_PREFIX}{loc[0]}__{loc[1]}".lower()
+    name = next((n for n in env if n.lower() == wanted), None)
+    return f" (from {name})" if name else ""
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    return {name: field.annotation for name, field in Settings.model_fields.items() if name != "base_dir"}
+
+
+def _unknown(loc: tuple[str, ...], value: Any) -> str:
+    """Name an unknown section or key, with the closest valid name or the valid ones."""
+    sections = _sections()
+    if len(loc) == 1 and isinstance(value, dict):
+        return f"unknown section [{loc[0]}] (sections: {', '.join(sections)})"
+    if len(loc) == 1:
+        homes = [f"[{s}] {loc[0]}" for s, model in sections.items() if loc[0] in model.model_fields]
+        hint = f"; it belongs in a section: {', '.join(homes)}" if homes else f" (sections: {', '.join(sections)})"
+        return f"unknown key '{loc[0]}' at the top level{hint}"
+    model = sections.get(loc[0])
+    key = ".".join(loc)
+    if model is None or len(loc) != 2:
+        return f"unknown key '{key}'"
+    close = difflib.get_close_matches(loc[1], list(model.model_fields), n=1)
+    if close:
+        return f"unknown key '{key}' (did you mean '{loc[0]}.{close[0]}'?)"
+    return f"unknown key '{key}' (keys of [{loc[0]}]: {', '.join(model.model_fields)})"

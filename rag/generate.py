@@ -155,6 +155,7 @@ class OpenAIGenerator:
         import openai
 
         logger.debug("asking %s (%d messages)", self.name, len(messages))
+        streamed = 0
         try:
             response = self._client.chat.completions.create(
                 model=self.model, messages=[dict(m) for m in messages], stream=True, **self._options)
@@ -162,17 +163,20 @@ class OpenAIGenerator:
                 for chunk in response:
                     delta = chunk.choices[0].delta if chunk.choices else None
                     if delta is not None and delta.content:
+                        streamed += 1
                         yield delta.content
         except openai.OpenAIError as exc:
             # from None: the chained error would print the server's raw reply, unscrubbed.
-            raise GenerationError(self._describe(exc)) from None
+            raise GenerationError(self._describe(exc, streamed)) from None
 
-    def _describe(self, exc: Exception) -> str:
+    def _describe(self, exc: Exception, streamed: int = 0) -> str:
         """One line a user can act on: which model, where, and what went wrong."""
         import openai
 
         if isinstance(exc, openai.APITimeoutError):
             cause = f"timed out after {self._timeout:g}s (llm.timeout)"
+        elif isinstance(exc, openai.APIConnectionError) and streamed:  # no retry: part of the answer is out
+            cause = f"the connection dropped mid-answer, after {streamed} pieces ({_root_cause(exc)})"
         elif isinstance(exc, openai.APIConnectionError):
             cause = f"endpoint unreachable ({_root_cause(exc)}); is the server running?"
         elif isinstance(exc, openai.AuthenticationError):
@@ -190,7 +194,22 @@ class OpenAIGenerator:
             cause = type(exc).__name__
         detail = _server_message(exc)
         message = f"LLM {self.model!r} at {self.base_url}: {cause}" + (f" - {detail}" if detail else "")
-        return message.replace(self._api_key, "***")
+        return scrub_secret(message, self._api_key)
+
+
+_MASKED = re.compile(r"[\w-]*\*{4,}[\w-]*")  # a key a server echoes masked: sk-pr****************wxyz
+_WORD = re.compile(r"[^\s'\"`]+")
+
+
+def scrub_secret(text: str, secret: str) -> str:
+    """``text`` with ``secret`` replaced by ``***``: the whole key, any word that holds 8 or more
+    characters of it in a row (a server may echo it cut short), and masked echoes of a key."""
+    if secret == "":
+        return text
+    text = text.replace(secret, "***")
+    pieces = {secret[i:i + 8] for i in range(len(secret) - 7)}
+    text = _WORD.sub(lambda m: "***" if any(p in m[0] for p in pieces) else m[0], text)
+    return _MASKED.sub("***", text)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ import fnmatch
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence, TypeVar
 
 if TYPE_CHECKING:
@@ -154,6 +155,58 @@ def embedder_coverage(model: str, declared: Sequence[str] = ()) -> Coverage | No
         if fnmatch.fnmatchcase(name, pattern):
             return coverage
     return None
+
+
+# Scripts that name their language on their own, for questions too short for a statistical guess.
+_SCRIPTS: tuple[tuple[str, str], ...] = (
+    ("ko", "\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f"),  # Hangul syllables and jamo
+    ("ja", "\u3040-\u30ff"),  # Hiragana, Katakana (checked before Han: Japanese mixes both)
+    ("zh", "\u4e00-\u9fff\u3400-\u4dbf"),  # Han without kana
+    ("th", "\u0e00-\u0e7f"),
+)
+_SCRIPT_RE = tuple((code, re.compile(f"[{chars}]")) for code, chars in _SCRIPTS)
+QUESTION_CONFIDENCE = 0.9  # py3langid's normalised probability a question's language needs to be reported
+
+
+@lru_cache(maxsize=1)
+def _identifier():
+    """py3langid's model with normalised probabilities (its module-level one gives raw scores)."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def question_language(question: str) -> str | None:
+    """The language of a short text, or None when it cannot be told with confidence.
+
+    Hangul, kana, Han and Thai name their language by script (half the letters
+    or more); otherwise py3langid decides when it is at least 90% sure. Short
+    English questions ("What is SWIG?") often fall under that and give None,
+    which is the point: a question is never warned about on a guess.
+    """
+    letters = [c for c in question if c.isalpha()]
+    if not letters:
+        return None
+    text = "".join(letters)
+    for code, pattern in _SCRIPT_RE:
+        if code == "zh" and _SCRIPT_RE[1][1].search(text):
+            continue  # Han with kana is Japanese, counted above
+        if len(pattern.findall(text)) * 2 >= len(letters):
+            return code
+    language, confidence = _identifier().classify(question)
+    return language if confidence >= QUESTION_CONFIDENCE else None
+
+
+def question_warning(model: str, question: str, declared: Sequence[str] = ()) -> str | None:
+    """One line when the question is in a language the embedder does not cover, else None (also when unsure)."""
+    language = question_language(question)
+    coverage = embedder_coverage(model, declared)
+    if language is None or coverage is None or coverage.covers(language):
+        return None
+    return (f"the question looks {language_name(language)} ({language}), but the embedder {model} covers "
+            f"{coverage.describe()}: dense retrieval will match it close to chance, so the sources may not fit; it "
+            "is answered anyway. Ask in a language the embedder covers, or use a multilingual embedder (e.g. "
+            "BAAI/bge-m3) or retrieval.mode = \"bm25\"")
 
 
 def coverage_warning(model: str, languages_found: Mapping[str, float], declared: Sequence[str] = (), *,

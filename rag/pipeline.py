@@ -21,7 +21,7 @@ from rag.generate import Generator, build_generator, build_messages, parse_citat
 from rag.models import select_device
 from rag.reorder import check_strategy, reorder
 from rag.retrieve import LexicalIndex, check_mode, retrieve
-from rag.rerankers import Reranker, load_reranker
+from rag.rerankers import RemoteEndpoint, Reranker, load_reranker
 from rag.store import ChunkStore, connect
 from rag.types import Answer, Candidate, Trace
 
@@ -49,10 +49,17 @@ def open_store(settings: Settings, embedder: Embedder, *, create: bool, reset: b
 
 
 def load_configured_reranker(settings: Settings, *, kind: str | None = None, model: str | None = None) -> Reranker:
-    """The configured reranker, or another kind/model with the same batch size, max_length, device..."""
+    """The configured reranker, or another kind/model with the same batch size, max_length, device, endpoint...
+
+    The local kinds pick their device themselves (``select_device``); a remote
+    reranker has none, so a GPU named in the config is not required here.
+    """
     r = settings.reranker
-    return load_reranker(kind or r.kind, model=model or r.model, device=select_device(r.device), dtype=r.dtype,
-                         batch_size=r.batch_size, max_length=r.max_length, normalize=r.normalize)
+    endpoint = (RemoteEndpoint(url=r.url, api=r.api, api_key_env=r.api_key_env, timeout=r.timeout,
+                               max_retries=r.max_retries) if r.url != "" else None)
+    return load_reranker(kind if kind is not None else r.kind, model=model if model is not None else r.model,
+                         device=r.device, dtype=r.dtype, batch_size=r.batch_size, max_length=r.max_length,
+                         normalize=r.normalize, endpoint=endpoint)
 
 
 def load_generator(settings: Settings, environ: Mapping[str, str] | None = None) -> Generator:
@@ -178,16 +185,24 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = time.perf_counter() - started
 
 
-MAX_QUESTION_CHARS = 4000
+MAX_QUESTION_CHARS = 4000  # about 1,000 tokens; an embedder reads its own max (MiniLM the first 256, bge-m3 8,192)
 
 
-def _check_question(question: str) -> str:
+def check_question(question: str) -> str:
+    """The question stripped; ValueError naming the problem when it is empty or over MAX_QUESTION_CHARS.
+
+    Checked before any model runs (the command line checks it before loading them).
+    """
     text = question.strip()
     if not text:
         raise ValueError("the question is empty")
     if len(text) > MAX_QUESTION_CHARS:
-        raise ValueError(f"the question is {len(text)} characters long; the limit is {MAX_QUESTION_CHARS}")
+        raise ValueError(f"the question is {len(text)} characters long; the limit is {MAX_QUESTION_CHARS} "
+                         "characters: shorten it, or ask about one part at a time")
     return text
+
+
+_check_question = check_question
 
 
 def _check_options(top_k: int, top_n: int, strategy: str, mode: str) -> None:

@@ -75,6 +75,10 @@ def server_failure(where: str, exc: BaseException) -> StoreUnavailableError | No
         cause = _first_line(text) if not text.lstrip().startswith("<") else "the proxy in front of it got no answer"
         return StoreUnavailableError(f"{where} is unreachable ({cause}). Start it, or check store.host and "
                                      "store.port; nothing stored was changed, try again when it is back.")
+    if type(exc).__name__ == "NotFoundError" and "does not exist" in text:  # chromadb.errors.NotFoundError
+        return StoreUnavailableError(f"{where} no longer has the collection this session opened (restarted "
+                                     "without its data, or reset?); reconnecting. If it stays missing, run "
+                                     "python -m ingest again.")
     if "Unauthorized" in text or "401" in text.split("\n", 1)[0]:
         return StoreUnavailableError(f"{where} refused the token (HTTP 401): put the server's token in the "
                                      "environment variable named by store.token_env (CHROMA_TOKEN by default).")

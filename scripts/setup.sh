@@ -25,15 +25,37 @@ fi
 
 $PIP install -c constraints.txt -e ".[dev]"
 
-# The browser test drives Debian's Chromium through chromedriver.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+# Debian packages the tests use; apt runs only when one is missing:
+#   chromium, chromium-driver  the browser test drives Debian's Chromium through chromedriver
+#   docker-compose             validates docker-compose.yml (`docker-compose config`; no Docker engine needed)
+#   nginx-light                the token proxy (deploy/chroma-auth.conf.template) the server-mode
+#                              tests run in front of `chroma run`
+browser=() tools=()
+command -v chromium >/dev/null 2>&1 || browser+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || browser+=(chromium-driver)
+command -v docker-compose >/dev/null 2>&1 || tools+=(docker-compose)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || tools+=(nginx-light)
+if [ ${#browser[@]} -gt 0 ] || [ ${#tools[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing Debian's chromium and chromium-driver (for the browser test)"
+    missing=(${browser[@]+"${browser[@]}"} ${tools[@]+"${tools[@]}"})
+    echo "installing Debian's ${missing[*]} (for the tests)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    if [ ${#browser[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    fi
+    if [ ${#tools[@]} -gt 0 ]; then
+      # --no-install-recommends: docker-compose would otherwise pull in the Docker engine.
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${tools[@]}" >/dev/null
+    fi
   else
-    echo "note: chromium/chromedriver not found and not root: the browser test will be skipped" \
-         "(install the chromium and chromium-driver packages to run it)"
+    if [ ${#browser[@]} -gt 0 ]; then
+      echo "note: chromium/chromedriver not found and not root: the browser test will be skipped" \
+           "(install the chromium and chromium-driver packages to run it)"
+    fi
+    if [ ${#tools[@]} -gt 0 ]; then
+      echo "note: ${tools[*]} not found and not root: the compose-file test will be skipped and the" \
+           "server-mode tests cannot run (install the Debian packages docker-compose and nginx-light)"
+    fi
   fi
 fi
 echo "installed: activate with 'source .venv/bin/activate'"

@@ -46,6 +46,7 @@ class FakeLLMServer:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.script: list[dict[str, Any]] = []
+        self.echo = False
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,24 +57,34 @@ class FakeLLMServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 owner.requests.append({"path": self.path, "headers": headers, "body": body})
-                reply = owner.script.pop(0) if owner.script else {"pieces": ["ok"]}
+                if owner.script:
+                    reply = owner.script.pop(0)
+                elif owner.echo:  # answer with the question itself: concurrent sessions can check theirs
+                    question = body["messages"][-1]["content"].rsplit("Question: ", 1)[-1]
+                    reply = {"pieces": ["Answer to: ", question, " [1]"]}
+                else:
+                    reply = {"pieces": ["ok"]}
                 time.sleep(reply.get("delay", 0))
                 if "status" in reply:
                     self._send(reply["status"], "application/json", json.dumps(reply["error"]).encode())
                 elif body.get("stream"):
                     stream = sse_body(reply["pieces"], reply.get("extra", []), body["model"])
-                    self._send(200, "text/event-stream", stream)
+                    if reply.get("cut"):  # the connection drops mid-answer: half the events, then close
+                        self._send(200, "text/event-stream", stream, cut_at=len(stream) // 2)
+                        self.close_connection = True
+                    else:
+                        self._send(200, "text/event-stream", stream)
                 else:
                     self._send(200, "application/json", json_body(reply["pieces"], body["model"]))
 
-            def _send(self, status: int, kind: str, data: bytes) -> None:
+            def _send(self, status: int, kind: str, data: bytes, cut_at: int | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("retry-after-ms", "1")  # the client's retries need not wait in tests
                 self.end_headers()
                 try:
-                    self.wfile.write(data)
+                    self.wfile.write(data if cut_at is None else data[:cut_at])
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up first (the timeout test)
 

@@ -14,13 +14,13 @@ import streamlit as st
 
 from rag.config import ConfigError, Settings, load_settings
 from rag.generate import GenerationError
-from rag.languages import format_shares
+from rag.languages import format_shares, question_warning
 from rag.models import ModelLoadError, select_device
-from rag.pipeline import MAX_QUESTION_CHARS
+from rag.pipeline import check_question
 from rag.reorder import STRATEGIES
 from rag.retrieve import MODES
 from rag.rerankers import RerankError
-from rag.store import StoreError
+from rag.store import StoreError, StoreUnavailableError
 from ui import services
 from ui.render import BI_ENCODER, RERANKED, Result, ingest_time, show_result
 
@@ -78,8 +78,10 @@ def pick_choices(settings: Settings) -> services.Choices:
 
 def handle_uploads(settings: Settings) -> None:
     types = sorted({e.lstrip(".") for e in settings.ingest.extensions})
-    files = st.file_uploader(f"Add documents (up to {settings.ingest.max_file_mb:g} MB each)", type=types,
-                             accept_multiple_files=True, key="uploader")
+    limits = (f"up to {settings.ingest.max_file_mb:g} MB each, {settings.ui.max_upload_files} files and "
+              f"{settings.ui.max_upload_mb:g} MB at a time")
+    files = st.file_uploader(f"Add documents ({limits})", type=types, accept_multiple_files=True, key="uploader",
+                             max_upload_size=services.upload_size_cap_mb(settings, st.get_option("server.maxUploadSize")))
     new = [f for f in files or [] if f.file_id not in st.session_state.handled_uploads]
     if new:
         bar = st.progress(0.0, text="saving uploads…")
@@ -107,7 +109,7 @@ def handle_uploads(settings: Settings) -> None:
             for warning in outcome.warnings:
                 st.warning(f"{Path(outcome.source).name}: {warning}")
         for name, reason in refused:
-            st.error(f"{name}: {reason}")
+            st.error(f"{services.shown_name(name)}: {reason}")
 
 
 def show_documents(settings: Settings) -> list:
@@ -169,6 +171,9 @@ def answer_side(settings: Settings, choices: services.Choices, question: str, *,
         with st.spinner("Retrieving and reranking…" if rerank else "Retrieving…"):
             pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm)
             trace = pipeline.search(question, rerank=rerank)
+    except StoreUnavailableError as exc:
+        services.forget_store()
+        return Result(label, error=f"{exc} Ask again once it is back.")
     except (ModelLoadError, RerankError, StoreError, ValueError) as exc:
         return Result(label, error=str(exc))
     if llm is None:
@@ -202,7 +207,12 @@ def show_turn(results: list[Result]) -> None:
 def ask(settings: Settings, choices: services.Choices, question: str, *, rerank: bool, compare: bool) -> None:
     with st.chat_message("user"):
         st.markdown(question)
+    warning = None
+    if choices.retrieval != "bm25":  # BM25 reads any language; only the bi-encoder cannot
+        warning = question_warning(settings.embedder.model, question, settings.embedder.languages)
     with st.chat_message("assistant"):
+        if warning is not None:
+            st.warning(f"**Language coverage**: {warning}")
         if compare:
             results = []
             for column, side in zip(st.columns(2), (False, True)):
@@ -214,18 +224,25 @@ def ask(settings: Settings, choices: services.Choices, question: str, *, rerank:
             results = [answer_side(settings, choices, question, rerank=rerank)]
             show_result(results[0])
     st.session_state.messages += [{"role": "user", "content": question},
-                                  {"role": "assistant", "results": results}]
+                                  {"role": "assistant", "results": results, "warning": warning}]
 
 
 def main() -> None:
     st.set_page_config(page_title="rag-rerank: chat with your documents", layout="wide")
     init_state()
+    outage = None
     try:
         settings = load_settings()
         with st.sidebar:
             choices = pick_choices(settings)
             show_models(settings, choices)
-            docs = show_documents(settings)
+            try:
+                docs = show_documents(settings)
+            except StoreUnavailableError as exc:  # the server is down or restarting: keep the conversation
+                services.forget_store()
+                outage, docs = exc, None
+                st.error(f"**Document store unavailable**: {exc}")
+                st.button("Try again", key="reconnect")  # any click reruns and reconnects
             if st.button("Clear conversation", key="clear"):
                 st.session_state.messages = []
                 st.rerun()
@@ -239,7 +256,10 @@ def main() -> None:
                          help="Reorder the retrieved chunks with the reranker before the LLM reads them")
     compare = right.toggle("Compare A/B", value=False, key="compare", disabled=not can_rerank,
                            help="Answer each question twice, with reranking off and on, side by side")
-    if not docs:
+    if outage is not None:
+        st.error(f"The document store is unavailable, so questions cannot be answered now: {outage} "
+                 "The app reconnects on your next question or click.")
+    elif not docs:
         st.info("No documents yet. Upload files in the sidebar, or run `python -m ingest docs/` "
                 "with the same config, then reload this page.")
     for message in st.session_state.messages:
@@ -247,10 +267,18 @@ def main() -> None:
             if message["role"] == "user":
                 st.markdown(message["content"])
             else:
+                if message.get("warning"):
+                    st.warning(f"**Language coverage**: {message['warning']}")
                 show_turn(message["results"])
-    question = st.chat_input("Ask about your documents", max_chars=MAX_QUESTION_CHARS, disabled=not docs)
-    if question:
-        ask(settings, choices, question, rerank=rerank and can_rerank, compare=compare and can_rerank)
+    # No max_chars: a browser cuts a longer paste silently; check_question refuses it with the limit instead.
+    question = st.chat_input("Ask about your documents", disabled=not docs and outage is None)
+    if question is not None:
+        try:
+            check_question(question)
+        except ValueError as exc:
+            st.error(f"Not asked: {exc}")
+        else:
+            ask(settings, choices, question, rerank=rerank and can_rerank, compare=compare and can_rerank)
 
 
 main()

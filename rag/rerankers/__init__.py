@@ -3,10 +3,13 @@
 ``load_reranker(kind, model=..., ...)`` does the heavy loading once; the
 returned object's ``rerank(query, candidates)`` gives every candidate back,
 best first. The kind is always named in config (``reranker.kind``); it is
-never guessed from the model name.
+never guessed from the model name. ``cross-encoder`` and ``llm`` run a model in
+this process; ``remote`` asks a rerank server at ``endpoint`` (TEI, Infinity,
+vLLM, Cohere).
 """
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 from rag.models import ModelLoadError
@@ -20,33 +23,64 @@ from rag.rerankers.base import (
 )
 from rag.rerankers.cross_encoder import CrossEncoderReranker, load_cross_encoder
 from rag.rerankers.llm_yes import LlmYesReranker, load_llm_reranker
+from rag.rerankers.remote import RemoteEndpoint, RemoteReranker, load_remote_reranker
 
 
-class RerankerLoader(Protocol):
+class InProcessLoader(Protocol):
+    """Loads a model that runs in this process; these kinds talk to no endpoint."""
+
     def __call__(
         self, *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str
     ) -> Reranker: ...
 
 
+class RerankerLoader(Protocol):
+    def __call__(
+        self, *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str,
+        endpoint: RemoteEndpoint | None = None,
+    ) -> Reranker: ...
+
+
+def in_process(loader: InProcessLoader) -> RerankerLoader:
+    """The registry entry of a kind that runs in this process: ``endpoint`` does not apply to it.
+
+    The endpoint belongs to the whole ``[reranker]`` section (the app offers
+    local alternatives beside a remote reranker), so it is ignored, not refused.
+    """
+
+    @functools.wraps(loader)
+    def load(
+        *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str,
+        endpoint: RemoteEndpoint | None = None,
+    ) -> Reranker:
+        return loader(model=model, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                      normalize=normalize)
+
+    return load
+
+
 RERANKERS: dict[str, RerankerLoader] = {
-    "cross-encoder": load_cross_encoder,
-    "llm": load_llm_reranker,
+    "cross-encoder": in_process(load_cross_encoder),
+    "llm": in_process(load_llm_reranker),
+    "remote": load_remote_reranker,
 }
 
 
 def load_reranker(
-    kind: str, *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str
+    kind: str, *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str,
+    endpoint: RemoteEndpoint | None = None,
 ) -> Reranker:
     """Build the reranker of ``kind``; ``ModelLoadError`` names the model spec if it cannot load.
 
     ``device`` is "auto", "cpu", "cuda[:N]" or "mps"; ``dtype`` is "auto",
-    "float32", "float16" or "bfloat16" (half precision only on a GPU).
+    "float32", "float16" or "bfloat16" (half precision only on a GPU). Both are
+    ignored by ``remote``, which needs ``endpoint`` (``ValueError`` without it).
     """
     if kind not in RERANKERS:
         raise ValueError(f"unknown reranker kind {kind!r}; valid: {', '.join(RERANKERS)}")
     check_normalize(normalize)
     return RERANKERS[kind](model=model, device=device, dtype=dtype, batch_size=batch_size,
-                           max_length=max_length, normalize=normalize)
+                           max_length=max_length, normalize=normalize, endpoint=endpoint)
 
 
 __all__ = [
@@ -55,6 +89,8 @@ __all__ = [
     "CrossEncoderReranker",
     "LlmYesReranker",
     "ModelLoadError",
+    "RemoteEndpoint",
+    "RemoteReranker",
     "RerankError",
     "Reranker",
     "RerankerLoader",

@@ -138,6 +138,15 @@ def rank_candidates(
     ]
 
 
+def rerank_by_scores(reranker: Reranker, query: str, candidates: Sequence[Candidate],
+                     normalize: str) -> list[Candidate]:
+    """What every ``Reranker.rerank`` does: score the pairs, then rank by the raw scores."""
+    if not candidates:
+        return []
+    raw, truncated = reranker.score_pairs(query, [c.chunk.text for c in candidates])
+    return rank_candidates(candidates, raw, truncated, normalize)
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, longest first.
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from rag.models import ModelLoadError, load_causal_lm, select_device, select_dtype
-from rag.rerankers.base import check_options, length_sorted_batches, rank_candidates
+from rag.rerankers.base import check_options, length_sorted_batches, rerank_by_scores
 from rag.types import Candidate
 
 logger = logging.getLogger(__name__)
@@ -79,10 +79,7 @@ class LlmYesReranker:
         self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
-        if not candidates:
-            return []
-        raw, truncated = self.score_pairs(query, [c.chunk.text for c in candidates])
-        return rank_candidates(candidates, raw, truncated, self.normalize)
+        return rerank_by_scores(self, query, candidates, self.normalize)
 
     def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
         """Raw "Yes" logits and truncation flags, in the order of ``passages``."""

@@ -32,7 +32,7 @@ def wait_for_files(proc: subprocess.Popen, n: int) -> None:
     """Read the verbose log until n files were written, so the kill lands mid-run."""
     seen = 0
     for line in proc.stderr:
-        if "ingest.runner" in line and " chunks" in line:
+        if "ingest.runner" in line and " chunks" in line and "writing" not in line:
             seen += 1
             if seen >= n:
                 return

@@ -63,6 +63,7 @@ def _save(writer: PdfWriter, path: Path) -> Path:
 
 
 def test_every_shared_pdf_has_an_expectation(pdfs: Path):
+    """(The stress PDF is refused too, under ingest.min_chars: see test_stress_pdf_has_too_little_text.)"""
     assert sorted(p.name for p in pdfs.glob("*.pdf")) == sorted([*GOOD_PDFS, *BAD_PDFS, STRESS])
 
 
@@ -87,13 +88,44 @@ def test_bad_pdfs_raise_with_a_reason(pdfs: Path, name: str):
     assert str(caught.value) == f"{pdfs / name}: {caught.value.reason}"
 
 
-def test_stress_pdf_keeps_all_its_tiny_pages(pdfs: Path):
-    # 10,000 pages that each hold the single letter "x": real (if useless) text, so it loads.
-    doc = load(pdfs / STRESS)
-    assert len(doc.pages) == 10_000
-    assert {p.text for p in doc.pages} == {"x"}
-    assert doc.pages[-1].number == 10_000
-    assert doc.warnings == ()
+def test_stress_pdf_has_too_little_text(pdfs: Path):
+    # 10,000 pages that each hold the single letter "x": under ingest.min_chars, so nothing is kept
+    with pytest.raises(LoadError) as caught:
+        load(pdfs / STRESS)
+    assert caught.value.reason == ("too little text: each of its 10000 pages with text has fewer than 5 letters "
+                                   "or digits (ingest.min_chars = 5)")
+
+
+def test_min_chars_zero_keeps_every_page_with_text(pdfs: Path):
+    doc = load(pdfs / STRESS, min_chars=0)
+    assert len(doc.pages) == 10_000 and {p.text for p in doc.pages} == {"x"}
+    assert doc.pages[-1].number == 10_000 and doc.warnings == ()
+
+
+def test_short_pages_are_dropped_with_a_warning(tmp_path: Path, pdfs: Path):
+    alice = PdfReader(pdfs / "alice-in-wonderland.pdf")
+    stress = PdfReader(pdfs / STRESS)
+    writer = PdfWriter()
+    for page in (alice.pages[0], stress.pages[0], stress.pages[1], alice.pages[4], stress.pages[2]):
+        writer.add_page(page)
+    doc = load(_save(writer, tmp_path / "mixed.pdf"))
+    assert [p.number for p in doc.pages] == [1, 4]
+    assert doc.warnings == ("pages 2-3, 5: fewer than 5 letters or digits, not stored (ingest.min_chars)",)
+    writer = PdfWriter()
+    for i in range(12):  # many separate short pages: one line, cut short
+        writer.add_page(alice.pages[i])
+        writer.add_page(stress.pages[i])
+    doc = load(_save(writer, tmp_path / "alternating.pdf"))
+    assert len(doc.pages) == 12
+    assert doc.warnings == ("12 pages (2, 4, 6, 8, 10, …): fewer than 5 letters or digits, not stored "
+                            "(ingest.min_chars)",)
+    # "Old Testament" (12 letters) is a page the default keeps
+    bible = PdfReader(pdfs / "king-james-bible-702p.pdf")
+    writer = PdfWriter()
+    writer.add_page(bible.pages[15])
+    assert load(_save(writer, tmp_path / "title.pdf")).pages[0].text == "Old Testament"
+    assert "too little text: its only page" in str(pytest.raises(LoadError, load, tmp_path / "title.pdf",
+                                                                   min_chars=13).value)
 
 
 def test_cjk_pdfs_extract_cjk_characters(pdfs: Path):
@@ -189,9 +221,49 @@ def test_cp949_korean_is_detected_with_a_warning(tmp_path: Path):
     assert doc.warnings == ("decoded as cp949 (not UTF-8)",)
 
 
-def test_empty_file(tmp_path: Path):
-    with pytest.raises(LoadError, match=r"empty\.txt: empty file$"):
-        load(write(tmp_path / "empty.txt", b""))
+@pytest.mark.parametrize(("text", "encoding", "detected"), [
+    ("직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일입니다.", "euc-kr", "cp949"),
+    ("Café crème brûlée: the façade of the hôtel is naïve.", "latin-1", "cp1252"),
+    ("Café au lait, s'il vous plaît", "cp1252", "cp1252"),  # short: detection once ranked EBCDIC first
+    ("Größere Äpfel schmecken süß.", "latin-1", "cp1252"),
+    ("Zażółć gęślą jaźń. Pójdźże, kiń tę chmurność w głąb flaszy!", "cp1250", "cp1250"),
+    ("Съешь же ещё этих мягких французских булок, да выпей чаю.", "cp1251", "cp1251"),
+    ("日本語のテキストです。東京は日本の首都です。", "shift_jis", "cp932"),
+    ("电池保修多久？本发明涉及一种摩擦材料。", "gbk", "gb18030"),
+])
+def test_legacy_encodings_are_detected(tmp_path: Path, text: str, encoding: str, detected: str):
+    doc = load(write(tmp_path / "legacy.txt", text.encode(encoding)))
+    assert doc.pages[0].text == text
+    assert doc.warnings == (f"decoded as {detected} (not UTF-8)",)
+
+
+def test_utf8_with_a_few_stray_bytes_stays_utf8(tmp_path: Path):
+    data = ("Café crème, " * 20).encode() + b"\xe9 " + KOREAN.encode()[:-4]  # a Latin-1 byte, a cut character
+    doc = load(write(tmp_path / "mostly-utf8.txt", data))
+    assert doc.pages[0].text.startswith("Café crème, Café") and "대한민국" in doc.pages[0].text
+    assert doc.warnings == ("2 invalid UTF-8 sequences replaced by \ufffd",)
+
+
+@pytest.mark.parametrize("name", ["empty.txt", "empty.md", "empty.html", "empty.pdf"])
+def test_empty_file(tmp_path: Path, name: str):
+    with pytest.raises(LoadError, match=rf"{name.replace('.', '[.]')}: empty file$"):
+        load(write(tmp_path / name, b""))
+
+
+@pytest.mark.parametrize(("text", "n"), [("x", 1), ("휴가", 2), ("- 12 -", 2), ("p. 123", 4)])
+def test_text_under_min_chars(tmp_path: Path, text: str, n: int):
+    with pytest.raises(LoadError) as caught:
+        load(write(tmp_path / "short.txt", text))
+    what = "letter or digit" if n == 1 else "letters or digits"
+    assert caught.value.reason == f"too little text: {n} {what}, fewer than ingest.min_chars = 5"
+    assert load(tmp_path / "short.txt", min_chars=n).pages[0].text == text
+    with pytest.raises(ValueError, match="min_chars = -1"):
+        load(tmp_path / "short.txt", min_chars=-1)
+
+
+def test_short_real_text_is_kept(tmp_path: Path):
+    assert load(write(tmp_path / "hello.txt", "hello")).pages[0].text == "hello"
+    assert load(write(tmp_path / "thanks.md", "# 감사합니다")).pages[0].text == "감사합니다"
 
 
 def test_whitespace_only_file(tmp_path: Path):
@@ -199,13 +271,47 @@ def test_whitespace_only_file(tmp_path: Path):
         load(write(tmp_path / "blank.md", " \n\t\n\n"))
 
 
-@pytest.mark.parametrize("data", [
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4,  # NUL bytes
-    bytes(range(1, 256)) * 20,  # no NUL, but no encoding makes text of it
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4, "the content is a PNG image"),
+    (b"\x00\x01" + bytes(range(256)) * 4, "binary content (NUL bytes)"),
+    (bytes(range(1, 256)) * 20, "binary content (540 control bytes in 5100)"),
 ])
-def test_binary_file_renamed_txt(tmp_path: Path, data: bytes):
-    with pytest.raises(LoadError, match=r"binary file, not text$"):
-        load(write(tmp_path / "image.txt", data))
+def test_binary_file_renamed_txt(tmp_path: Path, data: bytes, reason: str):
+    for name in ("image.txt", "image.md", "image.html"):
+        with pytest.raises(LoadError) as caught:
+            load(write(tmp_path / name, data))
+        assert caught.value.reason == f"not a {Path(name).suffix} file: {reason}"
+
+
+def test_bytes_no_encoding_makes_text_of(tmp_path: Path):
+    with pytest.raises(LoadError) as caught:
+        load(write(tmp_path / "noise.txt", bytes(range(128, 256)) * 40))
+    assert caught.value.reason == "not text: no text encoding fits (binary content?)"
+
+
+@pytest.mark.parametrize(("bom", "encoding", "shown"), [
+    (codecs.BOM_UTF8, "utf-8", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16", "UTF-16")])
+def test_invalid_text_after_a_byte_order_mark(tmp_path: Path, bom: bytes, encoding: str, shown: str):
+    with pytest.raises(LoadError) as caught:
+        load(write(tmp_path / "broken.txt", bom + b"\xff\xfe\xfd" if encoding == "utf-8" else bom + b"a\x00b"))
+    assert caught.value.reason == f"not text: invalid {shown} after its byte-order mark"
+
+
+def test_content_that_contradicts_the_suffix(tmp_path: Path, pdfs: Path):
+    pdf = (pdfs / "cpp-auto-proposal.pdf").read_bytes()
+    for name in ("paper.txt", "paper.md", "paper.htm"):
+        with pytest.raises(LoadError) as caught:
+            load(write(tmp_path / name, pdf))
+        assert caught.value.reason == f"not a {Path(name).suffix} file: the content is a PDF"
+    cases = {"notes.pdf": (b"Plain text, not a PDF at all.\n", "not a PDF: no %PDF- header in the first 1024 bytes"),
+             "report.pdf": (b"PK\x03\x04" + bytes(100), "not a PDF: the content is a ZIP archive (or a Word/Excel file)"),
+             "photo.pdf": (b"\xff\xd8\xff\xe0" + bytes(100), "not a PDF: the content is a JPEG image")}
+    for name, (data, reason) in cases.items():
+        with pytest.raises(LoadError) as caught:
+            load(write(tmp_path / name, data))
+        assert caught.value.reason == reason
+    # a header after some junk (within the first 1024 bytes) is still a PDF, as for PDF readers
+    assert len(load(write(tmp_path / "late.pdf", b"junk\n" + pdf)).pages) == 7
 
 
 def test_unsupported_suffix(tmp_path: Path):

@@ -62,7 +62,7 @@ def test_bad_env_value_names_key(tmp_path):
 def test_unknown_keys_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'reranker.topn'"):
         load_settings(write(tmp_path, "[reranker]\ntopn = 3\n"), env={})
-    with pytest.raises(ConfigError, match=r"unknown key 'rerankr'"):
+    with pytest.raises(ConfigError, match=r"unknown section \[rerankr\]"):
         load_settings(write(tmp_path, "[rerankr]\ntop_n = 3\n"), env={})
     with pytest.raises(ConfigError, match="unknown section 'rerankr'"):
         load_settings(write(tmp_path, ""), env={"RAG_RERANKR__TOP_N": "3"})
@@ -96,3 +96,32 @@ def test_settings_are_frozen(tmp_path):
     settings = load_settings(write(tmp_path, ""), env={})
     with pytest.raises(Exception):
         settings.reranker.top_n = 9
+
+
+@pytest.mark.parametrize(("text", "env", "line"), [
+    ("[reranker]\ntopn = 3\n", {}, "unknown key 'reranker.topn' (did you mean 'reranker.top_n'?)"),
+    ("[ingest]\nflavour = 1\n", {}, "unknown key 'ingest.flavour' (keys of [ingest]: extensions, max_file_mb, min_chars)"),
+    ("[rerankr]\ntop_n = 3\n", {}, "unknown section [rerankr] (sections: embedder, chunking, store, retrieval, "
+                                   "reranker, reorder, llm, ingest, ui)"),
+    ("top_k = 5\n", {}, "unknown key 'top_k' at the top level; it belongs in a section: [retrieval] top_k"),
+    ("nonsense = 5\n", {}, "unknown key 'nonsense' at the top level (sections: embedder, chunking, store, "
+                           "retrieval, reranker, reorder, llm, ingest, ui)"),
+    ("", {"RAG_RETRIEVAL__TOP_K": "0"}, "retrieval.top_k = '0' (from RAG_RETRIEVAL__TOP_K): Input should be "
+                                         "greater than 0"),
+    ("", {"RAG_RERANKER__TOPN": "3"}, "unknown key 'reranker.topn' (did you mean 'reranker.top_n'?) "
+                                      "(from RAG_RERANKER__TOPN)"),
+    ("[ingest]\nmin_chars = 'few'\n", {}, "ingest.min_chars = 'few': Input should be a valid integer"),
+])
+def test_problems_are_named_with_a_hint_and_where_they_came_from(tmp_path, text, env, line):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env=env)
+    assert str(err.value).startswith(f"{path}: {line}")
+
+
+def test_min_chars_default_and_override(tmp_path):
+    from ingest.loaders import MIN_CHARS
+
+    assert load_settings(write(tmp_path, ""), env={}).ingest.min_chars == MIN_CHARS == 5
+    assert load_settings(write(tmp_path, "[ingest]\nmin_chars = 0\n"), env={}).ingest.min_chars == 0
+    assert load_settings(write(tmp_path, ""), env={"RAG_INGEST__MIN_CHARS": "20"}).ingest.min_chars == 20

@@ -188,6 +188,31 @@ def test_openai_server_error_after_retries_names_status(llm_server):
     assert len(llm_server.requests) == 2
 
 
+def test_openai_rate_limit_is_retried_with_backoff_then_succeeds(llm_server):
+    llm_server.script += [{"status": 429, "error": {"error": {"message": "slow down"}}}] * 2 + [{"pieces": ["ok"]}]
+    assert "".join(openai_gen(llm_server.url, max_retries=2).stream([{"role": "user", "content": "q"}])) == "ok"
+    assert len(llm_server.requests) == 3
+
+
+def test_openai_rate_limit_after_retries_is_named(llm_server):
+    llm_server.script += [{"status": 429, "error": {"error": {"message": "quota"}}}] * 3
+    message = error_from(openai_gen(llm_server.url, max_retries=2))
+    assert "rate limited or out of quota (HTTP 429), still after 2 retries" in message
+    assert len(llm_server.requests) == 3
+
+
+def test_openai_connection_dropped_mid_stream_stops_cleanly(llm_server):
+    """Pieces already streamed arrive, then one GenerationError naming the endpoint; nothing hangs."""
+    llm_server.script.append({"pieces": ["one ", "two ", "three ", "four ", "five ", "six"], "cut": True})
+    received: list[str] = []
+    with pytest.raises(GenerationError) as err:
+        for piece in openai_gen(llm_server.url).stream(build_messages("q", CONTEXT)):
+            received.append(piece)
+    assert 0 < len(received) < 6 and "".join(received) == "one two three four five six"[:len("".join(received))]
+    assert llm_server.url in str(err.value) and f"dropped mid-answer, after {len(received)} pieces" in str(err.value)
+    assert SECRET not in str(err.value)
+
+
 def test_openai_unknown_model(llm_server):
     llm_server.script.append({"status": 404, "error": {"error": {"message": "model 'test-model' not found"}}})
     assert "model not found (HTTP 404)" in error_from(openai_gen(llm_server.url))

@@ -10,7 +10,7 @@ OPTIONS = {"device": "cpu", "dtype": "float32", "batch_size": 4, "max_length": 1
 
 
 def test_registry_is_explicit() -> None:
-    assert sorted(RERANKERS) == ["cross-encoder", "llm"]
+    assert sorted(RERANKERS) == ["cross-encoder", "llm", "remote"]
 
 
 def test_unknown_kind_lists_valid_kinds() -> None:

@@ -1,0 +1,357 @@
+"""Remote reranker: a client for the ``/rerank`` API of a reranking server.
+
+Two wire formats (``reranker.api``), posted to ``reranker.url`` as given:
+
+* ``tei``, Hugging Face text-embeddings-inference (``http://HOST/rerank``)::
+
+      {"query": q, "texts": [...], "raw_scores": true, "truncate": true}
+      -> [{"index": i, "score": s}, ...]
+
+* ``cohere``, spoken by Infinity (``/rerank``), vLLM (``/v1/rerank``) and Cohere
+  (``https://api.cohere.com/v2/rerank``)::
+
+      {"model": m, "query": q, "documents": [...], "top_n": n, "return_documents": false}
+      -> {"results": [{"index": i, "relevance_score": s}, ...]}
+
+Scores. TEI's ``raw_scores: true`` gives the model's logits, used as the raw
+score as a local cross-encoder would. A Cohere-style ``relevance_score`` is a
+probability in [0, 1]; it becomes ``logit(p)`` (p clamped to
+[1e-12, 1 - 1e-12]) so that ``normalize = "sigmoid"`` shows the server's score
+unchanged and the ranking is the server's. If any score of a query falls
+outside [0, 1] (a server that sends logits), the scores are kept as raw.
+
+The server truncates long inputs itself (TEI: ``truncate: true``; the others
+do it by default or refuse), and does not say whether it did, so truncation
+flags are always False and ``max_length`` does not apply.
+
+Requests carry at most ``batch_size`` texts (TEI refuses more than its
+``--max-client-batch-size``, 32 by default, with HTTP 413), grouped by length
+as for local models; results are put back in the caller's order by index.
+429, 5xx and connection failures are retried (``max_retries``) with capped
+exponential backoff and jitter, or after the server's ``Retry-After`` (capped);
+a read timeout is not retried (the same batch would time out again). Failures
+raise :class:`RerankError` naming the URL, the HTTP status and the server's
+message. The API key is read from the environment variable named by
+``api_key_env`` when the reranker is loaded, sent as a bearer token, and never
+logged or put in a message (it is scrubbed from the server's messages too).
+"""
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from rag.models import ModelLoadError
+from rag.rerankers.base import RerankError, check_normalize, check_options, length_sorted_batches, rerank_by_scores
+from rag.types import Candidate
+
+logger = logging.getLogger(__name__)
+
+KIND = "remote"
+APIS: tuple[str, ...] = ("tei", "cohere")
+PROBABILITY_CLAMP = 1e-12
+MESSAGE_CHARS = 300  # of a server's error message, in our messages
+
+
+@dataclass(frozen=True)
+class RemoteEndpoint:
+    """How to reach a rerank server: ``reranker.url``, ``api``, ``api_key_env``, ``timeout``, ``max_retries``."""
+
+    url: str
+    api: str = "tei"
+    api_key_env: str = ""
+    timeout: float = 30.0
+    max_retries: int = 3
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"reranker.url = {self.url!r}: expected an http(s) URL such as http://reranker:80/rerank")
+        if self.api not in APIS:
+            raise ValueError(f"reranker.api = {self.api!r}: valid: {', '.join(APIS)}")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
+            raise ValueError(f"reranker.timeout = {self.timeout!r}: must be a number of seconds above 0")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"reranker.max_retries = {self.max_retries!r}: must be a whole number >= 0")
+
+    @property
+    def host(self) -> str:
+        """host[:port] without any user:password@ part: what the trace and the UI show as the device."""
+        return urlsplit(self.url).netloc.rpartition("@")[2]
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for messages, without any user:password@ part."""
+        parts = urlsplit(self.url)
+        return parts._replace(netloc=self.host).geturl()
+
+
+class _Transient(RerankError):
+    """A failure worth another try (429, 5xx, no connection); ``retry_after`` is the server's wish, in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RemoteReranker:
+    """Scores (query, passage) pairs on a rerank server; building it sends nothing."""
+
+    kind = KIND
+    dtype = "server"
+
+    def __init__(
+        self,
+        endpoint: RemoteEndpoint,
+        *,
+        model: str,
+        batch_size: int,
+        normalize: str,
+        api_key: str = "",
+        backoff: float = 0.5,
+        backoff_max: float = 8.0,
+        retry_after_max: float = 30.0,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_normalize(normalize)
+        self.endpoint = endpoint
+        self.name = model
+        self.device = endpoint.host
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.retry_after_max = retry_after_max
+        self._backoff = wait_exponential_jitter(initial=backoff, max=backoff_max, jitter=backoff)
+        self._secret = api_key
+        headers = {"Accept": "application/json"}
+        if api_key != "":
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.Client(timeout=endpoint.timeout, headers=headers, follow_redirects=False)
+
+    def __repr__(self) -> str:
+        return f"RemoteReranker({self.name!r} @ {self.endpoint.shown_url}, api={self.endpoint.api!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
+        return rerank_by_scores(self, query, candidates, self.normalize)
+
+    def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
+        """Raw scores (see the module docstring) and truncation flags (always False), in passage order."""
+        values: list[float] = [0.0] * len(passages)
+        for batch in length_sorted_batches([len(p) for p in passages], self.batch_size):
+            for i, value in zip(batch, self._score_batch(query, [passages[i] for i in batch])):
+                values[i] = value
+        raw = values if self.endpoint.api == "tei" else relevance_to_raw(values)
+        return raw, [False] * len(passages)
+
+    def _score_batch(self, query: str, texts: list[str]) -> list[float]:
+        if self.endpoint.api == "tei":
+            payload: dict[str, Any] = {"query": query, "texts": texts, "raw_scores": True, "truncate": True}
+        else:
+            payload = {"model": self.name, "query": query, "documents": texts, "top_n": len(texts),
+                       "return_documents": False}
+        data = self._post(payload)
+        try:
+            return parse_scores(data, api=self.endpoint.api, count=len(texts))
+        except ValueError as exc:
+            raise RerankError(f"malformed response from {self.endpoint.shown_url} "
+                              f"(reranker.api = {self.endpoint.api!r}): {self._scrub(str(exc))}") from None
+
+    def _post(self, payload: dict[str, Any]) -> Any:
+        """POST with retries; the decoded JSON body of a 2xx answer."""
+        retrying = Retrying(stop=stop_after_attempt(self.endpoint.max_retries + 1), wait=self._wait,
+                            retry=retry_if_exception_type(_Transient), before_sleep=self._log_retry)
+        try:
+            return retrying(self._post_once, payload)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            attempts = exc.last_attempt.attempt_number
+            raise RerankError(f"{last} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}; "
+                              f"reranker.max_retries = {self.endpoint.max_retries})") from last
+
+    def _post_once(self, payload: dict[str, Any]) -> Any:
+        url, timeout = self.endpoint.shown_url, self.endpoint.timeout
+        logger.debug("POST %s: %d texts", url, len(payload.get("texts", payload.get("documents", ()))))
+        try:
+            response = self._client.post(self.endpoint.url, json=payload)
+        except httpx.ConnectTimeout:
+            raise _Transient(f"cannot connect to {url} within reranker.timeout = {timeout:g}s") from None
+        except httpx.TimeoutException:
+            raise RerankError(f"{url} did not answer within reranker.timeout = {timeout:g}s; raise "
+                              "reranker.timeout or lower reranker.batch_size") from None
+        except httpx.ConnectError as exc:
+            raise _Transient(f"cannot connect to {url} ({self._scrub(str(exc))}); check that the reranker "
+                             "server is running there (reranker.url)") from None
+        except httpx.TransportError as exc:  # the connection dropped mid-way, a protocol error...
+            raise _Transient(f"request to {url} failed: {self._scrub(str(exc)) or type(exc).__name__}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                return response.json()
+            except ValueError:
+                raise RerankError(f"malformed response from {url}: not JSON: "
+                                  f"{self._scrub(_clip(response.text))!r}") from None
+        message = f"{url} answered HTTP {status}: {self._scrub(server_message(response))}"
+        if status == 429 or status >= 500:
+            raise _Transient(message, retry_after=retry_after_seconds(response.headers.get("retry-after")))
+        raise RerankError(message + self._hint(status))
+
+    def _hint(self, status: int) -> str:
+        """What the user can change for a refused request."""
+        api = self.endpoint.api
+        if status in (401, 403):
+            if self.endpoint.api_key_env == "":
+                return ("; the server wants an API key: put it in an environment variable and name that "
+                        "variable in reranker.api_key_env")
+            return f"; the API key in env var {self.endpoint.api_key_env} is missing or wrong"
+        if status in (413, 422):
+            hint = (f"; lower reranker.batch_size (now {self.batch_size}) to the server's limit "
+                    "(TEI: --max-client-batch-size, 32 by default)")
+            return hint + (f", or check that reranker.api = {api!r} matches the server" if status == 422 else "")
+        if status in (404, 405):
+            return ("; check reranker.url (TEI: http://HOST/rerank, vLLM: http://HOST/v1/rerank, "
+                    "Cohere: https://api.cohere.com/v2/rerank)")
+        if status == 400:
+            return f"; check reranker.api = {api!r} and reranker.model = {self.name!r}"
+        return ""
+
+    def _wait(self, state: RetryCallState) -> float:
+        """The server's Retry-After when it sent one (capped), else capped exponential backoff with jitter."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return min(exc.retry_after, self.retry_after_max)
+        return self._backoff(state)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        pause = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning("%s; retry %d of %d in %.2fs", exc, state.attempt_number, self.endpoint.max_retries, pause)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret != "" else text
+
+
+def parse_scores(data: Any, *, api: str, count: int) -> list[float]:
+    """Scores in request order from TEI's list or a Cohere-style ``{"results": [...]}``.
+
+    Every index 0..count-1 must appear exactly once with a finite number;
+    ``ValueError`` says what is wrong otherwise.
+    """
+    key = "score" if api == "tei" else "relevance_score"
+    items = data if api == "tei" else (data.get("results") if isinstance(data, dict) else None)
+    if not isinstance(items, list):
+        shape = "a JSON list" if api == "tei" else 'a JSON object with a "results" list'
+        raise ValueError(f"expected {shape}, got {_clip(repr(data), 80)}")
+    scores: list[float | None] = [None] * count
+    for item in items:
+        index = item.get("index") if isinstance(item, dict) else None
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+            raise ValueError(f"result {_clip(repr(item), 80)} has no index in 0..{count - 1}")
+        if scores[index] is not None:
+            raise ValueError(f"index {index} appears twice")
+        score = item.get(key)
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError(f"index {index}: {key} = {score!r} is not a finite number")
+        scores[index] = float(score)
+    missing = [i for i, s in enumerate(scores) if s is None]
+    if missing:
+        raise ValueError(f"{len(missing)} of {count} texts got no score (indices {missing[:10]})")
+    return [s for s in scores if s is not None]
+
+
+def relevance_to_raw(scores: Sequence[float]) -> list[float]:
+    """Cohere-style relevance scores as raw scores: logit(p) when all are in [0, 1], else unchanged.
+
+    ``sigmoid(logit(p)) == p``, so the sigmoid normalisation shows the server's
+    own score, and the logit is monotonic, so the ranking is the server's.
+    """
+    values = [float(s) for s in scores]
+    if any(not 0.0 <= s <= 1.0 for s in values):
+        return values
+    return [_logit(min(max(p, PROBABILITY_CLAMP), 1.0 - PROBABILITY_CLAMP)) for p in values]
+
+
+def _logit(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) in seconds from now, or None if absent or unreadable."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def server_message(response: httpx.Response) -> str:
+    """The error text of TEI ({"error"}), Cohere ({"message"}), vLLM/Infinity ({"error": {"message"}}, {"detail"})."""
+    try:
+        data = response.json()
+    except ValueError:
+        return _clip(response.text) or "(no message)"
+    if isinstance(data, dict):
+        for key in ("error", "message", "detail"):
+            value = data.get(key)
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                return _clip(value["message"])
+            if value is not None:
+                return _clip(value if isinstance(value, str) else repr(value))
+    return _clip(repr(data))
+
+
+def _clip(text: str, limit: int = MESSAGE_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def load_remote_reranker(
+    *,
+    model: str,
+    device: str,
+    dtype: str,
+    batch_size: int,
+    max_length: int,
+    normalize: str,
+    endpoint: RemoteEndpoint | None = None,
+) -> RemoteReranker:
+    """A client for ``endpoint``; reads the API key from the environment, sends nothing yet.
+
+    ``device`` and ``dtype`` are the server's business and ``max_length`` its
+    truncation's, so they are only checked like every kind's options.
+    """
+    if endpoint is None:
+        raise ValueError("reranker kind 'remote' needs reranker.url (e.g. http://reranker:80/rerank)")
+    check_options(batch_size=batch_size, max_length=max_length, normalize=normalize)
+    api_key = ""
+    if endpoint.api_key_env != "":
+        api_key = os.environ.get(endpoint.api_key_env, "").strip()
+        if api_key == "":
+            raise ModelLoadError(f"reranker.api_key_env = {endpoint.api_key_env!r}, but the environment variable "
+                                 f"{endpoint.api_key_env} is not set or empty")
+    reranker = RemoteReranker(endpoint, model=model, batch_size=batch_size, normalize=normalize, api_key=api_key)
+    logger.info("remote reranker %s at %s (api %s, %d texts a request)", model, endpoint.shown_url, endpoint.api,
+                batch_size)
+    return reranker
