@@ -132,7 +132,7 @@ def _stray_utf8_bytes(data: bytes) -> int | None:
     stray = text.count("\ufffd") - data.count("\ufffd".encode())
     if stray == 0 or stray > max(1.0, MAX_STRAY_SHARE * len(data)):
         return None
-    multibyte = sum(1 for c in text if c > "\x7f") - text.count("\ufffd")
+    multibyte = len(text) - len(text.encode("ascii", errors="ignore")) - text.count("\ufffd")
     return stray if multibyte > stray else None
 
 

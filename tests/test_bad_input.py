@@ -265,7 +265,8 @@ def test_cli_large_shared_pdfs(tmp_path, shared_data):
                    "or ask about one part at a time"),
 ])
 def test_cli_refuses_bad_questions_before_loading_models(baseline, question, message):
-    result = run_module("rag", "ask", question, "--config", baseline, env={**ENV, "RAG_LLM__BASE_URL": "http://127.0.0.1:9/v1"})
+    env = {**ENV, "RAG_LLM__BASE_URL": "http://127.0.0.1:9/v1"}  # nothing listens: it must not get that far
+    result = run_module("rag", "ask", question, "--config", baseline, env=env)
     assert one_line_error(result) == message
     assert len(result.stderr.strip().splitlines()) == 1  # refused before any model loaded or printed anything
 

@@ -28,9 +28,11 @@ from tests.fake_llm import llm_env, reranker_env
 OPENAI_KEY = "sk-planted-" + secrets.token_urlsafe(24)
 NAMED_KEY = "sk-planted-named-" + secrets.token_urlsafe(24)
 CHROMA_TOKEN = "planted-token-" + secrets.token_urlsafe(24)
-PLANTED = (OPENAI_KEY, NAMED_KEY, CHROMA_TOKEN)
+RERANK_KEY = "rk-planted-" + secrets.token_urlsafe(24)
+PLANTED = (OPENAI_KEY, NAMED_KEY, CHROMA_TOKEN, RERANK_KEY)
 NEEDLES = tuple(n for value in PLANTED for n in (value, value[-8:]))
 KEY_ENV = "PLANTED_LLM_KEY"
+RERANK_KEY_ENV = "PLANTED_RERANK_KEY"
 QUESTION = "How many days of paid sick leave do full-time staff get?"
 DOCS = {
     "handbook.md": "# Leave\n\nFull-time staff get 10 days of paid sick leave a year. Interns get 3 days.\n",
@@ -71,10 +73,10 @@ def files_under(root: Path) -> dict[str, list[str]]:
 def run_debug(module: str, *args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``python -m module args`` with every logger at DEBUG and only the planted secrets in the environment."""
     base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("RAG_", "OPENAI_")) and k not in ("CHROMA_TOKEN", KEY_ENV)}
+            if not k.startswith(("RAG_", "OPENAI_")) and k not in ("CHROMA_TOKEN", KEY_ENV, RERANK_KEY_ENV)}
     base.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200",
                  "OPENAI_LOG": "debug", "OPENAI_API_KEY": OPENAI_KEY, KEY_ENV: NAMED_KEY,
-                 "CHROMA_TOKEN": CHROMA_TOKEN})
+                 "CHROMA_TOKEN": CHROMA_TOKEN, RERANK_KEY_ENV: RERANK_KEY})
     base.update(env)
     return subprocess.run([sys.executable, "-c", DEBUG_MAIN, module, *map(str, args)], cwd=REPO, env=base,
                           capture_output=True, text=True, timeout=600)
@@ -138,6 +140,34 @@ def test_commands_never_print_log_or_write_a_planted_secret(tmp_path, shared_dat
 
     for name, result in runs.items():
         assert leaks(result.stdout) == [] and leaks(result.stderr) == [], name
+    assert files_under(tmp_path) == {}
+
+
+@pytest.mark.slow
+def test_the_remote_reranker_key_is_used_but_never_shown(tmp_path, llm_server):
+    """A rerank server that wants a bearer key: accepted, then refused with the key echoed back."""
+    from tests.fake_rerank import FakeRerankServer
+    from tests.fake_rerank import reranker_env as remote_env
+
+    config = write_offline_config(tmp_path)
+    assert run_debug("ingest", write_docs(tmp_path / "docs"), "--config", config, env={}).returncode == 0
+    server = FakeRerankServer(api_key=RERANK_KEY)
+    server.thread.start()
+    try:
+        env = {**llm_env(llm_server.url), **remote_env(server.tei_url),
+               "RAG_RERANKER__API_KEY_ENV": RERANK_KEY_ENV}
+        llm_server.script.append({"pieces": ["Ten days [1]."]})
+        ok = run_debug("rag", "ask", QUESTION, "--json", "--config", config, "-v", env=env)
+        server.api_key = RERANK_KEY[::-1]  # the server now refuses the key
+        refused = run_debug("rag", "ask", QUESTION, "--config", config, "-v", env=env)
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert refused.returncode == 2 and RERANK_KEY_ENV in refused.stderr, refused.stderr[-2000:]
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {RERANK_KEY}"
+    for result in (ok, refused):
+        assert leaks(result.stdout) == [] and leaks(result.stderr) == []
     assert files_under(tmp_path) == {}
 
 

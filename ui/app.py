@@ -21,7 +21,7 @@ from rag.reorder import STRATEGIES
 from rag.retrieve import MODES
 from rag.rerankers import RerankError
 from rag.store import StoreError, StoreUnavailableError
-from ui import services
+from ui import services, uploads
 from ui.render import BI_ENCODER, RERANKED, Result, ingest_time, show_result
 
 HISTORY_TURNS = 3  # earlier turns passed to the LLM for follow-up questions
@@ -81,15 +81,15 @@ def handle_uploads(settings: Settings) -> None:
     limits = (f"up to {settings.ingest.max_file_mb:g} MB each, {settings.ui.max_upload_files} files and "
               f"{settings.ui.max_upload_mb:g} MB at a time")
     files = st.file_uploader(f"Add documents ({limits})", type=types, accept_multiple_files=True, key="uploader",
-                             max_upload_size=services.upload_size_cap_mb(settings, st.get_option("server.maxUploadSize")))
+                             max_upload_size=uploads.upload_size_cap_mb(settings, st.get_option("server.maxUploadSize")))
     new = [f for f in files or [] if f.file_id not in st.session_state.handled_uploads]
     if new:
         bar = st.progress(0.0, text="saving uploads…")
-        uploads = [services.Upload(f.name, f.getvalue()) for f in new]
+        batch = [uploads.Upload(f.name, f.getvalue()) for f in new]
         st.session_state.handled_uploads.update(f.file_id for f in new)
         try:
-            report, refused = services.ingest_uploads(
-                settings, uploads, on_progress=lambda done, text: bar.progress(min(done, 1.0), text=text))
+            report, refused = uploads.ingest_uploads(
+                settings, batch, on_progress=lambda done, text: bar.progress(min(done, 1.0), text=text))
         except (ValueError, StoreError, OSError) as exc:  # e.g. chunking.size too large, store unreachable
             st.session_state.last_ingest = None
             st.error(f"The upload could not be ingested: {exc}")
@@ -109,7 +109,7 @@ def handle_uploads(settings: Settings) -> None:
             for warning in outcome.warnings:
                 st.warning(f"{Path(outcome.source).name}: {warning}")
         for name, reason in refused:
-            st.error(f"{services.shown_name(name)}: {reason}")
+            st.error(f"{uploads.shown_name(name)}: {reason}")
 
 
 def show_documents(settings: Settings) -> list:

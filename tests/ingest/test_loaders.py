@@ -304,7 +304,8 @@ def test_content_that_contradicts_the_suffix(tmp_path: Path, pdfs: Path):
             load(write(tmp_path / name, pdf))
         assert caught.value.reason == f"not a {Path(name).suffix} file: the content is a PDF"
     cases = {"notes.pdf": (b"Plain text, not a PDF at all.\n", "not a PDF: no %PDF- header in the first 1024 bytes"),
-             "report.pdf": (b"PK\x03\x04" + bytes(100), "not a PDF: the content is a ZIP archive (or a Word/Excel file)"),
+             "report.pdf": (b"PK\x03\x04" + bytes(100),
+                            "not a PDF: the content is a ZIP archive (or a Word/Excel file)"),
              "photo.pdf": (b"\xff\xd8\xff\xe0" + bytes(100), "not a PDF: the content is a JPEG image")}
     for name, (data, reason) in cases.items():
         with pytest.raises(LoadError) as caught:

@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 from rag.config import load_settings
 from tests.conftest import write_offline_config
 from tests.ui.test_app import start, store_of, texts
-from ui.services import (
+from ui.uploads import (
     MAX_STEM_BYTES,
     Upload,
     ingest_uploads,
