@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from rag.types import Candidate, Citation
 
@@ -116,6 +116,15 @@ def _attribute(value: str) -> str:
 # --- OpenAI-compatible endpoint ---------------------------------------------------------
 
 
+def shown_url(url: str) -> str:
+    """A URL fit for messages, the trace and the page: no ``user:password@`` and no query string,
+    where a key written into ``llm.base_url`` would otherwise show."""
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
+
+
 def is_openai_url(base_url: str) -> bool:
     """True for OpenAI's own API, where a missing key can only mean a configuration mistake."""
     host = urlparse(base_url if base_url.strip() != "" else OPENAI_URL).hostname
@@ -138,7 +147,7 @@ class OpenAIGenerator:
 
         self.base_url = base_url.rstrip("/") if base_url.strip() != "" else OPENAI_URL
         self.model = model
-        self.name = f"openai:{model} @ {self.base_url}"
+        self.name = f"openai:{model} @ {shown_url(self.base_url)}"
         if api_key == "":
             raise GenerationError(f"{self.name}: no API key was given")
         self._api_key = api_key
@@ -193,7 +202,7 @@ class OpenAIGenerator:
         else:
             cause = type(exc).__name__
         detail = _server_message(exc)
-        message = f"LLM {self.model!r} at {self.base_url}: {cause}" + (f" - {detail}" if detail else "")
+        message = f"LLM {self.model!r} at {shown_url(self.base_url)}: {cause}" + (f" - {detail}" if detail else "")
         return scrub_secret(message, self._api_key)
 
 
@@ -460,9 +469,9 @@ def build_generator(*, base_url: str, model: str, api_key_env: str, temperature:
     if key == "":
         if is_openai_url(base_url):
             variable = api_key_env if api_key_env != "" else "OPENAI_API_KEY"
-            raise GenerationError(f"{base_url} needs an API key: set the environment variable {variable} "
+            raise GenerationError(f"{shown_url(base_url)} needs an API key: set the environment variable {variable} "
                                   f"(llm.api_key_env = {api_key_env!r})")
-        logger.info("no API key in %r; sending a placeholder key to %s", api_key_env, base_url)
+        logger.info("no API key in %r; sending a placeholder key to %s", api_key_env, shown_url(base_url))
         key = PLACEHOLDER_KEY
     return OpenAIGenerator(base_url=base_url, model=model, api_key=key, temperature=temperature,
                            max_tokens=max_tokens, timeout=timeout, max_retries=max_retries)

@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from rag.config import ConfigError, Settings, load_settings
-from rag.generate import GenerationError
+from rag.generate import GenerationError, shown_url
 from rag.languages import format_shares, question_warning
 from rag.models import ModelLoadError, select_device
 from rag.pipeline import check_question
@@ -40,7 +40,7 @@ def show_models(settings: Settings, choices: services.Choices) -> None:
     if settings.reranker.enabled:
         lines.append(f"**Reranker**: {choices.reranker} ({select_device(settings.reranker.device)})")
     if settings.llm.base_url.strip():
-        lines.append(f"**LLM**: {choices.llm_model} at {settings.llm.base_url}")
+        lines.append(f"**LLM**: {choices.llm_model} at {shown_url(settings.llm.base_url)}")
     else:
         lines.append(f"**LLM**: {settings.llm.local_model}, local ({select_device(settings.llm.device)})")
     st.markdown("  \n".join(lines))

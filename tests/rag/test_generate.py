@@ -23,6 +23,7 @@ from rag.generate import (
     build_messages,
     is_openai_url,
     mark_sentences,
+    shown_url,
     parse_citations,
     render_plain_prompt,
 )
@@ -236,6 +237,17 @@ def test_openai_connection_refused_names_the_url():
     url = f"http://127.0.0.1:{port}/v1"
     message = error_from(openai_gen(url))
     assert "endpoint unreachable" in message and url in message
+
+
+def test_credentials_in_the_base_url_are_never_shown(llm_server):
+    host = llm_server.url.split("//", 1)[1]
+    secret_url = f"http://user:{SECRET}@{host}?api-key={SECRET}"
+    assert shown_url(secret_url) == f"http://{host}"
+    assert shown_url("") == "" and shown_url("http://localhost:8000/v1") == "http://localhost:8000/v1"
+    generator = openai_gen(secret_url)
+    assert SECRET not in generator.name
+    llm_server.script.append({"status": 500, "error": {"error": {"message": "boom"}}})
+    assert f"at http://{host}: HTTP 500" in error_from(generator)
 
 
 def test_openai_default_endpoint():
