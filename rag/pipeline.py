@@ -87,7 +87,7 @@ class Pipeline:
     def search(self, question: str, *, rerank: bool = True, top_k: int | None = None,
                top_n: int | None = None, strategy: str | None = None, mode: str | None = None) -> Trace:
         """Retrieve, optionally rerank, keep top_n and reorder; the Trace holds every step."""
-        question = _check_question(question)
+        question = check_question(question)
         k = top_k if top_k is not None else self.top_k
         n = top_n if top_n is not None else self.top_n
         strategy = strategy if strategy is not None else self.reorder_strategy
@@ -201,8 +201,6 @@ def check_question(question: str) -> str:
                          "characters: shorten it, or ask about one part at a time")
     return text
 
-
-_check_question = check_question
 
 
 def _check_options(top_k: int, top_n: int, strategy: str, mode: str) -> None:

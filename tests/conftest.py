@@ -86,11 +86,8 @@ def offline_config(tmp_path) -> Path:
 @pytest.fixture
 def llm_server() -> Iterator[FakeLLMServer]:
     """A stand-in OpenAI-compatible server on 127.0.0.1 (see tests/fake_llm.py)."""
-    server = FakeLLMServer()
-    server.thread.start()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    with FakeLLMServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

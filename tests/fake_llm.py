@@ -6,10 +6,10 @@ JSON); replies come from a script, and every request is recorded.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.stand_in import QuietHandler, StandIn
 
 
 def sse_body(pieces: list[str], extra: list[dict[str, Any]], model: str) -> bytes:
@@ -40,7 +40,7 @@ def llm_env(url: str) -> dict[str, str]:
             "RAG_LLM__MAX_RETRIES": "0", "RAG_LLM__TIMEOUT": "5"}
 
 
-class FakeLLMServer:
+class FakeLLMServer(StandIn):
     """Speaks the chat-completions wire format; replies come from a script, requests are recorded."""
 
     def __init__(self) -> None:
@@ -49,10 +49,7 @@ class FakeLLMServer:
         self.echo = False
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 headers = {name.lower(): value for name, value in self.headers.items()}
@@ -83,14 +80,7 @@ class FakeLLMServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("retry-after-ms", "1")  # the client's retries need not wait in tests
                 self.end_headers()
-                try:
-                    self.wfile.write(data if cut_at is None else data[:cut_at])
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up first (the timeout test)
+                self.write_body(data if cut_at is None else data[:cut_at])
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self._listen(Handler)
+        self.url = f"http://127.0.0.1:{self.port}/v1"

@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.stand_in import QuietHandler, StandIn
 
 TEI_PATH = "/rerank"
 COHERE_PATHS = ("/v1/rerank", "/v2/rerank")
@@ -47,7 +47,7 @@ def reranker_env(url: str, api: str = "tei", model: str = "stand-in-reranker") -
             "RAG_RERANKER__MODEL": model, "RAG_RERANKER__MAX_RETRIES": "0", "RAG_RERANKER__TIMEOUT": "10"}
 
 
-class FakeRerankServer:
+class FakeRerankServer(StandIn):
     """Speaks TEI's and the Cohere-style rerank APIs; replies may be scripted, requests are recorded.
 
     A script entry is a dict with any of ``status`` (default 200), ``headers``,
@@ -63,10 +63,7 @@ class FakeRerankServer:
         self.api_key = api_key
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {name.lower(): value for name, value in self.headers.items()}
@@ -93,19 +90,12 @@ class FakeRerankServer:
                 for name, value in extra.items():
                     self.send_header(name, value)
                 self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up first (the timeout test)
+                self.write_body(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._listen(Handler)
+        self.base = f"http://127.0.0.1:{self.port}"
         self.tei_url = self.base + TEI_PATH
         self.cohere_url = self.base + COHERE_PATHS[0]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
 
     def answer(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         """What a real server of that kind would answer to ``body`` at ``path``."""

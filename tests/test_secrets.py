@@ -151,18 +151,13 @@ def test_the_remote_reranker_key_is_used_but_never_shown(tmp_path, llm_server):
 
     config = write_offline_config(tmp_path)
     assert run_debug("ingest", write_docs(tmp_path / "docs"), "--config", config, env={}).returncode == 0
-    server = FakeRerankServer(api_key=RERANK_KEY)
-    server.thread.start()
-    try:
+    with FakeRerankServer(api_key=RERANK_KEY) as server:
         env = {**llm_env(llm_server.url), **remote_env(server.tei_url),
                "RAG_RERANKER__API_KEY_ENV": RERANK_KEY_ENV}
         llm_server.script.append({"pieces": ["Ten days [1]."]})
         ok = run_debug("rag", "ask", QUESTION, "--json", "--config", config, "-v", env=env)
         server.api_key = RERANK_KEY[::-1]  # the server now refuses the key
         refused = run_debug("rag", "ask", QUESTION, "--config", config, "-v", env=env)
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert refused.returncode == 2 and RERANK_KEY_ENV in refused.stderr, refused.stderr[-2000:]
     assert server.requests[0]["headers"]["authorization"] == f"Bearer {RERANK_KEY}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -46,19 +45,9 @@ OPTIONS = {"device": "auto", "dtype": "auto", "batch_size": 8, "max_length": 512
 KEY = "sk-test-0123456789abcdef"
 
 
-@contextmanager
-def serving(stand_in: FakeRerankServer) -> Iterator[FakeRerankServer]:
-    stand_in.thread.start()
-    try:
-        yield stand_in
-    finally:
-        stand_in.httpd.shutdown()
-        stand_in.httpd.server_close()
-
-
 @pytest.fixture
 def server() -> Iterator[FakeRerankServer]:
-    with serving(FakeRerankServer()) as stand_in:
+    with FakeRerankServer() as stand_in:
         yield stand_in
 
 
@@ -93,7 +82,7 @@ def test_tei_ranks_by_the_servers_logits(server):
     assert request["body"] == {"query": QUERY, "texts": sorted(TEXTS, key=len, reverse=True),
                                "raw_scores": True, "truncate": True}
     assert "authorization" not in request["headers"]
-    port = server.httpd.server_address[1]
+    port = server.port
     assert isinstance(reranker, Reranker)
     assert (reranker.kind, reranker.name, reranker.device, reranker.dtype) == (
         "remote", "BAAI/bge-reranker-v2-m3", f"127.0.0.1:{port}", "server")
@@ -143,7 +132,7 @@ def test_nothing_to_score_sends_nothing(server):
 
 
 def test_batches_stay_under_the_servers_limit_and_come_back_in_order():
-    with serving(FakeRerankServer(max_batch=4)) as server:
+    with FakeRerankServer(max_batch=4) as server:
         texts = [f"passage {i} about sick leave" + " days" * (i % 3) for i in range(10)]
         reranker = client(server.tei_url, batch_size=3)
         raw, _ = reranker.score_pairs(QUERY, texts)
@@ -155,7 +144,7 @@ def test_batches_stay_under_the_servers_limit_and_come_back_in_order():
 
 
 def test_a_batch_above_the_limit_is_refused_with_advice():
-    with serving(FakeRerankServer(max_batch=4)) as server:
+    with FakeRerankServer(max_batch=4) as server:
         reranker = client(server.tei_url, batch_size=8, max_retries=3)
         with pytest.raises(RerankError) as err:
             reranker.score_pairs(QUERY, TEXTS)
@@ -228,7 +217,7 @@ def test_connection_refused_names_the_url():
 
 def test_the_key_is_sent_as_a_bearer_token(monkeypatch):
     monkeypatch.setenv("RERANK_KEY", KEY)
-    with serving(FakeRerankServer(api_key=KEY)) as server:
+    with FakeRerankServer(api_key=KEY) as server:
         reranker = load_reranker("remote", model="m", **OPTIONS,
                                  endpoint=RemoteEndpoint(url=server.tei_url, api_key_env="RERANK_KEY"))
         reranker.score_pairs(QUERY, TEXTS)
@@ -239,7 +228,7 @@ def test_the_key_is_sent_as_a_bearer_token(monkeypatch):
 def test_401_names_the_env_var_and_hides_the_key(monkeypatch):
     wrong = "sk-wrong-key-987654321"
     monkeypatch.setenv("RERANK_KEY", wrong)
-    with serving(FakeRerankServer(api_key=KEY)) as server:
+    with FakeRerankServer(api_key=KEY) as server:
         server.script.append({"status": 401, "body": {"message": f"invalid api token {wrong}"}})
         reranker = load_reranker("remote", model="m", **OPTIONS,
                                  endpoint=RemoteEndpoint(url=server.tei_url, api_key_env="RERANK_KEY"))
@@ -252,7 +241,7 @@ def test_401_names_the_env_var_and_hides_the_key(monkeypatch):
 
 
 def test_401_without_a_key_configured_says_where_to_put_one():
-    with serving(FakeRerankServer(api_key=KEY)) as server:
+    with FakeRerankServer(api_key=KEY) as server:
         with pytest.raises(RerankError, match="reranker.api_key_env"):
             client(server.tei_url).score_pairs(QUERY, TEXTS)
 
@@ -391,7 +380,7 @@ def test_ask_cli_reranks_on_the_server(readonly_sample_config, server, llm_serve
     result = run_module("rag", "ask", question, "--json", "--config", readonly_sample_config, env=env)
     assert result.returncode == 0, result.stderr
     trace = json.loads(result.stdout)["trace"]
-    port = server.httpd.server_address[1]
+    port = server.port
     assert trace["models"]["reranker"] == f"remote: stand-in-reranker (127.0.0.1:{port}, server)"
     retrieved = [c["chunk"]["text"] for c in trace["retrieved"]]
     assert [c["chunk"]["text"] for c in trace["reranked"]] == expected_order(retrieved, question)
