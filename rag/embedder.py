@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import threading
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,6 +21,7 @@ from rag.models import load_error, resolve_model
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"
+QUERY_CACHE = 1024  # query vectors kept (384-1024 floats each: at most 4 MB)
 _BGE_V15_QUERY = "Represent this sentence for searching relevant passages: "
 # (glob on the lower-cased model id, query prefix, passage prefix)
 KNOWN_PREFIXES: tuple[tuple[str, str, str], ...] = (
@@ -47,6 +50,12 @@ class Embedder:
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.batch_size = batch_size
+        # Recent query vectors: the app embeds the same question again for the Compare view, another
+        # top-k or reranker, or a question asked twice. Keyed by the text as embedded (prefix included).
+        # 0 turns it off (rag.evaluate times every query as asked for the first time).
+        self.query_cache = QUERY_CACHE
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._queries_lock = threading.Lock()
 
     @classmethod
     def load(cls, spec: str, *, device: str, batch_size: int, query_prefix: str = AUTO,
@@ -91,7 +100,22 @@ class Embedder:
         return self._encode([self.passage_prefix + t for t in texts])
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_queries([text])[0]
+        """One query's vector (read-only); the last ``query_cache`` queries are not embedded again."""
+        key = self.query_prefix + text
+        if self.query_cache <= 0:
+            return self._encode([key])[0]
+        with self._queries_lock:
+            vector = self._queries.get(key)
+            if vector is not None:
+                self._queries.move_to_end(key)
+                return vector
+        vector = self._encode([key])[0]
+        vector.flags.writeable = False
+        with self._queries_lock:
+            self._queries[key] = vector
+            while len(self._queries) > self.query_cache:
+                self._queries.popitem(last=False)
+        return vector
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode([self.query_prefix + t for t in texts])

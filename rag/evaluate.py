@@ -408,6 +408,7 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
     default = f"{settings.store.collection}-eval-{corpus.name}-{corpus_digest(corpus.passages)}"
     settings = for_collection(settings, args.collection or default)
     pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=True)
+    pipeline.embedder.query_cache = 0  # each run embeds its questions afresh, so every run's latency is a first ask
     if args.answers:
         pipeline = dataclasses.replace(pipeline, generator=load_generator(settings))
     rerankers = load_specs(settings, specs)

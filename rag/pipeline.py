@@ -22,6 +22,7 @@ from rag.models import select_device
 from rag.reorder import check_strategy, reorder
 from rag.retrieve import LexicalIndex, check_mode, retrieve
 from rag.rerankers import RemoteEndpoint, Reranker, load_reranker
+from rag.rerankers.cache import CachedReranker
 from rag.store import ChunkStore, connect
 from rag.types import Answer, Candidate, Trace
 
@@ -111,7 +112,13 @@ class Pipeline:
         notes: list[str] = []
         if rerank and retrieved:
             with _timed(timings, "rerank"):
-                ranked = self.reranker.rerank(question, retrieved)
+                if isinstance(self.reranker, CachedReranker):
+                    ranked, reused = self.reranker.rerank_counted(question, retrieved)
+                else:
+                    ranked, reused = self.reranker.rerank(question, retrieved), 0
+            if reused:
+                notes.append(f"{reused} of {len(ranked)} reranker scores were reused from an earlier question "
+                             "(same question, same passage text)")
             cut = sum(1 for c in ranked if c.truncated)
             if cut:
                 notes.append(f"{cut} of {len(ranked)} passages were cut at the reranker's max_length")
@@ -164,7 +171,8 @@ def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool
     return Pipeline(
         embedder=embedder,
         store=store,
-        reranker=load_configured_reranker(settings) if reranker and settings.reranker.enabled else None,
+        reranker=(CachedReranker(load_configured_reranker(settings)) if reranker and settings.reranker.enabled
+                  else None),
         generator=load_generator(settings, environ) if generator else None,
         top_k=settings.retrieval.top_k,
         top_n=settings.reranker.top_n,

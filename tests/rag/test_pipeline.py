@@ -136,3 +136,18 @@ def test_empty_collection_is_refused_with_how_to_fill_it(tmp_path, tiny_cross_en
 
     with pytest.raises(StoreError, match=r"collection 'docs-minilm' does not exist yet.*python -m ingest"):
         build_pipeline(settings)
+
+
+def test_a_question_asked_again_reuses_its_query_vector_and_reranker_scores(pipeline):
+    """The app asks again for another top-n, chunk order or the Compare view: the models do not run twice."""
+    first = pipeline.search(QUESTION)
+    again = pipeline.search(QUESTION, top_n=3, strategy="descending")
+    assert not any("reused" in note for note in first.notes)
+    assert "20 of 20 reranker scores were reused from an earlier question (same question, same passage text)" \
+        in again.notes
+    assert [c.chunk.id for c in again.reranked] == [c.chunk.id for c in first.reranked]
+    assert [c.rerank_raw for c in again.reranked] == [c.rerank_raw for c in first.reranked]
+    assert pipeline.embedder.embed_query(QUESTION) is pipeline.embedder.embed_query(QUESTION)
+    wider = pipeline.search(QUESTION, top_k=25)  # five new candidates, twenty known
+    assert "20 of 25 reranker scores were reused from an earlier question (same question, same passage text)" \
+        in wider.notes
