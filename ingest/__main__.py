@@ -68,7 +68,8 @@ def print_report(console: Console, report: IngestReport, total_chunks: int) -> N
         ("files seen", report.files_seen), ("added", report.count("added")), ("updated", report.count("updated")),
         ("unchanged", report.count("unchanged")), ("removed", report.count("removed")),
         ("failed", report.count(FAILED)), ("chunks written", report.chunks_written),
-        ("chunks in collection", total_chunks), ("time", f"{report.seconds:.1f} s"),
+        ("chunks in collection", total_chunks),
+        ("time", f"{report.seconds:.2f} s" if report.seconds < 10 else f"{report.seconds:.1f} s"),
     ]:
         summary.add_row(label, str(value))
     if report.skipped:

@@ -22,6 +22,10 @@ from rag.languages import check_codes
 
 ENV_PREFIX = "RAG_"
 CONFIG_ENV = "RAG_CONFIG"
+# Where the ONNX exports of cross-encoders are cached (rag/rerankers/onnx_backend.py): a path, not a setting.
+ONNX_CACHE_ENV = "RAG_ONNX_CACHE"
+# RAG_* variables that are not RAG_<SECTION>__<KEY> overrides.
+NOT_OVERRIDES = (CONFIG_ENV, ONNX_CACHE_ENV)
 DEFAULT_CONFIG = "config.toml"
 
 
@@ -98,10 +102,17 @@ class RerankerSettings(_Section):
     model: str = "BAAI/bge-reranker-v2-m3"
     top_n: int = Field(5, gt=0)
     batch_size: int = Field(16, gt=0)
+    # Padded tokens per forward pass (a batch's longest pair x its pairs), on top of batch_size: short pairs go
+    # in wide batches, long ones in narrow ones. 0 = automatic: 1024 on CPU, no cap on a GPU (bench/run.py).
+    batch_tokens: int = Field(0, ge=0)
     max_length: int = Field(512, gt=8)
     normalize: Literal["sigmoid", "softmax", "none"] = "sigmoid"
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # What runs a cross-encoder: torch, or ONNX Runtime on CPU, fp32 ("onnx") or with int8 weights ("onnx-int8":
+    # faster, scores differ slightly). Exported once per model into $RAG_ONNX_CACHE (~/.cache/rag-rerank/onnx).
+    # Alternatives of kind cross-encoder use it too; other kinds run on torch (see backend_for).
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     # More rerankers to choose from in the UI (same batch size, max_length, normalisation, device).
     alternatives: tuple[RerankerChoice, ...] = ()
     # kind = "remote": a rerank server. url is the full endpoint (TEI http://reranker:80/rerank, vLLM
@@ -112,6 +123,18 @@ class RerankerSettings(_Section):
     api_key_env: str = ""  # name of the env var holding a bearer key; empty: no Authorization header
     timeout: float = Field(30.0, gt=0)  # seconds
     max_retries: int = Field(3, ge=0)  # on 429, 5xx and connection errors
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_for_cross_encoder(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")
+        if value != "torch" and kind != "cross-encoder":
+            raise ValueError(f"applies to kind 'cross-encoder' only (kind is {kind!r}); use backend = 'torch'")
+        return value
+
+    def backend_for(self, kind: str) -> str:
+        """The backend a reranker of ``kind`` runs on: this one for a cross-encoder, torch for the other kinds."""
+        return self.backend if kind == "cross-encoder" else "torch"
 
     @field_validator("url")
     @classmethod
@@ -207,7 +230,7 @@ def load_settings(
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in NOT_OVERRIDES:
             continue
         section, sep, key = name[len(ENV_PREFIX):].lower().partition("__")
         if not sep or not key:

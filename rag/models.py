@@ -187,3 +187,44 @@ def load_causal_lm(spec: str, *, device: str, dtype: str, cache_dir: Path = DEFA
         model.to(device).eval()
         _LM_CACHE[key] = (tokenizer, model)
         return tokenizer, model
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota.
+
+    A container started with ``--cpus 2`` on a 64-core host still sees 64 cores in
+    ``os.cpu_count()``; torch would start 64 threads that fight over 2 cores.
+    """
+    import math
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text(encoding="ascii").split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def configure_threads(environ: dict[str, str] | None = None, cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """torch's CPU threads = usable cores, unless OMP_NUM_THREADS / MKL_NUM_THREADS say otherwise.
+
+    Called once by the command lines and the app before models load; returns the thread count.
+    """
+    import os
+
+    import torch
+
+    environ = os.environ if environ is None else environ
+    if not any(environ.get(name) for name in THREAD_VARIABLES):
+        cores = usable_cores(cpu_max)
+        if torch.get_num_threads() != cores:
+            logger.info("torch threads: %d -> %d (usable cores)", torch.get_num_threads(), cores)
+            torch.set_num_threads(cores)
+    return torch.get_num_threads()

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 from rag.config import Settings
 from rag.embedder import Embedder
 from rag.generate import Generator, build_generator, build_messages, parse_citations
-from rag.models import select_device
+from rag.models import configure_threads, select_device
 from rag.reorder import check_strategy, reorder
 from rag.retrieve import LexicalIndex, check_mode, retrieve
 from rag.rerankers import RemoteEndpoint, Reranker, load_reranker
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_embedder(settings: Settings) -> Embedder:
+    """The configured bi-encoder; every entry point loads it first, so torch's thread count is set here."""
+    configure_threads()
     e = settings.embedder
     return Embedder.load(e.model, device=select_device(e.device), batch_size=e.batch_size,
                          query_prefix=e.query_prefix, passage_prefix=e.passage_prefix)
@@ -58,9 +60,12 @@ def load_configured_reranker(settings: Settings, *, kind: str | None = None, mod
     r = settings.reranker
     endpoint = (RemoteEndpoint(url=r.url, api=r.api, api_key_env=r.api_key_env, timeout=r.timeout,
                                max_retries=r.max_retries) if r.url != "" else None)
-    return load_reranker(kind if kind is not None else r.kind, model=model if model is not None else r.model,
-                         device=r.device, dtype=r.dtype, batch_size=r.batch_size, max_length=r.max_length,
-                         normalize=r.normalize, endpoint=endpoint)
+    reranker = load_reranker(kind if kind is not None else r.kind, model=model if model is not None else r.model,
+                             device=r.device, dtype=r.dtype, batch_size=r.batch_size, max_length=r.max_length,
+                             normalize=r.normalize, endpoint=endpoint, backend=r.backend_for(kind or r.kind))
+    if r.batch_tokens and hasattr(reranker, "batch_tokens"):  # the local kinds; a server batches by its own rules
+        reranker.batch_tokens = r.batch_tokens
+    return reranker
 
 
 def load_generator(settings: Settings, environ: Mapping[str, str] | None = None) -> Generator:
@@ -156,7 +161,9 @@ class Pipeline:
         names = {"embedder": f"{self.embedder.name} ({self.embedder.device})"}
         if rerank and self.reranker is not None:
             r = self.reranker
-            names["reranker"] = f"{r.kind}: {r.name} ({r.device}, {r.dtype})"
+            backend = getattr(r, "backend", "torch")
+            shown = f"{r.device}, {r.dtype}" + (f", {backend}" if backend != "torch" else "")
+            names["reranker"] = f"{r.kind}: {r.name} ({shown})"
         if self.generator is not None:
             names["llm"] = self.generator.name
         return names

@@ -57,6 +57,10 @@ class CachedReranker:
         return self.inner.dtype
 
     @property
+    def backend(self) -> str:
+        return getattr(self.inner, "backend", "torch")
+
+    @property
     def normalize(self) -> str:
         return self.inner.normalize  # type: ignore[attr-defined]
 

@@ -9,6 +9,10 @@ heads and the like) are refused at load: they do not score relevance.
 Speed comes from sorting pairs by token length before batching, so each batch
 is padded only to its own longest pair (FlagEmbedding does the same); results
 are put back in the caller's order by index.
+
+``backend`` picks what runs the forward pass: torch (here), or ONNX Runtime on
+CPU, fp32 or with int8 weights (:mod:`rag.rerankers.onnx_backend`, which
+reuses this class's tokenisation, batching and ranking).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from rag.models import ModelLoadError, load_error, resolve_model, select_device, select_dtype
-from rag.rerankers.base import check_options, length_sorted_batches, rerank_by_scores
+from rag.rerankers.base import check_options, default_batch_tokens, length_sorted_batches, rerank_by_scores
 from rag.types import Candidate
 
 logger = logging.getLogger(__name__)
@@ -33,6 +37,7 @@ class CrossEncoderReranker:
     """Scores each (query, passage) pair jointly; cheap to build from a loaded model."""
 
     kind = KIND
+    backend = "torch"  # what runs the forward pass; the ONNX subclass says "onnx" or "onnx-int8"
 
     def __init__(
         self,
@@ -46,18 +51,17 @@ class CrossEncoderReranker:
         normalize: str,
     ) -> None:
         check_options(batch_size=batch_size, max_length=max_length, normalize=normalize)
-        num_labels = int(model.config.num_labels)
-        if num_labels not in (1, 2):
-            raise ValueError(f"{name}: a reranker has 1 or 2 labels, this model has {num_labels}")
+        self.score_column = score_column(model.config, name)
         self.tokenizer = tokenizer
         self.model = model
         self.name = name
         self.device = device
         self.dtype = str(model.dtype).removeprefix("torch.")
         self.batch_size = batch_size
+        # Padded tokens per batch (0: no cap); a tunable, set from reranker.batch_tokens after load.
+        self.batch_tokens = default_batch_tokens(device)
         self.max_length = _cap_max_length(max_length, tokenizer, name)
         self.normalize = normalize
-        self.score_column = 0 if num_labels == 1 else 1
 
     def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
         return rerank_by_scores(self, query, candidates, self.normalize)
@@ -68,13 +72,17 @@ class CrossEncoderReranker:
         raw: list[float] = [0.0] * len(features)
         lengths = [len(f["input_ids"]) for f in features]
         with torch.inference_mode():
-            for batch in length_sorted_batches(lengths, self.batch_size):
+            for batch in self.batches(lengths):
                 padded = self.tokenizer.pad([features[i] for i in batch], padding=True, return_tensors="pt")
                 inputs = {k: v.to(self.device) for k, v in padded.items() if k in _MODEL_KEYS}
                 logits = self.model(**inputs).logits
                 for i, value in zip(batch, logits[:, self.score_column].float().tolist()):
                     raw[i] = value
         return raw, truncated
+
+    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices of the pairs in each forward pass: length-sorted, at most batch_size and batch_tokens."""
+        return length_sorted_batches(lengths, self.batch_size, self.batch_tokens)
 
     def encode(self, query: str, passages: Sequence[str]) -> tuple[list[dict[str, list[int]]], list[bool]]:
         """Token ids per pair (unpadded) and whether each pair was cut at max_length.
@@ -104,6 +112,14 @@ class CrossEncoderReranker:
         return features, truncated
 
 
+def score_column(config: Any, name: str) -> int:
+    """The logit that scores relevance: 0 of one label, 1 ("relevant") of two; ValueError for other heads."""
+    num_labels = int(config.num_labels)
+    if num_labels not in (1, 2):
+        raise ValueError(f"{name}: a reranker has 1 or 2 labels, this model has {num_labels}")
+    return 0 if num_labels == 1 else 1
+
+
 def _cap_max_length(max_length: int, tokenizer: Any, name: str) -> int:
     """Positions past the model's limit crash with an index error; cap and say so."""
     limit = getattr(tokenizer, "model_max_length", None)
@@ -114,12 +130,22 @@ def _cap_max_length(max_length: int, tokenizer: Any, name: str) -> int:
 
 
 def load_cross_encoder(
-    *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str
+    *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str,
+    backend: str = "torch",
 ) -> CrossEncoderReranker:
-    """Load tokenizer and weights once (hub id, local directory or ``pkg:`` spec)."""
+    """Load tokenizer and weights once (hub id, local directory or ``pkg:`` spec).
+
+    ``backend`` is "torch", or "onnx" / "onnx-int8" for ONNX Runtime on CPU
+    (exported once per model and cached; see :mod:`rag.rerankers.onnx_backend`).
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     check_options(batch_size=batch_size, max_length=max_length, normalize=normalize)
+    if backend != "torch":
+        from rag.rerankers.onnx_backend import load_onnx_cross_encoder
+
+        return load_onnx_cross_encoder(model=model, device=device, dtype=dtype, batch_size=batch_size,
+                                       max_length=max_length, normalize=normalize, backend=backend)
     resolved = resolve_model(model)
     if resolved.gguf_file is not None:
         raise ModelLoadError(f"{model}: GGUF files hold causal LMs, not cross-encoders; use kind = 'llm'")

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from rag.models import ModelLoadError, load_causal_lm, select_device, select_dtype
-from rag.rerankers.base import check_options, length_sorted_batches, rerank_by_scores
+from rag.rerankers.base import check_options, default_batch_tokens, length_sorted_batches, rerank_by_scores
 from rag.types import Candidate
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class LlmYesReranker:
         self.device = device
         self.dtype = str(model.dtype).removeprefix("torch.")
         self.batch_size = batch_size
+        # Padded tokens per batch (0: no cap); a tunable, set from reranker.batch_tokens after load.
+        self.batch_tokens = default_batch_tokens(device)
         self.max_length = max_length
         self.normalize = normalize
         # Constants of this tokenizer, computed once (not per-call state).
@@ -86,10 +88,14 @@ class LlmYesReranker:
         inputs, truncated = self.build_inputs(query, passages)
         raw: list[float] = [0.0] * len(inputs)
         with torch.inference_mode():
-            for batch in length_sorted_batches([len(ids) for ids in inputs], self.batch_size):
+            for batch in self.batches([len(ids) for ids in inputs]):
                 for i, value in zip(batch, self.yes_logits([inputs[i] for i in batch])):
                     raw[i] = value
         return raw, truncated
+
+    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices of the prompts in each forward pass: length-sorted, at most batch_size and batch_tokens."""
+        return length_sorted_batches(lengths, self.batch_size, self.batch_tokens)
 
     def build_inputs(self, query: str, passages: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per pair following the bge-reranker-v2-gemma recipe, and whether each was cut.

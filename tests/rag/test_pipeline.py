@@ -151,3 +151,11 @@ def test_a_question_asked_again_reuses_its_query_vector_and_reranker_scores(pipe
     wider = pipeline.search(QUESTION, top_k=25)  # five new candidates, twenty known
     assert "20 of 25 reranker scores were reused from an earlier question (same question, same passage text)" \
         in wider.notes
+
+
+def test_the_trace_names_a_non_torch_backend(ingested, tiny_cross_encoder, llm_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_ONNX_CACHE", str(tmp_path / "onnx"))
+    onnx = build_pipeline(settings_for(ingested, tiny_cross_encoder, llm_server.url, RAG_RERANKER__BACKEND="onnx"),
+                          generator=False)
+    trace = onnx.search(QUESTION)
+    assert trace.models["reranker"].endswith("(cpu, float32, onnx)")

@@ -109,6 +109,21 @@ def test_length_sorted_batches_longest_first_and_complete() -> None:
         length_sorted_batches([1], 0)
 
 
+def test_a_token_budget_makes_short_inputs_travel_wide_and_long_ones_narrow() -> None:
+    lengths = [500, 40, 300, 40, 40, 260, 40, 600, 40]
+    batches = length_sorted_batches(lengths, 4, max_tokens=1024)
+    # 600 + 500 would pad to 1,200 > 1,024; 500 + 300 pad to 1,000; 260 x 4 = 1,040 does not fit, 260 x 3 does
+    assert batches == [[7], [0, 2], [5, 1, 3], [4, 6, 8]]
+    assert length_sorted_batches([40] * 9, 4, max_tokens=1024) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]  # batch_size caps
+    for batch in batches:
+        assert len(batch) <= 4 and (len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= 1024)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert length_sorted_batches(lengths, 4, max_tokens=0) == length_sorted_batches(lengths, 4)  # 0: no cap
+    assert length_sorted_batches([2000], 4, max_tokens=1024) == [[0]]  # longer than the budget: alone, not lost
+    with pytest.raises(ValueError, match="max_tokens must be a whole number >= 0"):
+        length_sorted_batches(lengths, 4, max_tokens=-1)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

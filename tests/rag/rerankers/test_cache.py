@@ -111,17 +111,21 @@ def test_empty_candidates_and_shown_names(model):
         (model.name, model.kind, model.device, model.dtype, model.normalize)
 
 
-def test_sessions_sharing_one_cache_get_the_same_rankings(model):
+def test_sessions_sharing_one_cache_get_the_same_scores(model):
     cached = CachedReranker(model, max_pairs=4)  # small, so threads evict each other's entries
     questions = [f"{QUERY} ({i})" for i in range(6)]
-    expected = {q: [c.chunk.id for c in model.rerank(q, make_candidates(TEXTS))] for q in questions}
+    # Scores, not orders: the tiny random model's scores lie within ~1e-4 of each other, so padding noise
+    # (another batch composition) may swap two of them.
+    expected = {q: {c.chunk.id: c.rerank_raw for c in model.rerank(q, make_candidates(TEXTS))} for q in questions}
     errors: list[BaseException] = []
 
     def session(offset: int) -> None:
         try:
             for round_ in range(5):
                 q = questions[(offset + round_) % len(questions)]
-                assert [c.chunk.id for c in cached.rerank(q, make_candidates(TEXTS))] == expected[q]
+                got = {c.chunk.id: c.rerank_raw for c in cached.rerank(q, make_candidates(TEXTS))}
+                assert got.keys() == expected[q].keys()
+                assert all(abs(got[i] - expected[q][i]) < 1e-5 for i in got), (got, expected[q])
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

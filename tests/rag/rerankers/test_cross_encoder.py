@@ -13,20 +13,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rag.models import ModelLoadError
 from rag.rerankers import CrossEncoderReranker, load_reranker
-from tests.rag.rerankers.helpers import make_candidates
+from tests.rag.rerankers.helpers import LONG_PASSAGE, PASSAGES, QUERY, make_candidates
 
-QUERY = "how do rerankers improve retrieval"
-PASSAGES = [
-    "A cross-encoder reads the query and the passage together.",
-    "Bananas are yellow.",
-    "Reranking reorders the candidates that a fast bi-encoder retrieved, using a slower but more "
-    "accurate model that attends across the query and the passage at once, token by token.",
-    "Chroma stores embeddings.",
-    "The lost in the middle effect means language models read the start and the end of a long "
-    "context best.",
-    "ok",
-]
-LONG_PASSAGE = " ".join(["retrieval augmented generation with a reranking stage"] * 40)
 
 
 def _load(path: str, **overrides) -> CrossEncoderReranker:
@@ -146,3 +134,32 @@ def test_three_label_model_is_not_a_reranker(tmp_path, tiny_cross_encoder: str) 
     AutoTokenizer.from_pretrained(tiny_cross_encoder).save_pretrained(path)
     with pytest.raises(ModelLoadError, match="3"):
         _load(path)
+
+
+def test_the_token_budget_changes_the_batches_not_the_scores(tiny_cross_encoder):
+    reranker = _load(tiny_cross_encoder)
+    assert reranker.batch_tokens == 1024  # the CPU default
+    passages = PASSAGES + [LONG_PASSAGE]
+    features, _ = reranker.encode(QUERY, passages)
+    lengths = [len(f["input_ids"]) for f in features]
+    assert all(len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 1024 for b in reranker.batches(lengths))
+    capped = reranker.score_pairs(QUERY, passages)[0]
+    reranker.batch_tokens, reranker.batch_size = 0, 16
+    assert reranker.batches(lengths) == [sorted(range(len(passages)), key=lambda i: -lengths[i])]
+    assert reranker.score_pairs(QUERY, passages)[0] == pytest.approx(capped, abs=1e-5)
+    reranker.batch_tokens = 40  # every pair longer than 40 tokens goes alone
+    assert all(len(b) == 1 for b in reranker.batches(lengths) if lengths[b[0]] > 20)
+    assert reranker.score_pairs(QUERY, passages)[0] == pytest.approx(capped, abs=1e-5)
+
+
+def test_reranker_batch_tokens_from_config_reaches_the_model(tiny_cross_encoder, tmp_path):
+    from rag.config import load_settings
+    from rag.pipeline import load_configured_reranker
+    from tests.conftest import write_offline_config
+    from tests.fake_llm import reranker_env
+
+    config = write_offline_config(tmp_path)
+    auto = load_configured_reranker(load_settings(config, env=reranker_env(tiny_cross_encoder)))
+    chosen = load_configured_reranker(load_settings(config, env={**reranker_env(tiny_cross_encoder),
+                                                                  "RAG_RERANKER__BATCH_TOKENS": "4096"}))
+    assert (auto.batch_tokens, chosen.batch_tokens) == (1024, 4096)
