@@ -435,6 +435,7 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
 def _main_groups(args, settings: Settings, specs: Sequence[RerankerSpec]):
     groups = sample(load_groups(args.path), args.limit, args.seed)
     embedder = load_embedder(settings)
+    embedder.query_cache = 0  # timed per group: a repeated query is embedded again, as on a first ask
     scorers = {"bi-encoder": bi_encoder_scorer(embedder)}
     for label, reranker in load_specs(settings, specs).items():
         scorers[label] = lambda q, ps, r=reranker: r.score_pairs(q, ps)[0]
