@@ -30,6 +30,7 @@ head: the compute is the real model's; score agreement means more with a trained
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -212,7 +213,7 @@ def bench_ingest(ctx: Context) -> None:
         f"overhead {first / raw - 1:+.1%} (goal < 10%)")
     row("python -m ingest start-up (imports, model load)", f"{wall - first:.1f} s", f"ingest itself {first:.1f} s",
         f"{(wall - first) / first:.0%} of it")
-    wall_again, rss_again, out_again = child(["-m", "ingest", str(corpus), "--config", str(ctx.config)])
+    _, rss_again, out_again = child(["-m", "ingest", str(corpus), "--config", str(ctx.config)])
     again = float(report_value(out_again, "time"))
     row("re-ingest unchanged corpus", f"{again:.2f} s, {report_value(out_again, 'chunks written')} chunks written",
         f"first ingest {first:.1f} s", f"{again / first:.1%} of first (goal < 5%)")
@@ -269,9 +270,15 @@ def forward_time(model, tokenizer, features: list[dict], batches: list[list[int]
     return best_of(run, repeats)
 
 
+@functools.lru_cache(maxsize=1)
+def squad_articles() -> list[dict]:
+    """The SQuAD articles, read once for both sections that use them."""
+    return json.loads(SQUAD.read_text(encoding="utf-8"))["data"]
+
+
 def squad_groups(n_questions: int, n_passages: int) -> list[tuple[str, list[str]]]:
     """(question, passages of its article) from SQuAD: the gold paragraph and its neighbours."""
-    data = json.loads(SQUAD.read_text(encoding="utf-8"))["data"]
+    data = squad_articles()
     rng = random.Random(0)
     groups = []
     for article in data:
@@ -458,7 +465,7 @@ def grow(store: ChunkStore, texts: list[str], vectors: np.ndarray, start: int, s
 
 
 def squad_questions(n: int) -> list[str]:
-    data = json.loads(SQUAD.read_text(encoding="utf-8"))["data"]
+    data = squad_articles()
     questions = [qa["question"] for article in data for p in article["paragraphs"] for qa in p["qas"]]
     return random.Random(1).sample(questions, n)
 

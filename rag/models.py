@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import os
 import re
 import shutil
 import threading
@@ -199,9 +201,6 @@ def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     A container started with ``--cpus 2`` on a 64-core host still sees 64 cores in
     ``os.cpu_count()``; torch would start 64 threads that fight over 2 cores.
     """
-    import math
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         quota, period = cpu_max.read_text(encoding="ascii").split()[:2]
@@ -217,8 +216,6 @@ def configure_threads(environ: dict[str, str] | None = None, cpu_max: Path = CGR
 
     Called once by the command lines and the app before models load; returns the thread count.
     """
-    import os
-
     import torch
 
     environ = os.environ if environ is None else environ

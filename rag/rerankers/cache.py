@@ -67,10 +67,6 @@ class CachedReranker:
     def __len__(self) -> int:
         return len(self._scores)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._scores.clear()
-
     def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
         return self.rerank_counted(query, candidates)[0]
 
@@ -95,12 +91,12 @@ class CachedReranker:
                     self._scores.move_to_end(key)
                     found[i] = hit
         missing = [i for i in range(len(passages)) if i not in found]
-        # Passages repeated within one call are scored once.
-        unique = list(dict.fromkeys(keys[i] for i in missing))
-        if unique:
-            first = {key: i for i in reversed(missing) for key in (keys[i],)}
-            raw, flags = self.inner.score_pairs(query, [passages[first[key]] for key in unique])
-            fresh = {key: (float(r), bool(f)) for key, r, f in zip(unique, raw, flags)}
+        first: dict[tuple[str, bytes], int] = {}  # each missing key -> its first passage: repeats are scored once
+        for i in missing:
+            first.setdefault(keys[i], i)
+        if first:
+            raw, flags = self.inner.score_pairs(query, [passages[i] for i in first.values()])
+            fresh = {key: (float(r), bool(f)) for key, r, f in zip(first, raw, flags)}
             with self._lock:
                 for key, value in fresh.items():
                     self._scores[key] = value

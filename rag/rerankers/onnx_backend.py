@@ -206,11 +206,9 @@ def _session(path: Path) -> Any:
 
 def _open_cached(folder: Path, spec: str) -> Any | None:
     """A session on the cached export, or None when there is none; a broken one is deleted."""
-    if not folder.exists():
+    if not _ready(folder, spec):
         return None
     try:
-        if not _intact(folder):
-            raise ValueError(f"{META_FILE} is missing or a file's size differs from it (truncated?)")
         session = _session(folder / MODEL_FILE)
     except MemoryError:
         raise  # no reason to think the file is bad
