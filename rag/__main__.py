@@ -14,7 +14,7 @@ from rich.table import Table
 from rag.cli import run_cli, setup_logging
 from rag.config import load_settings
 from rag.generate import GenerationError
-from rag.languages import question_warning
+from rag.languages import question_language, question_warning
 from rag.pipeline import build_pipeline, check_question
 from rag.retrieve import MODES
 from rag.types import Trace
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     settings = load_settings(args.config)
     check_question(args.question)  # before any model loads
-    mode = args.retrieval if args.retrieval is not None else settings.retrieval.mode
+    routed = settings.retrieval.modes_by_language.get(question_language(args.question) or "", settings.retrieval.mode)
+    mode = args.retrieval if args.retrieval is not None else routed
     warning = question_warning(settings.embedder.model, args.question, settings.embedder.languages)
     if warning is not None and mode != "bm25":  # BM25 reads any language; only the bi-encoder cannot
         Console(stderr=True).print(f"[yellow]warning:[/] {escape(warning)}")

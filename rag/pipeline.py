@@ -18,11 +18,11 @@ from typing import Callable, Iterator, Mapping, Sequence
 from rag.config import Settings
 from rag.embedder import Embedder
 from rag.generate import Generator, build_generator, build_messages, parse_citations
+from rag.languages import language_name, question_language
 from rag.models import configure_threads, select_device
 from rag.reorder import check_strategy, reorder
 from rag.retrieve import LexicalIndex, check_mode, retrieve
-from rag.rerankers import RemoteEndpoint, Reranker, load_reranker
-from rag.rerankers.cache import CachedReranker
+from rag.rerankers import RemoteEndpoint, Reranker, RerankerOptions, ScoreCache, load_reranker
 from rag.store import ChunkStore, connect
 from rag.types import Answer, Candidate, Trace
 
@@ -51,21 +51,31 @@ def open_store(settings: Settings, embedder: Embedder, *, create: bool, reset: b
                            create=create)
 
 
+def reranker_options(settings: Settings, *, model: str | None = None) -> RerankerOptions:
+    """The configured reranker's options (another ``model`` with the same ones, if given)."""
+    r = settings.reranker
+    endpoint = (RemoteEndpoint(url=r.url, api=r.api, api_key_env=r.api_key_env, timeout=r.timeout,
+                               max_retries=r.max_retries) if r.url != "" else None)
+    return RerankerOptions(model=model if model is not None else r.model, device=r.device, dtype=r.dtype,
+                           batch_size=r.batch_size, batch_tokens=r.batch_tokens, max_length=r.max_length,
+                           normalize=r.normalize, endpoint=endpoint)
+
+
 def load_configured_reranker(settings: Settings, *, kind: str | None = None, model: str | None = None) -> Reranker:
     """The configured reranker, or another kind/model with the same batch size, max_length, device, endpoint...
 
     The local kinds pick their device themselves (``select_device``); a remote
     reranker has none, so a GPU named in the config is not required here.
     """
-    r = settings.reranker
-    endpoint = (RemoteEndpoint(url=r.url, api=r.api, api_key_env=r.api_key_env, timeout=r.timeout,
-                               max_retries=r.max_retries) if r.url != "" else None)
-    reranker = load_reranker(kind if kind is not None else r.kind, model=model if model is not None else r.model,
-                             device=r.device, dtype=r.dtype, batch_size=r.batch_size, max_length=r.max_length,
-                             normalize=r.normalize, endpoint=endpoint, backend=r.backend_for(kind or r.kind))
-    if r.batch_tokens and hasattr(reranker, "batch_tokens"):  # the local kinds; a server batches by its own rules
-        reranker.batch_tokens = r.batch_tokens
-    return reranker
+    chosen = kind if kind is not None else settings.reranker.kind
+    return load_reranker(chosen, reranker_options(settings, model=model),
+                         backend=settings.reranker.backend_for(chosen))
+
+
+def load_language_rerankers(settings: Settings) -> dict[str, Reranker]:
+    """reranker.models_by_language loaded (same kind and options as the configured reranker), each with a cache."""
+    return {language: load_configured_reranker(settings, model=model).with_cache(ScoreCache())
+            for language, model in settings.reranker.models_by_language.items()}
 
 
 def load_generator(settings: Settings, environ: Mapping[str, str] | None = None) -> Generator:
@@ -89,6 +99,20 @@ class Pipeline:
     retrieval_mode: str = "dense"
     rrf_k: int = 60
     fusion_weights: tuple[float, float] = (1.0, 1.0)  # (dense, BM25) in hybrid mode
+    # Per question language (ISO 639-1): another first stage, another reranker (retrieval.modes_by_language,
+    # reranker.models_by_language). A question in no listed language takes retrieval_mode and reranker.
+    modes_by_language: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    rerankers_by_language: Mapping[str, Reranker] = dataclasses.field(default_factory=dict)
+
+    def route(self, question: str) -> tuple[str | None, str, Reranker | None]:
+        """The question's language if it has a route (else None), its first stage and its reranker."""
+        if not self.modes_by_language and not self.rerankers_by_language:
+            return None, self.retrieval_mode, self.reranker
+        language = question_language(question)
+        if language not in self.modes_by_language and language not in self.rerankers_by_language:
+            return None, self.retrieval_mode, self.reranker
+        return (language, self.modes_by_language.get(language, self.retrieval_mode),
+                self.rerankers_by_language.get(language, self.reranker))
 
     def search(self, question: str, *, rerank: bool = True, top_k: int | None = None,
                top_n: int | None = None, strategy: str | None = None, mode: str | None = None) -> Trace:
@@ -97,9 +121,10 @@ class Pipeline:
         k = top_k if top_k is not None else self.top_k
         n = top_n if top_n is not None else self.top_n
         strategy = strategy if strategy is not None else self.reorder_strategy
-        mode = mode if mode is not None else self.retrieval_mode
+        language, routed_mode, reranker = self.route(question)
+        mode = mode if mode is not None else routed_mode
         _check_options(k, n, strategy, mode)
-        if rerank and self.reranker is None:
+        if rerank and reranker is None:
             raise ValueError("reranking was asked for but no reranker is loaded (reranker.enabled = false?)")
         timings: dict[str, float] = {}
 
@@ -117,10 +142,7 @@ class Pipeline:
         notes: list[str] = []
         if rerank and retrieved:
             with _timed(timings, "rerank"):
-                if isinstance(self.reranker, CachedReranker):
-                    ranked, reused = self.reranker.rerank_counted(question, retrieved)
-                else:
-                    ranked, reused = self.reranker.rerank(question, retrieved), 0
+                ranked, reused = reranker.rerank_counted(question, retrieved)
             if reused:
                 notes.append(f"{reused} of {len(ranked)} reranker scores were reused from an earlier question "
                              "(same question, same passage text)")
@@ -129,9 +151,13 @@ class Pipeline:
                 notes.append(f"{cut} of {len(ranked)} passages were cut at the reranker's max_length")
         with _timed(timings, "reorder"):
             context = reorder(list(ranked[:n]), strategy)
+        if language is not None:
+            notes.insert(0, f"{language_name(language)} question: {mode} first stage"
+                         + (f", reranker {reranker.name}" if rerank and reranker is not None else ""))
         return Trace(question=question, rerank=rerank, retrieval=mode, retrieved=retrieved,
                      reranked=tuple(ranked) if rerank else (), context=tuple(context),
-                     timings=timings, models=self.model_names(rerank), notes=tuple(notes))
+                     timings=timings, models=self.model_names(reranker if rerank else None),
+                     notes=tuple(notes), language=language)
 
     def answer(self, trace: Trace, *, history: Sequence[tuple[str, str]] = (),
                on_token: Callable[[str], None] | None = None) -> Answer:
@@ -157,13 +183,11 @@ class Pipeline:
             **options: int | str | None) -> Answer:
         return self.answer(self.search(question, rerank=rerank, **options), on_token=on_token)
 
-    def model_names(self, rerank: bool) -> dict[str, str]:
+    def model_names(self, reranker: Reranker | None) -> dict[str, str]:
+        """What the trace shows as the models that ran: the embedder, ``reranker`` (if one ran), the LLM."""
         names = {"embedder": f"{self.embedder.name} ({self.embedder.device})"}
-        if rerank and self.reranker is not None:
-            r = self.reranker
-            backend = getattr(r, "backend", "torch")
-            shown = f"{r.device}, {r.dtype}" + (f", {backend}" if backend != "torch" else "")
-            names["reranker"] = f"{r.kind}: {r.name} ({shown})"
+        if reranker is not None:
+            names["reranker"] = reranker.describe()
         if self.generator is not None:
             names["llm"] = self.generator.name
         return names
@@ -175,11 +199,13 @@ def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool
     ``create_store=True`` creates a missing collection instead of refusing it."""
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=create_store, environ=environ)
+    wanted = reranker and settings.reranker.enabled
     return Pipeline(
         embedder=embedder,
         store=store,
-        reranker=(CachedReranker(load_configured_reranker(settings)) if reranker and settings.reranker.enabled
-                  else None),
+        reranker=load_configured_reranker(settings).with_cache(ScoreCache()) if wanted else None,
+        rerankers_by_language=load_language_rerankers(settings) if wanted else {},
+        modes_by_language=dict(settings.retrieval.modes_by_language),
         generator=load_generator(settings, environ) if generator else None,
         top_k=settings.retrieval.top_k,
         top_n=settings.reranker.top_n,

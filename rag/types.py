@@ -84,6 +84,7 @@ class Trace:
     models: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     retrieval: str = "dense"  # dense | bm25 | hybrid
+    language: str | None = None  # the question's language when the pipeline routes by language (ISO 639-1)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from rag.generate import Generator
 from rag.languages import collection_languages, coverage_warning
 from rag.pipeline import Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
 from rag.rerankers import Reranker
-from rag.rerankers.cache import CachedReranker
+from rag.rerankers import ScoreCache
 from rag.retrieve import LexicalIndex
 from rag.store import ChunkStore, FileRecord
 
@@ -55,7 +55,7 @@ def _lexical(key: str, _store: ChunkStore, korean: str) -> LexicalIndex:
 def _reranker(key: str, _settings: Settings) -> Reranker:
     # Shared by every session, and so is its score cache (a question asked again, the Compare view
     # after a plain answer, another top-n: known pairs are not scored again).
-    return CachedReranker(load_configured_reranker(_settings))
+    return load_configured_reranker(_settings).with_cache(ScoreCache())
 
 
 @st.cache_resource(show_spinner="Loading the LLM…")
@@ -132,14 +132,32 @@ def generator(settings: Settings, llm_model: str) -> Generator:
     return _generator(llm.model_dump_json(), settings.model_copy(update={"llm": llm}))
 
 
+def language_rerankers(settings: Settings) -> dict[str, Reranker]:
+    """reranker.models_by_language, each loaded once and shared (with its score cache) like the main one."""
+    base = settings.reranker
+    routed = {}
+    for language, model in base.models_by_language.items():
+        chosen = base.model_copy(update={"model": model, "models_by_language": {}})
+        routed[language] = _reranker(chosen.model_dump_json(), settings.model_copy(update={"reranker": chosen}))
+    return routed
+
+
 def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generator | None) -> Pipeline:
-    """A pipeline for one question; the reranker is loaded only when this question reranks."""
+    """A pipeline for one question; the reranker is loaded only when this question reranks.
+
+    The configured reranker and first stage follow the question's language (reranker.models_by_language,
+    retrieval.modes_by_language); a reranker or mode picked in the sidebar instead is used as picked.
+    """
+    configured_reranker = choices.reranker == next(iter(reranker_options(settings)))
     return Pipeline(
         embedder=embedder(settings), store=store(settings),
         reranker=reranker(settings, choices.reranker) if rerank else None,
         generator=llm, top_k=choices.top_k, top_n=choices.top_n, reorder_strategy=choices.strategy,
         lexical=lexical(settings), retrieval_mode=choices.retrieval, rrf_k=settings.retrieval.rrf_k,
         fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
+        modes_by_language=(dict(settings.retrieval.modes_by_language)
+                           if choices.retrieval == settings.retrieval.mode else {}),
+        rerankers_by_language=language_rerankers(settings) if rerank and configured_reranker else {},
     )
 
 
@@ -148,7 +166,7 @@ def is_offline_profile(settings: Settings) -> list[str]:
     reasons = []
     if settings.embedder.model.startswith("pkg:"):
         reasons.append("packaged embedder")
-    if settings.reranker.model.startswith("pkg:"):
+    if settings.reranker.model.startswith(("pkg:", "shipped:")):
         reasons.append("packaged reranker")
     if settings.llm.base_url.strip() == "":
         reasons.append("local LLM")

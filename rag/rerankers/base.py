@@ -1,19 +1,25 @@
-"""What every reranker promises, and the pure helpers they share.
+"""The one shape of every reranker, and the pure helpers they share.
 
-A reranker only computes one raw score per (query, passage) pair and says
-whether it had to cut that input at ``max_length``. Turning those scores into a
-ranking (normalising, sorting, numbering, copying the candidates) is the same
-for every model, so it lives here once (:func:`rank_candidates`), as does the
-length-sorted batching that makes padded inference fast (:func:`length_sorted_batches`).
+:class:`Reranker` owns what every kind has in common: its options (batch size,
+padded-token cap, max_length, normalisation), length-sorted batching, ``rerank``
+(score, then rank by the raw scores) and the score cache. A kind writes one method,
+``score_pairs``: one raw score per (query, passage) pair and whether that input was
+cut at ``max_length`` (FlagEmbedding's AbsReranker shape). Turning scores into a
+ranking (normalising, sorting, numbering, copying the candidates) is
+:func:`rank_candidates`, once for every kind.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
-from typing import Protocol, Sequence, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 from rag.types import Candidate
+
+if TYPE_CHECKING:
+    from rag.rerankers.cache import ScoreCache
 
 logger = logging.getLogger(__name__)
 
@@ -26,33 +32,6 @@ class RerankError(RuntimeError):
     """Reranking failed at inference time (not at load time: that is ModelLoadError)."""
 
 
-@runtime_checkable
-class Reranker(Protocol):
-    """Reorders retrieved candidates by a model's judgement of query/passage relevance.
-
-    ``name`` is the model spec, ``kind`` the registry name, ``device`` and
-    ``dtype`` plain strings ("cpu", "float32"): the trace and the UI show them so
-    users can see what actually ran.
-    """
-
-    name: str
-    kind: str
-    device: str
-    dtype: str
-
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
-        """All candidates as new objects, best first, with rank/rerank_* /truncated set.
-
-        Keeping only the top n is the pipeline's business, so the trace can show
-        where every candidate went.
-        """
-        ...
-
-    def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
-        """Raw scores (higher is more relevant) and truncation flags, in the order of ``passages``."""
-        ...
-
-
 def check_normalize(method: str) -> str:
     """Validate a normalisation name early (at load), so a typo fails before the first query."""
     if method not in NORMALIZERS:
@@ -60,12 +39,14 @@ def check_normalize(method: str) -> str:
     return method
 
 
-def check_options(*, batch_size: int, max_length: int, normalize: str) -> None:
+def check_options(*, batch_size: int, max_length: int, normalize: str, batch_tokens: int = 0) -> None:
     """Shared constructor checks: the values come from config or from callers, never trust them."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < MIN_MAX_LENGTH:
         raise ValueError(f"max_length must be an integer >= {MIN_MAX_LENGTH}, got {max_length!r}")
+    if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 0:
+        raise ValueError(f"batch_tokens must be a whole number >= 0 (0: automatic), got {batch_tokens!r}")
     check_normalize(normalize)
 
 
@@ -138,15 +119,6 @@ def rank_candidates(
     ]
 
 
-def rerank_by_scores(reranker: Reranker, query: str, candidates: Sequence[Candidate],
-                     normalize: str) -> list[Candidate]:
-    """What every ``Reranker.rerank`` does: score the pairs, then rank by the raw scores."""
-    if not candidates:
-        return []
-    raw, truncated = reranker.score_pairs(query, [c.chunk.text for c in candidates])
-    return rank_candidates(candidates, raw, truncated, normalize)
-
-
 # Padded tokens a batch may hold on CPU (its longest pair x its pairs). Measured with bench/run.py on 2 cores:
 # at 20 mixed-length candidates, batches under 1,024 tokens take 0.43-0.64x the time of 16 pairs a batch (less
 # padding; a CPU gains nothing from wide batches); at 100, 0.83-0.95x. On a GPU wide batches pay: no cap there.
@@ -185,3 +157,67 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: i
             current = []
         current.append(i)
     return batches + ([current] if current else [])
+
+
+class Reranker(ABC):
+    """Reorders retrieved candidates by a model's judgement of query/passage relevance.
+
+    ``name`` is the model spec, ``kind`` the registry name, ``backend`` what runs the
+    model (torch, onnx, onnx-int8, http), ``device`` and ``dtype`` plain strings
+    ("cpu", "float32"): the trace and the UI show them so users can see what ran.
+    Constructors are cheap: the loaders in the registry do the heavy loading.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, *, name: str, device: str, dtype: str, backend: str, batch_size: int, max_length: int,
+                 normalize: str, batch_tokens: int = 0) -> None:
+        check_options(batch_size=batch_size, max_length=max_length, normalize=normalize, batch_tokens=batch_tokens)
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.backend = backend
+        self.batch_size = batch_size
+        # Padded tokens per forward pass (0 from config: automatic, by device).
+        self.batch_tokens = batch_tokens if batch_tokens else default_batch_tokens(device)
+        self.max_length = max_length
+        self.normalize = normalize
+        self.cache: ScoreCache | None = None
+
+    @abstractmethod
+    def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
+        """Raw scores (higher is more relevant) and truncation flags, in the order of ``passages``."""
+
+    def with_cache(self, cache: ScoreCache | None) -> "Reranker":
+        """This reranker, keeping the scores it computes in ``cache`` (None: no cache); set once, when built."""
+        self.cache = cache
+        return self
+
+    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices of the inputs in each forward pass: length-sorted, at most batch_size and batch_tokens."""
+        return length_sorted_batches(lengths, self.batch_size, self.batch_tokens)
+
+    def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """All candidates as new objects, best first, with rank/rerank_*/truncated set.
+
+        Keeping only the top n is the pipeline's business, so the trace can show
+        where every candidate went.
+        """
+        return self.rerank_counted(query, candidates)[0]
+
+    def rerank_counted(self, query: str, candidates: Sequence[Candidate]) -> tuple[list[Candidate], int]:
+        """The ranking, and how many of its scores came from the cache (0 without one)."""
+        if not candidates:
+            return [], 0
+        passages = [c.chunk.text for c in candidates]
+        if self.cache is None:
+            raw, truncated = self.score_pairs(query, passages)
+            reused = 0
+        else:
+            raw, truncated, reused = self.cache.scores(query, passages, self.score_pairs)
+        return rank_candidates(candidates, raw, truncated, self.normalize), reused
+
+    def describe(self) -> str:
+        """What the trace and the UI show: ``kind: name (device, dtype[, backend])``."""
+        shown = f"{self.device}, {self.dtype}" + (f", {self.backend}" if self.backend not in ("torch", "http") else "")
+        return f"{self.kind}: {self.name} ({shown})"

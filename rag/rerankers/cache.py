@@ -1,4 +1,4 @@
-"""Scores already computed are not computed again: a bounded cache around any reranker.
+"""Scores already computed are not computed again: a bounded cache any reranker can keep.
 
 In the app the same (question, passage) pairs come back often: the question is
 asked again with another top-n, chunk order or LLM, the Compare view is opened
@@ -11,77 +11,43 @@ fixed for it. Entries are evicted least recently used first.
 
 Scores from a cache equal the fresh ones up to padding noise (a pair batched
 with a longer one sees more pad positions: differences of ~1e-6 in the logit).
+The rerankers hold a per-tokenizer lock while tokenising (``rag.models.tokenizer_lock``):
+without it, sessions sharing one reranker set each other's truncation on the shared
+fast tokenizer and could score a pair cut that should not be.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Sequence
-
-from rag.rerankers.base import Reranker, rank_candidates
-from rag.types import Candidate
+from typing import Callable, Sequence
 
 DEFAULT_PAIRS = 50_000  # about 10 MB of keys and floats
 
 
-class CachedReranker:
-    """A reranker that asks its inner reranker only for the pairs it has not scored yet.
+Compute = Callable[[str, Sequence[str]], tuple[list[float], list[bool]]]
 
-    Thread-safe: the app shares one loaded reranker between sessions.
+
+class ScoreCache:
+    """Raw scores and truncation flags per (question, passage text), least recently used out first.
+
+    Thread-safe: the app shares one loaded reranker, and so its cache, between sessions.
+    A :class:`~rag.rerankers.base.Reranker` given one (``with_cache``) asks its model only
+    for the pairs the cache does not hold.
     """
 
-    def __init__(self, inner: Reranker, *, max_pairs: int = DEFAULT_PAIRS) -> None:
+    def __init__(self, *, max_pairs: int = DEFAULT_PAIRS) -> None:
         if isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1:
             raise ValueError(f"max_pairs must be a positive integer, got {max_pairs!r}")
-        self.inner = inner
         self.max_pairs = max_pairs
         self._scores: OrderedDict[tuple[str, bytes], tuple[float, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
-    # What the trace and the UI show is the inner reranker's.
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def kind(self) -> str:
-        return self.inner.kind
-
-    @property
-    def device(self) -> str:
-        return self.inner.device
-
-    @property
-    def dtype(self) -> str:
-        return self.inner.dtype
-
-    @property
-    def backend(self) -> str:
-        return getattr(self.inner, "backend", "torch")
-
-    @property
-    def normalize(self) -> str:
-        return self.inner.normalize  # type: ignore[attr-defined]
-
     def __len__(self) -> int:
         return len(self._scores)
 
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
-        return self.rerank_counted(query, candidates)[0]
-
-    def rerank_counted(self, query: str, candidates: Sequence[Candidate]) -> tuple[list[Candidate], int]:
-        """The ranking and how many of its scores came from the cache."""
-        if not candidates:
-            return [], 0
-        raw, truncated, reused = self._scores_for(query, [c.chunk.text for c in candidates])
-        return rank_candidates(candidates, raw, truncated, self.normalize), reused
-
-    def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
-        raw, truncated, _ = self._scores_for(query, passages)
-        return raw, truncated
-
-    def _scores_for(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool], int]:
+    def scores(self, query: str, passages: Sequence[str], compute: Compute) -> tuple[list[float], list[bool], int]:
+        """Raw scores and flags in passage order, and how many came from the cache; ``compute`` does the rest."""
         keys = [(query, hashlib.blake2b(p.encode("utf-8"), digest_size=16).digest()) for p in passages]
         found: dict[int, tuple[float, bool]] = {}
         with self._lock:
@@ -95,7 +61,7 @@ class CachedReranker:
         for i in missing:
             first.setdefault(keys[i], i)
         if first:
-            raw, flags = self.inner.score_pairs(query, [passages[i] for i in first.values()])
+            raw, flags = compute(query, [passages[i] for i in first.values()])
             fresh = {key: (float(r), bool(f)) for key, r, f in zip(first, raw, flags)}
             with self._lock:
                 for key, value in fresh.items():

@@ -10,79 +10,52 @@ Speed comes from sorting pairs by token length before batching, so each batch
 is padded only to its own longest pair (FlagEmbedding does the same); results
 are put back in the caller's order by index.
 
-``backend`` picks what runs the forward pass: torch (here), or ONNX Runtime on
-CPU, fp32 or with int8 weights (:mod:`rag.rerankers.onnx_backend`, which
-reuses this class's tokenisation, batching and ranking).
+The forward pass is the engine's (:mod:`rag.rerankers.engines`): torch, or ONNX
+Runtime on CPU, fp32 or with int8 weights (:mod:`rag.rerankers.onnx_backend`); the
+reranker is given one, so tokenisation, batching and ranking are the same on both.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Sequence
 
-import torch
-
-from rag.models import ModelLoadError, load_error, resolve_model, select_device, select_dtype
-from rag.rerankers.base import check_options, default_batch_tokens, length_sorted_batches, rerank_by_scores
-from rag.types import Candidate
+from rag.models import ModelLoadError, select_device, select_dtype, tokenizer_lock
+from rag.rerankers.base import Reranker
+from rag.rerankers.engines import MODEL_KEYS, Engine, TorchEngine, load_sequence_classifier, score_column
+from rag.rerankers.options import RerankerOptions
 
 logger = logging.getLogger(__name__)
 
 KIND = "cross-encoder"
 # Tokenizers without a real limit report a huge sentinel (int(1e30)) as model_max_length.
 _NO_LIMIT = 1_000_000
-_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class CrossEncoderReranker:
-    """Scores each (query, passage) pair jointly; cheap to build from a loaded model."""
+class CrossEncoderReranker(Reranker):
+    """Scores each (query, passage) pair jointly; the forward pass is its engine's (torch or ONNX Runtime)."""
 
     kind = KIND
-    backend = "torch"  # what runs the forward pass; the ONNX subclass says "onnx" or "onnx-int8"
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        model: Any,
-        *,
-        name: str,
-        device: str,
-        batch_size: int,
-        max_length: int,
-        normalize: str,
-    ) -> None:
-        check_options(batch_size=batch_size, max_length=max_length, normalize=normalize)
-        self.score_column = score_column(model.config, name)
+    def __init__(self, tokenizer: Any, engine: Engine, *, name: str, batch_size: int, max_length: int,
+                 normalize: str, batch_tokens: int = 0) -> None:
+        super().__init__(name=name, device=engine.device, dtype=engine.dtype, backend=engine.backend,
+                         batch_size=batch_size, max_length=_cap_max_length(max_length, tokenizer, name),
+                         normalize=normalize, batch_tokens=batch_tokens)
+        self.score_column = score_column(engine.config, name)
         self.tokenizer = tokenizer
-        self.model = model
-        self.name = name
-        self.device = device
-        self.dtype = str(model.dtype).removeprefix("torch.")
-        self.batch_size = batch_size
-        # Padded tokens per batch (0: no cap); a tunable, set from reranker.batch_tokens after load.
-        self.batch_tokens = default_batch_tokens(device)
-        self.max_length = _cap_max_length(max_length, tokenizer, name)
-        self.normalize = normalize
-
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
-        return rerank_by_scores(self, query, candidates, self.normalize)
+        self.engine = engine
 
     def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
         """Raw scores and truncation flags, in the order of ``passages``."""
         features, truncated = self.encode(query, passages)
         raw: list[float] = [0.0] * len(features)
-        lengths = [len(f["input_ids"]) for f in features]
-        with torch.inference_mode():
-            for batch in self.batches(lengths):
-                padded = self.tokenizer.pad([features[i] for i in batch], padding=True, return_tensors="pt")
-                inputs = {k: v.to(self.device) for k, v in padded.items() if k in _MODEL_KEYS}
-                logits = self.model(**inputs).logits
-                for i, value in zip(batch, logits[:, self.score_column].float().tolist()):
-                    raw[i] = value
+        for batch in self.batches([len(f["input_ids"]) for f in features]):
+            with tokenizer_lock(self.tokenizer):
+                padded = self.tokenizer.pad([features[i] for i in batch], padding=True, return_tensors="np")
+            logits = self.engine.logits(padded)
+            for i, value in zip(batch, logits[:, self.score_column].tolist()):
+                raw[i] = float(value)
         return raw, truncated
-
-    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices of the pairs in each forward pass: length-sorted, at most batch_size and batch_tokens."""
-        return length_sorted_batches(lengths, self.batch_size, self.batch_tokens)
 
     def encode(self, query: str, passages: Sequence[str]) -> tuple[list[dict[str, list[int]]], list[bool]]:
         """Token ids per pair (unpadded) and whether each pair was cut at max_length.
@@ -93,9 +66,13 @@ class CrossEncoderReranker:
         gets cut; if the query alone leaves no room for it, both are cut
         rather than failing (the tokenizer raises on "only_second" then).
         """
+        with tokenizer_lock(self.tokenizer):
+            return self._encode(query, passages)
+
+    def _encode(self, query: str, passages: Sequence[str]) -> tuple[list[dict[str, list[int]]], list[bool]]:
         queries = [query] * len(passages)
         full = self.tokenizer(queries, list(passages), truncation=False, verbose=False)
-        features = [{k: full[k][i] for k in _MODEL_KEYS if k in full} for i in range(len(passages))]
+        features = [{k: full[k][i] for k in MODEL_KEYS if k in full} for i in range(len(passages))]
         truncated = [len(f["input_ids"]) > self.max_length for f in features]
         cut = [i for i, flag in enumerate(truncated) if flag]
         if cut:
@@ -108,16 +85,8 @@ class CrossEncoderReranker:
             short = self.tokenizer([query] * len(cut), [passages[i] for i in cut], truncation=strategy,
                                    max_length=self.max_length)
             for j, i in enumerate(cut):
-                features[i] = {k: short[k][j] for k in _MODEL_KEYS if k in short}
+                features[i] = {k: short[k][j] for k in MODEL_KEYS if k in short}
         return features, truncated
-
-
-def score_column(config: Any, name: str) -> int:
-    """The logit that scores relevance: 0 of one label, 1 ("relevant") of two; ValueError for other heads."""
-    num_labels = int(config.num_labels)
-    if num_labels not in (1, 2):
-        raise ValueError(f"{name}: a reranker has 1 or 2 labels, this model has {num_labels}")
-    return 0 if num_labels == 1 else 1
 
 
 def _cap_max_length(max_length: int, tokenizer: Any, name: str) -> int:
@@ -129,38 +98,22 @@ def _cap_max_length(max_length: int, tokenizer: Any, name: str) -> int:
     return max_length
 
 
-def load_cross_encoder(
-    *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str,
-    backend: str = "torch",
-) -> CrossEncoderReranker:
-    """Load tokenizer and weights once (hub id, local directory or ``pkg:`` spec).
-
-    ``backend`` is "torch", or "onnx" / "onnx-int8" for ONNX Runtime on CPU
-    (exported once per model and cached; see :mod:`rag.rerankers.onnx_backend`).
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    check_options(batch_size=batch_size, max_length=max_length, normalize=normalize)
-    if backend != "torch":
-        from rag.rerankers.onnx_backend import load_onnx_cross_encoder
-
-        return load_onnx_cross_encoder(model=model, device=device, dtype=dtype, batch_size=batch_size,
-                                       max_length=max_length, normalize=normalize, backend=backend)
-    resolved = resolve_model(model)
-    if resolved.gguf_file is not None:
-        raise ModelLoadError(f"{model}: GGUF files hold causal LMs, not cross-encoders; use kind = 'llm'")
-    device = select_device(device)
-    torch_dtype = select_dtype(dtype, device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.location)
-        network = AutoModelForSequenceClassification.from_pretrained(resolved.location, dtype=torch_dtype)
-    except (OSError, ValueError) as exc:
-        raise load_error(f"cross-encoder {model!r} from {resolved.location}", resolved.location, exc) from exc
+def load_cross_encoder(options: RerankerOptions) -> CrossEncoderReranker:
+    """Tokenizer and weights on torch, loaded once (hub id, directory, ``pkg:``/``shipped:``, LoRA adapter)."""
+    device = select_device(options.device)
+    tokenizer, network = load_sequence_classifier(options.model, dtype=select_dtype(options.dtype, device))
     network.to(device).eval()
+    reranker = build(tokenizer, TorchEngine(network, device), options)
+    logger.info("cross-encoder %s on %s (%s), max_length %d", options.model, device, reranker.dtype,
+                reranker.max_length)
+    return reranker
+
+
+def build(tokenizer: Any, engine: Engine, options: RerankerOptions) -> CrossEncoderReranker:
+    """The reranker around a loaded engine; a head that does not score relevance is a ModelLoadError."""
     try:
-        reranker = CrossEncoderReranker(tokenizer, network, name=model, device=device, batch_size=batch_size,
-                                        max_length=max_length, normalize=normalize)
+        return CrossEncoderReranker(tokenizer, engine, name=options.model, batch_size=options.batch_size,
+                                    max_length=options.max_length, normalize=options.normalize,
+                                    batch_tokens=options.batch_tokens)
     except ValueError as exc:  # e.g. a 3-label NLI head: it loaded, but it is not a reranker
         raise ModelLoadError(str(exc)) from exc
-    logger.info("cross-encoder %s on %s (%s), max_length %d", model, device, reranker.dtype, reranker.max_length)
-    return reranker

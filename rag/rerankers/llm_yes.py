@@ -24,9 +24,9 @@ from typing import Any, Sequence
 
 import torch
 
-from rag.models import ModelLoadError, load_causal_lm, select_device, select_dtype
-from rag.rerankers.base import check_options, default_batch_tokens, length_sorted_batches, rerank_by_scores
-from rag.types import Candidate
+from rag.models import ModelLoadError, load_causal_lm, select_device, select_dtype, tokenizer_lock
+from rag.rerankers.base import Reranker
+from rag.rerankers.options import RerankerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +39,16 @@ SEP = "\n"
 PAD_TO_MULTIPLE_OF = 8
 
 
-class LlmYesReranker:
+class LlmYesReranker(Reranker):
     """Scores each pair by the LM's "Yes" logit; cheap to build from a loaded tokenizer and model."""
 
     kind = KIND
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        model: Any,
-        *,
-        name: str,
-        device: str,
-        batch_size: int,
-        max_length: int,
-        normalize: str,
-    ) -> None:
-        check_options(batch_size=batch_size, max_length=max_length, normalize=normalize)
+    def __init__(self, tokenizer: Any, model: Any, *, name: str, device: str, batch_size: int, max_length: int,
+                 normalize: str, batch_tokens: int = 0) -> None:
+        super().__init__(name=name, device=device, dtype=str(model.dtype).removeprefix("torch."), backend="torch",
+                         batch_size=batch_size, max_length=max_length, normalize=normalize,
+                         batch_tokens=batch_tokens)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_id is None:
             raise ValueError(f"{name}: the tokenizer has neither a pad nor an eos token to pad batches with")
@@ -63,25 +56,15 @@ class LlmYesReranker:
             logger.warning("%s: the tokenizer has no bos token; inputs start directly with 'A: '", name)
         self.tokenizer = tokenizer
         self.model = model
-        self.name = name
-        self.device = device
-        self.dtype = str(model.dtype).removeprefix("torch.")
-        self.batch_size = batch_size
-        # Padded tokens per batch (0: no cap); a tunable, set from reranker.batch_tokens after load.
-        self.batch_tokens = default_batch_tokens(device)
-        self.max_length = max_length
-        self.normalize = normalize
         # Constants of this tokenizer, computed once (not per-call state).
         self.pad_id: int = pad_id
         self.bos_ids: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        self.sep_ids: list[int] = _ids(tokenizer, SEP)
-        self.prompt_ids: list[int] = _ids(tokenizer, PROMPT)
-        self.yes_id: int = _ids(tokenizer, "Yes")[0]
+        with tokenizer_lock(tokenizer):
+            self.sep_ids: list[int] = _ids(tokenizer, SEP)
+            self.prompt_ids: list[int] = _ids(tokenizer, PROMPT)
+            self.yes_id: int = _ids(tokenizer, "Yes")[0]
         # Projecting only the last position onto a 262k vocabulary saves gigabytes per batch.
         self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
-
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
-        return rerank_by_scores(self, query, candidates, self.normalize)
 
     def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
         """Raw "Yes" logits and truncation flags, in the order of ``passages``."""
@@ -93,22 +76,19 @@ class LlmYesReranker:
                     raw[i] = value
         return raw, truncated
 
-    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices of the prompts in each forward pass: length-sorted, at most batch_size and batch_tokens."""
-        return length_sorted_batches(lengths, self.batch_size, self.batch_tokens)
-
     def build_inputs(self, query: str, passages: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per pair following the bge-reranker-v2-gemma recipe, and whether each was cut.
 
         Cutting is done by slicing the untruncated ids, so it always keeps the
         beginning whatever the tokenizer's ``truncation_side`` says.
         """
-        query_ids = _ids(self.tokenizer, f"A: {query}")
+        with tokenizer_lock(self.tokenizer):  # shared with the local generator
+            query_ids = _ids(self.tokenizer, f"A: {query}")
+            encoded = self.tokenizer([f"B: {p}" for p in passages], add_special_tokens=False, verbose=False)
         query_limit = self.max_length * 3 // 4
         query_cut = len(query_ids) > query_limit
         first = self.bos_ids + query_ids[:query_limit]
         room = self.max_length - len(first)  # for separator + passage; >= 1 since max_length >= 8
-        encoded = self.tokenizer([f"B: {p}" for p in passages], add_special_tokens=False, verbose=False)
         inputs: list[list[int]] = []
         truncated: list[bool] = []
         for passage_ids in encoded["input_ids"]:
@@ -118,12 +98,21 @@ class LlmYesReranker:
         return inputs, truncated
 
     def yes_logits(self, rows: Sequence[Sequence[int]]) -> list[float]:
+        """The "Yes" logit of each row (see :meth:`yes_logit_tensor`), as floats."""
+        return self.yes_logit_tensor(rows).float().tolist()
+
+    def yes_logit_tensor(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         """One forward over right-padded rows; the "Yes" logit at each row's last real token.
 
         Right padding keeps every real token at the position it has unpadded, so
         a batched score equals the single-pair score (left padding would shift
         positions unless the model derived them from the mask).
         """
+        input_ids, attention_mask = self.pad(rows)
+        return self.yes_logits_of(self.model, input_ids.to(self.device), attention_mask.to(self.device))
+
+    def pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids and their mask, the width rounded up to a multiple of 8."""
         longest = max(len(r) for r in rows)
         width = -(-longest // PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -131,15 +120,18 @@ class LlmYesReranker:
         for row, ids in enumerate(rows):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, : len(ids)] = 1
-        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        return input_ids, attention_mask
+
+    def yes_logits_of(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``model``'s "Yes" logit at each row's last real token (the model in training, too)."""
         last = last_token_index(attention_mask)
         if self.keeps_logits:
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                                logits_to_keep=last[:, None]).logits[:, 0, :]
+            logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                           logits_to_keep=last[:, None]).logits[:, 0, :]
         else:
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-            logits = logits[torch.arange(len(rows), device=logits.device), last]
-        return logits[:, self.yes_id].float().tolist()
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            logits = logits[torch.arange(len(input_ids), device=logits.device), last]
+        return logits[:, self.yes_id]
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -152,19 +144,18 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
-def load_llm_reranker(
-    *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str
-) -> LlmYesReranker:
-    """Load (or reuse) the causal LM through ``load_causal_lm`` and wrap it."""
-    check_options(batch_size=batch_size, max_length=max_length, normalize=normalize)
-    device = select_device(device)
+def load_llm_reranker(options: RerankerOptions) -> LlmYesReranker:
+    """Load (or reuse) the causal LM through ``load_causal_lm`` and wrap it; a LoRA adapter loads on its base."""
+    device = select_device(options.device)
     # Pass the concrete dtype name so "auto" and "float32" on CPU share one cached model.
-    dtype_name = str(select_dtype(dtype, device)).removeprefix("torch.")
-    tokenizer, network = load_causal_lm(model, device=device, dtype=dtype_name)
+    dtype_name = str(select_dtype(options.dtype, device)).removeprefix("torch.")
+    tokenizer, network = load_causal_lm(options.model, device=device, dtype=dtype_name)
     try:
-        reranker = LlmYesReranker(tokenizer, network, name=model, device=device, batch_size=batch_size,
-                                  max_length=max_length, normalize=normalize)
+        reranker = LlmYesReranker(tokenizer, network, name=options.model, device=device,
+                                  batch_size=options.batch_size, max_length=options.max_length,
+                                  normalize=options.normalize, batch_tokens=options.batch_tokens)
     except ValueError as exc:  # a tokenizer without pad/eos: loaded, but unusable here
         raise ModelLoadError(str(exc)) from exc
-    logger.info("LLM reranker %s on %s (%s), max_length %d", model, device, reranker.dtype, max_length)
+    logger.info("LLM reranker %s on %s (%s), max_length %d", options.model, device, reranker.dtype,
+                options.max_length)
     return reranker

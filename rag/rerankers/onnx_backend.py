@@ -4,9 +4,10 @@
 opset 17, dynamic batch and sequence axes, output ``logits``) and runs the file
 with ONNX Runtime; ``"onnx-int8"`` quantises that export's weights to int8, one
 scale per channel (``quantize_dynamic``: activations are quantised on the fly, per batch).
-Tokenisation, exact truncation flags, length-sorted batching, normalisation and
-ranking are the torch reranker's own (:class:`OnnxCrossEncoderReranker`
-subclasses it): only the forward pass differs.
+The cross-encoder is given an :class:`OnnxEngine` in place of the torch one, so
+tokenisation, exact truncation flags, length-sorted batching, normalisation and
+ranking are the same code on both: only the forward pass differs. A LoRA adapter
+is exported merged into its base.
 
 Exports are cached on disk, in ``$RAG_ONNX_CACHE`` or ``~/.cache/rag-rerank/onnx``,
 one folder per model and variant, keyed by a hash of the model's location, the
@@ -37,9 +38,9 @@ import numpy as np
 import torch
 
 from rag.config import ONNX_CACHE_ENV as CACHE_ENV
-from rag.models import DEFAULT_CACHE_DIR, ModelLoadError, load_error, resolve_model, select_device
-from rag.rerankers.base import check_options
-from rag.rerankers.cross_encoder import _MODEL_KEYS, CrossEncoderReranker, score_column
+from rag.models import DEFAULT_CACHE_DIR, ModelLoadError, find_adapter, load_error, resolve_model, select_device
+from rag.rerankers.engines import MODEL_KEYS, classifier_labels, load_sequence_classifier, score_column
+from rag.rerankers.options import RerankerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -61,86 +62,67 @@ def cache_dir() -> Path:
     return Path(configured).expanduser() if configured else DEFAULT_CACHE_DIR / "onnx"
 
 
-class OnnxModel:
-    """An ONNX Runtime session in the torch model's place: ``config`` and ``dtype`` as a model has them."""
+class OnnxEngine:
+    """An ONNX Runtime session that runs a cross-encoder's forward pass on CPU (see rag.rerankers.engines)."""
 
-    def __init__(self, session: Any, config: Any, dtype: str, path: Path) -> None:
+    device = "cpu"
+
+    def __init__(self, session: Any, config: Any, *, backend: str, path: Path) -> None:
         self.session = session
         self.config = config
-        self.dtype = dtype
+        self.backend = backend
+        self.dtype = VARIANTS[backend][1]
         self.path = path
         self.input_names = tuple(i.name for i in session.get_inputs())
 
-    def logits(self, inputs: Mapping[str, Any]) -> np.ndarray:
+    def logits(self, batch: Mapping[str, Any]) -> np.ndarray:
         """Logits of one padded batch; only the inputs the graph takes are fed, as int64."""
-        feed = {name: np.asarray(inputs[name], dtype=np.int64) for name in self.input_names}
-        return self.session.run(["logits"], feed)[0]
+        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
+        return self.session.run(["logits"], feed)[0].astype(np.float64)
 
 
-class OnnxCrossEncoderReranker(CrossEncoderReranker):
-    """The cross-encoder with ONNX Runtime running the forward pass; everything else is inherited."""
-
-    def __init__(self, tokenizer: Any, model: OnnxModel, *, name: str, backend: str, batch_size: int,
-                 max_length: int, normalize: str) -> None:
-        super().__init__(tokenizer, model, name=name, device="cpu", batch_size=batch_size, max_length=max_length,
-                         normalize=normalize)
-        self.backend = backend
-
-    def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
-        """Raw scores and truncation flags, in the order of ``passages``."""
-        features, truncated = self.encode(query, passages)
-        raw: list[float] = [0.0] * len(features)
-        lengths = [len(f["input_ids"]) for f in features]
-        for batch in self.batches(lengths):
-            padded = self.tokenizer.pad([features[i] for i in batch], padding=True, return_tensors="np")
-            logits = self.model.logits(padded)
-            for i, value in zip(batch, logits[:, self.score_column].astype(np.float64).tolist()):
-                raw[i] = value
-        return raw, truncated
-
-
-def load_onnx_cross_encoder(
-    *, model: str, device: str, dtype: str, batch_size: int, max_length: int, normalize: str, backend: str
-) -> OnnxCrossEncoderReranker:
-    """Tokenizer, config and an ONNX Runtime session: from the cache, or exported (and quantised) now."""
+def load_onnx_engine(options: RerankerOptions, backend: str) -> tuple[Any, OnnxEngine]:
+    """The tokenizer and an engine on the ONNX export of ``options.model``: cached, or exported (and quantised) now."""
     if backend not in VARIANTS:
         raise ValueError(f"unknown ONNX backend {backend!r}; valid: {', '.join(VARIANTS)}")
-    variant, reported_dtype = VARIANTS[backend]
-    check_options(batch_size=batch_size, max_length=max_length, normalize=normalize)
+    variant = VARIANTS[backend][0]
+    model = options.model
     resolved = resolve_model(model)
     if resolved.gguf_file is not None:
         raise ModelLoadError(f"{model}: GGUF files hold causal LMs, not cross-encoders; use kind = 'llm'")
-    device = select_device(device)
+    device = select_device(options.device)
     if device != "cpu":
         raise ModelLoadError(f"{model}: backend {backend!r} runs on CPU; use backend = 'torch' on {device} "
                              "(or device = 'cpu')")
-    if dtype not in ("auto", "float32"):
-        raise ModelLoadError(f"{model}: dtype {dtype!r} does not apply to backend {backend!r}, which computes in "
-                             "float32 (int8 weights with 'onnx-int8'); use dtype = 'auto' or backend = 'torch'")
+    if options.dtype not in ("auto", "float32"):
+        raise ModelLoadError(f"{model}: dtype {options.dtype!r} does not apply to backend {backend!r}, which "
+                             "computes in float32 (int8 weights with 'onnx-int8'); use dtype = 'auto' or "
+                             "backend = 'torch'")
     try:
         import onnxruntime  # noqa: F401  (here, so a missing or broken install is not taken for a bad cache file)
     except ImportError as exc:
         raise ModelLoadError(f"cross-encoder {model!r}: backend {backend!r} needs the onnxruntime package "
                              f"({_one_line(exc)}; pip install onnxruntime); or use backend = 'torch'") from exc
+    # An adapter is exported merged into its base: the graph is that of a plain classifier.
+    adapter = find_adapter(resolved.location)
+    location = resolve_model(adapter.base).location if adapter is not None else resolved.location
     from transformers import AutoConfig, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.location)
-        config = AutoConfig.from_pretrained(resolved.location)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        config = AutoConfig.from_pretrained(location)
     except (OSError, ValueError) as exc:
-        raise load_error(f"cross-encoder {model!r} from {resolved.location}", resolved.location, exc) from exc
+        raise load_error(f"cross-encoder {model!r} from {location}", location, exc) from exc
+    if adapter is not None:
+        config.num_labels = 1 if classifier_labels(config) else config.num_labels
     try:
         score_column(config, model)  # refuse an NLI head before exporting it
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
     with _LOCK:
         session, path = _exported_session(model, resolved.location, variant, tokenizer)
-    reranker = OnnxCrossEncoderReranker(tokenizer, OnnxModel(session, config, reported_dtype, path), name=model,
-                                        backend=backend, batch_size=batch_size, max_length=max_length,
-                                        normalize=normalize)
-    logger.info("cross-encoder %s on ONNX Runtime, cpu (%s), max_length %d: %s", model, reported_dtype,
-                reranker.max_length, path)
-    return reranker
+    logger.info("cross-encoder %s on ONNX Runtime, cpu (%s): %s", model, VARIANTS[backend][1], path)
+    return tokenizer, OnnxEngine(session, config, backend=backend, path=path)
 
 
 # --- the cache ----------------------------------------------------------------------------------
@@ -169,7 +151,7 @@ def cache_key(location: str, variant: str) -> str:
     files: list[tuple[str, int, int]] = []
     if folder is not None:
         for path in sorted(folder.iterdir()):
-            if path.name == "config.json" or path.name.endswith(_WEIGHT_SUFFIXES + (".index.json",)):
+            if path.name in ("config.json", "adapter_config.json") or path.name.endswith(_WEIGHT_SUFFIXES + (".index.json",)):
                 stat = path.stat()  # follows the hub cache's symlinks to the blobs
                 files.append((path.name, stat.st_size, stat.st_mtime_ns))
     payload = {"location": str(folder) if folder is not None else location, "files": files,
@@ -230,7 +212,7 @@ def _exported_session(spec: str, location: str, variant: str, tokenizer: Any) ->
     _check_exporter(spec, variant)
     fp32 = export_folder(location, "fp32")
     if not _ready(fp32, spec):  # int8 is quantised from the fp32 export, so that comes first
-        network = _load_torch(spec, location)
+        network = _load_torch(spec)
         # Loading may have downloaded the weights, which changes the key: look again under the final one.
         fp32 = export_folder(location, "fp32")
         if not _ready(fp32, spec):
@@ -269,15 +251,9 @@ def _check_exporter(spec: str, variant: str) -> None:
                              f"model once ({_one_line(exc)}; pip install onnx); or use backend = 'torch'") from exc
 
 
-def _load_torch(spec: str, location: str) -> Any:
-    from transformers import AutoModelForSequenceClassification
-
+def _load_torch(spec: str) -> Any:
     logger.info("%s: exporting to ONNX (once per model; cached in %s)", spec, cache_dir())
-    try:
-        network = AutoModelForSequenceClassification.from_pretrained(location, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise load_error(f"cross-encoder {spec!r} from {location}", location, exc) from exc
-    return network.to("cpu").eval()
+    return load_sequence_classifier(spec, dtype=torch.float32)[1].to("cpu").eval()
 
 
 def _publish(spec: str, folder: Path, build: Any, meta: dict[str, Any]) -> None:
@@ -334,7 +310,7 @@ def _export_fp32(spec: str, network: Any, tokenizer: Any, path: Path) -> None:
     """``torch.onnx.export`` (TorchScript), then a check that the file scores a fresh batch as torch does."""
     accepted = inspect.signature(network.forward).parameters
     example = _dummy(tokenizer, 2)
-    names = [k for k in accepted if k in _MODEL_KEYS and k in example]  # the forward's own order
+    names = [k for k in accepted if k in MODEL_KEYS and k in example]  # the forward's own order
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and the tracer's notes

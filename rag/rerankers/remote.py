@@ -42,9 +42,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Sequence
-from urllib.parse import urlsplit
 
 import httpx
 from tenacity import (
@@ -57,48 +55,14 @@ from tenacity import (
 )
 
 from rag.models import ModelLoadError
-from rag.rerankers.base import RerankError, check_normalize, check_options, length_sorted_batches, rerank_by_scores
-from rag.types import Candidate
+from rag.rerankers.base import MIN_MAX_LENGTH, Reranker, RerankError, length_sorted_batches
+from rag.rerankers.options import APIS, RemoteEndpoint, RerankerOptions
 
 logger = logging.getLogger(__name__)
 
 KIND = "remote"
-APIS: tuple[str, ...] = ("tei", "cohere")
 PROBABILITY_CLAMP = 1e-12
 MESSAGE_CHARS = 300  # of a server's error message, in our messages
-
-
-@dataclass(frozen=True)
-class RemoteEndpoint:
-    """How to reach a rerank server: ``reranker.url``, ``api``, ``api_key_env``, ``timeout``, ``max_retries``."""
-
-    url: str
-    api: str = "tei"
-    api_key_env: str = ""
-    timeout: float = 30.0
-    max_retries: int = 3
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"reranker.url = {self.url!r}: expected an http(s) URL such as http://reranker:80/rerank")
-        if self.api not in APIS:
-            raise ValueError(f"reranker.api = {self.api!r}: valid: {', '.join(APIS)}")
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
-            raise ValueError(f"reranker.timeout = {self.timeout!r}: must be a number of seconds above 0")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"reranker.max_retries = {self.max_retries!r}: must be a whole number >= 0")
-
-    @property
-    def host(self) -> str:
-        """host[:port] without any user:password@ part: what the trace and the UI show as the device."""
-        return urlsplit(self.url).netloc.rpartition("@")[2]
-
-    @property
-    def shown_url(self) -> str:
-        """The URL for messages, without any user:password@ part."""
-        parts = urlsplit(self.url)
-        return parts._replace(netloc=self.host).geturl()
 
 
 class _Transient(RerankError):
@@ -109,11 +73,10 @@ class _Transient(RerankError):
         self.retry_after = retry_after
 
 
-class RemoteReranker:
+class RemoteReranker(Reranker):
     """Scores (query, passage) pairs on a rerank server; building it sends nothing."""
 
     kind = KIND
-    dtype = "server"
 
     def __init__(
         self,
@@ -127,14 +90,10 @@ class RemoteReranker:
         backoff_max: float = 8.0,
         retry_after_max: float = 30.0,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        check_normalize(normalize)
+        # max_length is the server's business (it truncates and does not say so): the smallest valid value here.
+        super().__init__(name=model, device=endpoint.host, dtype="server", backend="http", batch_size=batch_size,
+                         max_length=MIN_MAX_LENGTH, normalize=normalize)
         self.endpoint = endpoint
-        self.name = model
-        self.device = endpoint.host
-        self.batch_size = batch_size
-        self.normalize = normalize
         self.retry_after_max = retry_after_max
         self._backoff = wait_exponential_jitter(initial=backoff, max=backoff_max, jitter=backoff)
         self._secret = api_key
@@ -148,9 +107,6 @@ class RemoteReranker:
 
     def close(self) -> None:
         self._client.close()
-
-    def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
-        return rerank_by_scores(self, query, candidates, self.normalize)
 
     def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
         """Raw scores (see the module docstring) and truncation flags (always False), in passage order."""
@@ -327,31 +283,22 @@ def _clip(text: str, limit: int = MESSAGE_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def load_remote_reranker(
-    *,
-    model: str,
-    device: str,
-    dtype: str,
-    batch_size: int,
-    max_length: int,
-    normalize: str,
-    endpoint: RemoteEndpoint | None = None,
-) -> RemoteReranker:
-    """A client for ``endpoint``; reads the API key from the environment, sends nothing yet.
+def load_remote_reranker(options: RerankerOptions) -> RemoteReranker:
+    """A client for ``options.endpoint``; reads the API key from the environment, sends nothing yet.
 
-    ``device`` and ``dtype`` are the server's business and ``max_length`` its
-    truncation's, so they are only checked like every kind's options.
+    ``device``, ``dtype`` and ``max_length`` are the server's business.
     """
+    endpoint = options.endpoint
     if endpoint is None:
         raise ValueError("reranker kind 'remote' needs reranker.url (e.g. http://reranker:80/rerank)")
-    check_options(batch_size=batch_size, max_length=max_length, normalize=normalize)
     api_key = ""
     if endpoint.api_key_env != "":
         api_key = os.environ.get(endpoint.api_key_env, "").strip()
         if api_key == "":
             raise ModelLoadError(f"reranker.api_key_env = {endpoint.api_key_env!r}, but the environment variable "
                                  f"{endpoint.api_key_env} is not set or empty")
-    reranker = RemoteReranker(endpoint, model=model, batch_size=batch_size, normalize=normalize, api_key=api_key)
-    logger.info("remote reranker %s at %s (api %s, %d texts a request)", model, endpoint.shown_url, endpoint.api,
-                batch_size)
+    reranker = RemoteReranker(endpoint, model=options.model, batch_size=options.batch_size,
+                              normalize=options.normalize, api_key=api_key)
+    logger.info("remote reranker %s at %s (api %s, %d texts a request)", options.model, endpoint.shown_url,
+                endpoint.api, options.batch_size)
     return reranker

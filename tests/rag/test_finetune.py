@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from rag.datasets import DatasetError, Group, load_groups, load_squad, parse_span, split, write_groups
 from rag.finetune import load_base, main, mean_group_loss, mine_negatives
-from rag.rerankers import load_reranker
+from rag.rerankers import CrossEncoderReranker, RerankerOptions, load_reranker
 from tests.cli import run_module
 from tests.conftest import write_offline_config
 
@@ -77,10 +78,18 @@ def test_training_lowers_the_loss_and_the_best_checkpoint_loads_as_a_reranker(tm
     print(f"group loss before {before:.4f}, after {after:.4f}")
     assert after < before - 0.05  # deterministic (seeded); measured 1.386 -> 1.299
 
-    reranker = load_reranker("cross-encoder", model=str(out / "best"), device="cpu", dtype="float32",
-                             batch_size=8, max_length=128, normalize="sigmoid")
+    reranker = load_reranker("cross-encoder", RerankerOptions(model=str(out / "best"), device="cpu", dtype="float32",
+                                                              batch_size=8, max_length=128, normalize="sigmoid"))
+    assert isinstance(reranker, CrossEncoderReranker) and reranker.backend == "torch"
     scores, _ = reranker.score_pairs(groups[0].query, [groups[0].pos[0], *groups[0].neg])
     assert len(scores) == 4 and len(set(scores)) == 4
+    # The reranker runs the best checkpoint's weights: its scores are that model's own logits.
+    best_tokenizer, best = load_base(str(out / "best"))
+    with torch.inference_mode():
+        inputs = best_tokenizer([groups[0].query] * 4, [groups[0].pos[0], *groups[0].neg],
+                                truncation="only_second", max_length=128, padding=True, return_tensors="pt")
+        direct = best.eval()(**inputs).logits[:, 0].tolist()
+    assert scores == pytest.approx(direct, abs=1e-5)
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, groups, tiny_cross_encoder):

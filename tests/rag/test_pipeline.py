@@ -159,3 +159,23 @@ def test_the_trace_names_a_non_torch_backend(ingested, tiny_cross_encoder, llm_s
                           generator=False)
     trace = onnx.search(QUESTION)
     assert trace.models["reranker"].endswith("(cpu, float32, onnx)")
+
+
+def test_questions_are_routed_by_language_to_their_first_stage_and_reranker(ingested, tiny_cross_encoder,
+                                                                             llm_server, minilm_path):
+    """retrieval.modes_by_language and reranker.models_by_language: a Korean question is searched by BM25
+    and reranked by its own model, an English one by the defaults; the trace says which ran."""
+    settings = settings_for(ingested, tiny_cross_encoder, llm_server.url)
+    settings = settings.model_copy(update={
+        "retrieval": settings.retrieval.model_copy(update={"mode": "dense", "modes_by_language": {"ko": "bm25"}}),
+        "reranker": settings.reranker.model_copy(update={"models_by_language": {"ko": minilm_path}})})
+    pipeline = build_pipeline(settings, generator=False)
+    korean = pipeline.search("관리자 계정 비밀번호의 최소 길이는?")
+    assert korean.language == "ko" and korean.retrieval == "bm25"
+    assert minilm_path in korean.models["reranker"] and tiny_cross_encoder not in korean.models["reranker"]
+    assert any(note.startswith("Korean question: bm25 first stage, reranker ") for note in korean.notes)
+    english = pipeline.search(QUESTION)
+    assert english.retrieval == "dense" and tiny_cross_encoder in english.models["reranker"]
+    assert english.language in (None, "en") and not any("question:" in note for note in english.notes)
+    # a mode asked for by the caller wins over the route
+    assert pipeline.search("관리자 계정 비밀번호의 최소 길이는?", mode="hybrid").retrieval == "hybrid"

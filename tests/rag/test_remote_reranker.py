@@ -18,12 +18,16 @@ from rag.config import ConfigError, load_settings
 from rag.models import ModelLoadError
 from rag.pipeline import load_configured_reranker
 from rag.rerankers import (
-    RERANKERS,
+    DEFAULT_BACKEND,
+    LOADERS,
     CrossEncoderReranker,
     RemoteEndpoint,
     RemoteReranker,
     Reranker,
+    RerankerOptions,
     RerankError,
+    ScoreCache,
+    backends_of,
     load_reranker,
 )
 from rag.rerankers.remote import parse_scores, relevance_to_raw, retry_after_seconds
@@ -51,6 +55,11 @@ def server() -> Iterator[FakeRerankServer]:
         yield stand_in
 
 
+def remote(model: str, endpoint: RemoteEndpoint | None) -> Reranker:
+    """load_reranker for kind remote, as the app calls it (the backend left to the kind: http)."""
+    return load_reranker("remote", RerankerOptions(model=model, **OPTIONS, endpoint=endpoint))
+
+
 def expected_order(texts: list[str], query: str = QUERY) -> list[str]:
     """Best first by the stand-in's logit, ties in retrieval order, as rank_candidates sorts."""
     return sorted(texts, key=lambda t: (-relevance_logit(query, t), texts.index(t)))
@@ -68,8 +77,7 @@ def client(url: str, *, api: str = "tei", batch_size: int = 8, max_retries: int 
 
 
 def test_tei_ranks_by_the_servers_logits(server):
-    reranker = load_reranker("remote", model="BAAI/bge-reranker-v2-m3", **OPTIONS,
-                             endpoint=RemoteEndpoint(url=server.tei_url))
+    reranker = remote("BAAI/bge-reranker-v2-m3", RemoteEndpoint(url=server.tei_url))
     ranked = reranker.rerank(QUERY, make_candidates(TEXTS))
     assert [c.chunk.text for c in ranked] == expected_order(TEXTS)
     assert [c.rank for c in ranked] == [1, 2, 3, 4, 5]
@@ -83,14 +91,14 @@ def test_tei_ranks_by_the_servers_logits(server):
                                "raw_scores": True, "truncate": True}
     assert "authorization" not in request["headers"]
     port = server.port
-    assert isinstance(reranker, Reranker)
-    assert (reranker.kind, reranker.name, reranker.device, reranker.dtype) == (
-        "remote", "BAAI/bge-reranker-v2-m3", f"127.0.0.1:{port}", "server")
+    assert isinstance(reranker, RemoteReranker)
+    assert (reranker.kind, reranker.name, reranker.device, reranker.dtype, reranker.backend) == (
+        "remote", "BAAI/bge-reranker-v2-m3", f"127.0.0.1:{port}", "server", "http")
+    assert reranker.describe() == f"remote: BAAI/bge-reranker-v2-m3 (127.0.0.1:{port}, server)"
 
 
 def test_cohere_scores_are_shown_unchanged(server):
-    reranker = load_reranker("remote", model="rerank-v3.5", **OPTIONS,
-                             endpoint=RemoteEndpoint(url=server.cohere_url, api="cohere"))
+    reranker = remote("rerank-v3.5", RemoteEndpoint(url=server.cohere_url, api="cohere"))
     ranked = reranker.rerank(QUERY, make_candidates(TEXTS))
     assert [c.chunk.text for c in ranked] == expected_order(TEXTS)
     for c in ranked:  # the server's probability, through logit then the sigmoid normalisation
@@ -218,8 +226,7 @@ def test_connection_refused_names_the_url():
 def test_the_key_is_sent_as_a_bearer_token(monkeypatch):
     monkeypatch.setenv("RERANK_KEY", KEY)
     with FakeRerankServer(api_key=KEY) as server:
-        reranker = load_reranker("remote", model="m", **OPTIONS,
-                                 endpoint=RemoteEndpoint(url=server.tei_url, api_key_env="RERANK_KEY"))
+        reranker = remote("m", RemoteEndpoint(url=server.tei_url, api_key_env="RERANK_KEY"))
         reranker.score_pairs(QUERY, TEXTS)
         assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"
         assert KEY not in repr(reranker)
@@ -230,8 +237,7 @@ def test_401_names_the_env_var_and_hides_the_key(monkeypatch):
     monkeypatch.setenv("RERANK_KEY", wrong)
     with FakeRerankServer(api_key=KEY) as server:
         server.script.append({"status": 401, "body": {"message": f"invalid api token {wrong}"}})
-        reranker = load_reranker("remote", model="m", **OPTIONS,
-                                 endpoint=RemoteEndpoint(url=server.tei_url, api_key_env="RERANK_KEY"))
+        reranker = remote("m", RemoteEndpoint(url=server.tei_url, api_key_env="RERANK_KEY"))
         with pytest.raises(RerankError) as err:
             reranker.score_pairs(QUERY, TEXTS)
         message = str(err.value)
@@ -249,8 +255,7 @@ def test_401_without_a_key_configured_says_where_to_put_one():
 def test_a_missing_key_variable_fails_at_load(monkeypatch, server):
     monkeypatch.delenv("RERANK_KEY", raising=False)
     with pytest.raises(ModelLoadError, match="RERANK_KEY"):
-        load_reranker("remote", model="m", **OPTIONS,
-                      endpoint=RemoteEndpoint(url=server.tei_url, api_key_env="RERANK_KEY"))
+        remote("m", RemoteEndpoint(url=server.tei_url, api_key_env="RERANK_KEY"))
 
 
 # --- malformed answers ------------------------------------------------------------------------------------
@@ -291,10 +296,30 @@ def test_wrong_path_or_format_gets_a_hint(server):
 # --- registry, config and the pipeline's loader -----------------------------------------------------------
 
 
-def test_registry_has_remote_and_it_needs_an_endpoint():
-    assert "remote" in RERANKERS
+def test_registry_has_remote_and_it_needs_an_endpoint(server):
+    assert ("remote", "http") in LOADERS and backends_of("remote") == ("http",) and DEFAULT_BACKEND["remote"] == "http"
     with pytest.raises(ValueError, match="reranker.url"):
-        load_reranker("remote", model="m", **OPTIONS)
+        remote("m", None)
+    endpoint = RemoteEndpoint(url=server.tei_url)
+    assert isinstance(load_reranker("remote", RerankerOptions(model="m", endpoint=endpoint), backend="http"),
+                      RemoteReranker)
+    with pytest.raises(ValueError, match=r"backend 'torch' applies to kind cross-encoder \| llm only, not to "
+                                         r"'remote'; valid for 'remote': http$"):
+        load_reranker("remote", RerankerOptions(model="m", endpoint=endpoint), backend="torch")
+    assert server.requests == []  # loading sends nothing
+
+
+def test_the_score_cache_saves_requests(server):
+    """The base class's cache works for the remote kind too: a repeated pair is not sent again."""
+    reranker = remote("m", RemoteEndpoint(url=server.tei_url)).with_cache(ScoreCache(max_pairs=100))
+    first, reused_first = reranker.rerank_counted(QUERY, make_candidates(TEXTS[:3]))
+    assert reused_first == 0 and len(server.requests) == 1
+    ranked, reused = reranker.rerank_counted(QUERY, make_candidates(TEXTS))
+    assert reused == 3 and len(server.requests) == 2
+    assert sorted(server.requests[-1]["body"]["texts"]) == sorted(TEXTS[3:])  # only the new pairs are sent
+    assert [c.chunk.text for c in ranked] == expected_order(TEXTS)
+    assert [c.rerank_raw for c in ranked] == [relevance_logit(QUERY, t) for t in expected_order(TEXTS)]
+    assert reranker.rerank(QUERY, make_candidates(TEXTS)) == ranked and len(server.requests) == 2
 
 
 @pytest.mark.parametrize(("field", "value", "key"), [

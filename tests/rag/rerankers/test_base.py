@@ -1,18 +1,22 @@
-"""Pure helpers shared by all rerankers: exact values, no models."""
+"""Pure helpers shared by all rerankers, and the Reranker base class: exact values, no models."""
 from __future__ import annotations
 
 import copy
 import math
+from typing import Sequence
 
 import pytest
 
 from rag.rerankers.base import (
+    CPU_BATCH_TOKENS,
+    Reranker,
     RerankError,
     check_options,
     length_sorted_batches,
     normalize_scores,
     rank_candidates,
 )
+from rag.rerankers.cache import ScoreCache
 from tests.rag.rerankers.helpers import make_candidates
 
 
@@ -135,3 +139,138 @@ def test_a_token_budget_makes_short_inputs_travel_wide_and_long_ones_narrow() ->
 def test_check_options_names_the_bad_value(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_options(**options)
+
+
+# --- the base class: a kind writes score_pairs, the base does the rest ----------------------------------
+
+
+class WordOverlap(Reranker):
+    """A whole reranker in one method: the score is the number of query words in the passage.
+
+    A passage of more than ``max_length`` words is cut there (and flagged), so the flags and the scores
+    depend on the options the base class keeps. Every call is recorded, batches included.
+    """
+
+    kind = "word-overlap"
+
+    def __init__(self, **options) -> None:
+        super().__init__(**{"name": "overlap-v1", "device": "cpu", "dtype": "words", "backend": "python",
+                            "batch_size": 2, "max_length": 8, "normalize": "none", **options})
+        self.calls: list[list[str]] = []
+        self.forwards: list[list[str]] = []
+
+    def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
+        self.calls.append(list(passages))
+        words = [p.lower().split() for p in passages]
+        wanted = set(query.lower().split())
+        raw = [0.0] * len(passages)
+        for batch in self.batches([len(w) for w in words]):
+            self.forwards.append([passages[i] for i in batch])
+            for i in batch:
+                raw[i] = float(sum(w in wanted for w in words[i][: self.max_length]))
+        return raw, [len(w) > self.max_length for w in words]
+
+
+OVERLAP_QUERY = "battery warranty months"
+OVERLAP_TEXTS = [
+    "expense reports are due in thirty days",
+    "the battery warranty lasts 24 months",
+    "battery packs are swapped at the dock",
+    "one two three four five six seven eight nine battery warranty months",  # 12 words: cut at 8
+]
+
+
+def test_a_kind_that_writes_only_score_pairs_reranks() -> None:
+    reranker = WordOverlap()
+    candidates = make_candidates(OVERLAP_TEXTS)
+    before = copy.deepcopy(candidates)
+    ranked = reranker.rerank(OVERLAP_QUERY, candidates)
+    assert candidates == before
+    # 3 overlapping words, then 1, then the cut passage (its words past the 8th are not seen: 0) and 0, tie by
+    # retrieval order.
+    assert [c.chunk.text for c in ranked] == [OVERLAP_TEXTS[1], OVERLAP_TEXTS[2], OVERLAP_TEXTS[0], OVERLAP_TEXTS[3]]
+    assert [c.rerank_raw for c in ranked] == [3.0, 1.0, 0.0, 0.0]
+    assert [c.rerank_score for c in ranked] == [3.0, 1.0, 0.0, 0.0]  # normalize = "none"
+    assert [c.truncated for c in ranked] == [False, False, False, True]
+    assert [c.rank for c in ranked] == [1, 2, 3, 4]
+    assert reranker.calls == [OVERLAP_TEXTS]
+    # rerank_counted: the same ranking, and nothing reused without a cache.
+    counted, reused = reranker.rerank_counted(OVERLAP_QUERY, candidates)
+    assert counted == ranked and reused == 0
+    assert len(reranker.calls) == 2
+    assert reranker.rerank(OVERLAP_QUERY, []) == [] and reranker.rerank_counted(OVERLAP_QUERY, []) == ([], 0)
+    assert len(reranker.calls) == 2  # nothing to score: the kind is not asked
+
+
+def test_the_base_normalises_with_the_kinds_option() -> None:
+    ranked = WordOverlap(normalize="sigmoid").rerank(OVERLAP_QUERY, make_candidates(OVERLAP_TEXTS))
+    assert [c.rerank_score for c in ranked] == pytest.approx(normalize_scores([3.0, 1.0, 0.0, 0.0], "sigmoid"))
+    softmax = WordOverlap(normalize="softmax").rerank(OVERLAP_QUERY, make_candidates(OVERLAP_TEXTS))
+    assert sum(c.rerank_score for c in softmax) == pytest.approx(1.0)
+
+
+def test_the_base_batches_by_length_with_the_kinds_options() -> None:
+    reranker = WordOverlap(batch_size=2)
+    assert reranker.batch_tokens == CPU_BATCH_TOKENS  # 0 (automatic) on cpu
+    reranker.score_pairs(OVERLAP_QUERY, OVERLAP_TEXTS)
+    # Longest first, at most batch_size per forward.
+    assert reranker.forwards == [[OVERLAP_TEXTS[3], OVERLAP_TEXTS[0]], [OVERLAP_TEXTS[2], OVERLAP_TEXTS[1]]]
+    assert reranker.batches([3, 10, 1, 7, 7]) == length_sorted_batches([3, 10, 1, 7, 7], 2, CPU_BATCH_TOKENS)
+    # A token budget narrows the batches: 12 words x 2 > 20, 7 x 2 <= 20.
+    narrow = WordOverlap(batch_size=4, batch_tokens=20)
+    narrow.score_pairs(OVERLAP_QUERY, OVERLAP_TEXTS)
+    assert narrow.forwards == [[OVERLAP_TEXTS[3]], [OVERLAP_TEXTS[0], OVERLAP_TEXTS[2]], [OVERLAP_TEXTS[1]]]
+    assert WordOverlap(device="cuda:0").batch_tokens == 0  # no cap on a GPU
+    wide = WordOverlap(batch_size=16, device="cuda:0")
+    wide.score_pairs(OVERLAP_QUERY, OVERLAP_TEXTS)
+    assert wide.forwards == [[OVERLAP_TEXTS[3], OVERLAP_TEXTS[0], OVERLAP_TEXTS[2], OVERLAP_TEXTS[1]]]
+
+
+def test_the_base_caches_for_any_kind() -> None:
+    cache = ScoreCache(max_pairs=3)
+    reranker = WordOverlap()
+    assert reranker.cache is None and reranker.with_cache(cache) is reranker and reranker.cache is cache
+    fresh = WordOverlap().rerank(OVERLAP_QUERY, make_candidates(OVERLAP_TEXTS))
+    first, reused_first = reranker.rerank_counted(OVERLAP_QUERY, make_candidates(OVERLAP_TEXTS[:2]))
+    assert reused_first == 0 and reranker.calls == [OVERLAP_TEXTS[:2]] and len(cache) == 2
+    # Two known, two new: only the new reach score_pairs; the ranking is the uncached one, flags included.
+    ranked, reused = reranker.rerank_counted(OVERLAP_QUERY, make_candidates(OVERLAP_TEXTS))
+    assert reused == 2 and reranker.calls[-1] == OVERLAP_TEXTS[2:]
+    assert [(c.chunk.id, c.rerank_raw, c.truncated) for c in ranked] == [
+        (c.chunk.id, c.rerank_raw, c.truncated) for c in fresh]
+    assert len(cache) == 3  # bounded: the least recently used pair went out
+    # Another question is another pair.
+    reranker.rerank(OVERLAP_QUERY + " battery", make_candidates(OVERLAP_TEXTS[:1]))
+    assert reranker.calls[-1] == OVERLAP_TEXTS[:1]
+    # with_cache(None): back to scoring every pair.
+    reranker.with_cache(None)
+    calls = len(reranker.calls)
+    assert reranker.rerank_counted(OVERLAP_QUERY, make_candidates(OVERLAP_TEXTS))[1] == 0
+    assert len(reranker.calls) == calls + 1 and reranker.calls[-1] == OVERLAP_TEXTS
+
+
+def test_the_base_describes_and_checks_the_options() -> None:
+    reranker = WordOverlap()
+    assert (reranker.name, reranker.kind, reranker.device, reranker.dtype, reranker.backend) == (
+        "overlap-v1", "word-overlap", "cpu", "words", "python")
+    assert reranker.describe() == "word-overlap: overlap-v1 (cpu, words, python)"
+    # torch and http are not shown: they are what a kind runs on when nothing else is said.
+    assert WordOverlap(backend="torch").describe() == "word-overlap: overlap-v1 (cpu, words)"
+    assert WordOverlap(backend="http", device="host:80").describe() == "word-overlap: overlap-v1 (host:80, words)"
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        WordOverlap(batch_size=0)
+    with pytest.raises(ValueError, match="max_length must be an integer >= 8, got 7"):
+        WordOverlap(max_length=7)
+    with pytest.raises(ValueError, match="batch_tokens must be a whole number >= 0"):
+        WordOverlap(batch_tokens=-1)
+    with pytest.raises(ValueError, match="'l2'"):
+        WordOverlap(normalize="l2")
+
+
+def test_a_kind_without_score_pairs_cannot_be_made() -> None:
+    class Incomplete(Reranker):
+        kind = "incomplete"
+
+    with pytest.raises(TypeError, match="score_pairs"):
+        Incomplete(name="x", device="cpu", dtype="float32", backend="torch", batch_size=1, max_length=8,
+                   normalize="none")

@@ -12,15 +12,16 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rag.models import ModelLoadError
-from rag.rerankers import CrossEncoderReranker, load_reranker
+from rag.rerankers import CrossEncoderReranker, RerankerOptions, load_reranker
+from rag.rerankers.cross_encoder import build
+from rag.rerankers.engines import TorchEngine, score_column
 from tests.rag.rerankers.helpers import LONG_PASSAGE, PASSAGES, QUERY, make_candidates
-
 
 
 def _load(path: str, **overrides) -> CrossEncoderReranker:
     options = {"device": "cpu", "dtype": "float32", "batch_size": 16, "max_length": 128,
                "normalize": "sigmoid", **overrides}
-    reranker = load_reranker("cross-encoder", model=path, **options)
+    reranker = load_reranker("cross-encoder", RerankerOptions(model=path, **options))
     assert isinstance(reranker, CrossEncoderReranker)
     return reranker
 
@@ -163,3 +164,59 @@ def test_reranker_batch_tokens_from_config_reaches_the_model(tiny_cross_encoder,
     chosen = load_configured_reranker(load_settings(config, env={**reranker_env(tiny_cross_encoder),
                                                                   "RAG_RERANKER__BATCH_TOKENS": "4096"}))
     assert (auto.batch_tokens, chosen.batch_tokens) == (1024, 4096)
+
+
+def test_the_torch_engine_is_what_runs_the_model(tiny_cross_encoder: str) -> None:
+    reranker = _load(tiny_cross_encoder)
+    engine = reranker.engine
+    assert isinstance(engine, TorchEngine)
+    assert (engine.backend, engine.device, engine.dtype) == ("torch", "cpu", "float32")
+    assert (reranker.backend, reranker.device, reranker.dtype) == (engine.backend, engine.device, engine.dtype)
+    assert engine.config is engine.model.config and not engine.model.training  # eval mode: no dropout
+    # One padded batch in, float64 logits out: the values of the model's own forward.
+    features, _ = reranker.encode(QUERY, PASSAGES[:3])
+    padded = reranker.tokenizer.pad(features, padding=True, return_tensors="np")
+    logits = engine.logits(padded)
+    assert logits.dtype == "float64" and logits.shape == (3, 1)
+    with torch.inference_mode():
+        direct = engine.model(**reranker.tokenizer.pad(features, padding=True, return_tensors="pt")).logits
+    assert logits[:, 0].tolist() == pytest.approx(direct[:, 0].tolist(), abs=1e-6)
+
+
+def test_the_reranker_takes_any_engine(tiny_cross_encoder: str) -> None:
+    """Composition: tokenisation, flags, batching and ranking are the reranker's; only logits() is the engine's."""
+    loaded = _load(tiny_cross_encoder, max_length=32)
+    seen: list[int] = []
+
+    class Recording:
+        """An engine around the loaded torch engine that records each batch's size."""
+
+        backend, device, dtype = "recording", "cpu", "float32"
+        config = loaded.engine.config
+
+        def logits(self, batch):
+            seen.append(len(batch["input_ids"]))
+            return loaded.engine.logits(batch)
+
+    options = RerankerOptions(model="recorded", batch_size=2, max_length=32)
+    reranker = build(loaded.tokenizer, Recording(), options)
+    assert isinstance(reranker, CrossEncoderReranker)
+    assert (reranker.name, reranker.backend, reranker.batch_size, reranker.max_length) == ("recorded", "recording", 2,
+                                                                                            32)
+    assert reranker.describe() == "cross-encoder: recorded (cpu, float32, recording)"
+    passages = PASSAGES + [LONG_PASSAGE]
+    raw, cut = reranker.score_pairs(QUERY, passages)
+    assert seen == [2, 2, 2, 1]  # 7 pairs, at most batch_size a forward
+    assert 0 < sum(cut) < len(cut)
+    # The same options on the torch engine itself: the same batches, so the very same scores and flags.
+    assert (raw, cut) == build(loaded.tokenizer, loaded.engine, options).score_pairs(QUERY, passages)
+
+
+def test_score_column_follows_the_head() -> None:
+    class Config:
+        def __init__(self, num_labels: int) -> None:
+            self.num_labels = num_labels
+
+    assert (score_column(Config(1), "m"), score_column(Config(2), "m")) == (0, 1)
+    with pytest.raises(ValueError, match="m: a reranker has 1 or 2 labels, this model has 3"):
+        score_column(Config(3), "m")

