@@ -410,6 +410,9 @@ def bench_shipped(ctx: Context) -> None:
                      slice(100, 140), 3.0)}
     n = 6 if ctx.quick else 15
     for language, (model, path, articles, goal) in routes.items():
+        if model == "none":
+            row(f"{language}: not reranked (reranker.models_by_language)", "-", "-", "-")
+            continue
         reranker = load_configured_reranker(settings, model=model)
         groups = test_questions(path, articles, n)
         reranker.rerank(groups[0][0], as_candidates(groups[0][1]))  # warm-up

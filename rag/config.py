@@ -124,8 +124,12 @@ class RerankerSettings(_Section):
     backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     # More rerankers to choose from in the UI (same batch size, max_length, normalisation, device).
     alternatives: tuple[RerankerChoice, ...] = ()
+    # The first stage's vote in the final order: reciprocal-rank fusion of the reranked rank and the retrieval
+    # rank, 1/(rrf_k + reranked) + retrieval_weight/(rrf_k + retrieved). 0: the reranker's order alone.
+    retrieval_weight: float = Field(0.0, ge=0.0)
     # Another model of the same kind for questions in these languages (ISO 639-1 code -> model spec), e.g.
-    # {ko = "shipped:minilm-ko"}; the trace and the app name the model that ran.
+    # {ko = "shipped:minilm-ko"}, or "none": questions in that language are not reranked (the first stage's order
+    # is kept, and the trace says so); the trace and the app name the model that ran.
     models_by_language: dict[str, str] = {}
 
     @field_validator("models_by_language")

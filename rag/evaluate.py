@@ -66,7 +66,7 @@ from rag.pipeline import (
     load_language_rerankers,
 )
 from rag.retrieve import MODES
-from rag.rerankers import KINDS, Reranker
+from rag.rerankers import KINDS, Reranker, ScoreCache
 from rag.store import ChunkStore
 from rag.types import Chunk
 
@@ -140,7 +140,8 @@ class Run:
     name: str
     mode: str | None
     reranker: Reranker | None = None
-    routes: Mapping[str, Reranker] = dataclasses.field(default_factory=dict)
+    routes: Mapping[str, Reranker | None] = dataclasses.field(default_factory=dict)
+    retrieval_weight: float | None = None  # None: the configured reranker.retrieval_weight
 
     @property
     def rerank(self) -> bool:
@@ -182,12 +183,14 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
     report: dict[str, dict[str, object]] = {}
     depth = min(CURVE_DEPTH, top_k)
     for run in runs:
+        weight = run.retrieval_weight if run.retrieval_weight is not None else pipeline.retrieval_weight
         runner = dataclasses.replace(pipeline, reranker=run.reranker, rerankers_by_language=run.routes,
-                                     modes_by_language=pipeline.modes_by_language if run.mode is None else {})
+                                     modes_by_language=pipeline.modes_by_language if run.mode is None else {},
+                                     retrieval_weight=weight)
         ranked, first, positions, stages, em, f1 = [], [], [], {}, [], []
         for query in queries:
             trace = runner.search(query.text, rerank=run.rerank, mode=run.mode, top_k=top_k, top_n=top_n)
-            order = trace.reranked if run.rerank else trace.retrieved
+            order = trace.reranked if trace.rerank else trace.retrieved
             ranked.append(([c.chunk.id for c in order], query.gold))
             first.append(recall_at([c.chunk.id for c in trace.retrieved], query.gold, top_k))
             context = [c.chunk.id for c in trace.context]
@@ -209,7 +212,8 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
             metrics["answer F1"] = mean(f1)
         report[run.name] = {
             "mode": run.mode or AUTO, "reranker": run.reranker.name if run.reranker else None,
-            "routes": {language: r.name for language, r in run.routes.items()}, "metrics": metrics,
+            "routes": {language: r.name if r else "none" for language, r in run.routes.items()}, "metrics": metrics,
+            "retrieval_weight": weight if run.rerank else None,
             "hit_curve": [mean(hit_at(r, g, k) for r, g in ranked) for k in range(1, depth + 1)],
             "gold_position_in_context": {str(p): positions.count(p) for p in sorted({p for p in positions if p})},
             "latency_ms": {s: {"p50": percentile(v, 50) * 1000, "p95": percentile(v, 95) * 1000}
@@ -328,6 +332,16 @@ def plot(report: dict[str, dict[str, object]], path: Path, title: str) -> None:
 
 # ---------------------------------------------------------------------------- command line
 
+def _weights(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers >= 0, comma-separated") from None
+    if not values or any(not v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers >= 0, comma-separated")
+    return values
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rag.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -346,6 +360,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--all-rerankers", action="store_true",
                         help="also every reranker under reranker.alternatives in the config")
     parser.add_argument("--no-rerank", action="store_true", help="only the runs without a reranker")
+    parser.add_argument("--retrieval-weights", type=_weights, metavar="W[,W...]",
+                        help="one reranked run per reranker.retrieval_weight (the first stage's vote after "
+                             "reranking); later runs reuse the first one's scores, so only its latency is real")
     parser.add_argument("--answers", action="store_true",
                         help="also generate answers and score exact match / token F1 (slow: one LLM call per "
                              "question and run)")
@@ -398,7 +415,7 @@ def load_specs(settings: Settings, specs: Sequence[RerankerSpec]) -> dict[str, R
     return {s.label: load_configured_reranker(settings, kind=s.kind, model=s.model) for s in specs}
 
 
-def configured_routes(settings: Settings, specs: Sequence[RerankerSpec], label: str) -> dict[str, Reranker]:
+def configured_routes(settings: Settings, specs: Sequence[RerankerSpec], label: str) -> dict[str, Reranker | None]:
     """The language routes of the configured reranker when ``label`` is it (the first spec, from config)."""
     r = settings.reranker
     first = specs[0] if specs else None
@@ -440,9 +457,15 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
         pipeline = dataclasses.replace(pipeline, generator=load_generator(settings))
     rerankers = load_specs(settings, specs)
     routes = {label: configured_routes(settings, specs, label) for label in rerankers}
+    weights = [None] if args.retrieval_weights is None else args.retrieval_weights
+    if len(weights) > 1:  # the runs of one reranker share its scores: only the first weight's run computes them
+        for reranker in {id(r): r for r in [*rerankers.values(), *(x for rs in routes.values() for x in rs.values() if x is not None)]
+                         }.values():
+            reranker.with_cache(ScoreCache(max_pairs=10**7))
     runs = [Run(m, None if m == AUTO else m) for m in modes] + [
-        Run(f"{m} + {label}", None if m == AUTO else m, r, routes[label] if m == AUTO else {})
-        for label, r in rerankers.items() for m in modes]
+        Run(f"{m} + {label}" + (f" (retrieval weight {w:g})" if w is not None else ""), None if m == AUTO else m,
+            r, routes[label] if m == AUTO else {}, w)
+        for label, r in rerankers.items() for m in modes for w in weights]
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("indexing passages", total=len(corpus.passages))
         index_passages(pipeline.store, corpus.passages, pipeline.embedder, on_batch=lambda n: bar.advance(task, n))

@@ -23,6 +23,7 @@ from rag.models import configure_threads, select_device
 from rag.reorder import check_strategy, reorder
 from rag.retrieve import LexicalIndex, check_mode, retrieve
 from rag.rerankers import RemoteEndpoint, Reranker, RerankerOptions, ScoreCache, load_reranker
+from rag.rerankers.base import fuse_with_retrieval
 from rag.store import ChunkStore, connect
 from rag.types import Answer, Candidate, Trace
 
@@ -72,9 +73,13 @@ def load_configured_reranker(settings: Settings, *, kind: str | None = None, mod
                          backend=settings.reranker.backend_for(chosen))
 
 
-def load_language_rerankers(settings: Settings) -> dict[str, Reranker]:
+NO_RERANKER = "none"  # reranker.models_by_language value: questions in that language are not reranked
+
+
+def load_language_rerankers(settings: Settings) -> dict[str, Reranker | None]:
     """reranker.models_by_language loaded (same kind and options as the configured reranker), each with a cache."""
-    return {language: load_configured_reranker(settings, model=model).with_cache(ScoreCache())
+    return {language: None if model == NO_RERANKER else
+            load_configured_reranker(settings, model=model).with_cache(ScoreCache())
             for language, model in settings.reranker.models_by_language.items()}
 
 
@@ -101,8 +106,10 @@ class Pipeline:
     fusion_weights: tuple[float, float] = (1.0, 1.0)  # (dense, BM25) in hybrid mode
     # Per question language (ISO 639-1): another first stage, another reranker (retrieval.modes_by_language,
     # reranker.models_by_language). A question in no listed language takes retrieval_mode and reranker.
+    retrieval_weight: float = 0.0  # reranker.retrieval_weight: the first stage's vote after reranking
     modes_by_language: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    rerankers_by_language: Mapping[str, Reranker] = dataclasses.field(default_factory=dict)
+    # None for a language: no reranker reads it well enough, so its questions keep the first stage's order.
+    rerankers_by_language: Mapping[str, Reranker | None] = dataclasses.field(default_factory=dict)
 
     def route(self, question: str) -> tuple[str | None, str, Reranker | None]:
         """The question's language if it has a route (else None), its first stage and its reranker."""
@@ -124,8 +131,10 @@ class Pipeline:
         language, routed_mode, reranker = self.route(question)
         mode = mode if mode is not None else routed_mode
         _check_options(k, n, strategy, mode)
-        if rerank and reranker is None:
+        unranked = language is not None and language in self.rerankers_by_language and reranker is None
+        if rerank and reranker is None and not unranked:
             raise ValueError("reranking was asked for but no reranker is loaded (reranker.enabled = false?)")
+        rerank = rerank and not unranked
         timings: dict[str, float] = {}
 
         def embed(text: str):
@@ -143,6 +152,7 @@ class Pipeline:
         if rerank and retrieved:
             with _timed(timings, "rerank"):
                 ranked, reused = reranker.rerank_counted(question, retrieved)
+                ranked = fuse_with_retrieval(ranked, self.retrieval_weight, self.rrf_k)
             if reused:
                 notes.append(f"{reused} of {len(ranked)} reranker scores were reused from an earlier question "
                              "(same question, same passage text)")
@@ -153,7 +163,9 @@ class Pipeline:
             context = reorder(list(ranked[:n]), strategy)
         if language is not None:
             notes.insert(0, f"{language_name(language)} question: {mode} first stage"
-                         + (f", reranker {reranker.name}" if rerank and reranker is not None else ""))
+                         + (f", reranker {reranker.name}" if rerank and reranker is not None else "")
+                         + (f", not reranked (no reranker is configured for {language_name(language)}: "
+                            "the first stage's order is kept)" if unranked else ""))
         return Trace(question=question, rerank=rerank, retrieval=mode, retrieved=retrieved,
                      reranked=tuple(ranked) if rerank else (), context=tuple(context),
                      timings=timings, models=self.model_names(reranker if rerank else None),
@@ -206,6 +218,7 @@ def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool
         reranker=load_configured_reranker(settings).with_cache(ScoreCache()) if wanted else None,
         rerankers_by_language=load_language_rerankers(settings) if wanted else {},
         modes_by_language=dict(settings.retrieval.modes_by_language),
+        retrieval_weight=settings.reranker.retrieval_weight,
         generator=load_generator(settings, environ) if generator else None,
         top_k=settings.retrieval.top_k,
         top_n=settings.reranker.top_n,

@@ -16,7 +16,7 @@ from rag.config import ConfigError, Settings, load_settings
 from rag.generate import GenerationError, shown_url
 from rag.languages import format_shares, language_name, question_warning
 from rag.models import ModelLoadError, select_device
-from rag.pipeline import check_question
+from rag.pipeline import NO_RERANKER, check_question
 from rag.reorder import STRATEGIES
 from rag.retrieve import MODES
 from rag.rerankers import RerankError
@@ -40,7 +40,8 @@ def show_models(settings: Settings, choices: services.Choices) -> None:
     if settings.reranker.enabled:
         lines.append(f"**Reranker**: {choices.reranker} ({select_device(settings.reranker.device)})")
         for language, model in settings.reranker.models_by_language.items():
-            lines.append(f"&nbsp;&nbsp;{language_name(language)} questions: {model}")
+            shown = "not reranked (first-stage order)" if model == NO_RERANKER else model
+            lines.append(f"&nbsp;&nbsp;{language_name(language)} questions: {shown}")
     if settings.llm.base_url.strip():
         lines.append(f"**LLM**: {choices.llm_model} at {shown_url(settings.llm.base_url)}")
     else:

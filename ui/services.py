@@ -17,7 +17,7 @@ from rag.config import RerankerSettings, Settings
 from rag.embedder import Embedder
 from rag.generate import Generator
 from rag.languages import collection_languages, coverage_warning
-from rag.pipeline import Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
+from rag.pipeline import NO_RERANKER, Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
 from rag.rerankers import Reranker
 from rag.rerankers import ScoreCache
 from rag.retrieve import LexicalIndex
@@ -132,11 +132,14 @@ def generator(settings: Settings, llm_model: str) -> Generator:
     return _generator(llm.model_dump_json(), settings.model_copy(update={"llm": llm}))
 
 
-def language_rerankers(settings: Settings) -> dict[str, Reranker]:
+def language_rerankers(settings: Settings) -> dict[str, Reranker | None]:
     """reranker.models_by_language, each loaded once and shared (with its score cache) like the main one."""
     base = settings.reranker
     routed = {}
     for language, model in base.models_by_language.items():
+        if model == NO_RERANKER:
+            routed[language] = None
+            continue
         chosen = base.model_copy(update={"model": model, "models_by_language": {}})
         routed[language] = _reranker(chosen.model_dump_json(), settings.model_copy(update={"reranker": chosen}))
     return routed
@@ -155,6 +158,7 @@ def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generat
         generator=llm, top_k=choices.top_k, top_n=choices.top_n, reorder_strategy=choices.strategy,
         lexical=lexical(settings), retrieval_mode=choices.retrieval, rrf_k=settings.retrieval.rrf_k,
         fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
+        retrieval_weight=settings.reranker.retrieval_weight,
         modes_by_language=(dict(settings.retrieval.modes_by_language)
                            if choices.retrieval == settings.retrieval.mode else {}),
         rerankers_by_language=language_rerankers(settings) if rerank and configured_reranker else {},

@@ -119,6 +119,22 @@ def rank_candidates(
     ]
 
 
+def fuse_with_retrieval(ranked: Sequence[Candidate], weight: float, k: int = 60) -> list[Candidate]:
+    """The reranked candidates reordered by reciprocal-rank fusion with their first-stage ranks.
+
+    score = 1 / (k + reranked rank) + weight / (k + retrieval rank); ties keep the reranker's
+    order. ``weight`` 0 returns the reranker's order unchanged. A small reranker that is right
+    more often than the first stage but wrong in other places gains from the first stage's vote
+    (``reranker.retrieval_weight``, chosen on validation data: README). Scores are not changed.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise ValueError(f"retrieval weight must be a number >= 0, got {weight!r}")
+    if weight == 0:
+        return list(ranked)
+    fused = sorted(ranked, key=lambda c: (-(1.0 / (k + c.rank) + weight / (k + c.retrieval_rank)), c.rank))
+    return [dataclasses.replace(c, rank=position) for position, c in enumerate(fused, start=1)]
+
+
 # Padded tokens a batch may hold on CPU (its longest pair x its pairs). Measured with bench/run.py on 2 cores:
 # at 20 mixed-length candidates, batches under 1,024 tokens take 0.43-0.64x the time of 16 pairs a batch (less
 # padding; a CPU gains nothing from wide batches); at 100, 0.83-0.95x. On a GPU wide batches pay: no cap there.

@@ -29,7 +29,12 @@ def test_production_defaults_target_the_product_models():
 def test_offline_profile_uses_packaged_models_only():
     settings = load_settings(REPO / "config.offline.toml", env={})
     assert settings.embedder.model.startswith("pkg:")
-    assert settings.reranker.model.startswith("pkg:")
+    # the reranker is an adapter this repository ships, over a packaged base model
+    from rag.models import find_adapter, resolve_model
+
+    assert settings.reranker.model.startswith("shipped:")
+    assert find_adapter(resolve_model(settings.reranker.model).location).base.startswith("pkg:")
+    assert all(m == "none" or m.startswith("shipped:") for m in settings.reranker.models_by_language.values())
     assert settings.llm.base_url == "" and settings.llm.local_model.startswith("pkg:")
 
 

