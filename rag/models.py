@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,11 +140,13 @@ def attach_adapter(model: Any, adapter: Adapter, *, merge: bool = True) -> Any:
     except ImportError as exc:
         raise ModelLoadError(f"{adapter.path}: loading a LoRA adapter needs the peft package ({exc})") from exc
     try:
-        wrapped = PeftModel.from_pretrained(model, str(adapter.path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers a deprecated question
+            wrapped = PeftModel.from_pretrained(model, str(adapter.path))
+            return wrapped.merge_and_unload() if merge else wrapped
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(f"could not load the adapter {adapter.path} on {adapter.base}: "
                              f"{' '.join(str(exc).split())}") from exc
-    return wrapped.merge_and_unload() if merge else wrapped
 
 
 def load_failure_hint(location: str) -> str:

@@ -85,13 +85,21 @@ def load_sequence_classifier(spec: str, *, dtype: Any = torch.float32, merge: bo
             raise ModelLoadError(f"{spec}: this adapter was trained for {adapter.task_type}, not as a "
                                  "cross-encoder; use kind = 'llm'")
         location = resolve_model(adapter.base).location
+    from transformers.utils import logging as hf_logging
+
+    quiet = adapter is not None  # the base's head is missing by design: the adapter brings it, no report needed
+    verbosity = hf_logging.get_verbosity()
     try:
+        if quiet:
+            hf_logging.set_verbosity_error()
         config = AutoConfig.from_pretrained(location)
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForSequenceClassification.from_pretrained(
             location, dtype=dtype, **(classifier_labels(config) if adapter is not None else {}))
     except (OSError, ValueError) as exc:
         raise load_error(f"cross-encoder {spec!r} from {location}", location, exc) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge)
     return tokenizer, model

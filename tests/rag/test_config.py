@@ -131,3 +131,16 @@ def test_min_chars_default_and_override(tmp_path):
     assert load_settings(write(tmp_path, ""), env={}).ingest.min_chars == MIN_CHARS == 5
     assert load_settings(write(tmp_path, "[ingest]\nmin_chars = 0\n"), env={}).ingest.min_chars == 0
     assert load_settings(write(tmp_path, ""), env={"RAG_INGEST__MIN_CHARS": "20"}).ingest.min_chars == 20
+
+
+def test_language_routes_are_checked_at_load(tmp_path):
+    ok = load_settings(write(tmp_path, '[retrieval]\nmodes_by_language = { ko = "bm25" }\n'
+                                      '[reranker]\nmodels_by_language = { ko = "none" }\nretrieval_weight = 0.5\n'),
+                       env={})
+    assert ok.retrieval.modes_by_language == {"ko": "bm25"} and ok.reranker.models_by_language == {"ko": "none"}
+    with pytest.raises(ConfigError, match="retrieval.modes_by_language"):
+        load_settings(write(tmp_path, '[retrieval]\nmodes_by_language = { ko = "sparse" }\n'), env={})
+    with pytest.raises(ConfigError, match="language codes are ISO 639"):
+        load_settings(write(tmp_path, '[reranker]\nmodels_by_language = { Korean = "x" }\n'), env={})
+    with pytest.raises(ConfigError, match="reranker.retrieval_weight"):
+        load_settings(write(tmp_path, '[reranker]\nretrieval_weight = -1\n'), env={})

@@ -141,9 +141,9 @@ def test_offline_profile_answers_from_the_documents(config):
 def test_offline_profile_routes_english_and_korean_questions(config, llm_server):
     """An English and a Korean question on the offline profile: English is reranked by the shipped adapter and
     the answering chunk comes first, with scores that separate it; Korean goes to BM25 and keeps its order."""
-    cases = [("How fast must a SEV1 page be acknowledged?", "A **SEV1** page not acknowledged within **5 minutes**",
+    cases = [("How fast must a SEV1 page be acknowledged?", "A SEV1 page not acknowledged within 5 minutes",
               "en"),
-             ("관리자 계정 비밀번호의 최소 길이는?", "**최소 16자**", "ko")]
+             ("관리자 계정 비밀번호의 최소 길이는?", "최소 16자", "ko")]
     for question, phrase, language in cases:
         llm_server.script.append({"pieces": ["stand-in answer [1]."]})
         reranked = run_module("rag", "ask", question, "--json", "--config", config, env=llm_env(llm_server.url))
@@ -152,12 +152,12 @@ def test_offline_profile_routes_english_and_korean_questions(config, llm_server)
         if language == "ko":  # routed to BM25, and not reranked: no Korean reranker beat BM25 yet (README)
             assert trace["language"] == "ko" and trace["retrieval"] == "bm25" and trace["rerank"] is False
             assert any("not reranked" in note for note in trace["notes"]) and "reranker" not in trace["models"]
-            first = [i for i, c in enumerate(trace["retrieved"], start=1) if phrase in c["chunk"]["text"]]
+            first = [i for i, c in enumerate(trace["retrieved"], start=1) if phrase in " ".join(c["chunk"]["text"].split())]
             assert first and first[0] <= 5
             continue
         assert trace["retrieval"] == "hybrid" and "shipped:minilm-en" in trace["models"]["reranker"]
-        ranks = [i for i, c in enumerate(trace["reranked"], start=1) if phrase in c["chunk"]["text"]]
-        first_stage = [i for i, c in enumerate(trace["retrieved"], start=1) if phrase in c["chunk"]["text"]]
+        ranks = [i for i, c in enumerate(trace["reranked"], start=1) if phrase in " ".join(c["chunk"]["text"].split())]
+        first_stage = [i for i, c in enumerate(trace["retrieved"], start=1) if phrase in " ".join(c["chunk"]["text"].split())]
         assert ranks and ranks[0] == 1 and ranks[0] <= first_stage[0], (question, ranks, first_stage)
         scores = [c["rerank_score"] for c in trace["reranked"]]
         assert scores[0] > 0.5 and scores[-1] < 0.5 and max(scores) - min(scores) > 0.5, scores

@@ -18,24 +18,29 @@ from rag.pipeline import build_pipeline
 QUESTIONS: list[tuple[str, str]] = [
     ("How long is the battery pack warranty?", "covered for 24 months or 2,000"),
     ("How many days of paid sick leave do full-time staff get?", "10 days of paid sick leave"),
-    ("How many days a week may interns work remotely?", "Interns may work remotely **1 day per week**"),
-    ("When do carried-over leave days expire?", "carried-over days expire on **31 March**"),
-    ("How fast must a SEV1 page be acknowledged?", "A **SEV1** page not acknowledged within **5 minutes**"),
-    ("When does the weekly on-call handover happen?", "Handover happens every **Monday at 10:00 KST**"),
+    ("How many days a week may interns work remotely?", "Interns may work remotely 1 day per week"),
+    ("When do carried-over leave days expire?", "carried-over days expire on 31 March"),
+    ("How fast must a SEV1 page be acknowledged?", "A SEV1 page not acknowledged within 5 minutes"),
+    ("When does the weekly on-call handover happen?", "Handover happens every Monday at 10:00 KST"),
     ("What is the rated payload of the NR-400?", "400 kg for the NR-400"),
-    ("일반 사용자 계정 비밀번호는 최소 몇 자 이상이어야 하나요?", "**최소 12자**"),
-    ("관리자 계정 비밀번호의 최소 길이는?", "**최소 16자**"),
-    ("회사 노트북을 분실하면 언제까지 신고해야 하나요?", "**24시간 이내**"),
-    ("자가용으로 출장 가면 유류비는 얼마를 받나요?", "**1km당 250원**"),
-    ("KTX 특실은 언제 이용할 수 있나요?", "**2시간 30분**"),
-    ("국외 출장은 출발 며칠 전까지 승인을 받아야 하나요?", "출발 **14일** 전까지"),
-    ("화면 잠금은 몇 분 후에 자동으로 걸려야 하나요?", "**5분** 동안 입력이 없으면"),
+    ("일반 사용자 계정 비밀번호는 최소 몇 자 이상이어야 하나요?", "최소 12자"),
+    ("관리자 계정 비밀번호의 최소 길이는?", "최소 16자"),
+    ("회사 노트북을 분실하면 언제까지 신고해야 하나요?", "24시간 이내"),
+    ("자가용으로 출장 가면 유류비는 얼마를 받나요?", "1km당 250원"),
+    ("KTX 특실은 언제 이용할 수 있나요?", "2시간 30분"),
+    ("국외 출장은 출발 며칠 전까지 승인을 받아야 하나요?", "출발 14일 전까지"),
+    ("화면 잠금은 몇 분 후에 자동으로 걸려야 하나요?", "5분 동안 입력이 없으면"),
 ]
 
 
 def rank_of(candidates, phrase: str) -> int | None:
     """1-based rank of the first candidate holding ``phrase``, or None."""
-    return next((i for i, c in enumerate(candidates, start=1) if phrase in c.chunk.text), None)
+    return next((i for i, c in enumerate(candidates, start=1) if holds(c.chunk.text, phrase)), None)
+
+
+def holds(text: str, phrase: str) -> bool:
+    """The phrase is in the text, whatever the line breaks and runs of spaces between its words."""
+    return phrase in " ".join(text.split())
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,7 @@ def pipeline(readonly_sample_config):
 def test_every_answering_phrase_is_in_exactly_one_chunk(pipeline):
     _, texts = pipeline.store.all_texts()
     for _, phrase in QUESTIONS:
-        holders = [t for t in texts if phrase in t]
+        holders = [t for t in texts if holds(t, phrase)]
         assert len(holders) >= 1, phrase  # a chunk may repeat a phrase in its overlap with the next
 
 
@@ -74,7 +79,7 @@ def test_shown_scores_separate_the_answering_chunk_from_the_rest(pipeline):
         trace = pipeline.search(question, rerank=True)
         scores = [c.rerank_score for c in trace.reranked]
         assert max(scores) - min(scores) > 0.5, (question, scores)  # no column of 1.000s
-        answering = [c.rerank_score for c in trace.reranked if phrase in c.chunk.text]
-        others = sorted((c.rerank_score for c in trace.reranked if phrase not in c.chunk.text), reverse=True)
+        answering = [c.rerank_score for c in trace.reranked if holds(c.chunk.text, phrase)]
+        others = sorted((c.rerank_score for c in trace.reranked if not holds(c.chunk.text, phrase)), reverse=True)
         if answering:
             assert answering[0] > others[len(others) // 2], (question, answering, others)

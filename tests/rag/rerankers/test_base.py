@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Sequence
 
@@ -274,3 +275,25 @@ def test_a_kind_without_score_pairs_cannot_be_made() -> None:
     with pytest.raises(TypeError, match="score_pairs"):
         Incomplete(name="x", device="cpu", dtype="float32", backend="torch", batch_size=1, max_length=8,
                    normalize="none")
+
+
+def test_fusion_with_the_first_stage_is_reciprocal_rank_fusion_and_changes_no_score():
+    from rag.rerankers.base import fuse_with_retrieval
+
+    texts = ["a", "b", "c", "d"]
+    candidates = make_candidates(texts)  # retrieval ranks 1..4 in this order
+    # the reranker put them as d, c, a, b (ranks 1..4)
+    reranked = [dataclasses.replace(candidates[i], rank=r, rerank_score=1.0 - r / 10, rerank_raw=float(-r))
+                for r, i in enumerate([3, 2, 0, 1], start=1)]
+    assert fuse_with_retrieval(reranked, 0.0) == reranked  # weight 0: the reranker's order, untouched
+    k = 60
+    fused = fuse_with_retrieval(reranked, 1.0, k)
+    expected = sorted(reranked, key=lambda c: -(1 / (k + c.rank) + 1 / (k + c.retrieval_rank)))
+    assert [c.chunk.text for c in fused] == [c.chunk.text for c in expected]
+    assert [c.rank for c in fused] == [1, 2, 3, 4]
+    by_text = {c.chunk.text: c for c in reranked}
+    assert all(c.rerank_score == by_text[c.chunk.text].rerank_score for c in fused)
+    # a large weight gives the first stage's order back
+    assert [c.chunk.text for c in fuse_with_retrieval(reranked, 100.0, k)] == texts
+    with pytest.raises(ValueError, match="retrieval weight must be a number >= 0"):
+        fuse_with_retrieval(reranked, -1.0)
