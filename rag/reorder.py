@@ -9,8 +9,11 @@ the second best last, and lets the weakest ones sink to the middle.
 Every strategy is a pure function from a sequence of candidates to a new list;
 the input is never changed. Candidates are expected in ranked order, best first
 (what a retriever or reranker returns), but the strategies that depend on
-quality sort by ``Candidate.score`` themselves so a caller that passes another
-order still gets the documented placement. The positions the LLM sees are the
+quality sort by ``Candidate.rank`` themselves so a caller that passes another
+order still gets the documented placement. ``rank`` is the position the latest
+ranking stage gave (the reranker's, or its order fused with the first stage's
+when ``reranker.retrieval_weight`` > 0), so "best" here means what the pipeline
+ranked best, not the highest raw score. The positions the LLM sees are the
 list positions: the ``rank`` fields are left as the ranking stage set them,
 so the trace can still show how each candidate ranked.
 """
@@ -29,8 +32,8 @@ def keep_order(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 
 def descending(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """``descending``: best score first; ties keep their given order (stable sort)."""
-    return sorted(candidates, key=lambda c: c.score, reverse=True)
+    """``descending``: best rank first; ties keep their given order (stable sort)."""
+    return sorted(candidates, key=lambda c: c.rank)
 
 
 def lost_in_the_middle(candidates: Sequence[Candidate]) -> list[Candidate]:

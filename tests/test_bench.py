@@ -35,7 +35,7 @@ def test_the_quick_benchmark_prints_every_row_with_a_ratio(tmp_path):
 def test_bad_options_are_named(tmp_path):
     proc = subprocess.run([sys.executable, "bench/run.py", "--only", "ingest,speed"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
-    assert proc.returncode == 2 and "unknown section(s) speed; valid: ingest, cross-encoder, llm, scale, app" in proc.stderr
+    assert proc.returncode == 2 and "unknown section(s) speed; valid: shipped, ingest, cross-encoder, llm, scale, app" in proc.stderr
     proc = subprocess.run([sys.executable, "bench/run.py", "--cross-encoder", str(tmp_path / "nope")], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "nope: not a directory" in proc.stderr

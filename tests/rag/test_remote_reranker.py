@@ -412,4 +412,4 @@ def test_ask_cli_reranks_on_the_server(readonly_sample_config, server, llm_serve
     assert [c["rerank_raw"] for c in trace["reranked"]] == sorted(
         (relevance_logit(question, t) for t in retrieved), reverse=True)
     assert sum(len(r["body"]["texts"]) for r in server.requests) == len(retrieved) == 20
-    assert all(len(r["body"]["texts"]) <= 8 for r in server.requests)  # the offline profile's batch_size
+    assert all(len(r["body"]["texts"]) <= 16 for r in server.requests)  # the offline profile's batch_size

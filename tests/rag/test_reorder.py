@@ -11,13 +11,15 @@ from rag.reorder import STRATEGIES, descending, keep_order, lost_in_the_middle, 
 from rag.types import Candidate, Chunk
 
 
-def make(rank: int, score: float | None = None, rerank: float | None = None) -> Candidate:
-    """A candidate whose rank is also its chunk id; by default a higher rank scores lower."""
+def make(rank: int, score: float | None = None, rerank: float | None = None,
+         reranked: int | None = None) -> Candidate:
+    """A candidate whose retrieval rank is also its chunk id; by default a higher rank scores lower.
+    ``reranked``: its rank after a later ranking stage (default: the retrieval rank)."""
     chunk = Chunk(id=str(rank), text=f"text {rank}", source=f"doc{rank}.md", page=None,
                   chunk_index=0, content_hash=f"h{rank}")
     retrieval = score if score is not None else 1.0 - rank / 100
-    return Candidate(chunk=chunk, retrieval_score=retrieval, retrieval_rank=rank, rank=rank,
-                     rerank_score=rerank)
+    return Candidate(chunk=chunk, retrieval_score=retrieval, retrieval_rank=rank,
+                     rank=reranked if reranked is not None else rank, rerank_score=rerank)
 
 
 def ranked(n: int) -> list[Candidate]:
@@ -63,15 +65,23 @@ def test_shuffled_input_is_sorted_by_score_except_for_none(n):
     assert ids(reorder(shuffled, "lost_in_the_middle")) == LOST_IN_THE_MIDDLE[n]
 
 
-def test_rerank_score_wins_over_retrieval_score():
+def test_the_latest_ranking_wins_over_retrieval():
     # Retrieval prefers 1 > 2 > 3; the reranker says 3 > 1 > 2.
-    cands = [make(1, rerank=0.5), make(2, rerank=0.1), make(3, rerank=0.9)]
+    cands = [make(1, rerank=0.5, reranked=2), make(2, rerank=0.1, reranked=3), make(3, rerank=0.9, reranked=1)]
     assert ids(descending(cands)) == [3, 1, 2]
     assert ids(lost_in_the_middle(cands)) == [3, 2, 1]
 
 
+def test_a_fused_rank_wins_over_the_rerank_score():
+    # Fused with the first stage, 1 is ranked first although the reranker scored 3 higher:
+    # the context follows the pipeline's final order, not the raw score.
+    cands = [make(1, rerank=0.5, reranked=1), make(2, rerank=0.1, reranked=3), make(3, rerank=0.9, reranked=2)]
+    assert ids(descending(cands)) == [1, 3, 2]
+    assert ids(lost_in_the_middle(cands)) == [1, 2, 3]
+
+
 def test_descending_is_stable_for_ties():
-    cands = [make(1, score=0.5), make(2, score=0.9), make(3, score=0.5), make(4, score=0.9)]
+    cands = [make(1, reranked=2), make(2, reranked=1), make(3, reranked=2), make(4, reranked=1)]
     assert ids(descending(cands)) == [2, 4, 1, 3]
 
 
