@@ -95,7 +95,7 @@ def print_report(console: Console, report: IngestReport, total_chunks: int) -> N
 def print_language_warning(console: Console, report: IngestReport, settings: Settings) -> None:
     """A yellow warning when the chunks just written are in languages the embedder does not cover."""
     warning = coverage_warning(settings.embedder.model, report.languages(), settings.embedder.languages,
-                               subject="the documents written are")
+                               subject="the documents written are", routes=settings.retrieval.modes_by_language)
     if warning is not None:
         console.print(f"[yellow]warning[/] languages: {warning}")
 

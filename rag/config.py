@@ -267,9 +267,9 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_env_value(raw: str) -> Any:
-    """Lists may be given as TOML arrays ("['.pdf', '.md']"); anything else stays a string."""
+    """Lists and tables may be given in TOML ("['.pdf', '.md']", "{ ko = 'bm25' }"); anything else stays a string."""
     text = raw.strip()
-    if text.startswith("["):
+    if text.startswith(("[", "{")):
         try:
             return tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:

