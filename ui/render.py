@@ -48,7 +48,9 @@ def source_title(number: int, candidate: Candidate, reranked: bool, cited: bool)
     parts.append(movement(candidate, reranked))
     parts.append(f"retrieval {candidate.retrieval_score:.3f}")
     if candidate.rerank_score is not None:
-        parts.append(f"rerank {candidate.rerank_score:.3f}")
+        # the raw score beside the normalised one: sigmoid(7.2) and sigmoid(5.1) both print 0.99x
+        raw = f" (raw {candidate.rerank_raw:.2f})" if candidate.rerank_raw is not None else ""
+        parts.append(f"rerank {candidate.rerank_score:.3f}{raw}")
     if cited:
         parts.append("cited")
     return " · ".join(parts)

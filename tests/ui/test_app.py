@@ -64,6 +64,7 @@ def test_answer_streams_in_with_citations_sources_and_timings(app, llm_server):
     assert assistant.markdown[0].value == "Full-time staff get 10 days of paid sick leave [1]."
     titles = source_titles(app)
     assert len(titles) == 5 and all(MOVE.search(t) and "rerank " in t for t in titles)
+    assert all(re.search(r" · rerank [01]\.\d{3} \(raw -?\d+\.\d\d\)", t) for t in titles), titles  # raw beside it
     assert titles[0].startswith("[1] ") and titles[0].endswith(" · cited")
     assert not any(t.endswith("cited") for t in titles[1:])
     # the expander of [1] holds the chunk the LLM read first, with its file
