@@ -139,10 +139,10 @@ def test_offline_profile_answers_from_the_documents(config):
 
 
 def test_offline_profile_routes_english_and_korean_questions(config, llm_server):
-    """An English and a Korean question on the offline profile: English is reranked by the shipped adapter and
-    the answering chunk comes first, with scores that separate it; Korean goes to BM25 and keeps its order."""
-    cases = [("How fast must a SEV1 page be acknowledged?", "A SEV1 page not acknowledged within 5 minutes",
-              "en"),
+    """The Quick start's English and Korean questions on the offline profile: English is reranked by the shipped
+    adapter, which moves the answering chunk up (the first stage has it at #5) with a score that separates it;
+    Korean goes to BM25 and keeps its order."""
+    cases = [("What hardware does the on-premises edition need per 200 robots?", "16 CPU cores, 64 GB memory", "en"),
              ("관리자 계정 비밀번호의 최소 길이는?", "최소 16자", "ko")]
     for question, phrase, language in cases:
         llm_server.script.append({"pieces": ["stand-in answer [1]."]})
@@ -158,6 +158,7 @@ def test_offline_profile_routes_english_and_korean_questions(config, llm_server)
         assert trace["retrieval"] == "hybrid" and "shipped:minilm-en" in trace["models"]["reranker"]
         ranks = [i for i, c in enumerate(trace["reranked"], start=1) if phrase in " ".join(c["chunk"]["text"].split())]
         first_stage = [i for i, c in enumerate(trace["retrieved"], start=1) if phrase in " ".join(c["chunk"]["text"].split())]
-        assert ranks and ranks[0] == 1 and ranks[0] <= first_stage[0], (question, ranks, first_stage)
+        assert ranks and first_stage and ranks[0] < first_stage[0] and ranks[0] <= 2, (question, ranks, first_stage)
         scores = [c["rerank_score"] for c in trace["reranked"]]
-        assert scores[0] > 0.5 and scores[-1] < 0.5 and max(scores) - min(scores) > 0.5, scores
+        answering = trace["reranked"][ranks[0] - 1]["rerank_score"]
+        assert answering > 0.5 and answering == max(scores) and sorted(scores)[-2] < 0.5, scores
