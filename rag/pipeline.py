@@ -168,7 +168,7 @@ class Pipeline:
                             "the first stage's order is kept)" if unranked else ""))
         return Trace(question=question, rerank=rerank, retrieval=mode, retrieved=retrieved,
                      reranked=tuple(ranked) if rerank else (), context=tuple(context),
-                     timings=timings, models=self.model_names(reranker if rerank else None),
+                     timings=timings, models=self.model_names(reranker if rerank else None, mode),
                      notes=tuple(notes), language=language)
 
     def answer(self, trace: Trace, *, history: Sequence[tuple[str, str]] = (),
@@ -195,9 +195,10 @@ class Pipeline:
             **options: int | str | None) -> Answer:
         return self.answer(self.search(question, rerank=rerank, **options), on_token=on_token)
 
-    def model_names(self, reranker: Reranker | None) -> dict[str, str]:
-        """What the trace shows as the models that ran: the embedder, ``reranker`` (if one ran), the LLM."""
-        names = {"embedder": f"{self.embedder.name} ({self.embedder.device})"}
+    def model_names(self, reranker: Reranker | None, mode: str = "dense") -> dict[str, str]:
+        """What the trace shows as the models that ran: the embedder (unless BM25 alone retrieved),
+        ``reranker`` (if one ran), the LLM."""
+        names = {"embedder": f"{self.embedder.name} ({self.embedder.device})"} if mode != "bm25" else {}
         if reranker is not None:
             names["reranker"] = reranker.describe()
         if self.generator is not None:

@@ -152,6 +152,7 @@ def test_offline_profile_routes_english_and_korean_questions(config, llm_server)
         if language == "ko":  # routed to BM25, and not reranked: no Korean reranker beat BM25 yet (README)
             assert trace["language"] == "ko" and trace["retrieval"] == "bm25" and trace["rerank"] is False
             assert any("not reranked" in note for note in trace["notes"]) and "reranker" not in trace["models"]
+            assert "embedder" not in trace["models"]  # BM25 alone retrieved: the embedder did not run
             first = [i for i, c in enumerate(trace["retrieved"], start=1) if phrase in " ".join(c["chunk"]["text"].split())]
             assert first and first[0] <= 5
             continue
