@@ -351,11 +351,10 @@ def bench_cross_encoder(ctx: Context) -> None:
         # Batch plans (the forward alone): ours (length-sorted, <= batch_size pairs and <= batch_tokens padded
         # tokens) against length-sorted batches by count only, and against other token budgets.
         # (--quick skips the sweep: it backs a decision already taken, batch_tokens, not a goal)
-        plans = {} if ctx.quick else {f"sorted, {size} pairs a batch": length_sorted_batches(lengths, size)
-                                      for size in (8, 16, 32)}
+        plans = {}
         if not ctx.quick:
-            plans.update({f"sorted, <= {b} tokens a batch": length_sorted_batches(lengths, batch, b)
-                          for b in (512, 4096)})
+            plans = {f"sorted, {size} pairs a batch": length_sorted_batches(lengths, size) for size in (8, 16, 32)}
+            plans.update({f"sorted, <= {b} tokens a batch": length_sorted_batches(lengths, batch, b) for b in (512, 4096)})
         for plan_name, plan in plans.items():
             t = forward_time(ours.engine.model, ours.tokenizer, features, plan, repeats)
             row(f"  batch plan {plan_name} ({len(plan)} batches), {n} cands", ms(t),
@@ -574,7 +573,8 @@ def bench_scale(ctx: Context) -> None:
             trace = pipeline.search(q, mode="hybrid")
             timings.setdefault("rerank 20 (cross-encoder)", []).append(trace.timings["rerank"])
             timings.setdefault("reorder", []).append(trace.timings["reorder"])
-        for q in questions[:2] if size == sizes[0] or not ctx.quick else []:  # --quick: answers at 1k only
+        answered = questions[:2] if size == sizes[0] or not ctx.quick else []  # --quick: answers at 1k only
+        for q in answered:
             answer = pipeline.answer(pipeline.search(q, rerank=False, mode="hybrid"))
             timings.setdefault("first token (Gemma 270M)", []).append(answer.trace.timings["first_token"])
             timings.setdefault("full answer, 48 tokens", []).append(answer.trace.timings["generate"])

@@ -195,7 +195,7 @@ class Pipeline:
             **options: int | str | None) -> Answer:
         return self.answer(self.search(question, rerank=rerank, **options), on_token=on_token)
 
-    def model_names(self, reranker: Reranker | None, mode: str = "dense") -> dict[str, str]:
+    def model_names(self, reranker: Reranker | None, mode: str) -> dict[str, str]:
         """What the trace shows as the models that ran: the embedder (unless BM25 alone retrieved),
         ``reranker`` (if one ran), the LLM."""
         names = {"embedder": f"{self.embedder.name} ({self.embedder.device})"} if mode != "bm25" else {}

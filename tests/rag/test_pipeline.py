@@ -11,6 +11,7 @@ from rag.config import load_settings
 from rag.generate import GenerationError
 from rag.pipeline import Pipeline, build_pipeline
 from rag.reorder import lost_in_the_middle
+from rag.rerankers.base import fuse_with_retrieval
 from tests.conftest import write_offline_config
 from tests.fake_llm import llm_env, reranker_env
 
@@ -42,15 +43,14 @@ def test_search_traces_every_stage(pipeline):
     assert [c.rank for c in trace.reranked] == list(range(1, 21))
     assert all(isinstance(c.rerank_score, float) for c in trace.reranked)
     # the offline profile fuses the reranker's order with the first stage's (retrieval_weight 0.5):
-    # rebuild that order from the scores alone, then check the reranker's own order at weight 0
+    # at weight 0 the order is the reranker's own, best score first, and fusing it gives the trace's order
     assert pipeline.retrieval_weight == 0.5
-    by_score = sorted(trace.reranked, key=lambda c: -c.rerank_score)
-    own_ranks = {c.chunk.id: position for position, c in enumerate(by_score, start=1)}
-    fused = sorted(trace.reranked, key=lambda c: -(1 / (60 + own_ranks[c.chunk.id]) + 0.5 / (60 + c.retrieval_rank)))
-    assert [c.chunk.id for c in trace.reranked] == [c.chunk.id for c in fused]
     alone = dataclasses.replace(pipeline, retrieval_weight=0.0).search(QUESTION)
+    by_score = sorted(trace.reranked, key=lambda c: -c.rerank_score)
     assert [c.chunk.id for c in alone.reranked] == [c.chunk.id for c in by_score]
     assert [c.rank for c in alone.reranked] == list(range(1, 21))
+    fused = fuse_with_retrieval(alone.reranked, pipeline.retrieval_weight, pipeline.rrf_k)
+    assert [c.chunk.id for c in trace.reranked] == [c.chunk.id for c in fused]
     by_id = {c.chunk.id: c.retrieval_rank for c in trace.retrieved}
     assert all(by_id[c.chunk.id] == c.retrieval_rank for c in trace.reranked)
     # top_n = 5 of them, placed against lost-in-the-middle: best first, second best last
