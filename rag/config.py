@@ -116,6 +116,13 @@ class RerankerSettings(_Section):
     batch_tokens: int = Field(0, ge=0)
     max_length: int = Field(512, gt=8)
     normalize: Literal["sigmoid", "softmax", "none"] = "sigmoid"
+    # What a local reranker reads of a passage longer than max_length leaves room for: its first tokens ("head"),
+    # or the window of them sharing the most character bigrams with the question ("best-window").
+    long_passages: Literal["auto", "head", "best-window"] = "auto"
+    # Spell Hangul in Latin letters before a local reranker tokenises (rag.romanize): for models whose vocabulary
+    # has no Hangul (MiniLM's splits it into jamo), trained that way (rag.finetune train --romanize-hangul).
+    # "auto" (both): as recorded in the model's reading.json (rag.finetune writes it), else head / false.
+    romanize_hangul: Literal["auto"] | bool = "auto"
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     # What runs a cross-encoder: torch, or ONNX Runtime on CPU, fp32 ("onnx") or with int8 weights ("onnx-int8":

@@ -462,9 +462,16 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
         for reranker in {id(r): r for r in [*rerankers.values(), *(x for rs in routes.values() for x in rs.values() if x is not None)]
                          }.values():
             reranker.with_cache(ScoreCache(max_pairs=10**7))
+    def routed(label: str, mode: str) -> str:
+        """The language routes an auto run takes, in its name: which model ranked which questions."""
+        if mode != AUTO or not routes[label]:
+            return ""
+        return " [" + ", ".join(f"{code}: {short_name(r.name) if r else 'not reranked'}"
+                                for code, r in routes[label].items()) + "]"
+
     runs = [Run(m, None if m == AUTO else m) for m in modes] + [
-        Run(f"{m} + {label}" + (f" (retrieval weight {w:g})" if w is not None else ""), None if m == AUTO else m,
-            r, routes[label] if m == AUTO else {}, w)
+        Run(f"{m} + {label}{routed(label, m)}" + (f" (retrieval weight {w:g})" if w is not None else ""),
+            None if m == AUTO else m, r, routes[label] if m == AUTO else {}, w)
         for label, r in rerankers.items() for m in modes for w in weights]
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("indexing passages", total=len(corpus.passages))

@@ -41,6 +41,7 @@ from rag.datasets import (
     split,
     write_groups,
 )
+from rag.rerankers.reading import write_reading
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def make_trainer(*, task: Any, train: Sequence[Group], val: Sequence[Group], out
                  args: argparse.Namespace) -> Any:
     import torch
     from tqdm.auto import tqdm
-    from transformers import ProgressCallback, Trainer, TrainingArguments
+    from transformers import ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
     group_size = args.group_size
     model, tokenizer = task.model, task.tokenizer
@@ -254,8 +255,16 @@ def make_trainer(*, task: Any, train: Sequence[Group], val: Sequence[Group], out
     trainer = GroupTrainer(model=model, args=training_args, train_dataset=GroupDataset(train, group_size),
                            eval_dataset=GroupDataset(val, group_size),
                            data_collator=task.collate, processing_class=tokenizer)
+    class Reading(TrainerCallback):
+        """reading.json beside every checkpoint's weights: how the model read its inputs (rag.rerankers.reading)."""
+
+        def on_save(self, args_, state, control, **kwargs):
+            write_reading(out / "checkpoints" / f"checkpoint-{state.global_step}", long_passages=args.long_passages,
+                          romanize_hangul=args.romanize_hangul)
+
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(LossBar())
+    trainer.add_callback(Reading())
     return trainer
 
 
@@ -279,7 +288,8 @@ def train_command(args: argparse.Namespace) -> int:
     run = {"data": str(args.data), "data_sha256": fingerprint(args.data), "base": args.base,
            "val": str(args.val) if args.val else f"{args.val_fraction:.0%} of the data (seed {args.seed})",
            "group_size": args.group_size, "max_len": args.max_len, "lr": args.lr, "batch_size": args.batch_size,
-           "grad_accum": args.grad_accum, "seed": args.seed, "kind": args.kind, "lora": args.lora, "train_groups": len(train), "val_groups": len(val)}
+           "grad_accum": args.grad_accum, "seed": args.seed, "kind": args.kind, "lora": args.lora,
+           "long_passages": args.long_passages, "romanize_hangul": args.romanize_hangul, "train_groups": len(train), "val_groups": len(val)}
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     previous = None
     if args.resume:
@@ -288,6 +298,8 @@ def train_command(args: argparse.Namespace) -> int:
         previous = json.loads(state_path.read_text(encoding="utf-8"))
         changed = [k for k in ("data_sha256", "base", "group_size", "max_len", "seed", "kind", "lora")
                    if previous["run"].get(k) != run[k]]
+        changed += [k for k, default in (("long_passages", "head"), ("romanize_hangul", False))
+                    if previous["run"].get(k, default) != run[k]]
         if changed:
             raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out}; start a new --out instead")
     elif last is not None:
@@ -296,7 +308,8 @@ def train_command(args: argparse.Namespace) -> int:
           file=sys.stderr)
     from rag.finetune_tasks import TASKS
 
-    task = TASKS[args.kind](args.base, max_length=args.max_len)
+    task = TASKS[args.kind](args.base, max_length=args.max_len, long_passages=args.long_passages,
+                            romanize_hangul=args.romanize_hangul)
     if args.lora:
         task.add_lora(rank=args.lora, alpha=args.lora_alpha or 2 * args.lora, dropout=args.lora_dropout)
     model = task.model
@@ -311,6 +324,7 @@ def train_command(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     best_dir = out / "best"
     trainer.save_model(str(best_dir))  # load_best_model_at_end: the model now holds the best checkpoint
+    write_reading(best_dir, long_passages=args.long_passages, romanize_hangul=args.romanize_hangul)
     if not args.lora:  # an adapter takes its tokenizer from its base model
         task.tokenizer.save_pretrained(str(best_dir))
     history = trainer.state.log_history
@@ -491,6 +505,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     train.add_argument("--lr", type=_positive(float), default=5e-6)
     train.add_argument("--group-size", type=int, default=3, help="1 positive + group_size-1 negatives (default 3)")
     train.add_argument("--max-len", type=_positive(int), default=512)
+    train.add_argument("--long-passages", choices=["head", "best-window"], default="head",
+                       help="what is read of a passage too long for --max-len: its head, or the window matching the "
+                            "query best (set reranker.long_passages the same where the model is used)")
+    train.add_argument("--romanize-hangul", action="store_true",
+                       help="spell Hangul in Latin letters before tokenising, for a vocabulary without Hangul "
+                            "(set reranker.romanize_hangul = true where the model is used)")
     train.add_argument("--batch-size", type=_positive(int), default=8, help="queries per step")
     train.add_argument("--grad-accum", type=_positive(int), default=1)
     train.add_argument("--eval-batch-size", type=_positive(int), default=32)

@@ -48,11 +48,14 @@ def _lora(model: Any, *, task_type: str, targets: Any, saved: Sequence[str], bas
 class CrossEncoderTask:
     kind = "cross-encoder"
 
-    def __init__(self, base: str, *, max_length: int) -> None:
+    def __init__(self, base: str, *, max_length: int, long_passages: str = "head",
+                 romanize_hangul: bool = False) -> None:
         from rag.finetune import load_base
 
         self.base = base
         self.max_length = max_length
+        self.long_passages = long_passages
+        self.romanize_hangul = romanize_hangul
         self.tokenizer, self.model = load_base(base)
 
     def add_lora(self, *, rank: int, alpha: int, dropout: float) -> None:
@@ -62,8 +65,14 @@ class CrossEncoderTask:
                            base=self.base, rank=rank, alpha=alpha, dropout=dropout)
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        queries = [item["query"] for item in items for _ in item["passages"]]
-        passages = [p for item in items for p in item["passages"]]
+        from rag.rerankers.window import fit_passages
+        from rag.romanize import romanize
+
+        read = romanize if self.romanize_hangul else str
+        queries = [read(item["query"]) for item in items for _ in item["passages"]]
+        passages = [p for item in items
+                    for p in fit_passages(self.tokenizer, read(item["query"]), [read(x) for x in item["passages"]],
+                                          max_length=self.max_length, mode=self.long_passages)]
         return dict(self.tokenizer(queries, passages, truncation=True, max_length=self.max_length,
                                    padding=True, return_tensors="pt"))
 
@@ -77,13 +86,15 @@ class CrossEncoderTask:
         from rag.rerankers.engines import TorchEngine
 
         return CrossEncoderReranker(self.tokenizer, TorchEngine(model, str(model.device)), name="validation",
-                                    batch_size=batch_size, max_length=self.max_length, normalize="none")
+                                    batch_size=batch_size, max_length=self.max_length, normalize="none",
+                                    long_passages=self.long_passages, romanize_hangul=self.romanize_hangul)
 
 
 class LlmYesTask:
     kind = "llm"
 
-    def __init__(self, base: str, *, max_length: int) -> None:
+    def __init__(self, base: str, *, max_length: int, long_passages: str = "head",
+                 romanize_hangul: bool = False) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from rag.models import find_adapter, load_error, materialize, resolve_model
@@ -101,8 +112,11 @@ class LlmYesTask:
         self.base = base
         self.max_length = max_length
         # The product's reranker builds the inputs and reads the "Yes" logit, in training as in use.
+        self.long_passages = long_passages
+        self.romanize_hangul = romanize_hangul
         self.inputs = LlmYesReranker(self.tokenizer, self.model, name=base, device="cpu", batch_size=1,
-                                     max_length=max_length, normalize="none")
+                                     max_length=max_length, normalize="none", long_passages=long_passages,
+                                     romanize_hangul=romanize_hangul)
 
     def add_lora(self, *, rank: int, alpha: int, dropout: float) -> None:
         names = {name.split(".")[-1] for name, _ in self.model.named_modules()}
@@ -127,7 +141,8 @@ class LlmYesTask:
         from rag.rerankers.llm_yes import LlmYesReranker
 
         return LlmYesReranker(self.tokenizer, model, name="validation", device=str(model.device),
-                              batch_size=batch_size, max_length=self.max_length, normalize="none")
+                              batch_size=batch_size, max_length=self.max_length, normalize="none",
+                              long_passages=self.long_passages, romanize_hangul=self.romanize_hangul)
 
 
 TASKS = {"cross-encoder": CrossEncoderTask, "llm": LlmYesTask}

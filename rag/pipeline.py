@@ -59,7 +59,8 @@ def reranker_options(settings: Settings, *, model: str | None = None) -> Reranke
                                max_retries=r.max_retries) if r.url != "" else None)
     return RerankerOptions(model=model if model is not None else r.model, device=r.device, dtype=r.dtype,
                            batch_size=r.batch_size, batch_tokens=r.batch_tokens, max_length=r.max_length,
-                           normalize=r.normalize, endpoint=endpoint)
+                           normalize=r.normalize, long_passages=r.long_passages, romanize_hangul=r.romanize_hangul,
+                           endpoint=endpoint)
 
 
 def load_configured_reranker(settings: Settings, *, kind: str | None = None, model: str | None = None) -> Reranker:
@@ -158,7 +159,10 @@ class Pipeline:
                              "(same question, same passage text)")
             cut = sum(1 for c in ranked if c.truncated)
             if cut:
-                notes.append(f"{cut} of {len(ranked)} passages were cut at the reranker's max_length")
+                read = ("the window of each that matches the question best was read"
+                        if reranker.long_passages == "best-window" else "the first tokens of each were read")
+                notes.append(f"{cut} of {len(ranked)} passages were longer than the reranker's max_length "
+                             f"({reranker.max_length} tokens with the question): {read}")
         with _timed(timings, "reorder"):
             context = reorder(list(ranked[:n]), strategy)
         if language is not None:

@@ -20,6 +20,9 @@ for k in 10 30; do
   RAG_RETRIEVAL__TOP_K=$k $PY -m rag.evaluate "${EN[@]}" --modes auto --out reports/choose/en-top-k-$k.json
 done
 RAG_RERANKER__MAX_LENGTH=256 $PY -m rag.evaluate "${EN[@]}" --modes auto --out reports/choose/en-max-length-256.json
+# what is read of a paragraph longer than max_length (the English model was trained reading the head)
+RAG_RERANKER__LONG_PASSAGES=best-window $PY -m rag.evaluate "${EN[@]}" --modes auto \
+    --out reports/choose/en-long-passages-best-window.json
 # the ONNX Runtime backend (fp32: the same ranking, faster; int8: faster, other scores)
 for b in onnx onnx-int8; do
   RAG_RERANKER__BACKEND=$b $PY -m rag.evaluate "${EN[@]}" --modes auto --out reports/choose/en-backend-$b.json

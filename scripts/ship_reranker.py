@@ -3,7 +3,8 @@
     .venv/bin/python scripts/ship_reranker.py runs/en/minilm-lora minilm-en --card scripts/cards/minilm-en.md \
         --checkpoint checkpoint-160
 
-Only the adapter (adapter_config.json, adapter_model.safetensors) is shipped: it loads on top of
+Only the adapter (adapter_config.json, adapter_model.safetensors) and reading.json (how the model
+read its inputs in training: rag.rerankers.reading) are shipped: the adapter loads on top of
 its base (named in adapter_config.json, a pkg: model the install already has). The card is the
 text of --card with the run's own facts appended (steps, CPU time, validation before/after,
 settings), read from the run's finetune.json, so they cannot drift from what was trained.
@@ -14,9 +15,12 @@ import argparse
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from rag.rerankers.reading import write_reading  # noqa: E402
 FILES = ("adapter_config.json", "adapter_model.safetensors")
 LIMIT = 20 * 2**20  # each shipped file at most 20 MB
 
@@ -36,7 +40,8 @@ def facts(run: Path, checkpoint: Path) -> str:
         f"- base: `{r['base']}`, kind `{r.get('kind', 'cross-encoder')}`, LoRA rank {r.get('lora')}",
         f"- training groups: {r['train_groups']} ({r['data']}), validation groups: {r['val_groups']} ({r['val']})",
         f"- group size {r['group_size']} (1 positive + {r['group_size'] - 1} mined negatives), max_len {r['max_len']}, "
-        f"lr {r['lr']}, {r['batch_size']} queries a step, seed {r['seed']}",
+        f"lr {r['lr']}, {r['batch_size']} queries a step, seed {r['seed']}, long passages read as "
+        f"{r.get('long_passages', 'head')}",
         f"- shipped: `{checkpoint.name}`, step {state['global_step']} of {state['max_steps']} "
         f"(epoch {state['epoch']:.2f})",
         f"- validation before training: {before}",
@@ -63,6 +68,10 @@ def main() -> None:
         if size > LIMIT:
             raise SystemExit(f"{source / name} is {size / 2**20:.1f} MB; the limit is 20 MB")
         shutil.copyfile(source / name, target / name)
+    # How the model read its inputs in training, so that use reads the same (rag.rerankers.reading).
+    run = json.loads((args.run / "finetune.json").read_text(encoding="utf-8"))["run"]
+    write_reading(target, long_passages=run.get("long_passages", "head"),
+                  romanize_hangul=run.get("romanize_hangul", False))
     card = args.card.read_text(encoding="utf-8").rstrip() + "\n\n" + facts(args.run, source)
     (target / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     print(f"shipped {source} as shipped:{args.name} in {target}")

@@ -22,6 +22,7 @@ from rag.rerankers.cache import ScoreCache
 from rag.rerankers.cross_encoder import CrossEncoderReranker, load_cross_encoder
 from rag.rerankers.llm_yes import LlmYesReranker, load_llm_reranker
 from rag.rerankers.options import RemoteEndpoint, RerankerOptions
+from rag.rerankers.reading import resolve_reading
 from rag.rerankers.remote import RemoteReranker, load_remote_reranker
 
 Loader = Callable[[RerankerOptions], Reranker]
@@ -68,7 +69,7 @@ def load_reranker(kind: str, options: RerankerOptions, *, backend: str | None = 
         offered = [k for k, b in LOADERS if b == chosen]
         where = f"applies to kind {' | '.join(offered)} only, not to {kind!r}" if offered else "is unknown"
         raise ValueError(f"reranker backend {chosen!r} {where}; valid for {kind!r}: {', '.join(backends_of(kind))}")
-    return LOADERS[(kind, chosen)](options)
+    return LOADERS[(kind, chosen)](resolve_reading(options))
 
 
 __all__ = [

@@ -16,6 +16,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
+from rag.rerankers.window import check_mode
 from rag.types import Candidate
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ def check_normalize(method: str) -> str:
     return method
 
 
-def check_options(*, batch_size: int, max_length: int, normalize: str, batch_tokens: int = 0) -> None:
+def check_options(*, batch_size: int, max_length: int, normalize: str, batch_tokens: int = 0,
+                  long_passages: str = "head", romanize_hangul: bool = False) -> None:
     """Shared constructor checks: the values come from config or from callers, never trust them."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -48,6 +50,9 @@ def check_options(*, batch_size: int, max_length: int, normalize: str, batch_tok
     if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 0:
         raise ValueError(f"batch_tokens must be a whole number >= 0 (0: automatic), got {batch_tokens!r}")
     check_normalize(normalize)
+    check_mode(long_passages)
+    if not isinstance(romanize_hangul, bool):
+        raise ValueError(f"romanize_hangul must be true or false, got {romanize_hangul!r}")
 
 
 def _sigmoid(x: float) -> float:
@@ -187,8 +192,10 @@ class Reranker(ABC):
     kind: ClassVar[str]
 
     def __init__(self, *, name: str, device: str, dtype: str, backend: str, batch_size: int, max_length: int,
-                 normalize: str, batch_tokens: int = 0) -> None:
-        check_options(batch_size=batch_size, max_length=max_length, normalize=normalize, batch_tokens=batch_tokens)
+                 normalize: str, batch_tokens: int = 0, long_passages: str = "head",
+                 romanize_hangul: bool = False) -> None:
+        check_options(batch_size=batch_size, max_length=max_length, normalize=normalize, batch_tokens=batch_tokens,
+                      long_passages=long_passages, romanize_hangul=romanize_hangul)
         self.name = name
         self.device = device
         self.dtype = dtype
@@ -198,6 +205,10 @@ class Reranker(ABC):
         self.batch_tokens = batch_tokens if batch_tokens else default_batch_tokens(device)
         self.max_length = max_length
         self.normalize = normalize
+        # What a passage longer than max_length leaves is read: its head, or its best window (rag.rerankers.window).
+        self.long_passages = long_passages
+        # Hangul spelled in Latin letters before tokenising (rag.romanize), for vocabularies without Hangul.
+        self.romanize_hangul = romanize_hangul
         self.cache: ScoreCache | None = None
 
     @abstractmethod

@@ -23,6 +23,9 @@ from rag.models import ModelLoadError, select_device, select_dtype, tokenizer_lo
 from rag.rerankers.base import Reranker
 from rag.rerankers.engines import MODEL_KEYS, Engine, TorchEngine, load_sequence_classifier, score_column
 from rag.rerankers.options import RerankerOptions
+from rag.rerankers.reading import resolve_reading
+from rag.rerankers.window import fit_passages
+from rag.romanize import romanize
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +40,12 @@ class CrossEncoderReranker(Reranker):
     kind = KIND
 
     def __init__(self, tokenizer: Any, engine: Engine, *, name: str, batch_size: int, max_length: int,
-                 normalize: str, batch_tokens: int = 0) -> None:
+                 normalize: str, batch_tokens: int = 0, long_passages: str = "head",
+                 romanize_hangul: bool = False) -> None:
         super().__init__(name=name, device=engine.device, dtype=engine.dtype, backend=engine.backend,
                          batch_size=batch_size, max_length=_cap_max_length(max_length, tokenizer, name),
-                         normalize=normalize, batch_tokens=batch_tokens)
+                         normalize=normalize, batch_tokens=batch_tokens, long_passages=long_passages,
+                         romanize_hangul=romanize_hangul)
         self.score_column = score_column(engine.config, name)
         self.tokenizer = tokenizer
         self.engine = engine
@@ -63,13 +68,16 @@ class CrossEncoderReranker(Reranker):
         One untruncated batched tokenisation gives exact lengths (so the flags
         are exact) and the final ids of every pair that fits; only pairs that
         are too long are tokenised again, with truncation. The passage is what
-        gets cut; if the query alone leaves no room for it, both are cut
-        rather than failing (the tokenizer raises on "only_second" then).
+        gets cut (after its best window is taken, with ``long_passages = "best-window"``);
+        if the query alone leaves no room for it, both are cut rather than failing
+        (the tokenizer raises on "only_second" then).
         """
         with tokenizer_lock(self.tokenizer):
             return self._encode(query, passages)
 
     def _encode(self, query: str, passages: Sequence[str]) -> tuple[list[dict[str, list[int]]], list[bool]]:
+        if self.romanize_hangul:
+            query, passages = romanize(query), [romanize(p) for p in passages]
         queries = [query] * len(passages)
         full = self.tokenizer(queries, list(passages), truncation=False, verbose=False)
         features = [{k: full[k][i] for k in MODEL_KEYS if k in full} for i in range(len(passages))]
@@ -82,7 +90,9 @@ class CrossEncoderReranker(Reranker):
             if strategy != "only_second":
                 logger.warning("%s: the query alone (%d tokens) fills max_length %d; cutting query and passage",
                                self.name, query_len, self.max_length)
-            short = self.tokenizer([query] * len(cut), [passages[i] for i in cut], truncation=strategy,
+            kept = fit_passages(self.tokenizer, query, [passages[i] for i in cut], max_length=self.max_length,
+                                mode=self.long_passages)
+            short = self.tokenizer([query] * len(cut), kept, truncation=strategy,
                                    max_length=self.max_length)
             for j, i in enumerate(cut):
                 features[i] = {k: short[k][j] for k in MODEL_KEYS if k in short}
@@ -111,9 +121,11 @@ def load_cross_encoder(options: RerankerOptions) -> CrossEncoderReranker:
 
 def build(tokenizer: Any, engine: Engine, options: RerankerOptions) -> CrossEncoderReranker:
     """The reranker around a loaded engine; a head that does not score relevance is a ModelLoadError."""
+    options = resolve_reading(options)  # "auto" readings: the model's reading.json (idempotent once resolved)
     try:
         return CrossEncoderReranker(tokenizer, engine, name=options.model, batch_size=options.batch_size,
                                     max_length=options.max_length, normalize=options.normalize,
-                                    batch_tokens=options.batch_tokens)
+                                    batch_tokens=options.batch_tokens, long_passages=options.long_passages,
+                                    romanize_hangul=options.romanize_hangul)
     except ValueError as exc:  # e.g. a 3-label NLI head: it loaded, but it is not a reranker
         raise ModelLoadError(str(exc)) from exc

@@ -27,6 +27,8 @@ import torch
 from rag.models import ModelLoadError, load_causal_lm, select_device, select_dtype, tokenizer_lock
 from rag.rerankers.base import Reranker
 from rag.rerankers.options import RerankerOptions
+from rag.rerankers.window import MIN_ROOM, best_span
+from rag.romanize import romanize
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +47,12 @@ class LlmYesReranker(Reranker):
     kind = KIND
 
     def __init__(self, tokenizer: Any, model: Any, *, name: str, device: str, batch_size: int, max_length: int,
-                 normalize: str, batch_tokens: int = 0) -> None:
+                 normalize: str, batch_tokens: int = 0, long_passages: str = "head",
+                 romanize_hangul: bool = False) -> None:
         super().__init__(name=name, device=device, dtype=str(model.dtype).removeprefix("torch."), backend="torch",
                          batch_size=batch_size, max_length=max_length, normalize=normalize,
-                         batch_tokens=batch_tokens)
+                         batch_tokens=batch_tokens, long_passages=long_passages,
+                         romanize_hangul=romanize_hangul)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_id is None:
             raise ValueError(f"{name}: the tokenizer has neither a pad nor an eos token to pad batches with")
@@ -79,22 +83,34 @@ class LlmYesReranker(Reranker):
     def build_inputs(self, query: str, passages: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per pair following the bge-reranker-v2-gemma recipe, and whether each was cut.
 
-        Cutting is done by slicing the untruncated ids, so it always keeps the
-        beginning whatever the tokenizer's ``truncation_side`` says.
+        Cutting is done by slicing the untruncated ids, so it keeps the beginning
+        whatever the tokenizer's ``truncation_side`` says, or with ``long_passages =
+        "best-window"`` the window of the passage that matches the query best.
         """
+        if self.romanize_hangul:
+            query, passages = romanize(query), [romanize(p) for p in passages]
+        texts = [f"B: {p}" for p in passages]
+        windows = self.long_passages != "head"
         with tokenizer_lock(self.tokenizer):  # shared with the local generator
             query_ids = _ids(self.tokenizer, f"A: {query}")
-            encoded = self.tokenizer([f"B: {p}" for p in passages], add_special_tokens=False, verbose=False)
+            encoded = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=windows, verbose=False)
         query_limit = self.max_length * 3 // 4
         query_cut = len(query_ids) > query_limit
         first = self.bos_ids + query_ids[:query_limit]
         room = self.max_length - len(first)  # for separator + passage; >= 1 since max_length >= 8
         inputs: list[list[int]] = []
         truncated: list[bool] = []
-        for passage_ids in encoded["input_ids"]:
+        for i, passage_ids in enumerate(encoded["input_ids"]):
             second = self.sep_ids + list(passage_ids)
+            cut = len(second) > room
+            if cut and windows and room - len(self.sep_ids) >= MIN_ROOM:
+                # The tokens of "B: " stay in front of the window (offsets: they end by character 3).
+                offsets = encoded["offset_mapping"][i]
+                lead = sum(1 for _, end in offsets if end <= 3)
+                start, end = best_span(query, offsets[lead:], texts[i], room - len(self.sep_ids) - lead)
+                second = self.sep_ids + list(passage_ids[:lead]) + list(passage_ids[lead + start:lead + end])
             inputs.append(first + second[:room] + self.sep_ids + self.prompt_ids)
-            truncated.append(query_cut or len(second) > room)
+            truncated.append(query_cut or cut)
         return inputs, truncated
 
     def yes_logits(self, rows: Sequence[Sequence[int]]) -> list[float]:
@@ -153,7 +169,9 @@ def load_llm_reranker(options: RerankerOptions) -> LlmYesReranker:
     try:
         reranker = LlmYesReranker(tokenizer, network, name=options.model, device=device,
                                   batch_size=options.batch_size, max_length=options.max_length,
-                                  normalize=options.normalize, batch_tokens=options.batch_tokens)
+                                  normalize=options.normalize, batch_tokens=options.batch_tokens,
+                                  long_passages=options.long_passages,
+                                  romanize_hangul=options.romanize_hangul)
     except ValueError as exc:  # a tokenizer without pad/eos: loaded, but unusable here
         raise ModelLoadError(str(exc)) from exc
     logger.info("LLM reranker %s on %s (%s), max_length %d", options.model, device, reranker.dtype,

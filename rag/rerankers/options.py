@@ -54,7 +54,11 @@ class RerankerOptions:
     ``device`` is "auto", "cpu", "cuda[:N]" or "mps"; ``dtype`` "auto", "float32",
     "float16" or "bfloat16" (half precision on a GPU only); ``batch_tokens`` caps the
     padded tokens of a forward pass (0: automatic by device); ``endpoint`` is where a
-    ``remote`` reranker sends its requests (the local kinds ignore it).
+    ``remote`` reranker sends its requests (the local kinds ignore it); ``long_passages`` is
+    what a local reranker reads of a passage too long for ``max_length`` ("head" or
+    "best-window", :mod:`rag.rerankers.window`); ``romanize_hangul`` spells Hangul in Latin
+    letters before a local reranker tokenises (:mod:`rag.romanize`); "auto" for either: as
+    recorded beside the model (:mod:`rag.rerankers.reading`).
     """
 
     model: str
@@ -64,10 +68,15 @@ class RerankerOptions:
     batch_tokens: int = 0
     max_length: int = 512
     normalize: str = "sigmoid"
+    long_passages: str = "auto"
+    romanize_hangul: bool | str = "auto"
     endpoint: RemoteEndpoint | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"reranker model must be a non-empty string, got {self.model!r}")
+        # "auto" readings are resolved from the model's reading.json when it loads (rag.rerankers.reading).
         check_options(batch_size=self.batch_size, max_length=self.max_length, normalize=self.normalize,
-                      batch_tokens=self.batch_tokens)
+                      batch_tokens=self.batch_tokens,
+                      long_passages="head" if self.long_passages == "auto" else self.long_passages,
+                      romanize_hangul=False if self.romanize_hangul == "auto" else self.romanize_hangul)

@@ -51,12 +51,13 @@ def test_env_overrides_each_type(tmp_path):
 
 
 def test_bad_value_names_key_and_value(tmp_path):
-    path = write(tmp_path, "[reranker]\ntop_n = -1\nnormalize = 'tanh'\n")
+    path = write(tmp_path, "[reranker]\ntop_n = -1\nnormalize = 'tanh'\nlong_passages = 'tail'\n")
     with pytest.raises(ConfigError) as err:
         load_settings(path, env={})
     text = str(err.value)
     assert "reranker.top_n = -1" in text
     assert "reranker.normalize = 'tanh'" in text
+    assert "reranker.long_passages = 'tail'" in text
 
 
 def test_bad_env_value_names_key(tmp_path):

@@ -107,6 +107,31 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, groups, tiny_cross_
     assert [e["step"] for e in state["log_history"] if "eval_mrr@10" in e] == [2, 4]
     with pytest.raises(ValueError, match="group_size differ"):
         main([*args, "--max-steps", "6", "--resume", "--group-size", "5"])
+    with pytest.raises(ValueError, match="long_passages differ"):
+        main([*args, "--max-steps", "6", "--resume", "--long-passages", "best-window"])
+    # Each checkpoint says how it read its inputs, so a reranker loaded from it reads the same way.
+    reading = json.loads((out / "checkpoints" / "checkpoint-4" / "reading.json").read_text(encoding="utf-8"))
+    assert reading == {"long_passages": "head", "romanize_hangul": False}
+
+
+def test_training_reads_the_window_that_use_reads(tiny_cross_encoder):
+    """--long-passages best-window: the training batch holds the same passage window the reranker scores."""
+    from rag.finetune_tasks import CrossEncoderTask
+
+    query = "Who finished the bridge over the Kessel river?"
+    filler = "The committee met again on Tuesday to discuss the budget for the coming year. "
+    passage = filler * 12 + "The bridge over the Kessel river was finished by Marta Lindqvist. " + filler * 2
+    task = CrossEncoderTask(tiny_cross_encoder, max_length=64, long_passages="best-window")
+    batch = task.collate([{"query": query, "passages": [passage, filler]}])
+    reranker = task.reranker(task.model, batch_size=2)
+    features, truncated = reranker.encode(query, [passage, filler])
+    assert truncated == [True, False]
+    rows = [[t for t, m in zip(ids, mask) if m] for ids, mask in zip(batch["input_ids"].tolist(),
+                                                                      batch["attention_mask"].tolist())]
+    assert rows == [f["input_ids"] for f in features]
+    assert "lindqvist" in task.tokenizer.decode(rows[0])
+    head = CrossEncoderTask(tiny_cross_encoder, max_length=64).collate([{"query": query, "passages": [passage]}])
+    assert "lindqvist" not in task.tokenizer.decode(head["input_ids"][0])
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """load_reranker: the explicit registry and its load-time errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from rag.models import ModelLoadError
@@ -46,13 +48,16 @@ def test_every_registered_loader_is_reached_through_load_reranker(monkeypatch) -
         return load
 
     # Replace the loaders (the heavy part, tested on their own elsewhere) by recorders: what is under test here
-    # is load_reranker's dispatch, so every key must reach its own loader, with the options unchanged.
+    # is load_reranker's dispatch, so every key must reach its own loader, with the options unchanged but for the
+    # "auto" readings, which it settles (a model without reading.json reads the plain way).
     for key in list(LOADERS):
         monkeypatch.setitem(LOADERS, key, recorder(key))
     given = options("some/model")
+    assert (given.long_passages, given.romanize_hangul) == ("auto", "auto")
+    settled = dataclasses.replace(given, long_passages="head", romanize_hangul=False)
     for kind, backend in list(LOADERS):
         assert load_reranker(kind, given, backend=backend) == f"loaded by {(kind, backend)}"
-        assert calls[-1] == ((kind, backend), given)
+        assert calls[-1] == ((kind, backend), settled)
     assert [key for key, _ in calls] == list(LOADERS)
     for kind in KINDS:
         assert load_reranker(kind, given) == f"loaded by {(kind, DEFAULT_BACKEND[kind])}"
