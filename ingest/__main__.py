@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from rich.console import Console
@@ -24,6 +25,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class Interrupts:
+    """Ctrl-C raises KeyboardInterrupt as always, and is also remembered.
+
+    Native code that checks for signals while it runs (Chroma's Rust core does) can take
+    the KeyboardInterrupt and drop it; the run then went on to the end and exited 0 as if
+    never interrupted (seen in some full test runs). Remembered, the interrupt is
+    honoured at the next file boundary, where the store is consistent.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: object = None
+
+    def __enter__(self) -> "Interrupts":
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -32,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"embedder: {settings.embedder.model} · store: {_describe_store(settings)}")
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=True, reset=args.reset)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[current]}"), console=console, transient=True) as bar:
+    with Interrupts() as interrupts, \
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     TextColumn("{task.fields[current]}"), console=console, transient=True) as bar:
         files = bar.add_task("files", total=None, current="")
         chunks = bar.add_task("chunks embedded", total=None, current="")
         report = ingest(
@@ -43,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             on_start=lambda total: bar.update(files, total=total),
             on_file=lambda source, status: bar.update(files, advance=1, current=f"{status} {Path(source).name}"),
             on_chunks=lambda source, n: bar.update(chunks, advance=n, current=_rate(bar, chunks, source)),
+            stop_requested=lambda: interrupts.requested,
         )
     out = Console()
     print_report(out, report, store.count())

@@ -113,12 +113,14 @@ LANGUAGE_SAMPLE = 32  # chunks per file whose language is detected (evenly space
 def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore, chunk_size: int,
            chunk_overlap: int, extensions: Sequence[str], max_file_bytes: int, min_chars: int = MIN_CHARS,
            on_start: Callable[[int], None] | None = None, on_file: Progress | None = None,
-           on_chunks: ChunkProgress | None = None) -> IngestReport:
+           on_chunks: ChunkProgress | None = None,
+           stop_requested: Callable[[], bool] | None = None) -> IngestReport:
     """Bring the store in line with ``paths``; returns what happened to each file.
 
     ``on_start(n_files)`` is called once the work is known, ``on_file(source, status)``
     after each file and ``on_chunks(source, n)`` as its chunks are embedded. Pages and
     chunks with fewer than ``min_chars`` letters or digits are not stored (``ingest.min_chars``).
+    ``stop_requested()`` is asked before each file; True raises KeyboardInterrupt there.
     """
     started = time.perf_counter()
     budget = embedder.passage_budget()
@@ -145,6 +147,7 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
     for source in plan.unchanged:
         _notify(on_file, source, UNCHANGED)
     for source in plan.add + plan.update:
+        _stop_if(stop_requested)
         status = ADDED if source in plan.add else UPDATED
         outcome = _ingest_file(Path(source), hashes[source], status, embedder=embedder, store=store,
                                size=chunk_size, overlap=chunk_overlap, max_bytes=max_file_bytes,
@@ -152,10 +155,17 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
         outcomes.append(outcome)
         _notify(on_file, source, outcome.status)
     for source in plan.remove:
+        _stop_if(stop_requested)
         store.remove_file(source)
         outcomes.append(FileOutcome(source, REMOVED))
         _notify(on_file, source, REMOVED)
     return IngestReport(tuple(outcomes), time.perf_counter() - started, found.skipped)
+
+
+def _stop_if(stop_requested: Callable[[], bool] | None) -> None:
+    """Between files, the store is consistent: the place to honour an interrupt whose exception was lost."""
+    if stop_requested is not None and stop_requested():
+        raise KeyboardInterrupt
 
 
 def _size(n_bytes: int) -> str:

@@ -161,3 +161,22 @@ def test_report_gives_the_languages_of_the_chunks_written(tmp_path, corpus, embe
     assert list(found) == ["ko", "en"]
     assert found["ko"] == pytest.approx(chars["휴가.txt"] / sum(chars.values()), abs=0.05)
     assert run(files, embedder, store).languages() == {}  # nothing written, nothing detected
+
+
+def test_an_interrupt_whose_exception_was_lost_stops_at_the_next_file(tmp_path, corpus, embedder):
+    """stop_requested (the CLI's remembered Ctrl-C) is honoured between files: what is written is complete."""
+    store = open_store(tmp_path / "chroma", embedder)
+    asked: list[int] = []
+
+    def stop_after_two() -> bool:
+        asked.append(len(store.file_records()))
+        return len(asked) > 2
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest([corpus], embedder=embedder, store=store, chunk_size=120, chunk_overlap=16, extensions=EXTS,
+               max_file_bytes=50_000_000, stop_requested=stop_after_two)
+    ledger = store.file_records()
+    assert asked == [0, 1, 2] and len(ledger) == 2
+    assert all(r.status == COMPLETE for r in ledger.values())
+    assert stored_sources(store) == {s: r.n_chunks for s, r in ledger.items()}
+    assert run([corpus], embedder, store).count(ADDED) == 2  # the next run finishes the other two

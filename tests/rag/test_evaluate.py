@@ -94,6 +94,17 @@ def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder)
     again = run_module(*args, env=env)  # the passages are indexed already: same numbers
     assert again.returncode == 0 and json.loads(out.read_text(encoding="utf-8"))["runs"]["dense"]["metrics"] == \
         runs["dense"]["metrics"]
+    # --modes auto: the configured reranker with its language routes, named in the run so a reader sees which model
+    # ranked which questions.
+    routed = run_module("rag.evaluate", "squad", squad, "--articles", "1", "--limit", "15", "--seed", "3",
+                        "--modes", "auto", "--config", config, "--out", out,
+                        env={**env, "RAG_RERANKER__MODELS_BY_LANGUAGE": '{ ko = "none" }'})
+    assert routed.returncode == 0, routed.stderr
+    auto_runs = json.loads(out.read_text(encoding="utf-8"))["runs"]
+    assert len(auto_runs) == 2 and "auto" in auto_runs
+    (name,) = [n for n in auto_runs if n != "auto"]
+    assert name.startswith("auto + ") and name.endswith(" [ko: not reranked]"), name
+    assert auto_runs[name]["routes"] == {"ko": "none"}
 
 
 def test_answer_scores_follow_squad_normalisation():
