@@ -1,4 +1,5 @@
-"""python -m ingest PATH... [--config PATH] [--reset]: add documents to the store."""
+"""python -m ingest PATH... [--config PATH] [--reset]: add documents to the store.
+python -m ingest --check [--config PATH]: check the store against its ledger (read-only)."""
 from __future__ import annotations
 
 import argparse
@@ -9,45 +10,64 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ingest.check import check_store
 from ingest.runner import FAILED, IngestReport, ingest
-from rag.cli import run_cli, setup_logging
+from rag.cli import Terminated, run_cli, setup_logging
 from rag.config import Settings, load_settings
 from rag.languages import coverage_warning, format_shares
-from rag.pipeline import load_embedder, open_store
+from rag.pipeline import check_store_files, load_embedder, open_store
+from rag.store import StoreDamagedError, set_aside
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ingest", description=__doc__)
-    parser.add_argument("paths", nargs="+", help="files or folders (folders are walked recursively)")
+    parser.add_argument("paths", nargs="*", help="files or folders (folders are walked recursively)")
     parser.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
-    parser.add_argument("--reset", action="store_true", help="drop the collection and rebuild it from PATHs")
+    parser.add_argument("--reset", action="store_true",
+                        help="drop the collection and rebuild it from PATHs (a damaged store folder is moved aside)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the store against its ledger and exit (0: sound, 1: findings); changes nothing")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens per file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.check and (args.paths or args.reset):
+        parser.error("--check takes no PATHs and no --reset: it only reads the store")
+    if not args.check and not args.paths:
+        parser.error("give the files or folders to ingest (or --check)")
+    return args
 
 
 class Interrupts:
-    """Ctrl-C raises KeyboardInterrupt as always, and is also remembered.
+    """Ctrl-C and SIGTERM (docker stop, systemd, Kubernetes) stop the run the same way, and are remembered.
 
-    Native code that checks for signals while it runs (Chroma's Rust core does) can take
-    the KeyboardInterrupt and drop it; the run then went on to the end and exited 0 as if
-    never interrupted (seen in some full test runs). Remembered, the interrupt is
-    honoured at the next file boundary, where the store is consistent.
+    Each raises KeyboardInterrupt (``Terminated`` for SIGTERM: exit 143 instead of 130), so
+    the run stops where it is and the ledger's order keeps the store consistent. Native code
+    that checks for signals while it runs (Chroma's Rust core does) can take the exception
+    and drop it; the run then went on to the end and exited 0 as if never interrupted (seen
+    in some full test runs). Remembered, the signal is honoured at the next file boundary.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: object = None
+        self.requested: KeyboardInterrupt | None = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "Interrupts":
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
-        raise KeyboardInterrupt
+        self.requested = Terminated(signum) if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise self.requested
+
+    def stop_now(self) -> bool:
+        if self.requested is not None:
+            raise self.requested
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.config)
     console = Console(stderr=True)
     console.print(f"embedder: {settings.embedder.model} · store: {_describe_store(settings)}")
+    if args.check:
+        return check(settings, Console())
+    _check_or_set_aside(settings, args.reset, console)
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=True, reset=args.reset)
     with Interrupts() as interrupts, \
@@ -70,12 +93,44 @@ def main(argv: list[str] | None = None) -> int:
             on_start=lambda total: bar.update(files, total=total),
             on_file=lambda source, status: bar.update(files, advance=1, current=f"{status} {Path(source).name}"),
             on_chunks=lambda source, n: bar.update(chunks, advance=n, current=_rate(bar, chunks, source)),
-            stop_requested=lambda: interrupts.requested,
+            stop_requested=interrupts.stop_now, check_space=settings.ingest.check_free_space,
         )
     out = Console()
     print_report(out, report, store.count())
     print_language_warning(out, report, settings)
     return 1 if report.count(FAILED) and report.count(FAILED) == report.files_seen else 0
+
+
+def _check_or_set_aside(settings: Settings, reset: bool, console: Console) -> None:
+    """Before any model loads: a damaged embedded store stops the run, or with ``--reset`` is moved
+    aside (never deleted: a recovery may still want it) so that a new one is built."""
+    try:
+        check_store_files(settings)
+    except StoreDamagedError:
+        if not reset:
+            raise
+        moved = set_aside(settings.resolve_path(settings.store.path))
+        console.print(f"[yellow]the damaged store was moved to {moved}[/]; building a new one")
+
+
+def check(settings: Settings, out: Console) -> int:
+    """``--check``: read the store, print what is wrong per file; 0 when sound, 1 when not."""
+    check_store_files(settings)
+    embedder = load_embedder(settings)  # the collection must be the configured embedder's, as for ingest
+    result = check_store(open_store(settings, embedder, create=False), embedder.dimension)
+    if result.ok:
+        out.print(f"store OK: {result.files} files, {result.chunks} chunks; every ledger entry complete and "
+                  f"matching its chunks, {result.vectors} vectors present, {result.looked_up} found by the index")
+        return 0
+    table = Table(title=f"store check: {len(result.findings)} findings")
+    table.add_column("file", overflow="fold")
+    table.add_column("problem", overflow="fold")
+    for finding in result.findings:
+        table.add_row(finding.source or "(collection)", finding.problem)
+    out.print(table)
+    out.print(f"{result.files} files, {result.chunks} chunks checked; ingest the files listed again "
+              "(python -m ingest PATH), or rebuild with --reset")
+    return 1
 
 
 def _rate(bar: Progress, task: TaskID, source: str) -> str:
@@ -102,6 +157,8 @@ def print_report(console: Console, report: IngestReport, total_chunks: int) -> N
         summary.add_row(label, str(value))
     if report.skipped:
         summary.add_row("ignored (unsupported type)", str(report.skipped))
+    if report.special:
+        summary.add_row("ignored (not a regular file)", str(report.special))
     languages = report.languages()
     if languages:
         summary.add_row("languages written", format_shares(languages))

@@ -12,15 +12,18 @@ encoding, garbled pages, pages too short to keep) become ``Document.warnings``.
 """
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
+import stat
 import struct
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from bs4 import BeautifulSoup, NavigableString
 from pypdf import PasswordType, PdfReader
@@ -161,10 +164,10 @@ def _page_ranges(numbers: list[int]) -> str:
 
 # ---------------------------------------------------------------- PDF
 
-def _open_pdf(path: Path) -> PdfReader:
+def _open_pdf(path: Path, data: bytes) -> PdfReader:
     """Open and, when needed, decrypt with the empty password (many PDFs are 'encrypted' that way)."""
     try:
-        reader = PdfReader(path)
+        reader = PdfReader(io.BytesIO(data))
         needs_password = reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED
         n_pages = 0 if needs_password else len(reader.pages)  # the page tree is where broken files fail
     except _PDF_ERRORS as exc:
@@ -209,7 +212,7 @@ def _too_little(n_pages: int, min_chars: int) -> str:
     return f"too little text: {what} fewer than {min_chars} letters or digits (ingest.min_chars = {min_chars})"
 
 
-def _load_pdf(path: Path, min_chars: int) -> Document:
+def _load_pdf(path: Path, data: bytes, min_chars: int) -> Document:
     """One ``Page`` per PDF page with text, numbered 1-based as in a PDF viewer.
 
     A page that fails to extract is skipped with a warning, and so is a page
@@ -221,7 +224,7 @@ def _load_pdf(path: Path, min_chars: int) -> Document:
     searchable, and indexing it would only look like success: that raises
     ``LoadError`` like a scan does.
     """
-    found = _extract_pages(_open_pdf(path), min_chars)
+    found = _extract_pages(_open_pdf(path, data), min_chars)
     pages, failures, garbled = found.pages, found.failures, found.garbled
     warnings = [f"page {n}: text extraction failed: {why}" for n, why in failures[:_MAX_PAGE_WARNINGS]]
     if len(failures) > _MAX_PAGE_WARNINGS:
@@ -256,9 +259,36 @@ def _decode(path: Path, data: bytes, *, declared: str | None = None) -> tuple[st
         raise LoadError(path, str(exc)) from exc
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """A regular file, open for reading. A FIFO, socket or device is refused (LoadError) without a
+    read that could block: opened with O_NONBLOCK, then checked by fstat. OSError as the OS raised it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    fh = os.fdopen(fd, "rb")
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        fh.close()
+        raise LoadError(path, f"not a regular file ({special_kind(kind)})")
+    return fh
+
+
+def read_regular(path: Path) -> bytes:
+    with open_regular(path) as fh:
+        return fh.read()
+
+
+def special_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its st_mode."""
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path)
     except OSError as exc:
         raise LoadError(path, f"cannot read file ({exc.strerror or exc})") from exc
 
@@ -277,8 +307,8 @@ def _text_document(path: Path, text: str, warnings: list[str], min_chars: int) -
     return Document(str(path), (Page(None, text),), tuple(warnings))
 
 
-def _load_text(path: Path, min_chars: int) -> Document:
-    text, warnings = _decode(path, _read(path))
+def _load_text(path: Path, data: bytes, min_chars: int) -> Document:
+    text, warnings = _decode(path, data)
     return _text_document(path, text, warnings, min_chars)
 
 
@@ -331,8 +361,8 @@ def markdown_to_text(markdown: str) -> str:
     return "\n".join(lines)
 
 
-def _load_markdown(path: Path, min_chars: int) -> Document:
-    text, warnings = _decode(path, _read(path))
+def _load_markdown(path: Path, data: bytes, min_chars: int) -> Document:
+    text, warnings = _decode(path, data)
     return _text_document(path, markdown_to_text(text), warnings, min_chars)
 
 
@@ -377,8 +407,7 @@ def html_to_text(html: str) -> str:
     return body
 
 
-def _load_html(path: Path, min_chars: int) -> Document:
-    data = _read(path)
+def _load_html(path: Path, data: bytes, min_chars: int) -> Document:
     declared = _META_CHARSET.search(data[:4096])
     text, warnings = _decode(path, data, declared=declared.group(1).decode("ascii") if declared else None)
     return _text_document(path, html_to_text(text), warnings, min_chars)
@@ -397,13 +426,9 @@ LOADERS: dict[str, Callable[[Path, int], Document]] = {
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(sorted(LOADERS))
 
 
-def _check_content(path: Path, suffix: str) -> None:
+def _check_content(path: Path, suffix: str, data: bytes) -> None:
     """Refuse an empty file, or one whose first bytes contradict its suffix (``ingest.content``)."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(_HEAD_BYTES)
-    except OSError as exc:
-        raise LoadError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    head = data[:_HEAD_BYTES]
     if not head:
         raise LoadError(path, "empty file")
     problem = content_mismatch(suffix, head)
@@ -411,11 +436,12 @@ def _check_content(path: Path, suffix: str) -> None:
         raise LoadError(path, problem)
 
 
-def load(path: Path, *, min_chars: int = MIN_CHARS) -> Document:
+def load(path: Path, *, min_chars: int = MIN_CHARS, data: bytes | None = None) -> Document:
     """Load one file by its suffix; raise ``LoadError`` rather than return a document without text.
 
     ``min_chars`` (``ingest.min_chars``): pages, and text files as a whole, with
-    fewer letters or digits hold nothing searchable and are not kept.
+    fewer letters or digits hold nothing searchable and are not kept. ``data``: the file's
+    bytes, read once by the caller (who hashes the same bytes), else read here.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -425,7 +451,9 @@ def load(path: Path, *, min_chars: int = MIN_CHARS) -> Document:
         raise LoadError(path, f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_SUFFIXES)})")
     if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
         raise ValueError(f"min_chars = {min_chars!r}: must be a whole number of at least 0")
-    _check_content(path, suffix)
-    doc = loader(path, min_chars)
+    if data is None:
+        data = _read(path)
+    _check_content(path, suffix, data)
+    doc = loader(path, data, min_chars)
     logger.debug("loaded %s: %d pages, %d warnings", path, len(doc.pages), len(doc.warnings))
     return doc

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
+from ingest.loaders import open_regular
 from rag.store import COMPLETE, FileRecord
 
 
@@ -25,11 +26,16 @@ class Plan:
 
 
 def file_hash(path: Path) -> str:
+    """SHA-256 of a regular file's bytes, read in blocks (a FIFO or device is refused, never waited on)."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def chunk_id(source: str, content_hash: str, index: int) -> str:
@@ -37,11 +43,14 @@ def chunk_id(source: str, content_hash: str, index: int) -> str:
     return hashlib.sha256(f"{source}\n{content_hash}\n{index}".encode()).hexdigest()[:32]
 
 
-def make_plan(found: Mapping[str, str], records: Mapping[str, FileRecord], whole_dirs: Sequence[Path]) -> Plan:
+def make_plan(found: Mapping[str, str], records: Mapping[str, FileRecord], whole_dirs: Sequence[Path],
+              keep: Collection[str] = ()) -> Plan:
     """Sort files into add/update/unchanged, and list stored files gone from the given folders.
 
     Removal only looks inside folders given whole: ingesting one file never
     deletes others, and a file outside the given folders is never touched.
+    ``keep``: files that are there but could not be read (no hash); their stored
+    chunks stay, as for any file that now fails.
     """
     add, update, unchanged = [], [], []
     for source, digest in found.items():
@@ -54,7 +63,7 @@ def make_plan(found: Mapping[str, str], records: Mapping[str, FileRecord], whole
             unchanged.append(source)
     remove = [
         source for source in records
-        if source not in found and any(_is_under(source, d) for d in whole_dirs)
+        if source not in found and source not in keep and any(_is_under(source, d) for d in whole_dirs)
     ]
     return Plan(tuple(add), tuple(update), tuple(unchanged), tuple(sorted(remove)))
 

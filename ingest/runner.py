@@ -1,10 +1,15 @@
 """Ingestion: files -> loaders -> chunks -> embeddings -> store, incrementally and crash-safely.
 
 Per file, the store is changed in an order that any interruption (Ctrl-C,
-SIGKILL) leaves recoverable: the new content is loaded, chunked and embedded
-first (a file that now fails keeps its old chunks); then the ledger marks the
-file ``writing``, its old chunks are deleted, the new ones are written, and the
-ledger marks it ``complete``. A file left ``writing`` is redone by the next run.
+SIGTERM, SIGKILL, a full disk) leaves recoverable: the file's bytes are read
+once, and the content hash stored is the hash of those bytes (a file edited
+while it is ingested is never stored under its old hash); the content is loaded,
+chunked and embedded (a file that now fails, or can no longer be read, keeps its
+old chunks); the disk's free space is checked against the write; then the
+ledger marks the file ``writing``, its old chunks are deleted, the new ones are
+written, and the ledger marks it ``complete``. A file left ``writing`` is redone
+by the next run, and answers leave it out until then. A file that disappears
+during the run is treated as if it had been gone when the run started.
 """
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ingest.chunking import chunk_document
-from ingest.loaders import MIN_CHARS, LoadError, content_chars, load
-from ingest.manifest import chunk_id, file_hash, make_plan
+from ingest.loaders import MIN_CHARS, LoadError, content_chars, load, read_regular, special_kind
+from ingest.manifest import chunk_id, content_hash, file_hash, make_plan
 from rag.embedder import Embedder
 from rag.languages import language_chars, shares
 from rag.store import COMPLETE, WRITING, ChunkStore, FileRecord
@@ -49,6 +54,7 @@ class IngestReport:
     outcomes: tuple[FileOutcome, ...]
     seconds: float
     skipped: int = 0  # files in the given folders with unsupported extensions
+    special: int = 0  # entries in the given folders that are not regular files (FIFOs, sockets, devices)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -75,6 +81,8 @@ class Discovery:
     files: list[Path] = field(default_factory=list)
     whole_dirs: list[Path] = field(default_factory=list)
     skipped: int = 0
+    special: int = 0  # FIFOs, sockets and devices inside the folders (never opened)
+    refused: list[tuple[Path, str]] = field(default_factory=list)  # given by name, not a regular file: why
 
 
 def discover(paths: Sequence[str | Path], extensions: Sequence[str]) -> Discovery:
@@ -90,16 +98,21 @@ def discover(paths: Sequence[str | Path], extensions: Sequence[str]) -> Discover
         if path.is_file():
             found.files.append(path)
             continue
+        if not path.is_dir():
+            found.refused.append((path, f"not a regular file ({special_kind(path.stat().st_mode)})"))
+            continue
         found.whole_dirs.append(path)
         for item in sorted(path.rglob("*")):
-            if any(part.startswith(".") for part in item.relative_to(path).parts) or not item.is_file():
+            if any(part.startswith(".") for part in item.relative_to(path).parts) or item.is_dir():
                 continue
-            if item.suffix.lower() in suffixes:
+            if not item.is_file():
+                found.special += item.exists()  # a dangling link is neither counted nor read
+            elif item.suffix.lower() in suffixes:
                 found.files.append(item)
             else:
                 found.skipped += 1
     found.files = list(dict.fromkeys(found.files))
-    if not found.files and not found.whole_dirs:
+    if not found.files and not found.whole_dirs and not found.refused:
         raise IngestInputError("no files given")
     return found
 
@@ -114,13 +127,15 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
            chunk_overlap: int, extensions: Sequence[str], max_file_bytes: int, min_chars: int = MIN_CHARS,
            on_start: Callable[[int], None] | None = None, on_file: Progress | None = None,
            on_chunks: ChunkProgress | None = None,
-           stop_requested: Callable[[], bool] | None = None) -> IngestReport:
+           stop_requested: Callable[[], bool] | None = None, check_space: bool = True) -> IngestReport:
     """Bring the store in line with ``paths``; returns what happened to each file.
 
     ``on_start(n_files)`` is called once the work is known, ``on_file(source, status)``
     after each file and ``on_chunks(source, n)`` as its chunks are embedded. Pages and
     chunks with fewer than ``min_chars`` letters or digits are not stored (``ingest.min_chars``).
     ``stop_requested()`` is asked before each file; True raises KeyboardInterrupt there.
+    ``check_space`` (``ingest.check_free_space``): before each write into an embedded store,
+    refuse with ``StoreFullError`` when the disk has less free space than the write needs.
     """
     started = time.perf_counter()
     budget = embedder.passage_budget()
@@ -134,13 +149,21 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
         raise IngestInputError(
             f"no supported files ({', '.join(extensions)}) in {', '.join(str(d) for d in found.whole_dirs)}"
         )
-    hashes, outcomes = {}, []
+    outcomes = [FileOutcome(str(path), FAILED, reason=why) for path, why in found.refused]
+    hashes: dict[str, str] = {}
+    unreadable: list[str] = []  # failed now, but their stored chunks stay
     for path in found.files:
         try:
             hashes[str(path)] = file_hash(path)
-        except OSError as exc:
-            outcomes.append(FileOutcome(str(path), FAILED, reason=f"cannot read: {exc.strerror or exc}"))
-    plan = make_plan(hashes, store.file_records(), found.whole_dirs)
+        except FileNotFoundError:  # gone since it was listed: as if it had not been found
+            unreadable += [] if _under(path, found.whole_dirs) else [str(path)]
+        except (OSError, LoadError) as exc:
+            unreadable.append(str(path))
+            outcomes.append(FileOutcome(str(path), FAILED, reason=_read_failure(exc)))
+    records = store.file_records()
+    plan = make_plan(hashes, records, found.whole_dirs, keep=unreadable)
+    outcomes += [FileOutcome(s, FAILED, reason=VANISHED) for s in unreadable
+                 if s not in hashes and not any(o.source == s for o in outcomes)]
     if on_start is not None:
         on_start(len(hashes) + len(plan.remove))
     outcomes += [FileOutcome(s, UNCHANGED) for s in plan.unchanged]
@@ -149,9 +172,12 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
     for source in plan.add + plan.update:
         _stop_if(stop_requested)
         status = ADDED if source in plan.add else UPDATED
-        outcome = _ingest_file(Path(source), hashes[source], status, embedder=embedder, store=store,
+        outcome = _ingest_file(Path(source), status, embedder=embedder, store=store,
                                size=chunk_size, overlap=chunk_overlap, max_bytes=max_file_bytes,
-                               min_chars=min_chars, on_chunks=on_chunks)
+                               min_chars=min_chars, on_chunks=on_chunks, check_space=check_space)
+        if outcome.reason == VANISHED and source in records and _under(Path(source), found.whole_dirs):
+            store.remove_file(source)  # deleted during the run, from a folder given whole: as a deleted file
+            outcome = FileOutcome(source, REMOVED)
         outcomes.append(outcome)
         _notify(on_file, source, outcome.status)
     for source in plan.remove:
@@ -159,7 +185,20 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
         store.remove_file(source)
         outcomes.append(FileOutcome(source, REMOVED))
         _notify(on_file, source, REMOVED)
-    return IngestReport(tuple(outcomes), time.perf_counter() - started, found.skipped)
+    return IngestReport(tuple(outcomes), time.perf_counter() - started, found.skipped, found.special)
+
+
+VANISHED = "the file disappeared during the run (deleted or moved); its stored chunks, if any, are kept"
+
+
+def _under(path: Path, folders: Sequence[Path]) -> bool:
+    return any(path.is_relative_to(folder) for folder in folders)
+
+
+def _read_failure(exc: OSError | LoadError) -> str:
+    if isinstance(exc, LoadError):
+        return exc.reason
+    return f"cannot read: {exc.strerror or exc}"
 
 
 def _stop_if(stop_requested: Callable[[], bool] | None) -> None:
@@ -187,16 +226,24 @@ def _embed(embedder: Embedder, source: str, texts: list[str], on_chunks: ChunkPr
     return np.concatenate(parts)
 
 
-def _ingest_file(path: Path, digest: str, status: str, *, embedder: Embedder, store: ChunkStore,
+def _ingest_file(path: Path, status: str, *, embedder: Embedder, store: ChunkStore,
                  size: int, overlap: int, max_bytes: int, min_chars: int,
-                 on_chunks: ChunkProgress | None) -> FileOutcome:
+                 on_chunks: ChunkProgress | None, check_space: bool) -> FileOutcome:
+    """Read the file once and store what was read under the hash of those bytes."""
     source = str(path)
-    n_bytes = path.stat().st_size
-    if n_bytes > max_bytes:
-        return FileOutcome(source, FAILED, reason=(
-            f"file is {_size(n_bytes)}, over the limit ingest.max_file_mb = {max_bytes / 1e6:g}"))
     try:
-        doc = load(path, min_chars=min_chars)
+        n_bytes = path.stat().st_size
+        if n_bytes > max_bytes:
+            return FileOutcome(source, FAILED, reason=(
+                f"file is {_size(n_bytes)}, over the limit ingest.max_file_mb = {max_bytes / 1e6:g}"))
+        data = read_regular(path)
+    except FileNotFoundError:
+        return FileOutcome(source, FAILED, reason=VANISHED)
+    except (OSError, LoadError) as exc:
+        return FileOutcome(source, FAILED, reason=_read_failure(exc))
+    digest = content_hash(data)
+    try:
+        doc = load(path, min_chars=min_chars, data=data)
     except LoadError as exc:
         return FileOutcome(source, FAILED, reason=exc.reason)
     pieces = [(page, text) for page, text in chunk_document(doc, tokenizer=embedder.tokenizer, size=size,
@@ -207,6 +254,8 @@ def _ingest_file(path: Path, digest: str, status: str, *, embedder: Embedder, st
     chunks = [Chunk(id=chunk_id(source, digest, i), text=text, source=source, page=page, chunk_index=i,
                     content_hash=digest) for i, (page, text) in enumerate(pieces)]
     vectors = _embed(embedder, source, [c.text for c in chunks], on_chunks)
+    if check_space:
+        store.check_room([c.text for c in chunks], embedder.dimension, what=f"{path.name} ({len(chunks)} chunks)")
     now = time.time()
     logger.info("writing %s: %d chunks", source, len(chunks))
     store.put_file(FileRecord(source, digest, WRITING, len(chunks), now))

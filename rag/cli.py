@@ -13,6 +13,14 @@ from rag.store import StoreError
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, systemd, Kubernetes) where a command stops like Ctrl-C; exits 128 + 15."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -33,6 +41,9 @@ def run_cli(main: Callable[[], int], *, interrupted_note: str = "") -> None:
 
     try:
         code = main()
+    except Terminated as exc:
+        print(f"\nstopped by SIGTERM. {interrupted_note}".rstrip(), file=sys.stderr)
+        code = 128 + exc.signum
     except KeyboardInterrupt:
         print(f"\ninterrupted. {interrupted_note}".rstrip(), file=sys.stderr)
         code = EXIT_INTERRUPTED

@@ -205,6 +205,9 @@ class IngestSettings(_Section):
     # PDF pages, chunks and text files with fewer letters or digits than this are not stored (a page number,
     # a lone "x"); a file with nothing above it is reported as "too little text". 0 keeps everything.
     min_chars: int = Field(5, ge=0)
+    # Before writing a file into an embedded store, stop with a clear message when the disk has less free
+    # space than the write takes (estimated on the safe side). Off for file systems that misreport free space.
+    check_free_space: bool = True
 
 
 class UISettings(_Section):

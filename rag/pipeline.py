@@ -13,6 +13,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from rag.config import Settings
@@ -24,7 +25,7 @@ from rag.reorder import check_strategy, reorder
 from rag.retrieve import LexicalIndex, check_mode, retrieve
 from rag.rerankers import RemoteEndpoint, Reranker, RerankerOptions, ScoreCache, load_reranker
 from rag.rerankers.base import fuse_with_retrieval
-from rag.store import ChunkStore, connect
+from rag.store import ChunkStore, check_embedded, connect
 from rag.types import Answer, Candidate, Trace
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,12 @@ def load_embedder(settings: Settings) -> Embedder:
     e = settings.embedder
     return Embedder.load(e.model, device=select_device(e.device), batch_size=e.batch_size,
                          query_prefix=e.query_prefix, passage_prefix=e.passage_prefix)
+
+
+def check_store_files(settings: Settings) -> None:
+    """An embedded store's files, checked before any model loads: a damaged store fails in a moment."""
+    if settings.store.mode == "embedded":
+        check_embedded(settings.resolve_path(settings.store.path))
 
 
 def open_store(settings: Settings, embedder: Embedder, *, create: bool, reset: bool = False,
@@ -143,13 +150,14 @@ class Pipeline:
                 return self.embedder.embed_query(text)
 
         with _timed(timings, "retrieve"):
+            hidden = self.store.half_written()
             hits = retrieve(question, mode=mode, k=k, store=self.store, embed=embed, lexical=self.lexical,
-                            rrf_k=self.rrf_k, weights=self.fusion_weights)
+                            rrf_k=self.rrf_k, weights=self.fusion_weights, hidden=hidden)
         timings["retrieve"] -= timings.get("embed_query", 0.0)  # the two stages are reported apart
         retrieved = tuple(Candidate(chunk=c, retrieval_score=s, retrieval_rank=i, rank=i)
                           for i, (c, s) in enumerate(hits, start=1))
         ranked: Sequence[Candidate] = retrieved
-        notes: list[str] = []
+        notes: list[str] = [_half_written_note(hidden)] if hidden else []
         if rerank and retrieved:
             with _timed(timings, "rerank"):
                 ranked, reused = reranker.rerank_counted(question, retrieved)
@@ -214,6 +222,7 @@ def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool
                    environ: Mapping[str, str] | None = None, create_store: bool = False) -> Pipeline:
     """Load every model once. ``reranker=False`` skips loading it (e.g. for ``--no-rerank``);
     ``create_store=True`` creates a missing collection instead of refusing it."""
+    check_store_files(settings)
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=create_store, environ=environ)
     wanted = reranker and settings.reranker.enabled
@@ -260,6 +269,13 @@ def check_question(question: str) -> str:
                          "characters: shorten it, or ask about one part at a time")
     return text
 
+
+
+def _half_written_note(hidden: Mapping[str, int]) -> str:
+    names = ", ".join(Path(source).name for source in sorted(hidden)[:3]) + (", ..." if len(hidden) > 3 else "")
+    files = "1 file is" if len(hidden) == 1 else f"{len(hidden)} files are"
+    return (f"{files} half-written in the store ({names}): an ingest stopped before finishing, so their chunks are left "
+            f"out of this answer; run python -m ingest again to finish")
 
 
 def _check_options(top_k: int, top_n: int, strategy: str, mode: str) -> None:

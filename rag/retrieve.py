@@ -8,7 +8,7 @@ ones made by another process). ``retrieve`` runs the configured mode.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -64,26 +64,31 @@ class LexicalIndex:
 
 
 def retrieve(question: str, *, mode: str, k: int, store: ChunkStore, embed: Callable[[str], np.ndarray],
-             lexical: LexicalIndex | None, rrf_k: int = 60,
-             weights: tuple[float, float] = (1.0, 1.0)) -> list[tuple[Chunk, float]]:
-    """The top k chunks with their scores: cosine similarity (dense), BM25 score, or fused RRF score."""
+             lexical: LexicalIndex | None, rrf_k: int = 60, weights: tuple[float, float] = (1.0, 1.0),
+             hidden: Mapping[str, int] | None = None) -> list[tuple[Chunk, float]]:
+    """The top k chunks with their scores: cosine similarity (dense), BM25 score, or fused RRF score.
+
+    ``hidden``: files whose chunks are left out (source -> chunk count; half-written files).
+    """
     check_mode(mode)
     if mode != "dense" and lexical is None:
         raise ValueError(f"retrieval mode {mode!r} needs a BM25 index, and this pipeline has none")
+    hidden = hidden or {}
     if mode == "dense":
-        return store.query(embed(question), k)
-    lexical_hits = lexical.current().search(question, k)
+        return store.query(embed(question), k, exclude_sources=list(hidden))
+    # BM25 cannot filter by file: ask for enough more that k are left after the hidden files' chunks go
+    lexical_hits = lexical.current().search(question, k + sum(hidden.values()))
     if mode == "bm25":
-        return _with_chunks(store, lexical_hits)
-    dense_hits = store.query(embed(question), k)
-    fused = reciprocal_rank_fusion([[c.id for c, _ in dense_hits], [i for i, _ in lexical_hits]],
+        return _with_chunks(store, lexical_hits, hidden)[:k]
+    dense_hits = store.query(embed(question), k, exclude_sources=list(hidden))
+    lexical_chunks = _with_chunks(store, lexical_hits, hidden)[:k]
+    fused = reciprocal_rank_fusion([[c.id for c, _ in dense_hits], [c.id for c, _ in lexical_chunks]],
                                    list(weights), rrf_k)[:k]
-    known = {c.id: c for c, _ in dense_hits}
-    missing = [i for i, _ in fused if i not in known]
-    known.update({c.id: c for c in store.get_chunks(missing)})
-    return [(known[i], score) for i, score in fused if i in known]
+    known = {c.id: c for c, _ in dense_hits + lexical_chunks}
+    return [(known[i], score) for i, score in fused]
 
 
-def _with_chunks(store: ChunkStore, hits: Sequence[tuple[str, float]]) -> list[tuple[Chunk, float]]:
+def _with_chunks(store: ChunkStore, hits: Sequence[tuple[str, float]],
+                 hidden: Mapping[str, int]) -> list[tuple[Chunk, float]]:
     chunks = {c.id: c for c in store.get_chunks([i for i, _ in hits])}
-    return [(chunks[i], score) for i, score in hits if i in chunks]
+    return [(chunks[i], score) for i, score in hits if i in chunks and chunks[i].source not in hidden]

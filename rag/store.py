@@ -13,9 +13,14 @@ opening it with another embedder is refused instead of mixing vectors.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
+import json
 import logging
+import shutil
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -36,6 +41,14 @@ class StoreError(RuntimeError):
 
 class EmbedderMismatchError(StoreError):
     """The collection was built with a different embedding model or dimension."""
+
+
+class StoreDamagedError(StoreError):
+    """The embedded store's files fail their checks (a damaged or truncated chroma.sqlite3)."""
+
+
+class StoreFullError(StoreError):
+    """The disk holding the embedded store is full, or too full for the next write."""
 
 
 class StoreUnavailableError(StoreError):
@@ -61,6 +74,15 @@ def describe_client(client: Any) -> str:
         scheme = "https" if s.chroma_server_ssl_enabled else "http"
         return f"the Chroma server at {scheme}://{s.chroma_server_host}:{s.chroma_server_http_port}"
     return f"the Chroma store at {s.persist_directory}"
+
+
+def embedded_path(client: Any) -> Path | None:
+    """The folder of an embedded store; None for a server (or a client that does not say)."""
+    try:
+        s = client.get_settings()
+    except Exception:
+        return None
+    return None if s.chroma_server_host or not s.persist_directory else Path(s.persist_directory)
 
 
 def server_failure(where: str, exc: BaseException) -> StoreUnavailableError | None:
@@ -90,8 +112,139 @@ def _first_line(text: str) -> str:
     return line[:200]
 
 
+SQLITE_FILE = "chroma.sqlite3"
+_SQLITE_HEADER = b"SQLite format 3\x00"
+# Chroma's words when the disk filled up under it (SQLite's, the OS's, or a compaction that could not write).
+_FULL = ("No space left", "database or disk is full", "disk is full", "Failed to apply logs")
+_DAMAGED = ("malformed", "not a database", "Failed to pull logs", "Utf8Error",
+            "Failed to receive response")  # the last: Chroma's compactor thread panicked on what it read
+LOW_SPACE = 64 * 2**20  # under this much free space, a failed Chroma write is put down to the full disk
+
+
+def _is_panic(exc: BaseException) -> bool:
+    """Chroma's Rust core panicking surfaces as pyo3's PanicException, a BaseException."""
+    return type(exc).__name__ == "PanicException"
+
+
+def free_bytes(path: Path) -> int:
+    """Free space for an unprivileged writer on the file system that holds ``path`` (or its nearest parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:,.0f} MB" if n_bytes >= 2**20 else f"{n_bytes / 2**20:.1f} MB"
+
+
+def full_disk_error(path: Path, exc: BaseException | None = None, *, needed: int = 0,
+                    what: str = "") -> StoreFullError:
+    """One line: the disk, the free space, what to do; the store is consistent either way."""
+    free = free_bytes(path)
+    if needed:
+        state = (f"has too little free space: {mib(free)} free, about {mib(needed)} needed"
+                 f"{' to write ' + what if what else ''}; nothing was written")
+    else:
+        state = f"is full ({mib(free)} free; Chroma: {_first_line(str(exc))})"
+    return StoreFullError(
+        f"the disk holding the Chroma store at {path} {state}. Free some space (or move store.path to a larger "
+        f"disk) and run the same command again: nothing stored is lost, a file left half-written is redone then, "
+        f"and answers leave it out until it is."
+    )
+
+
+def damaged_error(path: Path, problem: str) -> StoreDamagedError:
+    return StoreDamagedError(
+        f"the Chroma store at {path} is damaged: {problem}. Nothing was written to it. Restore the folder from a "
+        f"backup, or rebuild it from your documents with `python -m ingest PATH --reset` (the damaged folder "
+        f"is kept beside the new one, renamed *.damaged-DATE)."
+    )
+
+
+def check_embedded(path: Path) -> None:
+    """Refuse a store folder whose database is missing, empty, not SQLite or fails SQLite's quick_check.
+
+    Chroma opening such a folder writes a fresh, empty schema over a zero-byte database (destroying what a
+    recovery could use) or panics in its Rust core. A folder that does not exist yet, or is empty, is a
+    new store and passes. quick_check reads the whole database file (about 10 ms for 15 MB here).
+    """
+    path = Path(path)
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    db = path / SQLITE_FILE
+    if not db.is_file():
+        raise damaged_error(path, f"it holds files but no {SQLITE_FILE}")
+    with db.open("rb") as fh:
+        head = fh.read(len(_SQLITE_HEADER))
+    if not head:
+        raise damaged_error(path, f"{SQLITE_FILE} is empty (0 bytes)")
+    if head != _SQLITE_HEADER:
+        raise damaged_error(path, f"{SQLITE_FILE} is not an SQLite database")
+    problem = _quick_check(db)
+    if problem is not None:
+        raise damaged_error(path, f"{SQLITE_FILE} fails SQLite's check ({problem})")
+
+
+def _quick_check(db: Path) -> str | None:
+    """SQLite's quick_check and Chroma's write log, read-only; None when both pass, else the first finding.
+
+    The log (``embeddings_queue``) holds writes Chroma has not folded into its segments yet; a
+    record there that is not UTF-8 JSON makes Chroma's Rust core panic on the next read, so it
+    is read here first.
+    """
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = con.execute("PRAGMA quick_check").fetchall()
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'embeddings_queue'").fetchone():
+                return "no Chroma tables in it"
+            log = con.execute("SELECT seq_id, CAST(metadata AS BLOB) FROM embeddings_queue "
+                              "WHERE metadata IS NOT NULL").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        return str(exc)
+    findings = [line for line in (str(r[0]) for r in rows) for line in line.splitlines()
+                if not line.startswith("*** in database")]
+    if findings and findings[0] != "ok":
+        more = f" and {len(findings) - 1} more" if len(findings) > 1 else ""
+        return f"{findings[0][:160]}{more}"
+    for seq_id, raw in log:
+        try:
+            json.loads(bytes(raw).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return f"record {seq_id} of its write log (embeddings_queue) is not readable text"
+    return None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a (damaged) store folder to ``<name>.damaged-<time>`` beside it; the new name."""
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+    path.rename(target)
+    return target
+
+
+def store_failure(path: Path | None, where: str, exc: BaseException) -> StoreError | None:
+    """A full disk or a damaged database behind a Chroma error, as one clear StoreError; None otherwise."""
+    text = str(exc)
+    if path is None:
+        return server_failure(where, exc) if isinstance(exc, Exception) else None
+    if any(mark in text for mark in _FULL) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) \
+            or free_bytes(path) < LOW_SPACE and not _is_panic(exc):
+        return full_disk_error(path, exc)
+    if _is_panic(exc) or any(mark in text for mark in _DAMAGED):
+        return damaged_error(path, f"Chroma could not read it ({_first_line(text)})")
+    return None
+
+
 def _guarded(method: _Fn) -> _Fn:
-    """Turn a lost server or a refused token inside a store method into StoreUnavailableError."""
+    """Turn a lost server, a refused token, a full disk or a damaged database inside a store method into
+    one StoreError that says what happened and what to do."""
 
     @functools.wraps(method)
     def wrapper(self: "ChunkStore", *args: Any, **kwargs: Any) -> Any:
@@ -99,8 +252,10 @@ def _guarded(method: _Fn) -> _Fn:
             return method(self, *args, **kwargs)
         except StoreError:
             raise
-        except Exception as exc:  # chromadb raises bare Exception for gateway errors
-            failure = server_failure(self.location, exc)
+        except BaseException as exc:  # chromadb raises bare Exception for gateway errors, a BaseException on panics
+            if not isinstance(exc, Exception) and not _is_panic(exc):
+                raise  # KeyboardInterrupt, SystemExit
+            failure = store_failure(self.path, self.location, exc)
             if failure is None:
                 raise
             raise failure from exc
@@ -124,10 +279,14 @@ def connect(*, mode: str, path: Path, host: str, port: int, ssl: bool, token: st
 
     settings = Settings(anonymized_telemetry=False, allow_reset=False)
     if mode == "embedded":
+        check_embedded(path)
         try:
             return chromadb.PersistentClient(path=str(path), settings=settings)
-        except Exception as exc:  # chromadb raises bare Exception subclasses from Rust bindings
-            raise StoreError(f"could not open the Chroma store at {path}: {exc}") from exc
+        except BaseException as exc:  # chromadb raises bare Exception subclasses (and panics) from Rust bindings
+            if not isinstance(exc, Exception) and not _is_panic(exc):
+                raise
+            raise store_failure(path, str(path), exc) or StoreError(
+                f"could not open the Chroma store at {path}: {exc}") from exc
     headers = {"Authorization": f"Bearer {token}"} if token else None
     where = f"the Chroma server at {'https' if ssl else 'http'}://{host}:{port}"
     try:
@@ -147,6 +306,7 @@ class ChunkStore:
         self.chunks = chunks
         self.files = files
         self.location = describe_client(client)
+        self.path = embedded_path(client)  # None for a server
 
     @classmethod
     def open(cls, client: Any, name: str, *, embedder: str, dimension: int, create: bool = True) -> "ChunkStore":
@@ -155,8 +315,10 @@ class ChunkStore:
             return cls._open(client, name, embedder=embedder, dimension=dimension, create=create)
         except StoreError:
             raise
-        except Exception as exc:
-            failure = server_failure(describe_client(client), exc)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not _is_panic(exc):
+                raise
+            failure = store_failure(embedded_path(client), describe_client(client), exc)
             if failure is None:
                 raise
             raise failure from exc
@@ -210,12 +372,14 @@ class ChunkStore:
         self.chunks.delete(where={"source": source})
 
     @_guarded
-    def query(self, embedding: np.ndarray, k: int) -> list[tuple[Chunk, float]]:
-        """The k nearest chunks with cosine similarity (1 - cosine distance), best first."""
+    def query(self, embedding: np.ndarray, k: int, *, exclude_sources: Sequence[str] = ()) -> list[tuple[Chunk, float]]:
+        """The k nearest chunks with cosine similarity (1 - cosine distance), best first; none of the
+        files in ``exclude_sources``."""
         n = min(k, self.count())
         if n == 0:
             return []
-        res = self.chunks.query(query_embeddings=[embedding], n_results=n,
+        where = {"source": {"$nin": list(exclude_sources)}} if exclude_sources else None
+        res = self.chunks.query(query_embeddings=[embedding], n_results=n, where=where,
                                 include=["documents", "metadatas", "distances"])
         return [
             (_chunk_from(cid, doc, meta), 1.0 - float(dist))
@@ -260,6 +424,19 @@ class ChunkStore:
         res = self.files.get(include=["metadatas"])
         return {meta["source"]: _record_from(meta) for meta in res["metadatas"]}
 
+    def half_written(self) -> dict[str, int]:
+        """Files whose ledger entry is ``writing`` (an ingest stopped inside them): source -> chunk count.
+        Answers leave their chunks out until an ingest finishes them."""
+        return {s: r.n_chunks for s, r in self.file_records().items() if r.status != COMPLETE}
+
+    def check_room(self, texts: Sequence[str], dimension: int, what: str) -> None:
+        """Before a write into an embedded store: StoreFullError when its disk clearly has too little space."""
+        if self.path is None:
+            return
+        needed = estimate_bytes(texts, dimension)
+        if free_bytes(self.path) < needed:
+            raise full_disk_error(self.path, needed=needed, what=what)
+
     @_guarded
     def put_file(self, record: FileRecord) -> None:
         self.files.upsert(ids=[record.source], embeddings=[[0.0]], metadatas=[{
@@ -284,6 +461,18 @@ class ChunkStore:
             self.put_file(dataclasses.replace(record, status=WRITING))
         self.delete_source(source)
         self.delete_file(source)
+
+
+def estimate_bytes(texts: Sequence[str], dimension: int) -> int:
+    """Disk space that writing these chunks takes in an embedded store, on the safe side.
+
+    Measured here: about 12 KB a chunk of 750 bytes of text with 384-d vectors. The vector is
+    stored three times (Chroma's write log, its table, the HNSW index) and the text about ten
+    times its size (documents, the trigram full-text index, the log); plus 1 KB of metadata a
+    chunk, a quarter more, and 8 MB for SQLite's journal and the index files' growth.
+    """
+    per_chunk = sum(10 * len(t.encode("utf-8")) + 12 * dimension + 1024 for t in texts)
+    return int(per_chunk * 1.25) + 8 * 2**20
 
 
 def _check_embedder(name: str, meta: dict[str, Any], embedder: str, dimension: int) -> None:

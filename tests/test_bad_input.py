@@ -9,8 +9,10 @@ sparse file just over a small ``ingest.max_file_mb``.
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -346,6 +348,71 @@ def test_cli_refuses_a_collection_built_with_another_embedder(site, tiny_cross_e
     assert one_line_error(run_module("ingest", tmp_path / "new.md", "--config", site, env=other)) == message
     assert one_line_error(run_module("rag", "ask", "What is auto?", "--config", site, env=other)) == message
     assert state(site) == before
+
+
+# ---------------------------------------------------------------- CLI: a damaged store
+
+def _garble_pages(db: Path) -> None:
+    with db.open("r+b") as fh:  # random bytes over pages 2-6: the b-trees there no longer parse
+        fh.seek(4096)
+        fh.write(random.Random(13).randbytes(20_000))
+
+
+def _garble_log(db: Path) -> None:
+    """A record of Chroma's write log that is not UTF-8: SQLite's own check passes, Chroma's Rust core
+    panics on it ("Failed to pull logs from the log store", a Utf8Error)."""
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE embeddings_queue SET metadata = CAST(X'7B22FFFE' AS TEXT) "
+                    "WHERE seq_id = (SELECT MAX(seq_id) FROM embeddings_queue)")
+
+
+DAMAGES = {  # name -> (how, what the line says after "is damaged: ")
+    "zero-byte database": (lambda db: db.write_bytes(b""), "chroma.sqlite3 is empty (0 bytes)"),
+    "garbled pages": (_garble_pages, "chroma.sqlite3 fails SQLite's check (database disk image is malformed)"),
+    "garbled write log": (_garble_log, "chroma.sqlite3 fails SQLite's check (record "),
+    "database deleted": (lambda db: db.unlink(), "it holds files but no chroma.sqlite3"),
+}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_cli_damaged_store_is_one_line_and_never_written(site, llm_server, damage):
+    how, problem = DAMAGES[damage]
+    folder = site.parent / "chroma"
+    how(folder / "chroma.sqlite3")
+    before = snapshot(folder)
+    new = site.parent / "new.md"
+    new.write_text("# New\n\nA document that must not be added to a damaged store.\n", encoding="utf-8")
+    commands = [("ingest", new), ("rag", "ask", "How many days of paid leave?")]
+    if damage == "zero-byte database":
+        commands.append(("ingest", "--check"))
+    for command in commands:
+        result = run_module(*command, "--config", site, env={**ENV, **llm_env(llm_server.url)})
+        line = one_line_error(result)
+        assert line.startswith(f"error: the Chroma store at {folder} is damaged: {problem}"), line
+        assert line.endswith("`python -m ingest PATH --reset` (the damaged folder is kept beside the new one, "
+                             "renamed *.damaged-DATE).")
+        assert snapshot(folder) == before  # nothing written: no fresh schema over the empty file
+    if damage == "garbled write log":  # --reset keeps the damaged folder, byte for byte, and builds a new store
+        result = run_module("ingest", new, "--reset", "--config", site, env=ENV)
+        assert result.returncode == 0, result.stderr
+        (kept,) = site.parent.glob("chroma.damaged-*")
+        assert "the damaged store was moved to" in result.stderr and snapshot(kept) == before
+        assert summary(result.stdout)["chunks in collection"] == "1"
+
+
+def test_app_damaged_store_is_one_message(monkeypatch, site, llm_server):
+    folder = site.parent / "chroma"
+    (folder / "chroma.sqlite3").write_bytes(b"")
+    app = start_app(monkeypatch, site, llm_server.url)
+    (error,) = texts(app.error)
+    assert error.startswith(f"The app cannot start: the Chroma store at {folder} is damaged: chroma.sqlite3 is "
+                            "empty (0 bytes). Nothing was written to it.")
+    assert (folder / "chroma.sqlite3").stat().st_size == 0
 
 
 # ---------------------------------------------------------------- the app

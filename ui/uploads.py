@@ -150,6 +150,7 @@ def ingest_uploads(settings: Settings, uploads: Sequence[Upload],
                     chunk_size=settings.chunking.size, chunk_overlap=settings.chunking.overlap,
                     extensions=settings.ingest.extensions, max_file_bytes=int(limit),
                     min_chars=settings.ingest.min_chars, on_file=file_done,
+                    check_space=settings.ingest.check_free_space,
                     on_chunks=lambda source, n: on_progress(done["files"] / len(saved),
                                                             f"embedding {Path(source).name}"))
     return report, refused

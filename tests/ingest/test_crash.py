@@ -86,9 +86,10 @@ def inspect(config: Path, env: dict[str, str]) -> dict:
 
 
 def kill_at_random(config: Path, corpus: Path, env: dict[str, str], rng: random.Random,
-                   in_write: bool) -> str:
-    """Start an ingestion and SIGKILL it: inside the write of the k-th file (``in_write``: right
-    after the runner logs "writing"), or anywhere after k files plus a random delay."""
+                   in_write: bool, sig: int = signal.SIGKILL) -> str:
+    """Start an ingestion and SIGKILL (or SIGTERM) it: inside the write of the k-th file (``in_write``:
+    right after the runner logs "writing"), or anywhere after k files plus a random delay. SIGTERM
+    must stop it like Ctrl-C: exit 143 and the line that says the store is consistent."""
     proc = subprocess.Popen([sys.executable, "-m", "ingest", str(corpus), "--config", str(config), "-v"],
                             cwd=REPO, env=env_for(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -103,11 +104,16 @@ def kill_at_random(config: Path, corpus: Path, env: dict[str, str], rng: random.
                 break
     time.sleep(delay)
     finished = proc.poll() is not None
-    proc.kill()
-    proc.communicate(timeout=60)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
     if finished:
         return "after the run ended"
-    return f"{'in the write of file' if in_write else 'after file'} {k} + {delay:.3f}s"
+    if sig == signal.SIGTERM:
+        assert proc.returncode in (143, 0), err  # 0: it ended on its own before the signal landed
+        assert proc.returncode == 0 or "stopped by SIGTERM. The store is consistent" in err
+        assert "Traceback" not in err
+    return (f"{signal.Signals(sig).name} {'in the write of file' if in_write else 'after file'} {k} + "
+            f"{delay:.3f}s")
 
 
 def check_against_fresh(config: Path, corpus: Path, env: dict[str, str], fresh_env: dict[str, str],
@@ -132,13 +138,17 @@ def check_against_fresh(config: Path, corpus: Path, env: dict[str, str], fresh_e
     return len(ids)
 
 
-def crash_rounds(config: Path, corpus: Path, env: dict[str, str], rounds: int, label: str) -> None:
+def crash_rounds(config: Path, corpus: Path, env: dict[str, str], rounds: int, label: str,
+                 signals: tuple[int, ...] = (signal.SIGKILL,)) -> None:
+    """Each round: change the folder, then kill a run (the signals taken in turn, every second kill
+    inside a file's write)."""
     rng = random.Random(f"{SEED}-{label}")
     rounds = int(os.environ.get("CRASH_ROUNDS", rounds))  # more kill points by hand: CRASH_ROUNDS=25
     half_written, before = 0, set()
     for round_no in range(rounds):
         change = change_folder(corpus, rng, round_no)
-        where = kill_at_random(config, corpus, env, rng, in_write=round_no % 2 == 0)
+        where = kill_at_random(config, corpus, env, rng, in_write=round_no % 2 == 0,
+                               sig=signals[round_no // 2 % len(signals)])
         state = inspect(config, env)
         writing = {s for s, (status, _, _) in state["ledger"].items() if status == "writing"}
         half_written += bool(writing - before)
@@ -148,10 +158,10 @@ def crash_rounds(config: Path, corpus: Path, env: dict[str, str], rounds: int, l
     print(f"[{label}] {rounds} kill points, {half_written} of them inside a file's write")
 
 
-def test_sigkill_at_random_points_embedded(tmp_path):
+def test_sigkill_and_sigterm_at_random_points_embedded(tmp_path):
     corpus = make_corpus(tmp_path / "corpus")
     config = write_offline_config(tmp_path)
-    crash_rounds(config, corpus, {}, rounds=8, label="embedded")
+    crash_rounds(config, corpus, {}, rounds=8, label="embedded", signals=(signal.SIGKILL, signal.SIGTERM))
     fresh_dir = tmp_path / "fresh"
     fresh_dir.mkdir()
     total = check_against_fresh(config, corpus, {}, {}, write_offline_config(fresh_dir))

@@ -107,7 +107,7 @@ def test_settings_are_frozen(tmp_path):
 @pytest.mark.parametrize(("text", "env", "line"), [
     ("[reranker]\ntopn = 3\n", {}, "unknown key 'reranker.topn' (did you mean 'reranker.top_n'?)"),
     ("[ingest]\nflavour = 1\n", {},
-     "unknown key 'ingest.flavour' (keys of [ingest]: extensions, max_file_mb, min_chars)"),
+     "unknown key 'ingest.flavour' (keys of [ingest]: extensions, max_file_mb, min_chars, check_free_space)"),
     ("[rerankr]\ntop_n = 3\n", {}, "unknown section [rerankr] (sections: embedder, chunking, store, retrieval, "
                                    "reranker, reorder, llm, ingest, ui)"),
     ("top_k = 5\n", {}, "unknown key 'top_k' at the top level; it belongs in a section: [retrieval] top_k"),
