@@ -135,7 +135,7 @@ def free_bytes(path: Path) -> int:
 
 
 def mib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:,.0f} MB" if n_bytes >= 2**20 else f"{n_bytes / 2**20:.1f} MB"
+    return f"{n_bytes / 2**20:,.0f} MB" if n_bytes >= 100 * 2**20 else f"{n_bytes / 2**20:.1f} MB"
 
 
 def full_disk_error(path: Path, exc: BaseException | None = None, *, needed: int = 0,

@@ -70,6 +70,7 @@ def test_too_little_space_is_said_before_the_write(tmp_path, small_disk):
     docs, config = site(tmp_path, small_disk, big=800)  # the check wants 8 MB to spare (journal, index growth)
     result = run_module("ingest", docs, "--config", config)
     line = error_line(result)
+    print(line)
     assert line.startswith(f"error: the disk holding the Chroma store at {small_disk / 'chroma'} has too little "
                            "free space: ")
     assert "needed to write b-big.txt (" in line and "; nothing was written. Free some space" in line
@@ -86,6 +87,7 @@ def test_a_disk_that_fills_inside_the_write(tmp_path, small_disk, llm_server):
     docs, config = site(tmp_path, small_disk, big=1200, extra="[ingest]\ncheck_free_space = false\n")
     result = run_module("ingest", docs, "--config", config)
     line = error_line(result)
+    print(line)
     assert line.startswith(f"error: the disk holding the Chroma store at {small_disk / 'chroma'} is full (")
     assert "run the same command again: nothing stored is lost" in line
     question = ("ask", "Which rule applies to every team on call?", "--json", "--retrieval", "bm25", "--config", config)
