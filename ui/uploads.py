@@ -7,6 +7,7 @@ outside it), and ingested with the process's shared models and store.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Callable, Sequence
 from ingest.content import BOMS, TEXT_SUFFIXES, content_mismatch
 from ingest.runner import IngestReport, ingest
 from rag.config import Settings
+from rag.store import free_bytes, mib
 from ui.services import embedder, store
 
 _UNSAFE = re.compile(r"[^\w.\- ]+")
@@ -185,7 +187,10 @@ def _save(target: Path, data: bytes) -> Path:
         with open(partial, "xb") as out:
             out.write(data)
         os.replace(partial, target)
-    except OSError:
+    except OSError as exc:
         partial.unlink(missing_ok=True)  # e.g. a full disk: leave nothing half-written behind
+        if exc.errno == errno.ENOSPC:
+            raise ValueError(f"the disk holding {target.parent} is full ({mib(free_bytes(target.parent))} free): "
+                             f"{target.name} was not saved; free some space and upload it again") from exc
         raise
     return target

@@ -105,3 +105,25 @@ def test_a_disk_that_fills_inside_the_write(tmp_path, small_disk, llm_server):
     assert run_module("ingest", docs, "--config", config).returncode == 0  # the same command finishes the job
     check = run_module("ingest", "--check", "--config", config)
     assert check.returncode == 0 and "store OK: 2 files" in check.stdout, check.stdout
+
+
+def test_app_upload_onto_a_full_disk_is_one_message(tmp_path, small_disk, monkeypatch, llm_server):
+    from tests.test_bad_input import start_app, upload
+    from tests.ui.test_app import texts
+
+    config = write_offline_config(tmp_path)  # the store on another disk: only the upload folder is full
+    filler = small_disk / "filler"
+    with filler.open("wb") as out:  # take the rest of the disk
+        try:
+            while True:
+                out.write(bytes(65536))
+                out.flush()
+        except OSError:
+            pass
+    app = start_app(monkeypatch, config, llm_server.url, RAG_UI__UPLOAD_DIR=str(small_disk / "uploads"))
+    assert app.sidebar.file_uploader, (texts(app.error), texts(app.sidebar.error), texts(app.warning))
+    upload(app, {"leave.md": b"# Leave\n\nInterns get 12 days of paid leave a year.\n" * 200})
+    (error,) = texts(app.sidebar.error)
+    assert error.startswith(f"The upload could not be ingested: the disk holding {small_disk / 'uploads'} is full "
+                            "(0.0 MB free): leave.md was not saved; free some space and upload it again"), error
+    assert not [p for p in (small_disk / "uploads").iterdir()]  # no half-written upload left behind
