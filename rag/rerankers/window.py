@@ -101,19 +101,24 @@ def fit_passage(tokenizer: Any, query: str, passage: str, *, max_length: int, mo
     question and the special tokens leave, so the pair tokenised again fits (give or
     take a token at the cut, which the caller's truncation then trims).
     """
-    if mode == "head":
-        return passage
+    return fit_passages(tokenizer, query, [passage], max_length=max_length, mode=mode)[0]
+
+
+def fit_passages(tokenizer: Any, query: str, passages: Sequence[str], *, max_length: int, mode: str) -> list[str]:
+    """``fit_passage`` for each passage; the question is tokenised once."""
+    if mode == "head" or not passages:
+        return list(passages)
     query_len = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
     room = max_length - query_len - tokenizer.num_special_tokens_to_add(pair=True)
     if room < MIN_ROOM:
-        return passage
-    encoded = tokenizer(passage, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    offsets = encoded["offset_mapping"]
+        return list(passages)
+    return [_window(tokenizer, query, passage, room) for passage in passages]
+
+
+def _window(tokenizer: Any, query: str, passage: str, room: int) -> str:
+    offsets = tokenizer(passage, add_special_tokens=False, return_offsets_mapping=True,
+                        verbose=False)["offset_mapping"]
     if len(offsets) <= room:
         return passage
     start, end = best_span(query, offsets, passage, room)
     return passage[offsets[start][0]:offsets[end - 1][1]]
-
-
-def fit_passages(tokenizer: Any, query: str, passages: Sequence[str], *, max_length: int, mode: str) -> list[str]:
-    return [fit_passage(tokenizer, query, p, max_length=max_length, mode=mode) for p in passages]
