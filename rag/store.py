@@ -229,13 +229,15 @@ def set_aside(path: Path) -> Path:
     return target
 
 
-def store_failure(path: Path | None, where: str, exc: BaseException) -> StoreError | None:
-    """A full disk or a damaged database behind a Chroma error, as one clear StoreError; None otherwise."""
+def store_failure(path: Path | None, where: str, exc: BaseException, *, storage: bool = False) -> StoreError | None:
+    """A full disk or a damaged database behind a Chroma error, as one clear StoreError; None otherwise.
+    ``storage``: the exception came from Chroma opening its files, whatever its type."""
     text = str(exc)
     if path is None:
         return server_failure(where, exc) if isinstance(exc, Exception) else None
+    from_storage = storage or type(exc).__module__.startswith("chromadb") or isinstance(exc, (OSError, sqlite3.Error))
     if any(mark in text for mark in _FULL) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) \
-            or free_bytes(path) < LOW_SPACE and not _is_panic(exc):
+            or from_storage and free_bytes(path) < LOW_SPACE:
         return full_disk_error(path, exc)
     if _is_panic(exc) or any(mark in text for mark in _DAMAGED):
         return damaged_error(path, f"Chroma could not read it ({_first_line(text)})")
@@ -285,7 +287,7 @@ def connect(*, mode: str, path: Path, host: str, port: int, ssl: bool, token: st
         except BaseException as exc:  # chromadb raises bare Exception subclasses (and panics) from Rust bindings
             if not isinstance(exc, Exception) and not _is_panic(exc):
                 raise
-            raise store_failure(path, str(path), exc) or StoreError(
+            raise store_failure(path, str(path), exc, storage=True) or StoreError(
                 f"could not open the Chroma store at {path}: {exc}") from exc
     headers = {"Authorization": f"Bearer {token}"} if token else None
     where = f"the Chroma server at {'https' if ssl else 'http'}://{host}:{port}"

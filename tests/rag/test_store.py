@@ -160,3 +160,21 @@ def test_token_proxy_refuses_a_wrong_token_and_reports_a_stopped_server(tmp_path
     finally:
         proxy.stop()
         server.stop()
+
+
+def test_chroma_errors_on_a_full_disk_or_a_damaged_file_become_one_clear_error(tmp_path):
+    from chromadb.errors import InternalError
+
+    from rag.store import StoreDamagedError, StoreFullError, estimate_bytes, store_failure
+
+    compaction = InternalError("Error in compaction: Failed to apply logs to the metadata segment")
+    full = store_failure(tmp_path, str(tmp_path), compaction)
+    assert isinstance(full, StoreFullError) and str(full).startswith(f"the disk holding the Chroma store at "
+                                                                     f"{tmp_path} is full (")
+    damaged = store_failure(tmp_path, str(tmp_path), InternalError("Failed to pull logs from the log store"))
+    assert isinstance(damaged, StoreDamagedError) and "restore the folder from a backup" in str(damaged).lower()
+    assert store_failure(tmp_path, str(tmp_path), ValueError("3 chunks but 2 embeddings")) is None  # ours: as is
+    assert store_failure(None, "the Chroma server", compaction) is None  # a server's disk is not ours to judge
+    # the space a write needs: grows with text and vectors, and keeps 8 MB for the journal and the index
+    small, large = estimate_bytes(["a" * 700] * 10, 384), estimate_bytes(["a" * 700] * 1000, 384)
+    assert 8 * 2**20 < small < large and large - small > 990 * 700 * 10
