@@ -92,8 +92,6 @@ def test_a_disk_that_fills_inside_the_write(tmp_path, small_disk, llm_server):
     assert "run the same command again: nothing stored is lost" in line
     question = ("ask", "Which rule applies to every team on call?", "--json", "--retrieval", "bm25", "--config", config)
     env = {**llm_env(llm_server.url), "RAG_RERANKER__ENABLED": "false"}
-    full = run_module("rag", *question, env=env)  # while the disk is full: one line, or an answer
-    assert full.returncode == 0 or error_line(full).startswith("error: the disk holding the Chroma store")
 
     resize(small_disk, "96m")  # space freed, not yet re-ingested: the half-written file is left out
     answered = run_module("rag", *question, env=env)
