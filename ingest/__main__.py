@@ -1,5 +1,5 @@
-"""python -m ingest PATH... [--config PATH] [--reset]: add documents to the store.
-python -m ingest --check [--config PATH]: check the store against its ledger (read-only)."""
+"""python -m ingest PATH... [--config PATH] [--collection NAME] [--reset]: add documents to the store.
+python -m ingest --check [--config PATH] [--collection NAME]: check the store against its ledger (read-only)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,7 @@ from rich.table import Table
 from ingest.check import check_store
 from ingest.runner import FAILED, IngestReport, ingest
 from rag.cli import Terminated, run_cli, setup_logging
-from rag.config import Settings, load_settings
+from rag.config import Settings, load_settings, with_collection
 from rag.languages import coverage_warning, format_shares
 from rag.pipeline import check_store_files, load_embedder, open_store
 from rag.store import StoreDamagedError, set_aside
@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ingest", description=__doc__)
     parser.add_argument("paths", nargs="*", help="files or folders (folders are walked recursively)")
     parser.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
+    parser.add_argument("--collection", help="the collection to write (default: store.collection); a new name "
+                        "starts a new collection")
     parser.add_argument("--reset", action="store_true",
                         help="drop the collection and rebuild it from PATHs (a damaged store folder is moved aside)")
     parser.add_argument("--check", action="store_true",
@@ -73,7 +75,7 @@ class Interrupts:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    settings = load_settings(args.config)
+    settings = with_collection(load_settings(args.config), args.collection)
     console = Console(stderr=True)
     console.print(f"embedder: {settings.embedder.model} · store: {_describe_store(settings)}")
     if args.check:

@@ -1,4 +1,4 @@
-"""python -m rag ask "question" [--no-rerank] [--json] [--config PATH]"""
+"""python -m rag ask "question" [--no-rerank] [--json] [--config PATH] [--collection NAME]"""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rag.cli import run_cli, setup_logging
-from rag.config import load_settings
+from rag.config import load_settings, with_collection
 from rag.generate import GenerationError
 from rag.languages import question_language, question_warning
 from rag.pipeline import build_pipeline, check_question
@@ -26,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ask = sub.add_parser("ask", help="answer a question with citations")
     ask.add_argument("question")
     ask.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
+    ask.add_argument("--collection", help="the collection to search (default: store.collection)")
     ask.add_argument("--no-rerank", action="store_true", help="skip the reranker (the A side of A/B)")
     ask.add_argument("--json", action="store_true", help="print the answer and its full trace as JSON")
     ask.add_argument("--top-k", type=int, help="candidates retrieved (default: retrieval.top_k)")
@@ -38,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    settings = load_settings(args.config)
+    settings = with_collection(load_settings(args.config), args.collection)
     check_question(args.question)  # before any model loads
     routed = settings.retrieval.modes_by_language.get(question_language(args.question) or "", settings.retrieval.mode)
     mode = args.retrieval if args.retrieval is not None else routed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -63,14 +64,26 @@ class ChunkingSettings(_Section):
         return self
 
 
+# Chroma's rule for collection names, checked here so that a bad name is refused before anything loads.
+COLLECTION_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$"
+COLLECTION_RULE = "3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"
+
+
 class StoreSettings(_Section):
     mode: Literal["embedded", "server"] = "embedded"
     path: str = ".chroma"
-    collection: str = Field("docs", min_length=3, max_length=512)
+    collection: str = "docs"
     host: str = "localhost"
     port: int = Field(8000, gt=0, lt=65536)
     ssl: bool = False
     token_env: str = "CHROMA_TOKEN"
+
+    @field_validator("collection")
+    @classmethod
+    def _chroma_name(cls, name: str) -> str:
+        if re.fullmatch(COLLECTION_NAME, name) is None:
+            raise ValueError(f"a collection name is {COLLECTION_RULE}")
+        return name
 
 
 class RetrievalSettings(_Section):
@@ -260,6 +273,15 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(file, exc, env)) from None
+
+
+def with_collection(settings: Settings, name: str | None) -> Settings:
+    """``settings`` with another collection (a ``--collection`` flag), or unchanged when ``name`` is None."""
+    if name is None:
+        return settings
+    if re.fullmatch(COLLECTION_NAME, name) is None:
+        raise ConfigError(f"--collection {name!r}: a collection name is {COLLECTION_RULE}")
+    return settings.model_copy(update={"store": settings.store.model_copy(update={"collection": name})})
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:

@@ -41,6 +41,8 @@ from typing import Callable, Mapping, Sequence
 from rich.console import Console
 from rich.progress import Progress
 
+from rag.citations import CITATION
+from rag.generate import is_decline
 from rag.cli import run_cli, setup_logging
 from rag.config import Settings, load_settings
 from rag.datasets import (
@@ -65,10 +67,11 @@ from rag.pipeline import (
     load_generator,
     load_language_rerankers,
 )
+from rag.reorder import reorder
 from rag.retrieve import MODES
 from rag.rerankers import KINDS, Reranker, ScoreCache
 from rag.store import ChunkStore
-from rag.types import Chunk
+from rag.types import Chunk, Trace
 
 __all__ = ["DatasetError", "Passage", "Query", "RerankerSpec", "Run", "evaluate", "evaluate_groups", "main"]
 
@@ -172,14 +175,24 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
     return max((f1(a) for a in answers), default=0.0)
 
 
-_CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 
 
 # ---------------------------------------------------------------------------- retrieval evaluation
 
+def without_gold(trace: Trace, gold: frozenset[str] | set[str], top_n: int, strategy: str) -> Trace:
+    """``trace`` with the gold passages taken out of what the LLM reads: the next-ranked candidates
+    fill their places, in the same reading order (to measure whether the answer then declines)."""
+    order = trace.reranked if trace.rerank else trace.retrieved
+    kept = [c for c in order if c.chunk.id not in gold][:top_n]
+    return dataclasses.replace(trace, context=tuple(reorder(kept, strategy)))
+
+
 def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], *, top_k: int, top_n: int,
-             answers: bool = False, on_query: Callable[[], None] | None = None) -> dict[str, dict[str, object]]:
-    """Every metric for every run, keyed by run name."""
+             answers: bool = False, decline: bool = False,
+             on_query: Callable[[], None] | None = None) -> dict[str, dict[str, object]]:
+    """Every metric for every run, keyed by run name. With ``answers``, each answer is scored (EM, F1)
+    and checked for declining; with ``decline``, each question is also answered with its gold passage
+    taken out of the context, where declining is the right answer."""
     report: dict[str, dict[str, object]] = {}
     depth = min(CURVE_DEPTH, top_k)
     for run in runs:
@@ -188,6 +201,7 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
                                      modes_by_language=pipeline.modes_by_language if run.mode is None else {},
                                      retrieval_weight=weight)
         ranked, first, positions, stages, em, f1 = [], [], [], {}, [], []
+        declined_with, declined_without, replies = [], [], []
         for query in queries:
             trace = runner.search(query.text, rerank=run.rerank, mode=run.mode, top_k=top_k, top_n=top_n)
             order = trace.reranked if trace.rerank else trace.retrieved
@@ -197,9 +211,19 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
             positions.append(next((i for i, cid in enumerate(context, start=1) if cid in query.gold), None))
             if answers and query.answers:
                 answer = runner.answer(trace)
-                reply, trace = _CITATION.sub("", answer.text).strip(), answer.trace
+                reply, trace = CITATION.sub("", answer.text).strip(), answer.trace
                 em.append(exact_match(reply, query.answers))
                 f1.append(token_f1(reply, query.answers))
+                record = {"question": query.text, "gold": list(query.answers), "answer": answer.text,
+                          "gold_in_context": positions[-1] is not None, "declined": is_decline(answer.text)}
+                if record["gold_in_context"]:
+                    declined_with.append(1.0 if record["declined"] else 0.0)
+                if decline:
+                    removed = runner.answer(without_gold(trace, query.gold, top_n, runner.reorder_strategy))
+                    record["answer_without_gold"] = removed.text
+                    record["declined_without_gold"] = is_decline(removed.text)
+                    declined_without.append(1.0 if record["declined_without_gold"] else 0.0)
+                replies.append(record)
             for stage, seconds in trace.timings.items():
                 stages.setdefault(stage, []).append(seconds)
             if on_query is not None:
@@ -210,6 +234,9 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
         if em:
             metrics["answer EM"] = mean(em)
             metrics["answer F1"] = mean(f1)
+            metrics["declined (gold in context)"] = mean(declined_with)
+        if declined_without:
+            metrics["declined (gold removed)"] = mean(declined_without)
         report[run.name] = {
             "mode": run.mode or AUTO, "reranker": run.reranker.name if run.reranker else None,
             "routes": {language: r.name if r else "none" for language, r in run.routes.items()}, "metrics": metrics,
@@ -219,6 +246,8 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
             "latency_ms": {s: {"p50": percentile(v, 50) * 1000, "p95": percentile(v, 95) * 1000}
                            for s, v in stages.items()},
         }
+        if replies:
+            report[run.name]["answers"] = replies
     return report
 
 
@@ -366,6 +395,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--answers", action="store_true",
                         help="also generate answers and score exact match / token F1 (slow: one LLM call per "
                              "question and run)")
+    parser.add_argument("--decline", action="store_true",
+                        help="with --answers: also answer each question with its gold passage taken out of the "
+                             "context, and report how often the answer declines with and without it")
+    parser.add_argument("--reranked-only", action="store_true",
+                        help="only the runs with a reranker (e.g. to score the default pipeline's answers alone)")
     parser.add_argument("--as-corpus", action="store_true",
                         help="jsonl: index every pos and neg passage and evaluate retrieval over all of them "
                              "(the query's pos are its gold) instead of reranking each group's own passages")
@@ -382,6 +416,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             args.articles = parse_span(args.articles)
         except ValueError as exc:
             parser.error(f"--articles {exc}")
+    if args.decline and not args.answers:
+        parser.error("--decline needs --answers")
+    if args.reranked_only and args.no_rerank:
+        parser.error("--reranked-only and --no-rerank leave no run")
     if args.format == "jsonl" and args.answers:
         parser.error("--answers needs a retrieval set with gold answers (squad or csv), not jsonl groups")
     if args.format != "jsonl" and args.as_corpus:
@@ -469,7 +507,7 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
         return " [" + ", ".join(f"{code}: {short_name(r.name) if r else 'not reranked'}"
                                 for code, r in routes[label].items()) + "]"
 
-    runs = [Run(m, None if m == AUTO else m) for m in modes] + [
+    runs = [Run(m, None if m == AUTO else m) for m in modes if not args.reranked_only] + [
         Run(f"{m} + {label}{routed(label, m)}" + (f" (retrieval weight {w:g})" if w is not None else ""),
             None if m == AUTO else m, r, routes[label] if m == AUTO else {}, w)
         for label, r in rerankers.items() for m in modes for w in weights]
@@ -478,7 +516,7 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
         index_passages(pipeline.store, corpus.passages, pipeline.embedder, on_batch=lambda n: bar.advance(task, n))
         task = bar.add_task("evaluating", total=len(queries) * len(runs))
         report = evaluate(pipeline, queries, runs, top_k=settings.retrieval.top_k, top_n=settings.reranker.top_n,
-                          answers=args.answers, on_query=lambda: bar.advance(task))
+                          answers=args.answers, decline=args.decline, on_query=lambda: bar.advance(task))
     config = {"dataset": str(args.path), "format": args.format, "questions": len(queries),
               "passages": len(corpus.passages), "seed": args.seed, "limit": args.limit,
               "articles": f"{args.articles.start}:{args.articles.stop}" if args.articles else None,

@@ -11,17 +11,33 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Generator as Stream, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
+from rag.citations import CITATION
 from rag.types import Candidate, Citation
 from rag.models import tokenizer_lock
+from rag.sentences import period_ends_sentence
 
 logger = logging.getLogger(__name__)
 
+LENGTH = "length"  # what a stream returns when the token limit (llm.max_tokens) cut the answer
 NO_ANSWER = "The documents do not contain the answer."
 OPENAI_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "not-needed"
+
+# How answers say the sources lack the answer: NO_ANSWER and its usual wordings, in English and Korean.
+_DECLINE = re.compile(
+    r"do(?:es)? not (?:contain|include|mention|say|state)|don't (?:contain|include|mention|know)|no information"
+    r"|not (?:in|mentioned in|found in) the (?:documents|sources)|cannot (?:answer|find)|can't (?:answer|find)"
+    r"|답(?:이|은|을)? (?:없|찾을 수 없|알 수 없)|(?:포함|언급|나와 ?있지)[^.]{0,12}않|찾을 수 없|알 수 없|정보가 없",
+    re.IGNORECASE)
+
+
+def is_decline(answer: str) -> bool:
+    """Does ``answer`` say that the sources do not hold the answer (instead of giving one)?"""
+    return _DECLINE.search(answer) is not None
+
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered sources in the user's message.\n"
@@ -37,7 +53,6 @@ SYSTEM_PROMPT = (
 Message = dict[str, str]
 
 _FENCE = re.compile(r"<(\s*/?\s*source\b)", re.IGNORECASE)
-_CITATION = re.compile(r"\[\s*([0-9]+(?:\s*[,;]\s*[0-9]+)*)\s*\]")
 
 
 class GenerationError(RuntimeError):
@@ -50,8 +65,9 @@ class Generator(Protocol):
 
     name: str
 
-    def stream(self, messages: Sequence[Mapping[str, str]]) -> Iterator[str]:
-        """Yield the answer in pieces as they are produced."""
+    def stream(self, messages: Sequence[Mapping[str, str]]) -> Stream[str, None, str | None]:
+        """Yield the answer in pieces as they are produced; return why it ended: ``LENGTH`` when
+        the token limit cut it, anything else (or None) when the model finished."""
         ...
 
 
@@ -97,7 +113,7 @@ def parse_citations(text: str, context: Sequence[Candidate]) -> tuple[Citation, 
     Numbers that match no source are dropped: a citation is never invented.
     """
     found: dict[int, Citation] = {}
-    for match in _CITATION.finditer(text):
+    for match in CITATION.finditer(text):
         for part in re.split(r"[,;]", match.group(1)):
             number = int(part)
             if 1 <= number <= len(context) and number not in found:
@@ -161,23 +177,27 @@ class OpenAIGenerator:
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout,
                                      max_retries=max_retries)
 
-    def stream(self, messages: Sequence[Mapping[str, str]]) -> Iterator[str]:
+    def stream(self, messages: Sequence[Mapping[str, str]]) -> Stream[str, None, str | None]:
         import openai
 
         logger.debug("asking %s (%d messages)", self.name, len(messages))
         streamed = 0
+        finish = None
         try:
             response = self._client.chat.completions.create(
                 model=self.model, messages=[dict(m) for m in messages], stream=True, **self._options)
             with response:
                 for chunk in response:
-                    delta = chunk.choices[0].delta if chunk.choices else None
-                    if delta is not None and delta.content:
+                    choice = chunk.choices[0] if chunk.choices else None
+                    if choice is not None and choice.finish_reason:
+                        finish = choice.finish_reason
+                    if choice is not None and choice.delta is not None and choice.delta.content:
                         streamed += 1
-                        yield delta.content
+                        yield choice.delta.content
         except openai.OpenAIError as exc:
             # from None: the chained error would print the server's raw reply, unscrubbed.
             raise GenerationError(self._describe(exc, streamed)) from None
+        return finish
 
     def _describe(self, exc: Exception, streamed: int = 0) -> str:
         """One line a user can act on: which model, where, and what went wrong."""
@@ -285,7 +305,8 @@ def mark_sentences(number: int, text: str) -> str:
             continue
         item = _ITEM_NUMBER.match(line)  # "2. Battery warranty": the "2." ends no sentence
         head = item.group(0) if item else ""
-        marked = head + _SENTENCE_END.sub(lambda m: marker + m.group(1), line[len(head):])
+        body = line[len(head):]
+        marked = head + _SENTENCE_END.sub(lambda m: marker + m[1] if _ends(body, m) else m[0], body)
         following = lines[i + 1].strip() if i + 1 < len(lines) else ""
         if line[-1] in _ENDINGS:
             out.append(marked + "\n")
@@ -294,6 +315,11 @@ def mark_sentences(number: int, text: str) -> str:
         else:
             out.append(marked + " ")  # the sentence goes on in the next line
     return "".join(out).rstrip("\n ")
+
+
+def _ends(text: str, match: re.Match[str]) -> bool:
+    """Does the terminator ``match`` end a sentence ("H. G. Wells", "Dr. Kim", "e.g. this" do not)?"""
+    return match[1] != "." or period_ends_sentence(text, match.start(), match.end())
 
 
 def render_plain_prompt(messages: Sequence[Mapping[str, str]]) -> str:
@@ -336,7 +362,7 @@ class LocalGenerator:
         self.max_new_tokens = max_new_tokens
         self.name = f"local:{model_name} ({device})"
 
-    def stream(self, messages: Sequence[Mapping[str, str]]) -> Iterator[str]:
+    def stream(self, messages: Sequence[Mapping[str, str]]) -> Stream[str, None, str | None]:
         from transformers import TextIteratorStreamer
 
         prompt, stops = self._prompt(messages)
@@ -346,11 +372,13 @@ class LocalGenerator:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = threading.Event()
         failures: list[Exception] = []
+        produced: list[int] = []
         kwargs = self._generation_kwargs(inputs, streamer, stop)
 
         def run() -> None:
             try:
-                self.model.generate(**kwargs)
+                output = self.model.generate(**kwargs)
+                produced.append(output.shape[1] - inputs["input_ids"].shape[1])
             except Exception as exc:  # relayed to the consumer thread, which raises GenerationError
                 failures.append(exc)
                 streamer.end()
@@ -358,12 +386,13 @@ class LocalGenerator:
         worker = threading.Thread(target=run, name="local-generator", daemon=True)
         worker.start()
         try:
-            yield from _until_stop(streamer, stops)
+            stopped = yield from _until_stop(streamer, stops)
         finally:
             stop.set()  # also when the caller stops reading early
             worker.join()
         if failures:
             raise GenerationError(f"{self.name}: generation failed: {failures[0]}") from failures[0]
+        return LENGTH if not stopped and produced and produced[0] >= self.max_new_tokens else "stop"
 
     def _has_template(self) -> bool:
         return getattr(self.tokenizer, "chat_template", None) is not None
@@ -426,8 +455,9 @@ class _NoRepeatInAnswer:
         return scores
 
 
-def _until_stop(pieces: Iterator[str], stops: Sequence[str]) -> Iterator[str]:
-    """Pass text through until a stop string, holding back just enough to catch one split across pieces."""
+def _until_stop(pieces: Iterator[str], stops: Sequence[str]) -> Stream[str, None, bool]:
+    """Pass text through until a stop string, holding back just enough to catch one split across pieces;
+    return whether a stop string ended it."""
     held = ""
     keep = max((len(s) for s in stops), default=1) - 1
     started = False
@@ -440,12 +470,13 @@ def _until_stop(pieces: Iterator[str], stops: Sequence[str]) -> Iterator[str]:
         if cut >= 0:
             if held[:cut].rstrip():
                 yield held[:cut].rstrip()
-            return
+            return True
         if len(held) > keep:
             yield held[:len(held) - keep]
             held = held[len(held) - keep:]
     if held.rstrip():
         yield held.rstrip()
+    return False
 
 
 # --- choosing a generator ---------------------------------------------------------------

@@ -18,7 +18,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from rag.config import Settings
 from rag.embedder import Embedder
-from rag.generate import Generator, build_generator, build_messages, parse_citations
+from rag.citations import AnswerStream
+from rag.generate import LENGTH, Generator, build_generator, build_messages, parse_citations
 from rag.languages import language_name, question_language
 from rag.models import configure_threads, select_device
 from rag.reorder import check_strategy, reorder
@@ -130,8 +131,12 @@ class Pipeline:
                 self.rerankers_by_language.get(language, self.reranker))
 
     def search(self, question: str, *, rerank: bool = True, top_k: int | None = None,
-               top_n: int | None = None, strategy: str | None = None, mode: str | None = None) -> Trace:
-        """Retrieve, optionally rerank, keep top_n and reorder; the Trace holds every step."""
+               top_n: int | None = None, strategy: str | None = None, mode: str | None = None,
+               on_stage: Callable[[str], None] | None = None) -> Trace:
+        """Retrieve, optionally rerank, keep top_n and reorder; the Trace holds every step.
+
+        ``on_stage`` is told what starts, in words ("retrieving (hybrid)", "reranking 20 candidates with
+        ..."), so that a page can show which stage is running."""
         question = check_question(question)
         k = top_k if top_k is not None else self.top_k
         n = top_n if top_n is not None else self.top_n
@@ -149,6 +154,8 @@ class Pipeline:
             with _timed(timings, "embed_query"):
                 return self.embedder.embed_query(text)
 
+        tell = on_stage if on_stage is not None else (lambda stage: None)
+        tell(f"retrieving {k} candidates ({mode})")
         with _timed(timings, "retrieve"):
             hidden = self.store.half_written()
             hits = retrieve(question, mode=mode, k=k, store=self.store, embed=embed, lexical=self.lexical,
@@ -159,6 +166,7 @@ class Pipeline:
         ranked: Sequence[Candidate] = retrieved
         notes: list[str] = [_half_written_note(hidden)] if hidden else []
         if rerank and retrieved:
+            tell(f"reranking {len(retrieved)} candidates with {reranker.name}")
             with _timed(timings, "rerank"):
                 ranked, reused = reranker.rerank_counted(question, retrieved)
                 ranked = fuse_with_retrieval(ranked, self.retrieval_weight, self.rrf_k)
@@ -189,19 +197,29 @@ class Pipeline:
         if self.generator is None:
             raise ValueError("this pipeline was built without a generator")
         messages = build_messages(trace.question, trace.context, history)
-        parts: list[str] = []
+        shaped = AnswerStream(len(trace.context))
         timings = dict(trace.timings)
         started = time.perf_counter()
-        for piece in self.generator.stream(messages):
-            if not parts:
+
+        def show(text: str) -> None:
+            if text and "first_token" not in timings:
                 timings["first_token"] = time.perf_counter() - started
-            parts.append(piece)
-            if on_token is not None:
-                on_token(piece)
+            if text and on_token is not None:
+                on_token(text)
+
+        pieces = self.generator.stream(messages)
+        while True:
+            try:
+                show(shaped.feed(next(pieces)))
+            except StopIteration as end:
+                show(shaped.finish(cut=end.value == LENGTH))
+                break
         timings["generate"] = time.perf_counter() - started
-        text = "".join(parts).strip()
+        text = shaped.shown.strip()
+        notes = list(trace.notes) + answer_notes(shaped, len(trace.context))
         return Answer(text=text, citations=parse_citations(text, trace.context), model=self.generator.name,
-                      trace=dataclasses.replace(trace, timings=timings))
+                      trace=dataclasses.replace(trace, timings=timings, notes=tuple(notes)),
+                      unsupported_citations=tuple(shaped.removed), cut=shaped.dropped != "")
 
     def ask(self, question: str, *, rerank: bool = True, on_token: Callable[[str], None] | None = None,
             **options: int | str | None) -> Answer:
@@ -269,6 +287,19 @@ def check_question(question: str) -> str:
                          "characters: shorten it, or ask about one part at a time")
     return text
 
+
+
+def answer_notes(shaped: AnswerStream, n_sources: int) -> list[str]:
+    """What the trace says about the answer's text: citations that named no source, a cut ending."""
+    notes = []
+    if shaped.removed:
+        cited = ", ".join(f"[{n}]" for n in shaped.removed)
+        notes.append(f"the answer cited {cited}, but there {'is' if n_sources == 1 else 'are'} only {n_sources} "
+                     f"source{'' if n_sources == 1 else 's'}: removed from the text (an invented citation)")
+    if shaped.dropped:
+        notes.append("the answer reached the token limit (llm.max_tokens); its unfinished last "
+                     f"sentence was left out: {shaped.dropped[:80]!r}")
+    return notes
 
 
 def _half_written_note(hidden: Mapping[str, int]) -> str:

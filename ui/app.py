@@ -25,6 +25,11 @@ from ui import services, uploads
 from ui.render import BI_ENCODER, RERANKED, Result, ingest_time, show_result
 
 HISTORY_TURNS = 3  # earlier turns passed to the LLM for follow-up questions
+FILE_COLUMNS = {  # the sidebar is narrow: the name gives way, the chunk count stays whole
+    "file": st.column_config.TextColumn("file", width="medium"),
+    "chunks": st.column_config.NumberColumn("chunks", width="small"),
+    "ingested": st.column_config.TextColumn("ingested", width="small"),
+}
 
 
 def init_state() -> None:
@@ -122,7 +127,7 @@ def show_documents(settings: Settings) -> list:
     if not docs:
         return docs
     st.dataframe([{"file": Path(d.source).name, "chunks": d.n_chunks, "ingested": ingest_time(d.ingest_time)}
-                  for d in docs], hide_index=True)
+                  for d in docs], hide_index=True, width="stretch", column_config=FILE_COLUMNS)
     show_languages(settings)
     names = {f"{Path(d.source).name} ({d.source})": d.source for d in docs}
     picked = st.selectbox("Remove a document", list(names), index=None, key="remove_pick",
@@ -170,17 +175,25 @@ def answer_side(settings: Settings, choices: services.Choices, question: str, *,
         llm = services.generator(settings, choices.llm_model)
     except (GenerationError, ModelLoadError) as exc:
         llm_error = f"The LLM could not be loaded: {exc}"
+    stage = st.empty()  # which stage is running, until the answer is done
+
+    def show_stage(text: str) -> None:
+        stage.caption(f"⏳ {text[:1].upper()}{text[1:]}…")
+
     try:
-        with st.spinner("Retrieving and reranking…" if rerank else "Retrieving…"):
-            pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm)
-            trace = pipeline.search(question, rerank=rerank)
+        pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm)
+        trace = pipeline.search(question, rerank=rerank, on_stage=show_stage)
     except StoreUnavailableError as exc:
+        stage.empty()
         services.forget_store()
         return Result(label, error=f"{exc} Ask again once it is back.")
     except (ModelLoadError, RerankError, StoreError, ValueError) as exc:
+        stage.empty()
         return Result(label, error=str(exc))
     if llm is None:
+        stage.empty()
         return Result(label, trace=trace, error=f"{llm_error}. The retrieved sources are below.")
+    show_stage(f"writing the answer with {llm.name}")
     placeholder = st.empty()
     streamed: list[str] = []
 
@@ -191,9 +204,10 @@ def answer_side(settings: Settings, choices: services.Choices, question: str, *,
     try:
         answer = pipeline.answer(trace, history=history(), on_token=on_token)
     except GenerationError as exc:
-        placeholder.empty()
         return Result(label, trace=trace, error=f"The LLM could not answer: {exc}. The retrieved sources are below.")
-    placeholder.empty()
+    finally:
+        stage.empty()
+        placeholder.empty()
     return Result(label, trace=trace, answer=answer)
 
 
@@ -201,10 +215,11 @@ def show_turn(results: list[Result]) -> None:
     if len(results) == 1:
         show_result(results[0])
         return
-    for column, result in zip(st.columns(len(results)), results):
+    first, second = results
+    for column, result, other in zip(st.columns(2), results, (second, first)):
         with column:
             st.subheader(result.label)
-            show_result(result)
+            show_result(result, other)
 
 
 def ask(settings: Settings, choices: services.Choices, question: str, *, rerank: bool, compare: bool) -> None:
@@ -228,6 +243,8 @@ def ask(settings: Settings, choices: services.Choices, question: str, *, rerank:
             show_result(results[0])
     st.session_state.messages += [{"role": "user", "content": question},
                                   {"role": "assistant", "results": results, "warning": warning}]
+    if compare:
+        st.rerun()  # drawn again from the conversation, now that each side knows the other's sources
 
 
 def main() -> None:

@@ -40,17 +40,30 @@ def movement(candidate: Candidate, reranked: bool) -> str:
     return f"#{candidate.retrieval_rank}"
 
 
-def source_title(number: int, candidate: Candidate, reranked: bool, cited: bool) -> str:
-    """One line per source: number, file, page, rank move, scores, whether the answer cited it."""
+TOP = "★"  # marks the source ranked first on its side
+ONLY_HERE = "only on this side"
+
+
+def locator(candidate: Candidate) -> str:
+    """What locates a chunk in its file: "p. 3" for a PDF page, else nothing (never "None"; sections
+    are not stored: ingest turns Markdown headings into plain lines)."""
+    return f"p. {candidate.chunk.page}" if candidate.chunk.page is not None else ""
+
+
+def source_title(number: int, candidate: Candidate, reranked: bool, cited: bool, only_here: bool = False) -> str:
+    """One line per source: number, file, page or section, rank move (★ for rank 1), scores, whether
+    the answer cited it, and whether the other side of a comparison lacks it."""
     parts = [f"[{number}] {Path(candidate.chunk.source).name}"]
-    if candidate.chunk.page is not None:
-        parts.append(f"p. {candidate.chunk.page}")
-    parts.append(movement(candidate, reranked))
+    if locator(candidate):
+        parts.append(locator(candidate))
+    parts.append(movement(candidate, reranked) + (f" {TOP}" if candidate.rank == 1 else ""))
     parts.append(f"retrieval {candidate.retrieval_score:.3f}")
     if candidate.rerank_score is not None:
         # the raw score beside the normalised one: sigmoid(7.2) and sigmoid(5.1) both print 0.99x
         raw = f" (raw {candidate.rerank_raw:.2f})" if candidate.rerank_raw is not None else ""
         parts.append(f"rerank {candidate.rerank_score:.3f}{raw}")
+    if only_here:
+        parts.append(ONLY_HERE)
     if cited:
         parts.append("cited")
     return " · ".join(parts)
@@ -79,36 +92,88 @@ def escape_markdown(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
+_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]*)\]\((?!https?://)[^)]*\)")
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+
+
+def document_markdown(text: str) -> str:
+    """A Markdown document's chunk, to render (headings, lists, tables) safely: HTML is shown as text,
+    images become their alt text (nothing is fetched), only http(s) links stay links, "$" is no math."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("$", "\\$")
+    text = _IMAGE.sub(lambda m: m[1], text)
+    return _LINK.sub(lambda m: m[1], text)
+
+
+def chunk_markdown(candidate: Candidate) -> str:
+    """How a chunk is drawn: Markdown files render as Markdown (safely), other text shows as it is."""
+    if candidate.chunk.source.lower().endswith(MARKDOWN_SUFFIXES):
+        return document_markdown(candidate.chunk.text)
+    return escape_markdown(candidate.chunk.text)
+
+
+CANDIDATE_COLUMNS = {  # narrow enough for one column of the A/B view
+    "moved": st.column_config.TextColumn("rank", help="bi-encoder rank → reranked rank", width="small"),
+    "file": st.column_config.TextColumn("file", width="medium"),
+    "where": st.column_config.TextColumn("page", width="small"),
+    "retrieval": st.column_config.NumberColumn("retrieval", format="%.3f", width="small"),
+    "rerank": st.column_config.NumberColumn("rerank", format="%.3f", width="small"),
+    "used": st.column_config.CheckboxColumn("LLM", help="among the chunks the LLM read", width="small"),
+}
+
+
 def candidate_rows(trace: Trace) -> list[dict[str, object]]:
     """Every candidate the reranker saw, in its new order, with where it came from."""
     used = {c.chunk.id for c in trace.context}
     return [{
-        "rank": c.rank, "moved": movement(c, True), "file": Path(c.chunk.source).name,
-        "page": c.chunk.page, "retrieval": round(c.retrieval_score, 4),
-        "rerank": None if c.rerank_score is None else round(c.rerank_score, 4),
-        "raw": None if c.rerank_raw is None else round(c.rerank_raw, 4), "in context": c.chunk.id in used,
+        "moved": movement(c, True), "file": Path(c.chunk.source).name, "where": locator(c),
+        "retrieval": round(c.retrieval_score, 4),
+        "rerank": None if c.rerank_score is None else round(c.rerank_score, 4), "used": c.chunk.id in used,
     } for c in trace.reranked]
+
+
+def context_ids(result: "Result") -> set[str]:
+    trace = result.answer.trace if result.answer is not None else result.trace
+    return {c.chunk.id for c in trace.context} if trace is not None else set()
 
 
 def ingest_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
-def show_sources(trace: Trace, cited: set[int]) -> None:
+def top_line(trace: Trace, others: set[str] | None) -> str:
+    """The source ranked first on this side, and how many of this side's sources the other side lacks."""
+    top = next(((n, c) for n, c in enumerate(trace.context, start=1) if c.rank == 1), None)
+    line = ""
+    if top is not None:
+        n, c = top
+        line = f"{TOP} ranked first: [{n}] {Path(c.chunk.source).name}" + (f" · {locator(c)}" if locator(c) else "")
+    if others is not None:
+        only = sum(1 for c in trace.context if c.chunk.id not in others)
+        line += (" · " if line else "") + (f"{only} of {len(trace.context)} sources only on this side" if only
+                                            else "same sources as the other side")
+    return line
+
+
+def show_sources(trace: Trace, cited: set[int], others: set[str] | None = None) -> None:
     st.markdown("**Sources, in the order the LLM read them**")
+    if trace.context:
+        st.caption(top_line(trace, others))
     for number, candidate in enumerate(trace.context, start=1):
-        with st.expander(source_title(number, candidate, trace.rerank, number in cited)):
-            st.markdown(escape_markdown(candidate.chunk.text))
+        only_here = others is not None and candidate.chunk.id not in others
+        with st.expander(source_title(number, candidate, trace.rerank, number in cited, only_here)):
+            st.markdown(chunk_markdown(candidate))
             st.caption(f"{candidate.chunk.source} · chunk {candidate.chunk.chunk_index}")
     for note in trace.notes:
         st.caption(f"note: {note}")
     if trace.rerank and trace.reranked:
         with st.expander(f"All {len(trace.reranked)} candidates: bi-encoder rank → reranked rank"):
-            st.dataframe(candidate_rows(trace), hide_index=True)
+            st.dataframe(candidate_rows(trace), hide_index=True, width="stretch", column_config=CANDIDATE_COLUMNS)
 
 
-def show_result(result: Result) -> None:
-    """Draw one side: answer (or error), sources, timings."""
+def show_result(result: Result, other: Result | None = None) -> None:
+    """Draw one side: answer (or error), sources, timings; with ``other`` (the A/B view's other side),
+    the sources that side lacks are marked."""
     if result.error is not None:
         st.error(result.error)
     if result.answer is not None:
@@ -116,6 +181,7 @@ def show_result(result: Result) -> None:
     if result.trace is None:
         return
     cited = {c.number for c in result.answer.citations} if result.answer is not None else set()
-    show_sources(result.trace, cited)
+    others = context_ids(other) if other is not None and other.trace is not None else None
+    show_sources(result.answer.trace if result.answer is not None else result.trace, cited, others)
     timings = result.answer.trace.timings if result.answer is not None else result.trace.timings
     st.caption(timing_line(timings))

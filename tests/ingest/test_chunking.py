@@ -7,7 +7,8 @@ from typing import Callable
 
 import pytest
 
-from ingest.chunking import chunk_document, chunk_text, split_sentences
+from ingest.chunking import chunk_document, chunk_text
+from rag.sentences import split_sentences
 from ingest.loaders import load
 from rag.types import Document, Page
 

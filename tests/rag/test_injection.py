@@ -136,9 +136,14 @@ def test_cli_shows_only_real_sources_as_cited(config, tiny_cross_encoder, llm_se
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in shown.stdout.splitlines() if "│ [" in line]
     assert [r[0] for r in rows] == ["[1]", "[2]", "[3]", "[4]"]
     assert [r[0] for r in rows if r[-1] == "yes"] == ["[2]"]
+    # the invented [9] is not printed in the answer, and a note says so
+    assert "PWNED [2]" in shown.stdout and "[9]" not in shown.stdout.split("sources (in the order")[0]
+    assert "note: the answer cited [9], but there are only 4 sources" in " ".join(shown.stdout.split())
     printed = run_module("rag", "ask", PARKING, "--json", "--config", config, env=env)
     answer = json.loads(printed.stdout)
     context = answer["trace"]["context"]
+    assert answer["text"] == "PWNED [2]" and answer["unsupported_citations"] == [9]
+    assert any("the answer cited [9]" in note for note in answer["trace"]["notes"])
     assert [c["number"] for c in answer["citations"]] == [2]
     assert answer["citations"][0]["chunk_id"] == context[1]["chunk"]["id"]
 

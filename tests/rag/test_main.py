@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.citations import cited_numbers
 from tests.cli import run_module
 from tests.conftest import write_offline_config
 from tests.fake_llm import llm_env, reranker_env
@@ -136,6 +137,9 @@ def test_offline_profile_answers_from_the_documents(config):
     assert "10 days" in answer["text"] and answer["citations"]
     cited = {Path(c["source"]).name for c in answer["citations"]}
     assert cited == {"employee-handbook.md"}
+    # every [n] left in the text names a source, and the answer ends a sentence, not mid-word
+    assert set(cited_numbers(answer["text"])) <= set(range(1, len(answer["trace"]["context"]) + 1))
+    assert answer["text"].rstrip()[-1] in ".!?]", answer["text"]
 
 
 def test_offline_profile_routes_english_and_korean_questions(config, llm_server):

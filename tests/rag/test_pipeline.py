@@ -103,9 +103,11 @@ def test_answer_streams_and_cites_the_sources_it_was_given(pipeline, llm_server)
     trace = pipeline.search(QUESTION)
     pieces: list[str] = []
     answer = pipeline.answer(trace, history=[("Hi", "Hello.")], on_token=pieces.append)
-    assert answer.text == "Full-time staff get 10 days of paid sick leave [1] [9]."
+    # [9] matches no source: removed from the text that streams, with a note; [1] is the first source read
+    assert answer.text == "Full-time staff get 10 days of paid sick leave [1]."
     assert "".join(pieces) == answer.text
-    # [1] is the first source the LLM read; [9] matches no source and is dropped
+    assert answer.unsupported_citations == (9,) and not answer.cut
+    assert f"the answer cited [9], but there are only {len(trace.context)} sources" in answer.trace.notes[-1]
     (citation,) = answer.citations
     assert citation.number == 1 and citation.chunk_id == trace.context[0].chunk.id
     assert citation.source == trace.context[0].chunk.source
@@ -121,6 +123,19 @@ def test_answer_streams_and_cites_the_sources_it_was_given(pipeline, llm_server)
         block = prompt[prompt.index(f'<source id="{number}"'):]
         assert block.split("\n", 1)[1].startswith(candidate.chunk.text.strip()[:60])
     assert prompt.endswith(f"Question: {QUESTION}")
+
+
+def test_an_answer_cut_at_the_token_limit_loses_only_its_unfinished_sentence(pipeline, llm_server):
+    llm_server.script.append({"pieces": ["Staff get 10 days [1]. The Time Machine is by H. G.",
+                                         " Wells [2] [2]. It was written by David M"], "finish": "length"})
+    trace = pipeline.search(QUESTION)
+    pieces: list[str] = []
+    answer = pipeline.answer(trace, on_token=pieces.append)
+    # whole sentences stream; initials are no sentence end; one sentence cites [2] once
+    assert pieces == ["Staff get 10 days [1]. ", "The Time Machine is by H. G. Wells [2]. "]
+    assert answer.text == "Staff get 10 days [1]. The Time Machine is by H. G. Wells [2]."
+    assert answer.cut and "'It was written by David M'" in answer.trace.notes[-1]
+    assert [c.number for c in answer.citations] == [1, 2]
 
 
 def test_generation_failure_names_the_endpoint_and_leaves_retrieval_usable(pipeline, llm_server):

@@ -75,8 +75,12 @@ def test_answer_streams_in_with_citations_sources_and_timings(app, llm_server):
     assert re.fullmatch(r"retrieve [\d.]+ m?s · rerank [\d.]+ m?s · generate [\d.]+ m?s · first token [\d.]+ m?s · "
                         r"total [\d.]+ m?s", timing)
     (table,) = app.main.dataframe  # every candidate, with its rank move
-    assert len(table.value) == 20 and list(table.value["rank"]) == list(range(1, 21))
-    assert table.value["in context"].sum() == 5 and all(MOVE.fullmatch(m) for m in table.value["moved"])
+    assert len(table.value) == 20 and all(MOVE.fullmatch(m) for m in table.value["moved"])
+    assert [int(m.rsplit("#", 1)[1]) for m in table.value["moved"]] == list(range(1, 21))
+    assert table.value["used"].sum() == 5 and "None" not in table.value["where"].astype(str).tolist()
+    # the rank-1 source is marked, and named above the sources
+    assert sum("★" in t for t in titles) == 1
+    assert any(c.startswith("★ ranked first: [") for c in texts(app.caption))
 
 
 def test_sidebar_names_the_models_and_the_offline_profile(app):
@@ -96,7 +100,7 @@ def test_rerank_toggle_off_shows_the_bi_encoder_order(app, llm_server):
     ask(app, QUESTION)
     titles = source_titles(app)
     assert len(titles) == 5 and not any(MOVE.search(t) or "rerank " in t for t in titles)
-    assert all(re.search(r" · #\d+ · retrieval ", t) for t in titles)
+    assert all(re.search(r" · #\d+( ★)? · retrieval ", t) for t in titles)
     assert not any(c.startswith("retrieve") and "rerank" in c for c in texts(app.caption))
 
 
@@ -113,6 +117,15 @@ def test_compare_shows_both_sides_with_rank_moves_and_timings(app, llm_server):
     assert not any(MOVE.search(t) for t in left_titles) and all(MOVE.search(t) for t in right_titles)
     timings = [c for c in texts(app.caption) if c.startswith("retrieve ")]
     assert len(timings) == 2 and "rerank" not in timings[0] and " · rerank " in timings[1]
+    # sources only one side read are marked on that side, as many on each; the line above says how many
+    only_left = [t for t in left_titles if "only on this side" in t]
+    only_right = [t for t in right_titles if "only on this side" in t]
+    assert len(only_left) == len(only_right) >= 1
+    left_ids = {e.markdown[0].value for e in left.expander if e.label.startswith("[")}
+    assert sum("★" in t for t in left_titles) == sum("★" in t for t in right_titles) == 1
+    tops = [c for c in texts(left.caption) + texts(right.caption) if c.startswith("★ ranked first")]
+    assert len(tops) == 2 and all(f"{len(only_left)} of 5 sources only on this side" in c for c in tops)
+    assert len(left_ids) == 5
     # a rerun for an unrelated click keeps both columns (history lives in session state)
     app.number_input(key="top_k").set_value(10).run()
     assert texts(app.main.subheader) == ["Bi-encoder only", "Reranked"] and len(llm_server.requests) == 2
@@ -154,7 +167,7 @@ def test_retrieval_mode_from_the_sidebar(app, llm_server):
     app.toggle(key="rerank").set_value(False).run()
     app.selectbox(key="retrieval").set_value("bm25").run()
     ask(app, "해외 출장 일비는 얼마인가요?")
-    assert source_titles(app)[0].startswith("[1] travel-expense-rules-ko.md · #1 ")
+    assert source_titles(app)[0].startswith("[1] travel-expense-rules-ko.md · #1 ★ ")  # no page: nothing, not "None"
 
 
 def test_unreachable_llm_is_a_message_and_sources_still_show(monkeypatch, sample_config, tiny_cross_encoder):
@@ -208,8 +221,9 @@ def test_upload_becomes_searchable_once_and_can_be_removed(monkeypatch, tmp_path
     config = write_offline_config(tmp_path)
     app = start(monkeypatch, config, reranker=tiny_cross_encoder, llm_url=llm_server.url)
     uploader = app.sidebar.file_uploader[0]
-    uploader.upload("../../evil name?.md", "# Parking\n\nVisitor parking is on level B3, bay 41.\n".encode(),
-                    "text/markdown")
+    evil = ("# Parking\n\nVisitor parking is on level B3, bay 41. <img src=x onerror=alert(1)> "
+            "![tracker](http://203.0.113.9/t.png) [run](javascript:alert(1))\n\n| Level | Bays |\n|---|---|\n| B3 | 41 |\n")
+    uploader.upload("../../evil name?.md", evil.encode(), "text/markdown")
     uploader.upload("empty.txt", b"", "text/plain")
     uploader.upload("paper.pdf", (shared_data / "pdfs" / "cpp-auto-proposal.pdf").read_bytes(), "application/pdf")
     app.run()
@@ -225,7 +239,11 @@ def test_upload_becomes_searchable_once_and_can_be_removed(monkeypatch, tmp_path
 
     app.toggle(key="rerank").set_value(False).run()  # the tiny reranker is untrained: judge the retrieval
     ask(app, "Where is visitor parking?")
-    assert source_titles(app)[0].startswith("[1] evil name_.md · #1 ")
+    assert source_titles(app)[0].startswith("[1] evil name_.md · #1 ★ ")
+    # Markdown renders (the table's pipes are left as Markdown), HTML shows as text, nothing is fetched or run
+    shown = app.chat_message[-1].expander[0].markdown[0].value
+    assert "| Level | Bays |\n|---|---|\n| B3 | 41 |" in shown and "&lt;img src=x onerror=alert(1)&gt;" in shown
+    assert "203.0.113.9" not in shown and "javascript:" not in shown and "tracker" in shown
     ask(app, "How does the keyword auto deduce the type of a variable from its initializer?")
     assert re.match(r"\[1\] paper\.pdf · p\. \d+ · #1 ", source_titles(app)[0])  # the uploaded PDF, with its page
     app.toggle(key="compare").set_value(True).run()  # an unrelated rerun: nothing is ingested again

@@ -93,18 +93,29 @@ def test_compare_in_a_real_browser(streamlit_url, browser, llm_server, tmp_path)
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
-    llm_server.script += [{"pieces": ["Full-time staff get 10 days of paid sick leave [2]."]},
+    llm_server.script += [{"pieces": ["Full-time staff get 10 days of paid sick leave [2]."], "delay": 2},
                           {"pieces": ["Full-time staff get 10 days of paid sick leave [1]."]}]
     browser.get(streamlit_url)
-    wait = WebDriverWait(browser, 120)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")))
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid='stAppDeployButton']")  # a minimal toolbar
     browser.find_element(By.XPATH, "//label[.//p[normalize-space()='Compare A/B']]").click()
     wait.until(lambda d: d.find_element(By.XPATH, "//label[.//p[normalize-space()='Compare A/B']]//input")
                .is_selected())
     box = browser.find_element(By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")
     box.send_keys(QUESTION)
     box.send_keys(Keys.ENTER)
-    wait.until(lambda d: len(timing_captions(d)) == 2)
+    # while the LLM thinks (the stand-in waits 2 s), the page says which stage runs
+    wait.until(lambda d: any(c.text.startswith("⏳ Writing the answer with openai:stand-in")
+                             for c in d.find_elements(By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")))
+    # done once the page is drawn again with each side knowing the other's sources
+    wait.until(lambda d: len([c for c in d.find_elements(By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")
+                              if "on this side" in c.text or "same sources as the other side" in c.text]) == 2)
+    assert len(timing_captions(browser)) == 2
+    assert not [c for c in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")
+                if c.text.startswith("⏳")]  # and says nothing once both answers are done
     left, right = timing_captions(browser)
     assert "rerank" not in left and " · rerank " in right
     headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stChatMessage'] h3")]
@@ -114,6 +125,11 @@ def test_compare_in_a_real_browser(streamlit_url, browser, llm_server, tmp_path)
     summaries = [s.text for s in browser.find_elements(By.TAG_NAME, "summary")]
     moves = [t for t in summaries if re.search(r"#\d+ → #\d+", t)]
     assert len(moves) == 5, summaries  # the reranked side's sources, each with its rank move
+    assert sum("★" in t for t in summaries) == 2  # each side's rank-1 source, marked
+    assert sum("ranked first: [" in c.text for c in browser.find_elements(
+        By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")) == 2
+    only = [t for t in summaries if "only on this side" in t]
+    assert len(only) % 2 == 0 and sum("→" in t for t in only) == len(only) // 2  # as many on each side
     shot = tmp_path / "compare.png"
     browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
