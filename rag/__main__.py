@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print_sources(console, trace, cited=())
         return 2
     print_sources(console, answer.trace, cited=[c.number for c in answer.citations])
+    for evidence in answer.evidence:
+        for sentence in evidence.sentences:
+            console.print(f"[{evidence.number}] supports the answer: “{escape(' '.join(sentence.split()))}”",
+                          highlight=False)
     return 0
 
 
@@ -81,8 +85,10 @@ def print_sources(console: Console, trace: Trace, cited) -> None:
             "yes" if number in cited else "",
         )
     console.print(table)
+    if trace.searched is not None:
+        console.print(f"searched for: {escape(trace.searched)}")
     for note in trace.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     console.print(f"first stage: {trace.retrieval} · models: " + " · ".join(f"{k}: {v}" for k, v in trace.models.items()))
     console.print("timings: " + " · ".join(f"{k} {v * 1000:.0f} ms" for k, v in trace.timings.items()))
 

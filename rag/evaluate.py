@@ -153,6 +153,9 @@ class Run:
 
 # ---------------------------------------------------------------------------- answer quality (SQuAD's own definitions)
 
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
 def normalize_answer(text: str) -> str:
     """Lower case, no punctuation, no English articles, single spaces (SQuAD v1.1's evaluation script)."""
     text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
@@ -165,8 +168,12 @@ def exact_match(prediction: str, answers: Sequence[str]) -> float:
 
 
 def token_f1(prediction: str, answers: Sequence[str]) -> float:
+    """SQuAD's token F1; for a Korean gold answer, F1 over characters (KorQuAD 1.0's own script does
+    so: particles glued to words would otherwise make "서울에서" and "서울" share nothing)."""
     def f1(gold: str) -> float:
         pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+        if _HANGUL.search(gold):
+            pred_tokens, gold_tokens = list("".join(pred_tokens)), list("".join(gold_tokens))
         common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
         if common == 0:
             return 0.0

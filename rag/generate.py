@@ -16,6 +16,7 @@ from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from rag.citations import CITATION
 from rag.types import Candidate, Citation
+from rag.languages import question_language
 from rag.models import tokenizer_lock
 from rag.sentences import period_ends_sentence
 
@@ -265,9 +266,16 @@ def _server_message(exc: Exception) -> str:
 # --- local transformers model -----------------------------------------------------------
 
 # A base model follows a pattern better than an instruction. These worked examples
-# show the pattern: copy the answering sentence, cite the source it came from.
-# The second answer comes from the middle source, so [n] is not simply the last.
-_EXAMPLES: tuple[tuple[str, tuple[tuple[str, int | None, str], ...], str], ...] = (
+# show the pattern: copy the answering sentence, cite the source it came from, and
+# say so when no source holds the answer. The last answer comes from the middle
+# source, so [n] is not simply the last. A Korean question gets the same examples in
+# Korean, so that it is answered in Korean.
+Example = tuple[str, tuple[tuple[str, int | None, str], ...], str]
+_EXAMPLES: tuple[Example, ...] = (
+    ("How much is a ticket to the museum?",
+     (("bakery.md", None, "The bakery opens at 7:00 every morning."),
+      ("parking.md", None, "Parking is free for the first hour.")),
+     NO_ANSWER),
     ("Who painted the Mona Lisa?",
      (("art.md", None, "The Mona Lisa was painted by Leonardo da Vinci. It hangs in the Louvre in Paris."),
       ("music.md", None, "Mozart wrote more than 600 works.")),
@@ -277,6 +285,22 @@ _EXAMPLES: tuple[tuple[str, tuple[tuple[str, int | None, str], ...], str], ...] 
       ("bakery.md", None, "The bakery opens at 7:00 every morning. It closes at noon on Sundays."),
       ("staff.md", 3, "Twelve people work in the shop.")),
      "The bakery opens at 7:00 every morning [2]."),
+)
+NO_ANSWER_KO = "문서에 답이 없습니다."
+_EXAMPLES_KO: tuple[Example, ...] = (
+    ("박물관 입장료는 얼마인가요?",
+     (("bakery.md", None, "빵집은 매일 아침 7시에 문을 엽니다."),
+      ("parking.md", None, "처음 1시간은 주차가 무료입니다.")),
+     NO_ANSWER_KO),
+    ("모나리자는 누가 그렸나요?",
+     (("art.md", None, "모나리자는 레오나르도 다빈치가 그렸습니다. 이 그림은 파리 루브르 박물관에 있습니다."),
+      ("music.md", None, "모차르트는 600곡이 넘는 작품을 썼습니다.")),
+     "모나리자는 레오나르도 다빈치가 그렸습니다 [1]."),
+    ("빵집은 몇 시에 문을 여나요?",
+     (("parking.md", None, "처음 1시간은 주차가 무료입니다. 그 뒤로는 시간당 2천 원입니다."),
+      ("bakery.md", None, "빵집은 매일 아침 7시에 문을 엽니다. 일요일에는 정오에 닫습니다."),
+      ("staff.md", 3, "가게에서 12명이 일합니다.")),
+     "빵집은 매일 아침 7시에 문을 엽니다 [2]."),
 )
 _BLOCK = re.compile(r'(<source id="([0-9]+)"[^>]*>\n)(.*?)(\n</source>)', re.DOTALL)
 _ENDINGS = ".!?。！？"
@@ -326,14 +350,15 @@ def render_plain_prompt(messages: Sequence[Mapping[str, str]]) -> str:
     """A text prompt for a base model without a chat template: instructions, worked
     examples, earlier turns, then the sources and question, ending in "Answer:"."""
     parts = [m["content"] for m in messages if m["role"] == "system"]
-    for question, sources, answer in _EXAMPLES:
+    asked = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "").rsplit("Question: ", 1)[-1]
+    for question, sources, answer in _EXAMPLES_KO if question_language(asked) == "ko" else _EXAMPLES:
         blocks = [source_block(i, f, p, t) for i, (f, p, t) in enumerate(sources, start=1)]
         parts.append(f"{_mark_blocks(user_message(question, blocks))}\nAnswer: {answer}")
     turn: list[str] = []
     for message in messages:
         if message["role"] == "user":
             content = message["content"]
-            turn = [_mark_blocks(content) if _BLOCK.search(content) else f"Question: {content.strip()}"]
+            turn = [_mark_blocks(content) if content.startswith("Sources:") else f"Question: {content.strip()}"]
         elif message["role"] == "assistant":
             parts.append("\n".join(turn + [f"Answer: {message['content'].strip()}"]))
             turn = []

@@ -19,7 +19,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 from rag.config import Settings
 from rag.embedder import Embedder
 from rag.citations import AnswerStream
-from rag.generate import LENGTH, Generator, build_generator, build_messages, parse_citations
+from rag.evidence import find_evidence, scorer_for
+from rag.followup import concat_query, llm_query, resolve_method
+from rag.generate import LENGTH, GenerationError, Generator, build_generator, build_messages, parse_citations
 from rag.languages import language_name, question_language
 from rag.models import configure_threads, select_device
 from rag.reorder import check_strategy, reorder
@@ -119,6 +121,8 @@ class Pipeline:
     modes_by_language: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # None for a language: no reranker reads it well enough, so its questions keep the first stage's order.
     rerankers_by_language: Mapping[str, Reranker | None] = dataclasses.field(default_factory=dict)
+    follow_ups: str = "concat"  # llm | concat | off: what a follow-up searches for (rag.followup)
+    evidence: str = "bigrams"  # bigrams | embedder | reranker | off: how cited sentences are found (rag.evidence)
 
     def route(self, question: str) -> tuple[str | None, str, Reranker | None]:
         """The question's language if it has a route (else None), its first stage and its reranker."""
@@ -132,12 +136,18 @@ class Pipeline:
 
     def search(self, question: str, *, rerank: bool = True, top_k: int | None = None,
                top_n: int | None = None, strategy: str | None = None, mode: str | None = None,
-               on_stage: Callable[[str], None] | None = None) -> Trace:
+               on_stage: Callable[[str], None] | None = None, history: Sequence[tuple[str, str]] = ()) -> Trace:
         """Retrieve, optionally rerank, keep top_n and reorder; the Trace holds every step.
 
-        ``on_stage`` is told what starts, in words ("retrieving (hybrid)", "reranking 20 candidates with
-        ..."), so that a page can show which stage is running."""
-        question = check_question(question)
+        ``history`` holds earlier (question, answer) turns: a follow-up is made standalone before it is
+        searched (``follow_ups``), and ``Trace.searched`` says what was searched. ``on_stage`` is told
+        what starts, in words ("retrieving (hybrid)", "reranking 20 candidates with ..."), so that a
+        page can show which stage is running."""
+        asked = check_question(question)
+        tell = on_stage if on_stage is not None else (lambda stage: None)
+        if history and self.follow_ups != "off":
+            tell("making the follow-up question standalone")
+        question = self.standalone(asked, history)
         k = top_k if top_k is not None else self.top_k
         n = top_n if top_n is not None else self.top_n
         strategy = strategy if strategy is not None else self.reorder_strategy
@@ -154,7 +164,6 @@ class Pipeline:
             with _timed(timings, "embed_query"):
                 return self.embedder.embed_query(text)
 
-        tell = on_stage if on_stage is not None else (lambda stage: None)
         tell(f"retrieving {k} candidates ({mode})")
         with _timed(timings, "retrieve"):
             hidden = self.store.half_written()
@@ -186,10 +195,23 @@ class Pipeline:
                          + (f", reranker {reranker.name}" if rerank and reranker is not None else "")
                          + (f", not reranked (no reranker is configured for {language_name(language)}: "
                             "the first stage's order is kept)" if unranked else ""))
-        return Trace(question=question, rerank=rerank, retrieval=mode, retrieved=retrieved,
+        return Trace(question=asked, rerank=rerank, retrieval=mode, retrieved=retrieved,
                      reranked=tuple(ranked) if rerank else (), context=tuple(context),
                      timings=timings, models=self.model_names(reranker if rerank else None, mode),
-                     notes=tuple(notes), language=language)
+                     notes=tuple(notes), language=language, searched=question if question != asked else None)
+
+    def standalone(self, question: str, history: Sequence[tuple[str, str]]) -> str:
+        """What ``question`` searches for, given the earlier turns (itself when it needs none)."""
+        if not history or self.follow_ups == "off":
+            return question
+        if self.follow_ups == "llm" and self.generator is not None:
+            def ask(messages: list[dict[str, str]]) -> str:
+                return "".join(self.generator.stream(messages))
+            try:
+                return check_question(llm_query(question, history, ask))
+            except (GenerationError, ValueError) as exc:  # the answer will name the endpoint's failure
+                logger.info("the follow-up could not be rewritten (%s); the previous question is prepended", exc)
+        return concat_query(question, history)
 
     def answer(self, trace: Trace, *, history: Sequence[tuple[str, str]] = (),
                on_token: Callable[[str], None] | None = None) -> Answer:
@@ -217,9 +239,12 @@ class Pipeline:
         timings["generate"] = time.perf_counter() - started
         text = shaped.shown.strip()
         notes = list(trace.notes) + answer_notes(shaped, len(trace.context))
+        scorer = scorer_for(self.evidence, embedder=self.embedder, reranker=self.reranker if trace.rerank else None)
+        with _timed(timings, "evidence"):
+            evidence = find_evidence(text, trace.context, scorer) if scorer is not None else ()
         return Answer(text=text, citations=parse_citations(text, trace.context), model=self.generator.name,
                       trace=dataclasses.replace(trace, timings=timings, notes=tuple(notes)),
-                      unsupported_citations=tuple(shaped.removed), cut=shaped.dropped != "")
+                      unsupported_citations=tuple(shaped.removed), cut=shaped.dropped != "", evidence=evidence)
 
     def ask(self, question: str, *, rerank: bool = True, on_token: Callable[[str], None] | None = None,
             **options: int | str | None) -> Answer:
@@ -259,6 +284,8 @@ def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool
         retrieval_mode=settings.retrieval.mode,
         rrf_k=settings.retrieval.rrf_k,
         fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
+        follow_ups=resolve_method(settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""),
+        evidence=settings.llm.evidence,
     )
 
 

@@ -85,6 +85,16 @@ class Trace:
     notes: tuple[str, ...] = ()
     retrieval: str = "dense"  # dense | bm25 | hybrid
     language: str | None = None  # the question's language when the pipeline routes by language (ISO 639-1)
+    searched: str | None = None  # what was searched instead of ``question`` (a follow-up made standalone)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Source [number]'s sentences that support the answer, best first, with their scores (rag.evidence)."""
+
+    number: int
+    sentences: tuple[str, ...]
+    scores: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -98,3 +108,4 @@ class Answer:
     trace: Trace
     unsupported_citations: tuple[int, ...] = ()
     cut: bool = False
+    evidence: tuple[Evidence, ...] = ()  # per cited source, the sentences that support the answer

@@ -182,7 +182,7 @@ def answer_side(settings: Settings, choices: services.Choices, question: str, *,
 
     try:
         pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm)
-        trace = pipeline.search(question, rerank=rerank, on_stage=show_stage)
+        trace = pipeline.search(question, rerank=rerank, on_stage=show_stage, history=history())
     except StoreUnavailableError as exc:
         stage.empty()
         services.forget_store()

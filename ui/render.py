@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import streamlit as st
 
@@ -79,6 +79,7 @@ def timing_line(timings: Mapping[str, float]) -> str:
         "retrieve": timings.get("embed_query", 0.0) + timings.get("retrieve", 0.0),
         "rerank": timings.get("rerank"),
         "generate": timings.get("generate"),
+        "evidence": timings.get("evidence"),
     }
     shown = [f"{name} {_ms(value)}" for name, value in stages.items() if value is not None]
     total = sum(v for k, v in timings.items() if k != "first_token")
@@ -105,11 +106,21 @@ def document_markdown(text: str) -> str:
     return _LINK.sub(lambda m: m[1], text)
 
 
-def chunk_markdown(candidate: Candidate) -> str:
-    """How a chunk is drawn: Markdown files render as Markdown (safely), other text shows as it is."""
-    if candidate.chunk.source.lower().endswith(MARKDOWN_SUFFIXES):
-        return document_markdown(candidate.chunk.text)
-    return escape_markdown(candidate.chunk.text)
+def chunk_markdown(candidate: Candidate, evidence: Sequence[str] = ()) -> str:
+    """How a chunk is drawn: Markdown files render as Markdown (safely), other text shows as it is;
+    the ``evidence`` sentences (exact substrings of the chunk) are highlighted."""
+    render = document_markdown if candidate.chunk.source.lower().endswith(MARKDOWN_SUFFIXES) else escape_markdown
+    text = candidate.chunk.text
+    found = sorted((text.find(s), len(s)) for s in evidence if s and text.find(s) >= 0)
+    out, position = [], 0
+    for start, length in found:
+        if start < position:
+            continue
+        marked = " ".join(render(text[start:start + length]).split())  # one line: a directive ends at a line break
+        out += [render(text[position:start]), f":orange-background[{marked}]"]
+        position = start + length
+    out.append(render(text[position:]))
+    return "".join(out)
 
 
 CANDIDATE_COLUMNS = {  # narrow enough for one column of the A/B view
@@ -155,14 +166,20 @@ def top_line(trace: Trace, others: set[str] | None) -> str:
     return line
 
 
-def show_sources(trace: Trace, cited: set[int], others: set[str] | None = None) -> None:
+def show_sources(trace: Trace, cited: set[int], others: set[str] | None = None,
+                 evidence: Mapping[int, Sequence[str]] | None = None) -> None:
     st.markdown("**Sources, in the order the LLM read them**")
+    if trace.searched is not None:
+        st.caption(f"searched for: {escape_markdown(trace.searched)} (the follow-up, made standalone)")
     if trace.context:
         st.caption(top_line(trace, others))
     for number, candidate in enumerate(trace.context, start=1):
         only_here = others is not None and candidate.chunk.id not in others
+        supporting = (evidence or {}).get(number, ())
         with st.expander(source_title(number, candidate, trace.rerank, number in cited, only_here)):
-            st.markdown(chunk_markdown(candidate))
+            if supporting:
+                st.caption("highlighted: the sentences that support the answer")
+            st.markdown(chunk_markdown(candidate, supporting))
             st.caption(f"{candidate.chunk.source} · chunk {candidate.chunk.chunk_index}")
     for note in trace.notes:
         st.caption(f"note: {note}")
@@ -182,6 +199,7 @@ def show_result(result: Result, other: Result | None = None) -> None:
         return
     cited = {c.number for c in result.answer.citations} if result.answer is not None else set()
     others = context_ids(other) if other is not None and other.trace is not None else None
-    show_sources(result.answer.trace if result.answer is not None else result.trace, cited, others)
+    evidence = {e.number: e.sentences for e in result.answer.evidence} if result.answer is not None else {}
+    show_sources(result.answer.trace if result.answer is not None else result.trace, cited, others, evidence)
     timings = result.answer.trace.timings if result.answer is not None else result.trace.timings
     st.caption(timing_line(timings))

@@ -15,6 +15,7 @@ import streamlit as st
 
 from rag.config import RerankerSettings, Settings
 from rag.embedder import Embedder
+from rag.followup import resolve_method
 from rag.generate import Generator
 from rag.languages import collection_languages, coverage_warning, question_language
 from rag.pipeline import NO_RERANKER, Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
@@ -172,6 +173,8 @@ def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generat
         retrieval_weight=settings.reranker.retrieval_weight,
         modes_by_language=routed_modes(settings, choices),
         rerankers_by_language=language_rerankers(settings) if rerank and configured_reranker else {},
+        follow_ups=resolve_method(settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""),
+        evidence=settings.llm.evidence,
     )
 
 

@@ -114,6 +114,18 @@ def test_answer_scores_follow_squad_normalisation():
     assert token_f1("the Denver Broncos won", ["Denver Broncos"]) == pytest.approx(0.8)
     assert token_f1("nothing here", ["Denver Broncos"]) == 0.0
     assert token_f1("Carolina", ["Denver Broncos", "Carolina Panthers"]) == pytest.approx(2 / 3)
+    # Korean gold: F1 over characters, as KorQuAD's script scores it (서울 in 서울에서: precision 2/7, recall 1)
+    assert token_f1("서울에서 열렸다", ["서울"]) == pytest.approx(4 / 9)
+    assert token_f1("부산", ["서울"]) == 0.0
+
+
+def test_declining_is_recognised_in_english_and_korean():
+    from rag.generate import NO_ANSWER, NO_ANSWER_KO, is_decline
+
+    for text in (NO_ANSWER, NO_ANSWER_KO, "The sources do not mention the fee.", "문서에는 해당 내용이 포함되어 있지 않습니다."):
+        assert is_decline(text), text
+    for text in ("Full-time staff get 10 days [1].", "서울은 수도이다 [1].", "The museum opens at 9 [2]."):
+        assert not is_decline(text), text
 
 
 def test_reranker_spec_parsing(tiny_cross_encoder):

@@ -204,3 +204,30 @@ def test_questions_are_routed_by_language_to_their_first_stage_and_reranker(inge
     assert english.language in (None, "en") and not any("question:" in note for note in english.notes)
     # a mode asked for by the caller wins over the route
     assert pipeline.search("관리자 계정 비밀번호의 최소 길이는?", mode="hybrid").retrieval == "hybrid"
+
+
+def test_a_korean_follow_up_is_searched_with_the_previous_question(pipeline):
+    """The local model cannot rewrite: concat puts the previous question before an ellipsis follow-up."""
+    local = dataclasses.replace(pipeline, follow_ups="concat")
+    previous = ("국내 출장 숙박비 상한은 얼마인가요?", "광역시는 120,000원입니다 [1].")
+    trace = local.search("제주는요?", history=[previous])
+    assert trace.question == "제주는요?" and trace.searched == "국내 출장 숙박비 상한은 얼마인가요? 제주는요?"
+    assert any("제주 | 130,000원" in c.chunk.text for c in trace.context)
+    assert local.search("해외 출장 일비는 얼마인가요?", history=[previous]).searched is None  # not a follow-up
+    assert dataclasses.replace(pipeline, follow_ups="off").search("제주는요?", history=[previous]).searched is None
+
+
+def test_an_english_follow_up_is_rewritten_by_the_llm(pipeline, llm_server):
+    llm_server.script += [{"pieces": ["How many days of paid sick leave", " do interns get?"]},
+                          {"pieces": ["Interns have 3 days [1]."]}]
+    stages: list[str] = []
+    trace = pipeline.search("And interns?", history=[(QUESTION, "Ten days [1].")], on_stage=stages.append)
+    assert pipeline.follow_ups == "llm"  # an endpoint is set: "auto" lets the LLM rewrite
+    assert trace.searched == "How many days of paid sick leave do interns get?"
+    assert stages[0] == "making the follow-up question standalone" and stages[1].startswith("retrieving 20 ")
+    rewrite = llm_server.requests[0]["body"]["messages"]
+    assert rewrite[-1]["content"].endswith("Last question: And interns?\n\nStandalone question:")
+    assert any("Interns have 3 days" in c.chunk.text for c in trace.context)
+    answer = pipeline.answer(trace, history=[(QUESTION, "Ten days [1].")])
+    asked = llm_server.requests[1]["body"]["messages"][-1]["content"]
+    assert asked.endswith("Question: And interns?") and answer.trace.searched == trace.searched  # answered as asked

@@ -72,8 +72,11 @@ def test_answer_streams_in_with_citations_sources_and_timings(app, llm_server):
     first_source = prompt.split('<source id="1"', 1)[1].split("\n", 2)[1]
     assert first_source[:40].replace("*", "") in app.main.expander[0].markdown[0].value.replace("\\", "")
     (timing,) = [c for c in texts(app.caption) if c.startswith("retrieve ")]
-    assert re.fullmatch(r"retrieve [\d.]+ m?s · rerank [\d.]+ m?s · generate [\d.]+ m?s · first token [\d.]+ m?s · "
-                        r"total [\d.]+ m?s", timing)
+    assert re.fullmatch(r"retrieve [\d.]+ m?s · rerank [\d.]+ m?s · generate [\d.]+ m?s · evidence [\d.]+ m?s · "
+                        r"first token [\d.]+ m?s · total [\d.]+ m?s", timing)
+    # the cited source's sentence that supports the answer is highlighted in its expander
+    assert ":orange-background[" in app.main.expander[0].markdown[0].value
+    assert "highlighted: the sentences that support the answer" in texts(app.main.expander[0].caption)
     (table,) = app.main.dataframe  # every candidate, with its rank move
     assert len(table.value) == 20 and all(MOVE.fullmatch(m) for m in table.value["moved"])
     assert [int(m.rsplit("#", 1)[1]) for m in table.value["moved"]] == list(range(1, 21))
@@ -132,10 +135,15 @@ def test_compare_shows_both_sides_with_rank_moves_and_timings(app, llm_server):
 
 
 def test_follow_up_questions_carry_the_conversation(app, llm_server):
-    llm_server.script += [{"pieces": ["Ten days [1]."]}, {"pieces": ["Three days [2]."]}]
+    llm_server.script += [{"pieces": ["Ten days [1]."]}, {"pieces": ["How many days of paid sick leave do interns get?"]},
+                          {"pieces": ["Three days [2]."]}]
     ask(app, QUESTION)
     ask(app, "And interns?")
-    follow_up = llm_server.requests[1]["body"]["messages"]
+    # the follow-up was made standalone by the LLM before it was searched, and the page says so
+    assert "Last question: And interns?" in llm_server.requests[1]["body"]["messages"][-1]["content"]
+    assert "searched for: How many days of paid sick leave do interns get? (the follow-up, made standalone)" in \
+        [c.replace("\\", "") for c in texts(app.chat_message[-1].caption)]
+    follow_up = llm_server.requests[2]["body"]["messages"]
     assert [m["role"] for m in follow_up] == ["system", "user", "assistant", "user"]
     assert follow_up[1]["content"] == QUESTION and follow_up[2]["content"] == "Ten days [1]."
     assert follow_up[3]["content"].endswith("Question: And interns?")
