@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rag.sentences import spans
+from rag.sentences import spans as sentence_spans
 
 CITATION = re.compile(r"\[\s*([0-9]+(?:\s*[,;]\s*[0-9]+)*)\s*\]")
 _SPACE_BEFORE = re.compile(r"[ \t]+$")
@@ -61,6 +61,23 @@ def clean_sentence(sentence: str, n_sources: int) -> tuple[str, list[int]]:
     return "".join(out), sorted(set(removed), key=removed.index)
 
 
+def spans(text: str) -> list[tuple[int, int]]:
+    """Sentence spans of an answer, a citation written after the full stop ("It is blue. [1]") kept
+    with the sentence it cites rather than starting the next one."""
+    out: list[tuple[int, int]] = []
+    for start, end in sentence_spans(text):
+        lead = re.match(r"(?:\s*" + CITATION.pattern + r")+", text[start:end])
+        if out and lead:
+            out[-1] = (out[-1][0], start + lead.end())
+            start += lead.end()
+            while start < end and text[start].isspace():
+                start += 1
+            if start >= end:
+                continue
+        out.append((start, end))
+    return out
+
+
 @dataclass
 class AnswerStream:
     """Feed the LLM's pieces in; get back the text to show, a whole sentence at a time."""
@@ -94,6 +111,14 @@ class AnswerStream:
                     words = last.rsplit(None, 1)
                     rest = (words[0] if len(words) > 1 else last) + CUT_MARK
         return self._release(rest, "")
+
+    def sentences(self) -> int:
+        """How many sentences have been shown."""
+        return len(spans(self.shown))
+
+    def stop(self) -> None:
+        """End here (enough sentences were shown): the next sentence, begun, is not shown."""
+        self._held = ""
 
     def _release(self, ready: str, held: str) -> str:
         self._held = held

@@ -217,6 +217,8 @@ class LLMSettings(_Section):
     # How each cited source's supporting sentences are found: bigrams (character overlap; measured best, README
     # "Evidence") | embedder | reranker | off
     evidence: Literal["bigrams", "embedder", "reranker", "off"] = "bigrams"
+    # The answer ends after this many sentences (0: when the LLM ends it); for a small local model that rambles
+    max_sentences: int = Field(0, ge=0)
 
 
 class IngestSettings(_Section):

@@ -43,6 +43,7 @@ from rich.progress import Progress
 
 from rag.citations import CITATION
 from rag.generate import is_decline
+from rag.languages import question_language
 from rag.cli import run_cli, setup_logging
 from rag.config import Settings, load_settings
 from rag.datasets import (
@@ -208,7 +209,7 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
                                      modes_by_language=pipeline.modes_by_language if run.mode is None else {},
                                      retrieval_weight=weight)
         ranked, first, positions, stages, em, f1 = [], [], [], {}, [], []
-        declined_with, declined_without, replies = [], [], []
+        declined_with, declined_without, replies, same_language = [], [], [], []
         for query in queries:
             trace = runner.search(query.text, rerank=run.rerank, mode=run.mode, top_k=top_k, top_n=top_n)
             order = trace.reranked if trace.rerank else trace.retrieved
@@ -225,6 +226,8 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
                           "gold_in_context": positions[-1] is not None, "declined": is_decline(answer.text)}
                 if record["gold_in_context"]:
                     declined_with.append(1.0 if record["declined"] else 0.0)
+                if question_language(query.text) is not None:
+                    same_language.append(1.0 if question_language(answer.text) == question_language(query.text) else 0.0)
                 if decline:
                     removed = runner.answer(without_gold(trace, query.gold, top_n, runner.reorder_strategy))
                     record["answer_without_gold"] = removed.text
@@ -242,6 +245,8 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
             metrics["answer EM"] = mean(em)
             metrics["answer F1"] = mean(f1)
             metrics["declined (gold in context)"] = mean(declined_with)
+            if same_language:
+                metrics["answered in the question's language"] = mean(same_language)
         if declined_without:
             metrics["declined (gold removed)"] = mean(declined_without)
         report[run.name] = {

@@ -5,6 +5,8 @@ Two ways to turn a follow-up into what is searched (``retrieval.follow_ups``):
 - ``llm``: the LLM rewrites it into one standalone question from the earlier
   turns (used when an endpoint is set: a capable model resolves "it", "그 회사"
   and ellipsis well). A reply that is empty or runs long falls back to ``concat``.
+  Only a question that looks like a follow-up (below) is sent: a standalone one
+  costs no extra LLM call.
 - ``concat``: when the question looks like a follow-up (a pronoun that needs an
   antecedent, "and ...", "what about ...", "...은요?", or two words or fewer),
   the previous question is put before it. Cheap and model-free, for the local
@@ -70,7 +72,7 @@ def rewrite_messages(question: str, history: Sequence[Turn]) -> list[dict[str, s
 def llm_query(question: str, history: Sequence[Turn], ask: Callable[[list[dict[str, str]]], str]) -> str:
     """The LLM's standalone form of ``question`` (``ask`` sends messages, returns the reply); when the reply
     is empty, or over 3x the length of the question and the previous one, :func:`concat_query` instead."""
-    if not history:
+    if not history or not looks_like_follow_up(question):
         return question
     reply = ask(rewrite_messages(question, history)).strip()
     line = reply.splitlines()[0].strip().strip("\"'“”「」") if reply else ""

@@ -25,7 +25,7 @@ from rag.generate import LENGTH, GenerationError, Generator, build_generator, bu
 from rag.languages import language_name, question_language
 from rag.models import configure_threads, select_device
 from rag.reorder import check_strategy, reorder
-from rag.retrieve import LexicalIndex, check_mode, retrieve
+from rag.retrieve import LexicalIndex, check_mode, reciprocal_rank_fusion, retrieve
 from rag.rerankers import RemoteEndpoint, Reranker, RerankerOptions, ScoreCache, load_reranker
 from rag.rerankers.base import fuse_with_retrieval
 from rag.store import ChunkStore, check_embedded, connect
@@ -123,6 +123,7 @@ class Pipeline:
     rerankers_by_language: Mapping[str, Reranker | None] = dataclasses.field(default_factory=dict)
     follow_ups: str = "concat"  # llm | concat | off: what a follow-up searches for (rag.followup)
     evidence: str = "bigrams"  # bigrams | embedder | reranker | off: how cited sentences are found (rag.evidence)
+    max_sentences: int = 0  # llm.max_sentences: the answer ends after this many sentences (0: when the LLM ends it)
 
     def route(self, question: str) -> tuple[str | None, str, Reranker | None]:
         """The question's language if it has a route (else None), its first stage and its reranker."""
@@ -165,10 +166,19 @@ class Pipeline:
                 return self.embedder.embed_query(text)
 
         tell(f"retrieving {k} candidates ({mode})")
+        # concat: the previous question + this one widens the first stage, fused with this one as typed, and the
+        # reranker reads this one as typed (the concatenation confused it: README, "Follow-up questions")
+        widened = question != asked and self.follow_ups == "concat"
         with _timed(timings, "retrieve"):
             hidden = self.store.half_written()
             hits = retrieve(question, mode=mode, k=k, store=self.store, embed=embed, lexical=self.lexical,
                             rrf_k=self.rrf_k, weights=self.fusion_weights, hidden=hidden)
+            if widened:
+                typed = retrieve(asked, mode=mode, k=k, store=self.store, embed=embed, lexical=self.lexical,
+                                 rrf_k=self.rrf_k, weights=self.fusion_weights, hidden=hidden)
+                known = {c.id: c for c, _ in typed + hits}
+                hits = [(known[i], score) for i, score in reciprocal_rank_fusion(
+                    [[c.id for c, _ in typed], [c.id for c, _ in hits]], [1.0, 1.0], self.rrf_k)[:k]]
         timings["retrieve"] -= timings.get("embed_query", 0.0)  # the two stages are reported apart
         retrieved = tuple(Candidate(chunk=c, retrieval_score=s, retrieval_rank=i, rank=i)
                           for i, (c, s) in enumerate(hits, start=1))
@@ -177,7 +187,7 @@ class Pipeline:
         if rerank and retrieved:
             tell(f"reranking {len(retrieved)} candidates with {reranker.name}")
             with _timed(timings, "rerank"):
-                ranked, reused = reranker.rerank_counted(question, retrieved)
+                ranked, reused = reranker.rerank_counted(asked if widened else question, retrieved)
                 ranked = fuse_with_retrieval(ranked, self.retrieval_weight, self.rrf_k)
             if reused:
                 notes.append(f"{reused} of {len(ranked)} reranker scores were reused from an earlier question "
@@ -236,6 +246,10 @@ class Pipeline:
             except StopIteration as end:
                 show(shaped.finish(cut=end.value == LENGTH))
                 break
+            if self.max_sentences and shaped.sentences() >= self.max_sentences:
+                pieces.close()  # the local model stops generating; an endpoint's stream is closed
+                shaped.stop()
+                break
         timings["generate"] = time.perf_counter() - started
         text = shaped.shown.strip()
         notes = list(trace.notes) + answer_notes(shaped, len(trace.context))
@@ -286,6 +300,7 @@ def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool
         fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
         follow_ups=resolve_method(settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""),
         evidence=settings.llm.evidence,
+        max_sentences=settings.llm.max_sentences,
     )
 
 

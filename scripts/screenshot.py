@@ -87,7 +87,9 @@ def main() -> None:
         driver = browser(Path(tmp) / "profile", width, height)
         try:
             driver.get(f"http://127.0.0.1:{port}")
-            wait = WebDriverWait(driver, args.timeout)
+            from selenium.common.exceptions import StaleElementReferenceException
+
+            wait = WebDriverWait(driver, args.timeout, ignored_exceptions=(StaleElementReferenceException,))
             wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")))
             toggle = "//label[.//p[normalize-space()='Compare A/B']]"
             driver.find_element(By.XPATH, toggle).click()
@@ -96,9 +98,10 @@ def main() -> None:
             box.send_keys(args.question)
             box.send_keys(Keys.ENTER)
 
-            def answered(d) -> bool:
+            def answered(d) -> bool:  # both sides done, and drawn again knowing each other's sources
                 captions = d.find_elements(By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")
-                return sum(1 for c in captions if c.text.startswith("retrieve ")) == 2
+                return sum(1 for c in captions if c.text.startswith("retrieve ")) == 2 and sum(
+                    1 for c in captions if "on this side" in c.text or "same sources as the other" in c.text) == 2
 
             wait.until(answered)
             time.sleep(1)  # let the last column settle before the picture

@@ -175,6 +175,7 @@ def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generat
         rerankers_by_language=language_rerankers(settings) if rerank and configured_reranker else {},
         follow_ups=resolve_method(settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""),
         evidence=settings.llm.evidence,
+        max_sentences=settings.llm.max_sentences,
     )
 
 

@@ -47,3 +47,10 @@ def test_korean_sentences_stream_one_at_a_time():
     assert feed_all(stream, ["서울은 수도이다 [1]. 부산", "은 항구다 [3]."], cut=False) == \
         ["서울은 수도이다 [1]. ", "", "부산은 항구다."]
     assert stream.removed == [3]
+
+
+def test_a_citation_after_the_full_stop_stays_with_its_sentence():
+    stream = AnswerStream(2)
+    out = feed_all(stream, ["Answer to: What is it? [1]", " It is blue. [2] And", " more [3]."], cut=False)
+    assert out == ["", "Answer to: What is it? [1] It is blue. [2] ", "", "And more."]
+    assert stream.sentences() == 3 and stream.removed == [3]

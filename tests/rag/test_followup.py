@@ -41,6 +41,8 @@ def test_llm_rewrite_and_its_fallbacks():
     assert llm_query("And interns?", PREVIOUS, ask) == f"{PREVIOUS[0][0]} And interns?"
     assert llm_query("And interns?", PREVIOUS, ask) == f"{PREVIOUS[0][0]} And interns?"
     assert llm_query("And interns?", [], ask) == "And interns?" and len(sent) == 3  # no history: not asked
+    standalone = "How many days of annual leave do interns get?"
+    assert llm_query(standalone, PREVIOUS, ask) == standalone and len(sent) == 3  # needs no rewrite: not asked
 
 
 def test_auto_uses_the_llm_only_with_an_endpoint():

@@ -128,6 +128,7 @@ def test_answer_streams_and_cites_the_sources_it_was_given(pipeline, llm_server)
 def test_an_answer_cut_at_the_token_limit_loses_only_its_unfinished_sentence(pipeline, llm_server):
     llm_server.script.append({"pieces": ["Staff get 10 days [1]. The Time Machine is by H. G.",
                                          " Wells [2] [2]. It was written by David M"], "finish": "length"})
+    pipeline = dataclasses.replace(pipeline, max_sentences=0)  # the offline profile's limit of one sentence off
     trace = pipeline.search(QUESTION)
     pieces: list[str] = []
     answer = pipeline.answer(trace, on_token=pieces.append)
@@ -231,3 +232,10 @@ def test_an_english_follow_up_is_rewritten_by_the_llm(pipeline, llm_server):
     answer = pipeline.answer(trace, history=[(QUESTION, "Ten days [1].")])
     asked = llm_server.requests[1]["body"]["messages"][-1]["content"]
     assert asked.endswith("Question: And interns?") and answer.trace.searched == trace.searched  # answered as asked
+
+
+def test_max_sentences_ends_the_answer_and_the_stream(pipeline, llm_server):
+    llm_server.script.append({"pieces": ["Staff get 10 days [1]. Interns", " get 3 days [2]. And more."]})
+    short = dataclasses.replace(pipeline, max_sentences=1)
+    answer = short.answer(short.search(QUESTION))
+    assert answer.text == "Staff get 10 days [1]." and not answer.cut and answer.citations[0].number == 1

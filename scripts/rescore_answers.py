@@ -1,0 +1,41 @@
+"""Score the answers stored in rag.evaluate reports again, with today's metrics.
+
+    python scripts/rescore_answers.py reports/answers/*.json
+
+A report written with --answers keeps every question's answer (and, with --decline, the answer
+given without the gold passage), so a metric that changed since (KorQuAD's character F1 for
+Korean) or one added since (answered in the question's language) applies to old runs too.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rag.citations import CITATION
+from rag.evaluate import exact_match, token_f1
+from rag.generate import is_decline
+from rag.languages import question_language
+from rag.metrics import mean
+
+
+def main(paths: list[str]) -> None:
+    print("| report | questions | EM | F1 | declined (gold in context) | declined (gold removed) | question's language |")
+    print("|---|---|---|---|---|---|---|")
+    for path in paths:
+        for run in json.loads(Path(path).read_text(encoding="utf-8"))["runs"].values():
+            rows = run.get("answers", [])
+            if not rows:
+                continue
+            replies = [CITATION.sub("", r["answer"]).strip() for r in rows]
+            with_gold = [is_decline(r["answer"]) for r in rows if r["gold_in_context"]]
+            without = [is_decline(r["answer_without_gold"]) for r in rows if "answer_without_gold" in r]
+            same = [question_language(r["answer"]) == question_language(r["question"])
+                    for r in rows if question_language(r["question"]) is not None]
+            print(f"| {Path(path).stem} | {len(rows)} | {mean(exact_match(a, r['gold']) for a, r in zip(replies, rows)):.3f} "
+                  f"| {mean(token_f1(a, r['gold']) for a, r in zip(replies, rows)):.3f} | {mean(map(float, with_gold)):.3f} "
+                  f"| {mean(map(float, without)) if without else float('nan'):.3f} | {mean(map(float, same)):.3f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
