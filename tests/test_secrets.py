@@ -226,7 +226,7 @@ def test_app_never_shows_or_logs_a_planted_secret(monkeypatch, debug_logs, capfd
     shown = element_texts(app._tree)
     app.chat_input[0].set_value(QUESTION).run()
     shown += element_texts(app._tree)
-    app.chat_input[0].set_value("And interns?").run()  # the server answers 401, echoing the key
+    app.chat_input[0].set_value("How many days of annual leave do interns get?").run()  # 401, echoing the key
     assert not app.exception, app.exception
     shown += element_texts(app._tree)
 

@@ -55,7 +55,8 @@ def test_json_prints_the_answer_and_its_full_trace(config, tiny_cross_encoder, l
     assert trace["question"] == QUESTION and trace["rerank"] is True
     assert len(trace["retrieved"]) == 20 and len(trace["reranked"]) == 20 and len(trace["context"]) == 5
     assert all(c["rerank_score"] is not None for c in trace["reranked"])
-    assert set(trace["timings"]) == {"embed_query", "retrieve", "rerank", "reorder", "first_token", "generate"}
+    assert set(trace["timings"]) == {"embed_query", "retrieve", "rerank", "reorder", "first_token", "generate",
+                                      "evidence"}
     assert set(trace["models"]) == {"embedder", "reranker", "llm"}
 
 
