@@ -3,6 +3,8 @@
     .venv/bin/python bench/run.py                      (about 8 minutes on 2 CPU cores)
     .venv/bin/python bench/run.py --quick              (smaller corpus, 1k and 10k chunks, no batch-plan sweep,
                                                         answers at 1k only: a smoke run)
+    .venv/bin/python bench/run.py --quick --smoke      (every row at the smallest sizes, one repeat: what the
+                                                        test suite runs to see the script works; no figure means anything)
     .venv/bin/python bench/run.py --only scale,memory  (some sections)
     .venv/bin/python bench/run.py --cross-encoder runs/squad/minilm/best   (a trained cross-encoder)
 
@@ -153,6 +155,7 @@ class Context:
     quick: bool
     repeats: int
     cross_encoder: str | None
+    smoke: bool = False  # --smoke: the smallest sizes that still print every row (the test suite's run)
     config: Path | None = None
     texts: list[str] = field(default_factory=list)
     vectors: np.ndarray | None = None
@@ -331,7 +334,8 @@ def bench_cross_encoder(ctx: Context) -> None:
     ours = load_reranker("cross-encoder", options)
     st = CrossEncoder(path, device="cpu", max_length=max_length)
     texts = corpus_texts(ctx)
-    for n in (20, 100):
+    counts = (20, 40) if ctx.smoke else (20, 100)
+    for n in counts:
         cands = candidates_from(texts, n)
         passages = [c.chunk.text for c in cands]
         features, _ = ours.encode(QUERY, passages)
@@ -360,7 +364,7 @@ def bench_cross_encoder(ctx: Context) -> None:
             row(f"  batch plan {plan_name} ({len(plan)} batches), {n} cands", ms(t),
                 f"ours, <= {ours.batch_tokens} tokens ({len(ours.batches(lengths))} batches) {ms(t_floor)}",
                 f"{t / t_floor:.2f}x ours' time")
-        if n == 100:
+        if n == counts[-1]:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             t_one = best_of(lambda: ours.rerank(QUERY, cands), repeats)
@@ -372,7 +376,7 @@ def bench_cross_encoder(ctx: Context) -> None:
 
 def bench_onnx(ctx: Context, options: RerankerOptions, ours, cands: list[Candidate], t_ours: float) -> None:
     """The optional ONNX Runtime backends: speed at 100 candidates, and agreement with PyTorch."""
-    groups = squad_groups(10 if ctx.quick else 20, 20)
+    groups = squad_groups(4 if ctx.smoke else 10 if ctx.quick else 20, 20)
     reference = [ours.score_pairs(q, ps)[0] for q, ps in groups]
     for backend in ("onnx", "onnx-int8"):
         try:
@@ -412,7 +416,7 @@ def bench_shipped(ctx: Context) -> None:
     routes = {"en": (settings.reranker.model, SQUAD, slice(12, 24), 1.0),
               "ko": (settings.reranker.models_by_language.get("ko", settings.reranker.model), KORQUAD,
                      slice(100, 140), 3.0)}
-    n = 6 if ctx.quick else 15
+    n = 3 if ctx.smoke else 6 if ctx.quick else 15
     for language, (model, path, articles, goal) in routes.items():
         if model == "none":
             row(f"{language}: not reranked (reranker.models_by_language)", "-", "-", "-")
@@ -547,8 +551,8 @@ def bench_scale(ctx: Context) -> None:
         model=ctx.cross_encoder or minilm_cross_encoder(ctx.work), device="cpu", dtype="float32", batch_size=16,
         max_length=512, normalize="sigmoid"))
     generator = load_generator(settings)
-    questions = squad_questions(40)
-    sizes = (1_000, 10_000) if ctx.quick else (1_000, 10_000, 100_000)
+    questions = squad_questions(13 if ctx.smoke else 40)
+    sizes = (1_000, 2_000) if ctx.smoke else (1_000, 10_000) if ctx.quick else (1_000, 10_000, 100_000)
     rng = np.random.default_rng(0)
     stages: dict[int, dict[str, float]] = {}
     written = 0
@@ -631,6 +635,9 @@ def bench_app(ctx: Context) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller corpus, 1k and 10k chunks, fewer repeats")
+    parser.add_argument("--smoke", action="store_true",
+                        help="with --quick: 1k and 2k chunks, 20 and 40 candidates, one repeat, fewer questions "
+                             "(the test suite's run)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
     parser.add_argument("--cross-encoder", help="a cross-encoder directory to time and compare instead of MiniLM")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) to this file")
@@ -652,7 +659,8 @@ def main() -> None:
                f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"machine: {machine}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = Context(work=Path(tmp), quick=args.quick, repeats=2 if args.quick else 3,
+        ctx = Context(work=Path(tmp), quick=args.quick or args.smoke, smoke=args.smoke,
+                      repeats=1 if args.smoke else 2 if args.quick else 3,
                       cross_encoder=str(Path(args.cross_encoder).resolve()) if args.cross_encoder else None)
         steps = {"shipped": bench_shipped, "ingest": bench_ingest, "cross-encoder": bench_cross_encoder, "llm": bench_llm_reranker,
                  "scale": bench_scale, "app": bench_app}

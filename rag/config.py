@@ -219,6 +219,11 @@ class LLMSettings(_Section):
     evidence: Literal["bigrams", "embedder", "reranker", "off"] = "bigrams"
     # The answer ends after this many sentences (0: when the LLM ends it); for a small local model that rambles
     max_sentences: int = Field(0, ge=0)
+    # Below this share of the question's words found in one place of the context, the answer is "not in the
+    # documents" and the LLM is not asked (0: off; rag.grounding, README "Not in the documents")
+    min_support: float = Field(0.0, ge=0.0, le=1.0)
+    # The same for the reranker's best (normalised) score among the sources, when a reranker ran (0: off)
+    min_rerank_score: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class IngestSettings(_Section):

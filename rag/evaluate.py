@@ -43,9 +43,10 @@ from rich.progress import Progress
 
 from rag.citations import CITATION
 from rag.generate import is_decline
+from rag.grounding import grounding
 from rag.languages import question_language
 from rag.cli import run_cli, setup_logging
-from rag.config import Settings, load_settings
+from rag.config import Settings, load_settings, with_collection
 from rag.datasets import (
     Corpus,
     DatasetError,
@@ -210,6 +211,7 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
                                      retrieval_weight=weight)
         ranked, first, positions, stages, em, f1 = [], [], [], {}, [], []
         declined_with, declined_without, replies, same_language = [], [], [], []
+        checks: list[dict[str, object]] = []
         for query in queries:
             trace = runner.search(query.text, rerank=run.rerank, mode=run.mode, top_k=top_k, top_n=top_n)
             order = trace.reranked if trace.rerank else trace.retrieved
@@ -234,6 +236,9 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
                     record["declined_without_gold"] = is_decline(removed.text)
                     declined_without.append(1.0 if record["declined_without_gold"] else 0.0)
                 replies.append(record)
+            elif decline and positions[-1] is not None:
+                checks.append(support_check(query, trace, top_n, runner.reorder_strategy, runner.min_support,
+                                            runner.min_rerank_score))
             for stage, seconds in trace.timings.items():
                 stages.setdefault(stage, []).append(seconds)
             if on_query is not None:
@@ -249,6 +254,9 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
                 metrics["answered in the question's language"] = mean(same_language)
         if declined_without:
             metrics["declined (gold removed)"] = mean(declined_without)
+        if checks:  # retrieval only: what the grounding check alone would decide (no LLM ran)
+            metrics["check declines (gold in context)"] = mean(bool(c["declined (gold in context)"]) for c in checks)
+            metrics["check declines (gold removed)"] = mean(bool(c["declined (gold removed)"]) for c in checks)
         report[run.name] = {
             "mode": run.mode or AUTO, "reranker": run.reranker.name if run.reranker else None,
             "routes": {language: r.name if r else "none" for language, r in run.routes.items()}, "metrics": metrics,
@@ -260,7 +268,52 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
         }
         if replies:
             report[run.name]["answers"] = replies
+        if checks:
+            report[run.name]["grounding check"] = summarize_support(checks, runner.min_support, runner.min_rerank_score)
     return report
+
+
+SUPPORT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 ... 0.90
+
+
+def support_check(query: Query, trace: Trace, top_n: int, strategy: str, min_support: float,
+                  min_rerank_score: float) -> dict[str, object]:
+    """The grounding check's signals for one question whose gold passage is in the context, with the gold
+    passage and with it taken out, and whether the configured thresholds decline each (rag.grounding)."""
+    record: dict[str, object] = {"question": query.text}
+    for case, context in (("gold in context", trace.context),
+                          ("gold removed", without_gold(trace, query.gold, top_n, strategy).context)):
+        found = grounding(query.text, context)
+        record[f"support ({case})"] = round(found.support.score, 4)
+        if found.rerank is not None:
+            record[f"reranker ({case})"] = round(found.rerank, 4)
+        record[f"declined ({case})"] = found.reason(min_support, min_rerank_score, len(context)) is not None
+    return record
+
+
+def summarize_support(checks: Sequence[Mapping[str, object]], min_support: float,
+                      min_rerank_score: float) -> dict[str, object]:
+    """The share of questions the configured check declines with the gold passage in the context (wrongly)
+    and removed (rightly); and for each signal (support; the reranker's best score) the same at each
+    threshold, and its AUC (how often a context with the gold passage scores above one without it)."""
+    out: dict[str, object] = {
+        "questions": len(checks), "llm.min_support": min_support, "llm.min_rerank_score": min_rerank_score,
+        "declined (gold in context)": round(mean(bool(c["declined (gold in context)"]) for c in checks), 4),
+        "declined (gold removed)": round(mean(bool(c["declined (gold removed)"]) for c in checks), 4)}
+    for signal in ("support", "reranker"):
+        with_gold = [float(c[f"{signal} (gold in context)"]) for c in checks if f"{signal} (gold in context)" in c]
+        removed = [float(c[f"{signal} (gold removed)"]) for c in checks if f"{signal} (gold removed)" in c]
+        if not with_gold:
+            continue
+        pairs = [(a > b) + 0.5 * (a == b) for a in with_gold for b in removed]
+        out[signal] = {
+            "auc": round(mean(pairs), 4),
+            "declined at threshold": {f"{t:.2f}": {"gold in context": round(mean(v < t for v in with_gold), 4),
+                                                  "gold removed": round(mean(v < t for v in removed), 4)}
+                                      for t in SUPPORT_THRESHOLDS},
+        }
+    out["per question"] = list(checks)
+    return out
 
 
 # ---------------------------------------------------------------------------- reranking-only evaluation (JSONL groups)
@@ -409,7 +462,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "question and run)")
     parser.add_argument("--decline", action="store_true",
                         help="with --answers: also answer each question with its gold passage taken out of the "
-                             "context, and report how often the answer declines with and without it")
+                             "context, and report how often the answer declines with and without it; without "
+                             "--answers: report how the grounding check (llm.min_support, llm.min_rerank_score) would decide, "
+                             "with and without the gold passage, at each threshold (no LLM runs)")
     parser.add_argument("--reranked-only", action="store_true",
                         help="only the runs with a reranker (e.g. to score the default pipeline's answers alone)")
     parser.add_argument("--as-corpus", action="store_true",
@@ -428,8 +483,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             args.articles = parse_span(args.articles)
         except ValueError as exc:
             parser.error(f"--articles {exc}")
-    if args.decline and not args.answers:
-        parser.error("--decline needs --answers")
     if args.reranked_only and args.no_rerank:
         parser.error("--reranked-only and --no-rerank leave no run")
     if args.format == "jsonl" and args.answers:
@@ -440,9 +493,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def for_collection(settings: Settings, name: str) -> Settings:
-    store = settings.store.model_copy(update={"collection": name})
-    return settings.model_copy(update={"store": store})
+def eval_settings(settings: Settings, corpus: Corpus, collection: str | None = None) -> Settings:
+    """``settings`` pointed at the data set's own collection: ``collection``, or by default
+    ``<collection>-eval-<format>-<digest of the passage set>`` (reused only for the same passages)."""
+    default = f"{settings.store.collection}-eval-{corpus.name}-{corpus_digest(corpus.passages)}"
+    return with_collection(settings, collection or default)
 
 
 def reranker_specs(settings: Settings, args: argparse.Namespace) -> list[RerankerSpec]:
@@ -499,8 +554,7 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
     corpus: Corpus = (load_squad(args.path, articles=args.articles) if args.format == "squad"
                       else load_csv(args.path) if args.format == "csv" else corpus_from_groups(load_groups(args.path)))
     queries = sample(corpus.queries, args.limit, args.seed)
-    default = f"{settings.store.collection}-eval-{corpus.name}-{corpus_digest(corpus.passages)}"
-    settings = for_collection(settings, args.collection or default)
+    settings = eval_settings(settings, corpus, args.collection)
     pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=True)
     pipeline.embedder.query_cache = 0  # each run embeds its questions afresh, so every run's latency is a first ask
     if args.answers:

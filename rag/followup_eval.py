@@ -30,7 +30,7 @@ from rich.progress import Progress
 from rag.cli import run_cli, setup_logging
 from rag.config import load_settings
 from rag.datasets import load_squad, parse_span
-from rag.evaluate import corpus_digest, for_collection, index_passages
+from rag.evaluate import eval_settings, index_passages
 from rag.followup import resolve_method
 from rag.languages import question_language
 from rag.metrics import hit_at, mean, summarize
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         follow_ups, changes = [follow_ups[i] for i in picked], [changes[i] for i in picked]
     if not follow_ups:
         raise ValueError(f"{args.path}: no two questions of one article name its title; nothing to measure")
-    settings = for_collection(settings, f"{settings.store.collection}-eval-squad-{corpus_digest(corpus.passages)}")
+    settings = eval_settings(settings, corpus)
     pipeline = build_pipeline(settings, generator=False, create_store=True)
     endpoint = settings.llm.base_url.strip() != ""
     methods = ["original", "off", "concat"] + (["llm"] if endpoint else [])

@@ -14,14 +14,24 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, MutableMapping, Sequence
 
 from rag.config import Settings
 from rag.embedder import Embedder
 from rag.citations import AnswerStream
 from rag.evidence import find_evidence, scorer_for
 from rag.followup import concat_query, llm_query, resolve_method
-from rag.generate import LENGTH, GenerationError, Generator, build_generator, build_messages, parse_citations
+from rag.generate import (
+    LENGTH,
+    NO_ANSWER,
+    NO_ANSWER_KO,
+    GenerationError,
+    Generator,
+    build_generator,
+    build_messages,
+    parse_citations,
+)
+from rag.grounding import Grounding, grounding
 from rag.languages import language_name, question_language
 from rag.models import configure_threads, select_device
 from rag.reorder import check_strategy, reorder
@@ -124,6 +134,10 @@ class Pipeline:
     follow_ups: str = "concat"  # llm | concat | off: what a follow-up searches for (rag.followup)
     evidence: str = "bigrams"  # bigrams | embedder | reranker | off: how cited sentences are found (rag.evidence)
     max_sentences: int = 0  # llm.max_sentences: the answer ends after this many sentences (0: when the LLM ends it)
+    min_support: float = 0.0  # llm.min_support: below it the answer is "not in the documents" (rag.grounding; 0: off)
+    min_rerank_score: float = 0.0  # llm.min_rerank_score: the same for the reranker's best score (0: off)
+    # follow-ups the LLM made standalone, by (question, history): the two sides of a comparison share one
+    rewrites: MutableMapping[tuple, str] | None = None
 
     def route(self, question: str) -> tuple[str | None, str, Reranker | None]:
         """The question's language if it has a route (else None), its first stage and its reranker."""
@@ -215,10 +229,17 @@ class Pipeline:
         if not history or self.follow_ups == "off":
             return question
         if self.follow_ups == "llm" and self.generator is not None:
+            key = (question, tuple(history))
+            if self.rewrites is not None and key in self.rewrites:
+                return self.rewrites[key]  # the other side of a comparison rewrote it already
+
             def ask(messages: list[dict[str, str]]) -> str:
                 return "".join(self.generator.stream(messages))
             try:
-                return check_question(llm_query(question, history, ask))
+                rewritten = check_question(llm_query(question, history, ask))
+                if self.rewrites is not None:
+                    self.rewrites[key] = rewritten
+                return rewritten
             except (GenerationError, ValueError) as exc:  # the answer will name the endpoint's failure
                 logger.info("the follow-up could not be rewritten (%s); the previous question is prepended", exc)
         return concat_query(question, history)
@@ -228,9 +249,16 @@ class Pipeline:
         """Generate from the trace's context; raises GenerationError naming the endpoint on failure."""
         if self.generator is None:
             raise ValueError("this pipeline was built without a generator")
+        timings = dict(trace.timings)
+        found = None
+        if self.min_support > 0 or self.min_rerank_score > 0:
+            with _timed(timings, "grounding"):
+                found = grounding(trace.question, trace.context)
+            reason = found.reason(self.min_support, self.min_rerank_score, len(trace.context))
+            if reason is not None:
+                return self.decline(trace, found, reason, timings, on_token)
         messages = build_messages(trace.question, trace.context, history)
         shaped = AnswerStream(len(trace.context))
-        timings = dict(trace.timings)
         started = time.perf_counter()
 
         def show(text: str) -> None:
@@ -258,7 +286,19 @@ class Pipeline:
             evidence = find_evidence(text, trace.context, scorer) if scorer is not None else ()
         return Answer(text=text, citations=parse_citations(text, trace.context), model=self.generator.name,
                       trace=dataclasses.replace(trace, timings=timings, notes=tuple(notes)),
-                      unsupported_citations=tuple(shaped.removed), cut=shaped.dropped != "", evidence=evidence)
+                      unsupported_citations=tuple(shaped.removed), cut=shaped.dropped != "", evidence=evidence,
+                      support=None if found is None else round(found.support.score, 4))
+
+    def decline(self, trace: Trace, found: Grounding, reason: str, timings: dict[str, float],
+                on_token: Callable[[str], None] | None) -> Answer:
+        """The answer when the grounding check finds no place in the context that answers the question:
+        "not in the documents" (in the question's language), the LLM not asked, the reason in the notes."""
+        text = NO_ANSWER_KO if question_language(trace.question) == "ko" else NO_ANSWER
+        if on_token is not None:
+            on_token(text)
+        return Answer(text=text, citations=(), model=self.generator.name,
+                      trace=dataclasses.replace(trace, timings=timings, notes=(*trace.notes, reason)),
+                      support=round(found.support.score, 4))
 
     def ask(self, question: str, *, rerank: bool = True, on_token: Callable[[str], None] | None = None,
             **options: int | str | None) -> Answer:
@@ -301,6 +341,8 @@ def build_pipeline(settings: Settings, *, reranker: bool = True, generator: bool
         follow_ups=resolve_method(settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""),
         evidence=settings.llm.evidence,
         max_sentences=settings.llm.max_sentences,
+        min_support=settings.llm.min_support,
+        min_rerank_score=settings.llm.min_rerank_score,
     )
 
 

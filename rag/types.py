@@ -109,3 +109,4 @@ class Answer:
     unsupported_citations: tuple[int, ...] = ()
     cut: bool = False
     evidence: tuple[Evidence, ...] = ()  # per cited source, the sentences that support the answer
+    support: float | None = None  # the grounding check's score (llm.min_support), None when it is off

@@ -44,7 +44,7 @@ def llm_env(url: str) -> dict[str, str]:
 class FakeLLMServer(StandIn):
     """Speaks the chat-completions wire format; replies come from a script, requests are recorded."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[dict[str, Any]] = []
         self.script: list[dict[str, Any]] = []
         self.echo = False
@@ -83,5 +83,5 @@ class FakeLLMServer(StandIn):
                 self.end_headers()
                 self.write_body(data if cut_at is None else data[:cut_at])
 
-        self._listen(Handler)
+        self._listen(Handler, port)
         self.url = f"http://127.0.0.1:{self.port}/v1"

@@ -26,8 +26,8 @@ class QuietHandler(BaseHTTPRequestHandler):
 class StandIn:
     """Serves ``handler`` on 127.0.0.1 in a background thread between ``__enter__`` and ``__exit__``."""
 
-    def _listen(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def _listen(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
         self.port = self.httpd.server_address[1]

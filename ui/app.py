@@ -181,7 +181,8 @@ def answer_side(settings: Settings, choices: services.Choices, question: str, *,
         stage.caption(f"⏳ {text[:1].upper()}{text[1:]}…")
 
     try:
-        pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm)
+        pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm,
+                                     rewrites=st.session_state.setdefault("rewrites", {}))
         trace = pipeline.search(question, rerank=rerank, on_stage=show_stage, history=history())
     except StoreUnavailableError as exc:
         stage.empty()

@@ -78,6 +78,7 @@ def timing_line(timings: Mapping[str, float]) -> str:
     stages = {
         "retrieve": timings.get("embed_query", 0.0) + timings.get("retrieve", 0.0),
         "rerank": timings.get("rerank"),
+        "check": timings.get("grounding"),  # is the answer in the sources at all (rag.grounding)
         "generate": timings.get("generate"),
         "evidence": timings.get("evidence"),
     }
@@ -181,8 +182,8 @@ def show_sources(trace: Trace, cited: set[int], others: set[str] | None = None,
                 st.caption("highlighted: the sentences that support the answer")
             st.markdown(chunk_markdown(candidate, supporting))
             st.caption(f"{candidate.chunk.source} · chunk {candidate.chunk.chunk_index}")
-    for note in trace.notes:
-        st.caption(f"note: {note}")
+    for note in trace.notes:  # a note may quote a document (the grounding check's best sentence): shown as text
+        st.caption(f"note: {escape_markdown(note)}")
     if trace.rerank and trace.reranked:
         with st.expander(f"All {len(trace.reranked)} candidates: bi-encoder rank → reranked rank"):
             st.dataframe(candidate_rows(trace), hide_index=True, width="stretch", column_config=CANDIDATE_COLUMNS)

@@ -9,6 +9,7 @@ state: a Pipeline is a small frozen value built per question.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import MutableMapping
 from pathlib import Path
 
 import streamlit as st
@@ -157,7 +158,8 @@ def question_mode(settings: Settings, choices: Choices, question: str) -> str:
     return routed_modes(settings, choices).get(question_language(question) or "", choices.retrieval)
 
 
-def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generator | None) -> Pipeline:
+def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generator | None,
+             rewrites: MutableMapping[tuple, str] | None = None) -> Pipeline:
     """A pipeline for one question; the reranker is loaded only when this question reranks.
 
     The configured reranker and first stage follow the question's language (reranker.models_by_language,
@@ -176,6 +178,9 @@ def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generat
         follow_ups=resolve_method(settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""),
         evidence=settings.llm.evidence,
         max_sentences=settings.llm.max_sentences,
+        min_support=settings.llm.min_support,
+        min_rerank_score=settings.llm.min_rerank_score,
+        rewrites=rewrites,
     )
 
 

@@ -97,7 +97,7 @@ def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder)
     # --modes auto: the configured reranker with its language routes, named in the run so a reader sees which model
     # ranked which questions.
     routed = run_module("rag.evaluate", "squad", squad, "--articles", "1", "--limit", "15", "--seed", "3",
-                        "--modes", "auto", "--config", config, "--out", out,
+                        "--modes", "auto", "--decline", "--config", config, "--out", out,
                         env={**env, "RAG_RERANKER__MODELS_BY_LANGUAGE": '{ ko = "none" }'})
     assert routed.returncode == 0, routed.stderr
     auto_runs = json.loads(out.read_text(encoding="utf-8"))["runs"]
@@ -105,6 +105,16 @@ def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder)
     (name,) = [n for n in auto_runs if n != "auto"]
     assert name.startswith("auto + ") and name.endswith(" [ko: not reranked]"), name
     assert auto_runs[name]["routes"] == {"ko": "none"}
+    # --decline without --answers: the grounding check's decisions with and without each gold paragraph, no LLM
+    for run_name, run in auto_runs.items():
+        check = run["grounding check"]
+        assert 0 < check["questions"] <= 15 and check["llm.min_support"] == 0.4
+        assert run["metrics"]["check declines (gold removed)"] == pytest.approx(check["declined (gold removed)"], abs=1e-4)
+        assert all(0.0 <= q["support (gold removed)"] <= 1.0 for q in check["per question"])
+        assert check["declined (gold removed)"] >= check["declined (gold in context)"]
+        assert 0.5 <= check["support"]["auc"] <= 1.0
+        assert ("reranker" in check) == (run_name != "auto")  # the reranker's signal where one ran
+    assert "check declines (gold in context)" in routed.stdout.splitlines()[0]
 
 
 def test_answer_scores_follow_squad_normalisation():

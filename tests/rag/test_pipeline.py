@@ -239,3 +239,31 @@ def test_max_sentences_ends_the_answer_and_the_stream(pipeline, llm_server):
     short = dataclasses.replace(pipeline, max_sentences=1)
     answer = short.answer(short.search(QUESTION))
     assert answer.text == "Staff get 10 days [1]." and not answer.cut and answer.citations[0].number == 1
+
+
+def test_grounding_check_declines_without_asking_the_llm(pipeline, llm_server):
+    """llm.min_support: a question whose words no source sentence holds is answered "not in the documents"
+    with the reason in the notes, and the endpoint gets no request; an answerable one goes to the LLM."""
+    checked = dataclasses.replace(pipeline, min_support=0.6, min_rerank_score=0.0)
+    trace = checked.search("Which submarine did Captain Nemo command in the Arctic expedition?")
+    answer = checked.answer(trace)
+    assert answer.text == "The documents do not contain the answer." and answer.citations == ()
+    assert answer.support is not None and answer.support < 0.6
+    assert llm_server.requests == []
+    (note,) = [n for n in answer.trace.notes if n.startswith("not in the documents")]
+    assert "llm.min_support" in note and "The LLM was not asked" in note and "grounding" in answer.trace.timings
+    llm_server.script.append({"pieces": ["Full-time staff get 10 days of paid sick leave [1]."]})
+    answered = checked.answer(checked.search(QUESTION))
+    assert answered.text.startswith("Full-time staff get 10 days") and answered.support >= 0.6
+    assert len(llm_server.requests) == 1
+    # a Korean question is declined in Korean
+    korean = checked.answer(checked.search("노틸러스호의 선장은 북극에서 무엇을 발견했나요?"))
+    assert korean.text == "문서에 답이 없습니다."
+    # off (0, config.toml's default): the LLM is asked whatever the context holds, and no score is given
+    llm_server.script.append({"pieces": ["Nemo commanded the Nautilus [1]."]})
+    off = dataclasses.replace(pipeline, min_support=0.0, min_rerank_score=0.0)
+    assert off.answer(trace).support is None and len(llm_server.requests) == 2
+    # the reranker's signal: a best score below llm.min_rerank_score declines too, and says so
+    strict = dataclasses.replace(pipeline, min_support=0.0, min_rerank_score=0.999)
+    (note,) = [n for n in strict.answer(strict.search(QUESTION)).trace.notes if n.startswith("not in the documents")]
+    assert "llm.min_rerank_score" in note and len(llm_server.requests) == 2

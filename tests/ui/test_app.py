@@ -72,7 +72,8 @@ def test_answer_streams_in_with_citations_sources_and_timings(app, llm_server):
     first_source = prompt.split('<source id="1"', 1)[1].split("\n", 2)[1]
     assert first_source[:40].replace("*", "") in app.main.expander[0].markdown[0].value.replace("\\", "")
     (timing,) = [c for c in texts(app.caption) if c.startswith("retrieve ")]
-    assert re.fullmatch(r"retrieve [\d.]+ m?s · rerank [\d.]+ m?s · generate [\d.]+ m?s · evidence [\d.]+ m?s · "
+    assert re.fullmatch(r"retrieve [\d.]+ m?s · rerank [\d.]+ m?s · check [\d.]+ m?s · generate [\d.]+ m?s · "
+                        r"evidence [\d.]+ m?s · "
                         r"first token [\d.]+ m?s · total [\d.]+ m?s", timing)
     # the cited source's sentence that supports the answer is highlighted in its expander
     assert ":orange-background[" in app.main.expander[0].markdown[0].value
@@ -84,6 +85,18 @@ def test_answer_streams_in_with_citations_sources_and_timings(app, llm_server):
     # the rank-1 source is marked, and named above the sources
     assert sum("★" in t for t in titles) == 1
     assert any(c.startswith("★ ranked first: [") for c in texts(app.caption))
+
+
+def test_a_question_the_documents_do_not_answer_is_declined_with_the_reason(app, llm_server):
+    """The offline profile's grounding check (llm.min_support, llm.min_rerank_score): the answer says the
+    documents do not hold it, the note says why, the sources are still there to look at, the LLM is not asked."""
+    ask(app, "Which submarine did Captain Nemo command in the Arctic expedition of 1869?")
+    assistant = app.chat_message[-1]
+    assert assistant.markdown[0].value == "The documents do not contain the answer."
+    (note,) = [c.replace("\\", "") for c in texts(assistant.caption) if c.startswith("note: not in the documents")]
+    assert "The LLM was not asked" in note and "llm.min_" in note
+    assert len(source_titles(app)) == 5 and llm_server.requests == []
+    assert not any("· cited" in t for t in source_titles(app))
 
 
 def test_sidebar_names_the_models_and_the_offline_profile(app):
@@ -149,6 +162,19 @@ def test_follow_up_questions_carry_the_conversation(app, llm_server):
     assert follow_up[3]["content"].endswith("Question: And interns?")
     app.button(key="clear").click().run()
     assert not app.chat_message
+
+
+def test_compare_rewrites_a_follow_up_once_for_both_sides(app, llm_server):
+    llm_server.script += [{"pieces": ["Ten days [1]."]}, {"pieces": ["Ten days [1]."]},
+                          {"pieces": ["How many days of paid sick leave do interns get?"]},
+                          {"pieces": ["Three days [2]."]}, {"pieces": ["Three days [1]."]}]
+    app.toggle(key="compare").set_value(True).run()
+    ask(app, QUESTION)
+    ask(app, "And interns?")
+    rewrites = [r for r in llm_server.requests if "Last question: And interns?" in r["body"]["messages"][-1]["content"]]
+    assert len(rewrites) == 1 and len(llm_server.requests) == 5
+    searched = [c.replace("\\", "") for c in texts(app.chat_message[-1].caption) if c.startswith("searched for")]
+    assert searched == ["searched for: How many days of paid sick leave do interns get? (the follow-up, made standalone)"] * 2
 
 
 def test_sidebar_settings_apply_to_the_next_question(app, llm_server):

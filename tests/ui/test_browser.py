@@ -1,7 +1,7 @@
 """End to end in a real browser: `streamlit run` on localhost, Debian's headless Chromium driven by selenium.
 
 Asks a question in Compare mode, waits for both columns, and saves a screenshot
-(kept under the test's temporary folder; set RAG_SCREENSHOT=path to keep a copy).
+(kept under the test's temporary folder; set BROWSER_SCREENSHOT=path to keep a copy).
 """
 from __future__ import annotations
 
@@ -133,5 +133,5 @@ def test_compare_in_a_real_browser(streamlit_url, browser, llm_server, tmp_path)
     shot = tmp_path / "compare.png"
     browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-    if os.environ.get("RAG_SCREENSHOT"):
-        shutil.copy(shot, os.environ["RAG_SCREENSHOT"])
+    if os.environ.get("BROWSER_SCREENSHOT"):
+        shutil.copy(shot, os.environ["BROWSER_SCREENSHOT"])
