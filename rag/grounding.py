@@ -50,16 +50,17 @@ _KO_ENDING = re.compile(r"(?<=[\uac00-\ud7a3])(?:에서는|에서|에게|으로|
                         r"은|는|이|가|을|를|의|에|로|와|과|도|만|한|된|인|던|란)$")
 
 
-_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+_LATIN = re.compile(r"[0-9a-z_\u00c0-\u024f]+")  # lower-cased Latin-script words (accents too) and numbers
 PREFIX = 5  # a Latin-script word is matched by its first letters ("commanded" ~ "command", "expeditions" ~ "expedition")
 WINDOW = 40  # words: a longer sentence (a table row run, a list) is read in windows of this many, half overlapping
 
 
 def _units(word: str, *, question: bool) -> set[str]:
-    """What one word is matched by: a Hangul word by its character bigrams (particles glued to a stem
-    leave the stem's bigrams), a number whole, any other word by its first PREFIX letters; a source's
-    word also by its first 3 and 4, so that "die" finds "died" and "war" finds "wars"."""
-    if _HANGUL.search(word):
+    """What one word is matched by: a number whole; a Latin-script word by its first PREFIX letters (a
+    source's word also by its first 3 and 4, so that "die" finds "died" and "war" finds "wars"); any
+    other by its character bigrams (a Korean particle glued to a stem leaves the stem's bigrams; Chinese,
+    Japanese and Thai run without spaces, so a "word" there is a whole phrase)."""
+    if not _LATIN.fullmatch(word):  # Hangul, and scripts written without spaces (Chinese, Japanese, Thai)
         return {word} if len(word) == 1 else {word[i:i + 2] for i in range(len(word) - 1)}
     if word.isdigit():
         return {word}

@@ -277,7 +277,9 @@ def test_cli_refuses_bad_questions_before_loading_models(baseline, question, mes
 @pytest.mark.parametrize(("question", "language"), [(KOREAN_QUESTION, "Korean (ko)"), (THAI_QUESTION, "Thai (th)")])
 def test_cli_warns_about_a_question_the_embedder_cannot_read_and_answers(baseline, llm_server, question, language):
     before = state(baseline)
-    env = {**ENV, **llm_env(llm_server.url), "RAG_RERANKER__ENABLED": "false"}
+    # the grounding check off: dense retrieval of a language MiniLM cannot read finds chunks close to chance, which
+    # the check rightly declines; this test is about the warning and that the question is still answered
+    env = {**ENV, **llm_env(llm_server.url), "RAG_RERANKER__ENABLED": "false", "RAG_LLM__MIN_SUPPORT": "0"}
     # dense named explicitly: the offline profile itself routes Korean questions to BM25 (no warning then)
     result = run_module("rag", "ask", question, "--json", "--retrieval", "dense", "--config", baseline, env=env)
     assert result.returncode == 0, result.stderr
@@ -485,7 +487,8 @@ def test_app_decodes_legacy_encodings_with_a_warning(monkeypatch, site, llm_serv
 
 def test_app_questions_empty_too_long_and_in_an_uncovered_language(monkeypatch, site, llm_server):
     before = state(site)
-    app = start_app(monkeypatch, site, llm_server.url)
+    # about warnings: the chunks a Korean question finds through MiniLM are chance, and must still reach the LLM
+    app = start_app(monkeypatch, site, llm_server.url, RAG_LLM__MIN_SUPPORT="0")
     for question, message in [
         ("", "Not asked: the question is empty"),
         ("   ", "Not asked: the question is empty"),

@@ -68,3 +68,11 @@ def test_the_reason_names_the_signal_and_the_best_place():
     assert grounding("anything?", []).reason(0.4, 0.0, 0).startswith("not in the documents: no source was retrieved")
     scored = [dataclasses.replace(c, rerank_score=0.05) for c in sources]
     assert "the reranker scored every source below 0.15" in grounding("Kant?", scored).reason(0.0, 0.15, 1)
+
+
+def test_scripts_without_spaces_are_read_by_character_bigrams():
+    """Chinese, Japanese and Thai write a phrase as one run of letters: matched by bigrams, not as one word."""
+    assert support("电池保修多久？", context("电池保修两年。", "退货需要发票。")).score == 0.6
+    assert support("バッテリーの保証期間は？", context("バッテリーの保証期間は2年です。")).score == 1.0
+    # accented Latin words match by their first letters ("où", a French question word, is not known: 4 of 5)
+    assert support("Où est née Marie Curie ?", context("Marie Curie est née à Varsovie.")).score == 0.8
