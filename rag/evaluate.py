@@ -254,9 +254,10 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
                 metrics["answered in the question's language"] = mean(same_language)
         if declined_without:
             metrics["declined (gold removed)"] = mean(declined_without)
-        if checks:  # retrieval only: what the grounding check alone would decide (no LLM ran)
-            metrics["check declines (gold in context)"] = mean(bool(c["declined (gold in context)"]) for c in checks)
-            metrics["check declines (gold removed)"] = mean(bool(c["declined (gold removed)"]) for c in checks)
+        check = summarize_support(checks, runner.min_support, runner.min_rerank_score) if checks else None
+        if check is not None:  # retrieval only: what the grounding check alone would decide (no LLM ran)
+            metrics["check declines (gold in context)"] = check["declined (gold in context)"]
+            metrics["check declines (gold removed)"] = check["declined (gold removed)"]
         report[run.name] = {
             "mode": run.mode or AUTO, "reranker": run.reranker.name if run.reranker else None,
             "routes": {language: r.name if r else "none" for language, r in run.routes.items()}, "metrics": metrics,
@@ -268,8 +269,8 @@ def evaluate(pipeline: Pipeline, queries: Sequence[Query], runs: Sequence[Run], 
         }
         if replies:
             report[run.name]["answers"] = replies
-        if checks:
-            report[run.name]["grounding check"] = summarize_support(checks, runner.min_support, runner.min_rerank_score)
+        if check is not None:
+            report[run.name]["grounding check"] = check
     return report
 
 

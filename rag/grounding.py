@@ -48,8 +48,6 @@ _QUESTION_WORDS = frozenset(
 # are counted, since the source sentence says the same stem with another ending.
 _KO_ENDING = re.compile(r"(?<=[\uac00-\ud7a3])(?:에서는|에서|에게|으로|부터|까지|이라는|라는|이었던|였던|이란|"
                         r"은|는|이|가|을|를|의|에|로|와|과|도|만|한|된|인|던|란)$")
-
-
 _LATIN = re.compile(r"[0-9a-z_\u00c0-\u024f]+")  # lower-cased Latin-script words (accents too) and numbers
 PREFIX = 5  # a Latin-script word is matched by its first letters ("commanded" ~ "command", "expeditions" ~ "expedition")
 WINDOW = 40  # words: a longer sentence (a table row run, a list) is read in windows of this many, half overlapping
@@ -90,8 +88,8 @@ def _windows(sentence: str) -> list[tuple[str, set[str]]]:
     words = sentence.split()
     if len(words) <= WINDOW:
         return [(sentence, _grams(sentence))]
-    starts = range(0, len(words) - WINDOW // 2, WINDOW // 2)
-    return [(" ".join(words[i:i + WINDOW]), _grams(" ".join(words[i:i + WINDOW]))) for i in starts]
+    texts = [" ".join(words[i:i + WINDOW]) for i in range(0, len(words) - WINDOW // 2, WINDOW // 2)]
+    return [(text, _grams(text)) for text in texts]
 
 
 def _grams(text: str) -> set[str]:
@@ -121,11 +119,9 @@ def support(question: str, context: Sequence[Candidate]) -> Support:
     for number, candidate in enumerate(context, start=1):
         pieces = [w for s in split_sentences(candidate.chunk.text)[:MAX_SENTENCES] for w in _windows(s)]
         found = [units & wanted for _, units in pieces]
-        for i, covered in enumerate(found):
-            for span, units in ((1, covered), (2, covered | found[i + 1] if i + 1 < len(found) else None)):
-                if units is None:
-                    continue
-                score = len(units) / len(wanted)
+        for i in range(len(found)):
+            for span in (1, 2) if i + 1 < len(found) else (1,):
+                score = len(set().union(*found[i:i + span])) / len(wanted)
                 if score > best.score:
                     best = Support(score, number, " ".join(text for text, _ in pieces[i:i + span]))
     return best
