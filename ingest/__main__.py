@@ -1,5 +1,8 @@
-"""python -m ingest PATH... [--config PATH] [--collection NAME] [--reset]: add documents to the store.
-python -m ingest --check [--config PATH] [--collection NAME]: check the store against its ledger (read-only)."""
+"""python -m ingest PATH... [--config PATH] [--collection NAME] [--reset]: add documents to the
+store.
+python -m ingest --check [--config PATH] [--collection NAME]: check the store against its ledger
+(read-only)."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,7 +10,14 @@ import signal
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from ingest.check import check_store
@@ -21,14 +31,26 @@ from rag.store import StoreDamagedError, set_aside
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ingest", description=__doc__)
-    parser.add_argument("paths", nargs="*", help="files or folders (folders are walked recursively)")
+    parser.add_argument(
+        "paths", nargs="*", help="files or folders (folders are walked recursively)"
+    )
     parser.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
-    parser.add_argument("--collection", help="the collection to write (default: store.collection); a new name "
-                        "starts a new collection")
-    parser.add_argument("--reset", action="store_true",
-                        help="drop the collection and rebuild it from PATHs (a damaged store folder is moved aside)")
-    parser.add_argument("--check", action="store_true",
-                        help="check the store against its ledger and exit (0: sound, 1: findings); changes nothing")
+    parser.add_argument(
+        "--collection",
+        help="the collection to write (default: store.collection); a new name "
+        "starts a new collection",
+    )
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="drop the collection and rebuild it from PATHs "
+        "(a damaged store folder is moved aside)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the store against its ledger and exit (0: sound, 1: findings); changes nothing",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens per file")
     args = parser.parse_args(argv)
     if args.check and (args.paths or args.reset):
@@ -39,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Interrupts:
-    """Ctrl-C and SIGTERM (docker stop, systemd, Kubernetes) stop the run the same way, and are remembered.
+    """Ctrl-C and SIGTERM (docker stop, systemd, Kubernetes) stop the run the same way, and are
+    remembered.
 
     Each raises KeyboardInterrupt (``Terminated`` for SIGTERM: exit 143 instead of 130), so
     the run stops where it is and the ledger's order keeps the store consistent. Native code
@@ -54,7 +77,7 @@ class Interrupts:
         self.requested: KeyboardInterrupt | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
@@ -83,19 +106,38 @@ def main(argv: list[str] | None = None) -> int:
     _check_or_set_aside(settings, args.reset, console)
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=True, reset=args.reset)
-    with Interrupts() as interrupts, \
-            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     TextColumn("{task.fields[current]}"), console=console, transient=True) as bar:
+    with (
+        Interrupts() as interrupts,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[current]}"),
+            console=console,
+            transient=True,
+        ) as bar,
+    ):
         files = bar.add_task("files", total=None, current="")
         chunks = bar.add_task("chunks embedded", total=None, current="")
         report = ingest(
-            args.paths, embedder=embedder, store=store, chunk_size=settings.chunking.size,
-            chunk_overlap=settings.chunking.overlap, extensions=settings.ingest.extensions,
-            max_file_bytes=int(settings.ingest.max_file_mb * 1e6), min_chars=settings.ingest.min_chars,
+            args.paths,
+            embedder=embedder,
+            store=store,
+            chunk_size=settings.chunking.size,
+            chunk_overlap=settings.chunking.overlap,
+            extensions=settings.ingest.extensions,
+            max_file_bytes=int(settings.ingest.max_file_mb * 1e6),
+            min_chars=settings.ingest.min_chars,
             on_start=lambda total: bar.update(files, total=total),
-            on_file=lambda source, status: bar.update(files, advance=1, current=f"{status} {Path(source).name}"),
-            on_chunks=lambda source, n: bar.update(chunks, advance=n, current=_rate(bar, chunks, source)),
-            stop_requested=interrupts.stop_now, check_space=settings.ingest.check_free_space,
+            on_file=lambda source, status: bar.update(
+                files, advance=1, current=f"{status} {Path(source).name}"
+            ),
+            on_chunks=lambda source, n: bar.update(
+                chunks, advance=n, current=_rate(bar, chunks, source)
+            ),
+            stop_requested=interrupts.stop_now,
+            check_space=settings.ingest.check_free_space,
         )
     out = Console()
     print_report(out, report, store.count())
@@ -118,11 +160,16 @@ def _check_or_set_aside(settings: Settings, reset: bool, console: Console) -> No
 def check(settings: Settings, out: Console) -> int:
     """``--check``: read the store, print what is wrong per file; 0 when sound, 1 when not."""
     check_store_files(settings)
-    embedder = load_embedder(settings)  # the collection must be the configured embedder's, as for ingest
+    # the collection must be the configured embedder's, as for ingest
+    embedder = load_embedder(settings)
     result = check_store(open_store(settings, embedder, create=False), embedder.dimension)
     if result.ok:
-        out.print(f"store OK: {result.files} files, {result.chunks} chunks; every ledger entry complete and "
-                  f"matching its chunks, {result.vectors} vectors present, {result.looked_up} found by the index")
+        out.print(
+            f"store OK: {result.files} files, {result.chunks} chunks; every ledger entry complete "
+            "and "
+            f"matching its chunks, {result.vectors} vectors present, {result.looked_up} found by "
+            "the index"
+        )
         return 0
     table = Table(title=f"store check: {len(result.findings)} findings")
     table.add_column("file", overflow="fold")
@@ -130,8 +177,10 @@ def check(settings: Settings, out: Console) -> int:
     for finding in result.findings:
         table.add_row(finding.source or "(collection)", finding.problem)
     out.print(table)
-    out.print(f"{result.files} files, {result.chunks} chunks checked; ingest the files listed again "
-              "(python -m ingest PATH), or rebuild with --reset")
+    out.print(
+        f"{result.files} files, {result.chunks} chunks checked; ingest the files listed again "
+        "(python -m ingest PATH), or rebuild with --reset"
+    )
     return 1
 
 
@@ -150,9 +199,13 @@ def _describe_store(settings) -> str:
 def print_report(console: Console, report: IngestReport, total_chunks: int) -> None:
     summary = Table(title="ingest summary", show_header=False)
     for label, value in [
-        ("files seen", report.files_seen), ("added", report.count("added")), ("updated", report.count("updated")),
-        ("unchanged", report.count("unchanged")), ("removed", report.count("removed")),
-        ("failed", report.count(FAILED)), ("chunks written", report.chunks_written),
+        ("files seen", report.files_seen),
+        ("added", report.count("added")),
+        ("updated", report.count("updated")),
+        ("unchanged", report.count("unchanged")),
+        ("removed", report.count("removed")),
+        ("failed", report.count(FAILED)),
+        ("chunks written", report.chunks_written),
         ("chunks in collection", total_chunks),
         ("time", f"{report.seconds:.2f} s" if report.seconds < 10 else f"{report.seconds:.1f} s"),
     ]:
@@ -180,9 +233,16 @@ def print_report(console: Console, report: IngestReport, total_chunks: int) -> N
 
 
 def print_language_warning(console: Console, report: IngestReport, settings: Settings) -> None:
-    """A yellow warning when the chunks just written are in languages the embedder does not cover."""
-    warning = coverage_warning(settings.embedder.model, report.languages(), settings.embedder.languages,
-                               subject="the documents written are", routes=settings.retrieval.modes_by_language)
+    """A yellow warning when the chunks just written are in languages the embedder does not
+    cover.
+    """
+    warning = coverage_warning(
+        settings.embedder.model,
+        report.languages(),
+        settings.embedder.languages,
+        subject="the documents written are",
+        routes=settings.retrieval.modes_by_language,
+    )
     if warning is not None:
         console.print(f"[yellow]warning[/] languages: {warning}")
 

@@ -7,6 +7,7 @@ belongs to a file the ledger does not know; every vector is there, of the collec
 dimension, finite and not zero; and the vector index finds a sample of chunks by their own
 vectors. Each finding names the file and what to run.
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -57,9 +58,17 @@ def check_store(store: ChunkStore, dimension: int) -> StoreCheck:
             source = str(meta.get("source", ""))
             per_source[source] += 1
             hashes[source].add(str(meta.get("content_hash", "")))
-            vector = None if vectors is None or i >= len(vectors) else np.asarray(vectors[i], dtype=np.float32)
-            if vector is None or vector.shape != (dimension,) or not np.isfinite(vector).all() \
-                    or not np.any(vector):
+            vector = (
+                None
+                if vectors is None or i >= len(vectors)
+                else np.asarray(vectors[i], dtype=np.float32)
+            )
+            if (
+                vector is None
+                or vector.shape != (dimension,)
+                or not np.isfinite(vector).all()
+                or not np.any(vector)
+            ):
                 bad_vectors[source] += 1
             elif (offset + i) % stride == 0 and len(sample) < INDEX_SAMPLE:
                 sample.append((cid, source, vector))
@@ -71,24 +80,54 @@ def check_store(store: ChunkStore, dimension: int) -> StoreCheck:
     for source, record in sorted(records.items()):
         stored = per_source.get(source, 0)
         if record.status != COMPLETE:
-            result.findings.append(Finding(source, f"half-written (ledger: {record.status}): an ingest stopped "
-                                                   "inside it; ingest it again to finish it"))
+            result.findings.append(
+                Finding(
+                    source,
+                    f"half-written (ledger: {record.status}): an ingest stopped "
+                    "inside it; ingest it again to finish it",
+                )
+            )
         elif stored != record.n_chunks:
-            result.findings.append(Finding(source, f"{stored} chunks stored, the ledger says {record.n_chunks}; "
-                                                   "ingest it again to rewrite it"))
+            result.findings.append(
+                Finding(
+                    source,
+                    f"{stored} chunks stored, the ledger says {record.n_chunks}; "
+                    "ingest it again to rewrite it",
+                )
+            )
         elif stored and hashes[source] != {record.content_hash}:
-            result.findings.append(Finding(source, "chunks of another version of the file are stored; "
-                                                   "ingest it again to rewrite it"))
+            result.findings.append(
+                Finding(
+                    source,
+                    "chunks of another version of the file are stored; "
+                    "ingest it again to rewrite it",
+                )
+            )
     for source in sorted(set(per_source) - set(records)):
-        result.findings.append(Finding(source, f"{per_source[source]} chunks of a file the ledger does not know; "
-                                               "rebuild with python -m ingest PATH --reset"))
+        result.findings.append(
+            Finding(
+                source,
+                f"{per_source[source]} chunks of a file the ledger does not know; "
+                "rebuild with python -m ingest PATH --reset",
+            )
+        )
     for source, n in sorted(bad_vectors.items()):
-        result.findings.append(Finding(source, f"{n} chunks without a usable vector (missing, of another "
-                                               f"dimension than {dimension}, zero or not finite); ingest it again"))
+        result.findings.append(
+            Finding(
+                source,
+                f"{n} chunks without a usable vector (missing, of another "
+                f"dimension than {dimension}, zero or not finite); ingest it again",
+            )
+        )
     for cid, source, vector in sample:
         hits = store.chunks.query(query_embeddings=[vector], n_results=min(10, total), include=[])
         result.looked_up += 1
         if cid not in hits["ids"][0]:
-            result.findings.append(Finding(source, "the vector index does not find one of its chunks by its own "
-                                                   "vector; rebuild with python -m ingest PATH --reset"))
+            result.findings.append(
+                Finding(
+                    source,
+                    "the vector index does not find one of its chunks by its own "
+                    "vector; rebuild with python -m ingest PATH --reset",
+                )
+            )
     return result

@@ -7,11 +7,13 @@ at token boundaries that fall between characters of the original text. Each
 chunk is an exact substring of the text it came from, so what a user sees
 quoted is what the document says. Everything here is a pure function.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from rag.sentences import sentence_spans
 from rag.types import Document
@@ -21,12 +23,14 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- token-aware packing
 
+
 @dataclass(frozen=True)
 class _Sentence:
     start: int
     end: int
     n_tokens: int
-    offsets: tuple[tuple[int, int], ...] = ()  # absolute character spans; only for sentences cut by tokens
+    # absolute character spans; only for sentences cut by tokens
+    offsets: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,9 @@ class _Packer:
         return sum(span.n_tokens for span in self.current)
 
     def close(self, room: int) -> None:
-        """End the current chunk if it has new content; the next starts with an overlap leaving ``room``."""
+        """End the current chunk if it has new content; the next starts with an overlap
+        leaving ``room``.
+        """
         if len(self.current) > self.carried:
             self.chunks.append(self.current)
         self.current = _carry(self.current, min(self.overlap, self.size - room))
@@ -176,7 +182,9 @@ class _Packer:
             self.current.append(_Span(sentence, 0, sentence.n_tokens))
 
     def add_long(self, sentence: _Sentence) -> None:
-        """Cut a sentence longer than a chunk into token windows overlapping by ``overlap`` tokens."""
+        """Cut a sentence longer than a chunk into token windows overlapping by ``overlap``
+        tokens.
+        """
         offsets = sentence.offsets
         if len(self.current) > self.carried:
             self.close(0)
@@ -197,7 +205,9 @@ class _Packer:
     def _window_end(self, offsets: Sequence[tuple[int, int]], lo: int, floor: int) -> int:
         end = _cut_end(offsets, lo, floor, lo + self.size)
         if end is None:
-            raise ValueError(f"size={self.size} is too small: one character of the text needs more tokens")
+            raise ValueError(
+                f"size={self.size} is too small: one character of the text needs more tokens"
+            )
         return end
 
 
@@ -207,7 +217,9 @@ def _validate(size: int, overlap: int, tokenizer: Any) -> None:
     if not 0 <= overlap < size:
         raise ValueError(f"chunk overlap must be >= 0 and < size={size}, got overlap={overlap!r}")
     if not getattr(tokenizer, "is_fast", False):
-        raise TypeError(f"chunking needs a fast tokenizer (offset mappings); got {type(tokenizer).__name__}")
+        raise TypeError(
+            f"chunking needs a fast tokenizer (offset mappings); got {type(tokenizer).__name__}"
+        )
 
 
 def _encode(tokenizer: Any, texts: list[str], *, offsets: bool) -> list[Any]:
@@ -215,15 +227,25 @@ def _encode(tokenizer: Any, texts: list[str], *, offsets: bool) -> list[Any]:
     if not texts:
         return []
     key = "offset_mapping" if offsets else "input_ids"
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=offsets,
-                        return_attention_mask=False, return_token_type_ids=False, verbose=False)
+    encoded = tokenizer(
+        texts,
+        add_special_tokens=False,
+        return_offsets_mapping=offsets,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
     return list(encoded[key])
 
 
 def _sentences(tokenizer: Any, texts: Sequence[str], size: int) -> list[list[list[_Sentence]]]:
-    """For each text, its paragraphs of tokenised sentences (offsets only where a sentence must be cut)."""
+    """For each text, its paragraphs of tokenised sentences (offsets only where a sentence must
+    be cut).
+    """
     layouts = [sentence_spans(text) for text in texts]
-    flat = [(t, s, e) for t, paragraphs in enumerate(layouts) for para in paragraphs for s, e in para]
+    flat = [
+        (t, s, e) for t, paragraphs in enumerate(layouts) for para in paragraphs for s, e in para
+    ]
     strings = [texts[t][s:e] for t, s, e in flat]
     counts = [len(ids) for ids in _encode(tokenizer, strings, offsets=False)]
     long = [i for i, n in enumerate(counts) if n > size]
@@ -246,10 +268,12 @@ def _pack(text: str, paragraphs: list[list[_Sentence]], size: int, overlap: int)
     packer = _Packer(size, overlap)
     for sentences in paragraphs:
         packer.add_paragraph(sentences)
-    return [text[spans[0].start:spans[-1].end] for spans in packer.finish()]
+    return [text[spans[0].start : spans[-1].end] for spans in packer.finish()]
 
 
-def _fit(tokenizer: Any, pieces: list[tuple[int, str]], size: int, overlap: int) -> list[tuple[int, str]]:
+def _fit(
+    tokenizer: Any, pieces: list[tuple[int, str]], size: int, overlap: int
+) -> list[tuple[int, str]]:
     """Re-cut the rare (owner, chunk) whose real token count exceeds ``size``.
 
     Counts are summed per sentence; with WordPiece that is exact at spaces,
@@ -258,7 +282,9 @@ def _fit(tokenizer: Any, pieces: list[tuple[int, str]], size: int, overlap: int)
     one batched call keeps the size guarantee for any tokenizer.
     """
     for _ in range(3):
-        counts = [len(ids) for ids in _encode(tokenizer, [chunk for _, chunk in pieces], offsets=False)]
+        counts = [
+            len(ids) for ids in _encode(tokenizer, [chunk for _, chunk in pieces], offsets=False)
+        ]
         if all(n <= size for n in counts):
             return pieces
         fitted: list[tuple[int, str]] = []
@@ -274,12 +300,19 @@ def _fit(tokenizer: Any, pieces: list[tuple[int, str]], size: int, overlap: int)
     raise ValueError(f"could not fit chunks into size={size} tokens with this tokenizer")
 
 
-def _chunk_texts(texts: Sequence[str], *, tokenizer: Any, size: int, overlap: int) -> list[tuple[int, str]]:
-    """(index of the text, chunk) for many texts, with one batched tokenizer call for all their sentences."""
+def _chunk_texts(
+    texts: Sequence[str], *, tokenizer: Any, size: int, overlap: int
+) -> list[tuple[int, str]]:
+    """(index of the text, chunk) for many texts, with one batched tokenizer call for all their
+    sentences.
+    """
     _validate(size, overlap, tokenizer)
     layouts = _sentences(tokenizer, texts, size)
-    pieces = [(t, chunk) for t, (text, paragraphs) in enumerate(zip(texts, layouts))
-              for chunk in _pack(text, paragraphs, size, overlap)]
+    pieces = [
+        (t, chunk)
+        for t, (text, paragraphs) in enumerate(zip(texts, layouts))
+        for chunk in _pack(text, paragraphs, size, overlap)
+    ]
     return _fit(tokenizer, pieces, size, overlap)
 
 
@@ -290,11 +323,17 @@ def chunk_text(text: str, *, tokenizer: Any, size: int, overlap: int) -> list[st
     ``size`` is cut at token boundaries between characters. Every chunk is a
     non-empty substring of ``text``; the result is deterministic.
     """
-    return [chunk for _, chunk in _chunk_texts([text], tokenizer=tokenizer, size=size, overlap=overlap)]
+    return [
+        chunk for _, chunk in _chunk_texts([text], tokenizer=tokenizer, size=size, overlap=overlap)
+    ]
 
 
-def chunk_document(doc: Document, *, tokenizer: Any, size: int, overlap: int) -> list[tuple[int | None, str]]:
-    """(page number, chunk) in document order; pages are chunked separately so citations keep a page."""
+def chunk_document(
+    doc: Document, *, tokenizer: Any, size: int, overlap: int
+) -> list[tuple[int | None, str]]:
+    """(page number, chunk) in document order; pages are chunked separately so citations keep a
+    page.
+    """
     texts = [page.text for page in doc.pages]
     pieces = _chunk_texts(texts, tokenizer=tokenizer, size=size, overlap=overlap)
     return [(doc.pages[t].number, chunk) for t, chunk in pieces]

@@ -11,6 +11,7 @@ file declares (HTML ``<meta charset>``), then charset-normalizer's detection
 restricted to :data:`LEGACY_ENCODINGS`. The caller reports the encoding used
 as a warning, so a wrong guess is visible.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -34,21 +35,40 @@ SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"{\\rtf", "an RTF document"),
 )
 BOMS: tuple[tuple[bytes, str], ...] = (
-    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
 )
 # C0 control bytes that text does not contain (tab, newlines, form feed and escape are allowed)
 _CONTROLS = bytes(b for b in range(32) if b not in b"\t\n\r\x0c\x1b") + b"\x7f"
 _SNIFF_BYTES = 8192  # NUL and control bytes are looked for in the first 8 KiB
 # Encodings detection may pick for text that is not UTF-8, in order of preference where it cannot
-# tell them apart: Korean, Japanese, Chinese, then Western, Cyrillic, Central European, Greek, Turkish,
-# Hebrew, Arabic, Baltic, Vietnamese and Thai code pages. EBCDIC, UTF-16/32 without a byte-order mark
-# and the rarer code pages are left out: on short files detection ranks them first, and they are wrong.
+# tell them apart: Korean, Japanese, Chinese, then Western, Cyrillic, Central European, Greek,
+# Turkish, Hebrew, Arabic, Baltic, Vietnamese and Thai code pages. EBCDIC, UTF-16/32 without a
+# byte-order mark and the rarer code pages are left out: on short files detection ranks them first,
+# and they are wrong.
 LEGACY_ENCODINGS: tuple[str, ...] = (
-    "cp949", "cp932", "euc_jp", "gb18030", "big5", "cp1252", "cp1251", "koi8_r", "cp1250", "cp1253",
-    "cp1254", "cp1255", "cp1256", "cp1257", "cp1258", "cp874",
+    "cp949",
+    "cp932",
+    "euc_jp",
+    "gb18030",
+    "big5",
+    "cp1252",
+    "cp1251",
+    "koi8_r",
+    "cp1250",
+    "cp1253",
+    "cp1254",
+    "cp1255",
+    "cp1256",
+    "cp1257",
+    "cp1258",
+    "cp874",
 )
-MAX_STRAY_SHARE = 0.01  # UTF-8 with at most this share of invalid sequences is read as UTF-8 (as U+FFFD)
+# UTF-8 with at most this share of invalid sequences is read as UTF-8 (as U+FFFD)
+MAX_STRAY_SHARE = 0.01
 
 
 def known_format(data: bytes) -> str | None:
@@ -57,7 +77,8 @@ def known_format(data: bytes) -> str | None:
 
 
 def content_mismatch(suffix: str, data: bytes) -> str | None:
-    """Why the content contradicts the extension, or None when it does not (or the suffix is not checked).
+    """Why the content contradicts the extension, or None when it does not (or the suffix is not
+    checked).
 
     A ``.pdf`` must carry ``%PDF-`` in its first 1024 bytes. Text (``.txt``,
     ``.md``, ``.markdown``, ``.html``, ``.htm``) must not start like a known
@@ -72,8 +93,11 @@ def content_mismatch(suffix: str, data: bytes) -> str | None:
     if suffix == ".pdf":
         if b"%PDF-" in data[:PDF_HEADER_WINDOW]:
             return None
-        return f"not a PDF: the content is {known}" if known else \
-            f"not a PDF: no %PDF- header in the first {PDF_HEADER_WINDOW} bytes"
+        return (
+            f"not a PDF: the content is {known}"
+            if known
+            else f"not a PDF: no %PDF- header in the first {PDF_HEADER_WINDOW} bytes"
+        )
     if suffix not in TEXT_SUFFIXES or any(data.startswith(bom) for bom, _ in BOMS):
         return None
     if known:
@@ -107,7 +131,8 @@ def decode(data: bytes, *, declared: str | None = None) -> tuple[str, list[str]]
     stray = _stray_utf8_bytes(data)
     if stray is not None:
         return data.decode("utf-8", errors="replace"), [
-            f"{stray} invalid UTF-8 {'sequence' if stray == 1 else 'sequences'} replaced by \ufffd"]
+            f"{stray} invalid UTF-8 {'sequence' if stray == 1 else 'sequences'} replaced by \ufffd"
+        ]
     if declared:
         try:
             return data.decode(declared), [f"decoded as {declared} (declared, not UTF-8)"]
@@ -120,7 +145,8 @@ def decode(data: bytes, *, declared: str | None = None) -> tuple[str, list[str]]
 
 
 def _stray_utf8_bytes(data: bytes) -> int | None:
-    """The number of invalid sequences when ``data`` is UTF-8 text with a few stray bytes, else None.
+    """The number of invalid sequences when ``data`` is UTF-8 text with a few stray bytes, else
+    None.
 
     It counts as UTF-8 when the invalid sequences are at most 1% of the bytes and
     the file holds more valid multi-byte characters than invalid sequences: the
@@ -137,16 +163,19 @@ def _stray_utf8_bytes(data: bytes) -> int | None:
 
 
 def _rank(encoding: str) -> int:
-    return LEGACY_ENCODINGS.index(encoding) if encoding in LEGACY_ENCODINGS else len(LEGACY_ENCODINGS)
+    return (
+        LEGACY_ENCODINGS.index(encoding) if encoding in LEGACY_ENCODINGS else len(LEGACY_ENCODINGS)
+    )
 
 
-def _preferred_name(match: "charset_normalizer.CharsetMatch") -> str:
+def _preferred_name(match: charset_normalizer.CharsetMatch) -> str:
     """Of the encodings that give this same text, the one earliest in LEGACY_ENCODINGS."""
     return min([match.encoding, *match.could_be_from_charset], key=_rank)
 
 
 def detect_encoding(data: bytes) -> str | None:
-    """The most plausible of :data:`LEGACY_ENCODINGS` for ``data``, or None when none decodes it sensibly.
+    """The most plausible of :data:`LEGACY_ENCODINGS` for ``data``, or None when none decodes it
+    sensibly.
 
     charset-normalizer scores each candidate's "chaos" (mojibake) and language
     coherence; among the least chaotic, the most coherent wins, and ties go to

@@ -10,6 +10,7 @@ digits count as holding nothing searchable (a page number, a lone "x").
 Problems that still leave useful text (a page that fails to extract, a legacy
 encoding, garbled pages, pages too short to keep) become ``Document.warnings``.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,11 +20,12 @@ import re
 import stat
 import struct
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from bs4 import BeautifulSoup, NavigableString
 from pypdf import PasswordType, PdfReader
@@ -41,8 +43,19 @@ if logging.getLogger("pypdf").level == logging.NOTSET:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 # What pypdf raises on malformed files besides its own errors (it parses untrusted bytes).
-_PDF_ERRORS = (PyPdfError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
-               RecursionError, ZeroDivisionError, AssertionError, struct.error)
+_PDF_ERRORS = (
+    PyPdfError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+    ZeroDivisionError,
+    AssertionError,
+    struct.error,
+)
 _MAX_PAGE_WARNINGS = 10  # individual "page N: ..." warnings before they are summarised
 GARBLED_SHARE = 0.15  # share of unlikely characters that marks a page as garbled
 _GARBLED_MIN_CHARS = 20  # pages shorter than this are too small to judge
@@ -62,17 +75,29 @@ class LoadError(Exception):
 
 # ---------------------------------------------------------------- normalisation
 
-_SPACES = "\t\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+_SPACES = (
+    "\t\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u202f\u205f\u3000"
+)
 _TRANSLATE = {
     **{ord(c): " " for c in _SPACES},
     **{ord(c): "\n" for c in "\f\v\x85\u2028\u2029"},
     **{ord(c): None for c in "\xad\u200b\u2060\ufeff"},  # soft hyphen, zero-width space, BOM
-    **{0xFB00: "ff", 0xFB01: "fi", 0xFB02: "fl", 0xFB03: "ffi", 0xFB04: "ffl", 0xFB05: "st", 0xFB06: "st"},
+    **{
+        0xFB00: "ff",
+        0xFB01: "fi",
+        0xFB02: "fl",
+        0xFB03: "ffi",
+        0xFB04: "ffl",
+        0xFB05: "st",
+        0xFB06: "st",
+    },
 }
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 _HYPHENATED = re.compile(r"([^\W\d_]+)-\n([^\W\d_]+)")
-_KEEP_HYPHEN_PREFIXES = frozenset({"self", "non", "well", "ex", "all", "half", "cross", "quasi", "pseudo",
-                                   "so"})
+_KEEP_HYPHEN_PREFIXES = frozenset(
+    {"self", "non", "well", "ex", "all", "half", "cross", "quasi", "pseudo", "so"}
+)
 
 
 def normalize_whitespace(text: str, *, dehyphenate: bool = False) -> str:
@@ -101,12 +126,15 @@ def _dehyphenate(text: str) -> str:
     and loses only the line break. Otherwise typesetting hyphenation is far
     more common than a compound broken exactly at its hyphen, so we join.
     """
+
     def fix(match: re.Match[str]) -> str:
         head, tail = match.group(1), match.group(2)
         if not tail[0].islower():
             return match.group(0)
         hyphenated = f"{head}-{tail}"
-        if head.lower() in _KEEP_HYPHEN_PREFIXES or (hyphenated in text and f"{head}{tail}" not in text):
+        if head.lower() in _KEEP_HYPHEN_PREFIXES or (
+            hyphenated in text and f"{head}{tail}" not in text
+        ):
             return hyphenated
         return head + tail
 
@@ -145,7 +173,9 @@ def garbled_share(text: str) -> float:
 
 
 def content_chars(text: str, stop: int | None = None) -> int:
-    """Letters and digits in ``text`` (any script): what the ``min_chars`` rule counts; at most ``stop``."""
+    """Letters and digits in ``text`` (any script): what the ``min_chars`` rule counts; at most
+    ``stop``.
+    """
     if stop is None:
         return len(_LETTER_OR_DIGIT.findall(text))
     return sum(1 for _ in islice(_LETTER_OR_DIGIT.finditer(text), stop))
@@ -164,12 +194,16 @@ def _page_ranges(numbers: list[int]) -> str:
 
 # ---------------------------------------------------------------- PDF
 
+
 def _open_pdf(path: Path, data: bytes) -> PdfReader:
-    """Open and, when needed, decrypt with the empty password (many PDFs are 'encrypted' that way)."""
+    """Open and, when needed, decrypt with the empty password (many PDFs are 'encrypted' that
+    way).
+    """
     try:
         reader = PdfReader(io.BytesIO(data))
         needs_password = reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED
-        n_pages = 0 if needs_password else len(reader.pages)  # the page tree is where broken files fail
+        # the page tree is where broken files fail
+        n_pages = 0 if needs_password else len(reader.pages)
     except _PDF_ERRORS as exc:
         raise LoadError(path, f"PDF could not be opened (pypdf: {exc})") from exc
     if needs_password:
@@ -182,9 +216,11 @@ def _open_pdf(path: Path, data: bytes) -> PdfReader:
 @dataclass
 class _Extraction:
     pages: list[Page] = field(default_factory=list)  # pages with enough text
-    failures: list[tuple[int, str]] = field(default_factory=list)  # (number, error) of pages that failed
+    # (number, error) of pages that failed
+    failures: list[tuple[int, str]] = field(default_factory=list)
     garbled: list[int] = field(default_factory=list)  # numbers of kept pages that look garbled
-    short: list[int] = field(default_factory=list)  # numbers of pages with text, but under min_chars
+    # numbers of pages with text, but under min_chars
+    short: list[int] = field(default_factory=list)
 
 
 def _extract_pages(reader: PdfReader, min_chars: int) -> _Extraction:
@@ -208,8 +244,15 @@ def _extract_pages(reader: PdfReader, min_chars: int) -> _Extraction:
 
 
 def _too_little(n_pages: int, min_chars: int) -> str:
-    what = "its only page with text has" if n_pages == 1 else f"each of its {n_pages} pages with text has"
-    return f"too little text: {what} fewer than {min_chars} letters or digits (ingest.min_chars = {min_chars})"
+    what = (
+        "its only page with text has"
+        if n_pages == 1
+        else f"each of its {n_pages} pages with text has"
+    )
+    return (
+        f"too little text: {what} fewer than {min_chars} letters or digits (ingest.min_chars = "
+        f"{min_chars})"
+    )
 
 
 def _load_pdf(path: Path, data: bytes, min_chars: int) -> Document:
@@ -226,9 +269,13 @@ def _load_pdf(path: Path, data: bytes, min_chars: int) -> Document:
     """
     found = _extract_pages(_open_pdf(path, data), min_chars)
     pages, failures, garbled = found.pages, found.failures, found.garbled
-    warnings = [f"page {n}: text extraction failed: {why}" for n, why in failures[:_MAX_PAGE_WARNINGS]]
+    warnings = [
+        f"page {n}: text extraction failed: {why}" for n, why in failures[:_MAX_PAGE_WARNINGS]
+    ]
     if len(failures) > _MAX_PAGE_WARNINGS:
-        warnings.append(f"text extraction failed on {len(failures) - _MAX_PAGE_WARNINGS} more pages")
+        warnings.append(
+            f"text extraction failed on {len(failures) - _MAX_PAGE_WARNINGS} more pages"
+        )
     if not pages:
         if failures:
             raise LoadError(path, f"text extraction failed on every page ({failures[0][1]})")
@@ -237,12 +284,22 @@ def _load_pdf(path: Path, data: bytes, min_chars: int) -> Document:
         raise LoadError(path, "no extractable text (scanned PDF without a text layer?)")
     if found.short:
         runs = _page_ranges(found.short).split(", ")
-        where = (f"page {runs[0]}" if len(found.short) == 1 else f"pages {', '.join(runs)}"
-                 if len(runs) <= _MAX_PAGE_WARNINGS else f"{len(found.short)} pages ({', '.join(runs[:5])}, …)")
-        warnings.append(f"{where}: fewer than {min_chars} letters or digits, not stored (ingest.min_chars)")
+        where = (
+            f"page {runs[0]}"
+            if len(found.short) == 1
+            else f"pages {', '.join(runs)}"
+            if len(runs) <= _MAX_PAGE_WARNINGS
+            else f"{len(found.short)} pages ({', '.join(runs[:5])}, …)"
+        )
+        warnings.append(
+            f"{where}: fewer than {min_chars} letters or digits, not stored (ingest.min_chars)"
+        )
     if garbled and len(garbled) == sum(len(p.text) >= _GARBLED_MIN_CHARS for p in pages):
-        raise LoadError(path, f"text is garbled on all {len(garbled)} pages with text "
-                              "(broken font encoding?); nothing searchable")
+        raise LoadError(
+            path,
+            f"text is garbled on all {len(garbled)} pages with text "
+            "(broken font encoding?); nothing searchable",
+        )
     if garbled:
         where = f"page {garbled[0]}" if len(garbled) == 1 else f"pages {_page_ranges(garbled)}"
         warnings.append(f"{where}: text looks garbled (broken font encoding?)")
@@ -251,8 +308,11 @@ def _load_pdf(path: Path, data: bytes, min_chars: int) -> Document:
 
 # ---------------------------------------------------------------- text
 
+
 def _decode(path: Path, data: bytes, *, declared: str | None = None) -> tuple[str, list[str]]:
-    """Bytes -> (text, warnings) by ``ingest.content.decode``: BOM, UTF-8, a declared charset, detection."""
+    """Bytes -> (text, warnings) by ``ingest.content.decode``: BOM, UTF-8, a declared charset,
+    detection.
+    """
     try:
         return decode(data, declared=declared)
     except ValueError as exc:
@@ -261,7 +321,8 @@ def _decode(path: Path, data: bytes, *, declared: str | None = None) -> tuple[st
 
 def open_regular(path: Path) -> BinaryIO:
     """A regular file, open for reading. A FIFO, socket or device is refused (LoadError) without a
-    read that could block: opened with O_NONBLOCK, then checked by fstat. OSError as the OS raised it."""
+    read that could block: opened with O_NONBLOCK, then checked by fstat. OSError as the OS raised
+    it."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     fh = os.fdopen(fd, "rb")
     kind = os.fstat(fd).st_mode
@@ -278,9 +339,13 @@ def read_regular(path: Path) -> bytes:
 
 def special_kind(mode: int) -> str:
     """What a non-regular file is, in words, from its st_mode."""
-    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
         if test(mode):
             return name
     return "a special file"
@@ -294,16 +359,22 @@ def _read(path: Path) -> bytes:
 
 
 def _text_document(path: Path, text: str, warnings: list[str], min_chars: int) -> Document:
-    """One page without a number; text with fewer than ``min_chars`` letters or digits is an error, not a document."""
+    """One page without a number; text with fewer than ``min_chars`` letters or digits is an
+    error, not a document.
+    """
     text = normalize_whitespace(text)
     if not text:
         raise LoadError(path, "no text (only whitespace or markup)")
     if garbled_share(text) >= 0.3:
-        raise LoadError(path, f"not a {path.suffix.lower()} file: binary content (it decodes to mostly symbols)")
+        raise LoadError(
+            path, f"not a {path.suffix.lower()} file: binary content (it decodes to mostly symbols)"
+        )
     n = content_chars(text, stop=min_chars)
     if n < min_chars:
         what = "letter or digit" if n == 1 else "letters or digits"
-        raise LoadError(path, f"too little text: {n} {what}, fewer than ingest.min_chars = {min_chars}")
+        raise LoadError(
+            path, f"too little text: {n} {what}, fewer than ingest.min_chars = {min_chars}"
+        )
     return Document(str(path), (Page(None, text),), tuple(warnings))
 
 
@@ -355,8 +426,10 @@ def markdown_to_text(markdown: str) -> str:
         if not in_code:
             for pattern, replacement in _MD_LINE_RULES:
                 line = pattern.sub(replacement, line)
-            line = "".join(part[1:-1] if i % 2 else _markdown_inline(part)  # `code` stays verbatim
-                           for i, part in enumerate(_CODE_SPAN.split(line)))
+            line = "".join(
+                part[1:-1] if i % 2 else _markdown_inline(part)  # `code` stays verbatim
+                for i, part in enumerate(_CODE_SPAN.split(line))
+            )
         lines.append(line)
     return "\n".join(lines)
 
@@ -369,9 +442,34 @@ def _load_markdown(path: Path, data: bytes, min_chars: int) -> Document:
 # ---------------------------------------------------------------- HTML
 
 _DROP_TAGS = ("script", "style", "noscript", "template", "head", "svg", "iframe", "object")
-_PARAGRAPH_TAGS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "table", "ul", "ol", "dl",
-                   "section", "article", "header", "footer", "aside", "main", "nav", "figure", "form",
-                   "hr", "address", "details", "fieldset")
+_PARAGRAPH_TAGS = (
+    "p",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "pre",
+    "blockquote",
+    "table",
+    "ul",
+    "ol",
+    "dl",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "aside",
+    "main",
+    "nav",
+    "figure",
+    "form",
+    "hr",
+    "address",
+    "details",
+    "fieldset",
+)
 _LINE_TAGS = ("br", "div", "li", "tr", "dt", "dd", "caption", "figcaption", "summary", "option")
 _PARAGRAPH_MARK, _LINE_MARK = "\x1e", "\x1f"  # control characters: text nodes never keep them
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w.:-]+)""", re.I)
@@ -400,8 +498,12 @@ def html_to_text(html: str) -> str:
         tag.insert_after(mark)
     for tag in soup.find_all(("td", "th")):
         tag.insert_after(" ")
-    text = re.sub(rf"\s*{_PARAGRAPH_MARK}[\s{_LINE_MARK}{_PARAGRAPH_MARK}]*", "\n\n", soup.get_text())
-    body = normalize_whitespace(re.sub(rf"[ {_LINE_MARK}]*{_LINE_MARK}[ {_LINE_MARK}]*", "\n", text))
+    text = re.sub(
+        rf"\s*{_PARAGRAPH_MARK}[\s{_LINE_MARK}{_PARAGRAPH_MARK}]*", "\n\n", soup.get_text()
+    )
+    body = normalize_whitespace(
+        re.sub(rf"[ {_LINE_MARK}]*{_LINE_MARK}[ {_LINE_MARK}]*", "\n", text)
+    )
     if title and not body.startswith(title):
         return f"{title}\n\n{body}" if body else title
     return body
@@ -409,7 +511,9 @@ def html_to_text(html: str) -> str:
 
 def _load_html(path: Path, data: bytes, min_chars: int) -> Document:
     declared = _META_CHARSET.search(data[:4096])
-    text, warnings = _decode(path, data, declared=declared.group(1).decode("ascii") if declared else None)
+    text, warnings = _decode(
+        path, data, declared=declared.group(1).decode("ascii") if declared else None
+    )
     return _text_document(path, html_to_text(text), warnings, min_chars)
 
 
@@ -448,7 +552,9 @@ def load(path: Path, *, min_chars: int = MIN_CHARS, data: bytes | None = None) -
     loader = LOADERS.get(suffix)
     if loader is None:
         shown = f"'{suffix}'" if suffix else "without a suffix"
-        raise LoadError(path, f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_SUFFIXES)})")
+        raise LoadError(
+            path, f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_SUFFIXES)})"
+        )
     if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
         raise ValueError(f"min_chars = {min_chars!r}: must be a whole number of at least 0")
     if data is None:

@@ -6,12 +6,13 @@ changed, unchanged, and which stored files are gone. A file whose ledger entry
 is still ``writing`` (an interrupted run) counts as changed, so the next run
 completes it.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
 
 from ingest.loaders import open_regular
 from rag.store import COMPLETE, FileRecord
@@ -26,7 +27,9 @@ class Plan:
 
 
 def file_hash(path: Path) -> str:
-    """SHA-256 of a regular file's bytes, read in blocks (a FIFO or device is refused, never waited on)."""
+    """SHA-256 of a regular file's bytes, read in blocks (a FIFO or device is refused, never
+    waited on).
+    """
     digest = hashlib.sha256()
     with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -39,12 +42,18 @@ def content_hash(data: bytes) -> str:
 
 
 def chunk_id(source: str, content_hash: str, index: int) -> str:
-    """Deterministic: the same file content gives the same ids; blank or repeated pages never collide."""
+    """Deterministic: the same file content gives the same ids; blank or repeated pages never
+    collide.
+    """
     return hashlib.sha256(f"{source}\n{content_hash}\n{index}".encode()).hexdigest()[:32]
 
 
-def make_plan(found: Mapping[str, str], records: Mapping[str, FileRecord], whole_dirs: Sequence[Path],
-              keep: Collection[str] = ()) -> Plan:
+def make_plan(
+    found: Mapping[str, str],
+    records: Mapping[str, FileRecord],
+    whole_dirs: Sequence[Path],
+    keep: Collection[str] = (),
+) -> Plan:
     """Sort files into add/update/unchanged, and list stored files gone from the given folders.
 
     Removal only looks inside folders given whole: ingesting one file never
@@ -62,8 +71,11 @@ def make_plan(found: Mapping[str, str], records: Mapping[str, FileRecord], whole
         else:
             unchanged.append(source)
     remove = [
-        source for source in records
-        if source not in found and source not in keep and any(_is_under(source, d) for d in whole_dirs)
+        source
+        for source in records
+        if source not in found
+        and source not in keep
+        and any(_is_under(source, d) for d in whole_dirs)
     ]
     return Plan(tuple(add), tuple(update), tuple(unchanged), tuple(sorted(remove)))
 

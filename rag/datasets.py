@@ -11,15 +11,17 @@
 Every problem is reported as ``DatasetError`` naming the file (and line or row)
 and what is wrong, before any model is loaded.
 """
+
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 CSV_COLUMNS = ("question", "answer", "doc_id", "doc")
 T = TypeVar("T")
@@ -53,7 +55,9 @@ class Group:
     neg: tuple[str, ...]
 
     def to_json(self) -> str:
-        return json.dumps({"query": self.query, "pos": list(self.pos), "neg": list(self.neg)}, ensure_ascii=False)
+        return json.dumps(
+            {"query": self.query, "pos": list(self.pos), "neg": list(self.neg)}, ensure_ascii=False
+        )
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,13 @@ class Corpus:
             near = [p for p in by_title[pos[0].title] if p.id not in query.gold]
             picked = rng.sample(near, min(negatives, len(near)))
             if len(picked) < negatives:
-                far = [p for p in self.passages if p.id not in query.gold and p.title != pos[0].title]
+                far = [
+                    p for p in self.passages if p.id not in query.gold and p.title != pos[0].title
+                ]
                 picked += rng.sample(far, min(negatives - len(picked), len(far)))
-            groups.append(Group(query.text, tuple(p.text for p in pos), tuple(p.text for p in picked)))
+            groups.append(
+                Group(query.text, tuple(p.text for p in pos), tuple(p.text for p in picked))
+            )
         return groups
 
 
@@ -109,7 +117,9 @@ def parse_span(value: str) -> slice:
             raise ValueError
         return slice(start, end)
     except ValueError:
-        raise ValueError(f"{value!r}: expected N (the first N) or A:B (from A up to, not including, B)") from None
+        raise ValueError(
+            f"{value!r}: expected N (the first N) or A:B (from A up to, not including, B)"
+        ) from None
 
 
 def load_squad(path: Path, *, articles: slice | None = None) -> Corpus:
@@ -123,15 +133,25 @@ def load_squad(path: Path, *, articles: slice | None = None) -> Corpus:
             for index, paragraph in enumerate(article["paragraphs"]):
                 pid = passage_id(article["title"], index, paragraph["context"])
                 passages.append(Passage(pid, article["title"], paragraph["context"]))
-                queries += [Query(qa["id"], qa["question"], frozenset({pid}),
-                                  tuple(a["text"] for a in qa.get("answers", ())))
-                            for qa in paragraph["qas"]]
+                queries += [
+                    Query(
+                        qa["id"],
+                        qa["question"],
+                        frozenset({pid}),
+                        tuple(a["text"] for a in qa.get("answers", ())),
+                    )
+                    for qa in paragraph["qas"]
+                ]
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not SQuAD v1.1 JSON ({type(exc).__name__}: {exc})") from None
     if not queries:
-        where = f" in articles {articles.start}:{articles.stop if articles.stop is not None else ''}" if articles else ""
+        where = (
+            f" in articles {articles.start}:{articles.stop if articles.stop is not None else ''}"
+            if articles
+            else ""
+        )
         raise DatasetError(f"{path}: no questions found{where} (the file has {len(data)} articles)")
     return Corpus(passages, queries, "squad")
 
@@ -143,21 +163,36 @@ def load_csv(path: Path) -> Corpus:
             reader = csv.DictReader(handle)
             missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or ())]
             if missing:
-                raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(CSV_COLUMNS)}"
-                                   f" (found: {', '.join(reader.fieldnames or ()) or 'no header'})")
+                raise DatasetError(
+                    f"{path}: missing column(s) {', '.join(missing)}; expected "
+                    f"{', '.join(CSV_COLUMNS)}"
+                    f" (found: {', '.join(reader.fieldnames or ()) or 'no header'})"
+                )
             passages: dict[str, Passage] = {}
             queries: list[Query] = []
             for row_number, row in enumerate(reader, start=2):
-                question, doc_id, doc = (row["question"] or "").strip(), (row["doc_id"] or "").strip(), row["doc"] or ""
+                question, doc_id, doc = (
+                    (row["question"] or "").strip(),
+                    (row["doc_id"] or "").strip(),
+                    row["doc"] or "",
+                )
                 if not question or not doc_id or not doc.strip():
-                    raise DatasetError(f"{path}, row {row_number}: question, doc_id and doc must not be empty")
+                    raise DatasetError(
+                        f"{path}, row {row_number}: question, doc_id and doc must not be empty"
+                    )
                 pid = passage_id("csv", doc_id, "")
                 known = passages.get(pid)
                 if known is not None and known.text != doc:
-                    raise DatasetError(f"{path}, row {row_number}: doc_id {doc_id!r} has two different docs")
+                    raise DatasetError(
+                        f"{path}, row {row_number}: doc_id {doc_id!r} has two different docs"
+                    )
                 passages[pid] = Passage(pid, doc_id, doc)
                 answer = (row["answer"] or "").strip()
-                queries.append(Query(f"row-{row_number}", question, frozenset({pid}), (answer,) if answer else ()))
+                queries.append(
+                    Query(
+                        f"row-{row_number}", question, frozenset({pid}), (answer,) if answer else ()
+                    )
+                )
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
     except (UnicodeDecodeError, csv.Error) as exc:
@@ -168,7 +203,9 @@ def load_csv(path: Path) -> Corpus:
 
 
 def load_groups(path: Path) -> list[Group]:
-    """JSONL groups: every line an object with a query string, a non-empty pos list and a neg list."""
+    """JSONL groups: every line an object with a query string, a non-empty pos list and a neg
+    list.
+    """
     groups: list[Group] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -189,10 +226,16 @@ def load_groups(path: Path) -> list[Group]:
         if not isinstance(query, str) or not query.strip():
             raise DatasetError(f"{path}, line {number}: 'query' must be a non-empty string")
         for key, value in (("pos", pos), ("neg", neg)):
-            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-                raise DatasetError(f"{path}, line {number}: {key!r} must be a list of non-empty strings")
+            if not isinstance(value, list) or not all(
+                isinstance(v, str) and v.strip() for v in value
+            ):
+                raise DatasetError(
+                    f"{path}, line {number}: {key!r} must be a list of non-empty strings"
+                )
         if not pos:
-            raise DatasetError(f"{path}, line {number}: 'pos' is empty; each query needs a passage that answers it")
+            raise DatasetError(
+                f"{path}, line {number}: 'pos' is empty; each query needs a passage that answers it"
+            )
         groups.append(Group(query, tuple(pos), tuple(neg)))
     if not groups:
         raise DatasetError(f"{path}: no groups (expected one JSON object per line)")
@@ -200,7 +243,8 @@ def load_groups(path: Path) -> list[Group]:
 
 
 def corpus_from_groups(groups: Sequence[Group]) -> Corpus:
-    """Groups as a retrieval set: every pos and neg text is a passage, each query's gold are its pos.
+    """Groups as a retrieval set: every pos and neg text is a passage, each query's gold are its
+    pos.
 
     Turns a reranking set into a small first-stage benchmark (e.g. dense vs BM25 on Korean).
     """
@@ -210,7 +254,13 @@ def corpus_from_groups(groups: Sequence[Group]) -> Corpus:
         for text in (*group.pos, *group.neg):
             pid = passage_id("groups", 0, text)
             passages.setdefault(pid, Passage(pid, "groups", text))
-        queries.append(Query(f"group-{number}", group.query, frozenset(passage_id("groups", 0, t) for t in group.pos)))
+        queries.append(
+            Query(
+                f"group-{number}",
+                group.query,
+                frozenset(passage_id("groups", 0, t) for t in group.pos),
+            )
+        )
     return Corpus(list(passages.values()), queries, "groups")
 
 
@@ -225,7 +275,9 @@ def write_groups(path: Path, groups: Iterable[Group]) -> int:
 
 
 def split(items: Sequence, fraction: float, seed: int) -> tuple[list, list]:
-    """A seeded (rest, held-out) split with round(fraction * n) held out (at least one, never all)."""
+    """A seeded (rest, held-out) split with round(fraction * n) held out (at least one, never
+    all).
+    """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction = {fraction}: must be between 0 and 1")
     if len(items) < 2:
@@ -234,11 +286,16 @@ def split(items: Sequence, fraction: float, seed: int) -> tuple[list, list]:
     random.Random(seed).shuffle(order)
     held = min(max(1, round(fraction * len(items))), len(items) - 1)
     held_ids = set(order[:held])
-    return ([x for i, x in enumerate(items) if i not in held_ids], [x for i, x in enumerate(items) if i in held_ids])
+    return (
+        [x for i, x in enumerate(items) if i not in held_ids],
+        [x for i, x in enumerate(items) if i in held_ids],
+    )
 
 
 def sample(items: Sequence[T], limit: int | None, seed: int) -> list[T]:
-    """A seeded random sample of ``limit`` items, queries or groups (all of them when limit is None)."""
+    """A seeded random sample of ``limit`` items, queries or groups (all of them when limit is
+    None).
+    """
     if limit is None or limit >= len(items):
         return list(items)
     return random.Random(seed).sample(list(items), limit)

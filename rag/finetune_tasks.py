@@ -1,4 +1,5 @@
-"""What differs between training a cross-encoder and a Yes-logit LLM reranker: the rest of rag.finetune is shared.
+"""What differs between training a cross-encoder and a Yes-logit LLM reranker: the rest of
+rag.finetune is shared.
 
 A task loads its base model, wraps it with LoRA adapters (peft), turns a batch of
 groups into model inputs, gives the raw score of every (query, passage) pair of that
@@ -13,43 +14,74 @@ that will serve it.
   itself); the score is the logit of "Yes" at the last real token; LoRA on every attention
   and MLP projection.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from rag.models import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-# Every linear layer of a BERT-style encoder (attention and feed-forward); the pooler and the head train whole.
+# Every linear layer of a BERT-style encoder (attention and feed-forward); the pooler and the head
+# train whole.
 ENCODER_LORA_TARGETS = r".*encoder\.layer\.\d+\..*(query|key|value|dense)$"
 ENCODER_SAVED_MODULES = ("classifier", "pooler")
 # The attention and MLP projections of Gemma, Llama, Qwen, Mistral and their kin.
 LM_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def _lora(model: Any, *, task_type: str, targets: Any, saved: Sequence[str], base: str, rank: int, alpha: int,
-          dropout: float) -> Any:
-    """``model`` wrapped by peft; the adapter records ``base`` (the spec the user gave) as its base model,
+def _lora(
+    model: Any,
+    *,
+    task_type: str,
+    targets: Any,
+    saved: Sequence[str],
+    base: str,
+    rank: int,
+    alpha: int,
+    dropout: float,
+) -> Any:
+    """``model`` wrapped by peft; the adapter records ``base`` (the spec the user gave) as its base
+    model,
     so it loads anywhere that spec resolves, not only on the machine that trained it."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(task_type=task_type, r=rank, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=targets, modules_to_save=list(saved) or None)
+    config = LoraConfig(
+        task_type=task_type,
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        modules_to_save=list(saved) or None,
+    )
     wrapped = get_peft_model(model, config)
     wrapped.peft_config["default"].base_model_name_or_path = base
     trainable, total = wrapped.get_nb_trainable_parameters()
-    logger.info("LoRA r=%d alpha=%d: %d of %d parameters train (%.2f%%)", rank, alpha, trainable, total,
-                100 * trainable / total)
+    logger.info(
+        "LoRA r=%d alpha=%d: %d of %d parameters train (%.2f%%)",
+        rank,
+        alpha,
+        trainable,
+        total,
+        100 * trainable / total,
+    )
     return wrapped
 
 
 class CrossEncoderTask:
     kind = "cross-encoder"
 
-    def __init__(self, base: str, *, max_length: int, long_passages: str = "head",
-                 romanize_hangul: bool = False) -> None:
+    def __init__(
+        self,
+        base: str,
+        *,
+        max_length: int,
+        long_passages: str = "head",
+        romanize_hangul: bool = False,
+    ) -> None:
         from rag.finetune import load_base
 
         self.base = base
@@ -61,8 +93,16 @@ class CrossEncoderTask:
     def add_lora(self, *, rank: int, alpha: int, dropout: float) -> None:
         names = {name.split(".")[-1] for name, _ in self.model.named_modules()}
         saved = [m for m in ENCODER_SAVED_MODULES if m in names]
-        self.model = _lora(self.model, task_type="SEQ_CLS", targets=ENCODER_LORA_TARGETS, saved=saved,
-                           base=self.base, rank=rank, alpha=alpha, dropout=dropout)
+        self.model = _lora(
+            self.model,
+            task_type="SEQ_CLS",
+            targets=ENCODER_LORA_TARGETS,
+            saved=saved,
+            base=self.base,
+            rank=rank,
+            alpha=alpha,
+            dropout=dropout,
+        )
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         from rag.rerankers.window import fit_passages
@@ -70,11 +110,27 @@ class CrossEncoderTask:
 
         read = romanize if self.romanize_hangul else str
         queries = [read(item["query"]) for item in items for _ in item["passages"]]
-        passages = [p for item in items
-                    for p in fit_passages(self.tokenizer, read(item["query"]), [read(x) for x in item["passages"]],
-                                          max_length=self.max_length, mode=self.long_passages)]
-        return dict(self.tokenizer(queries, passages, truncation=True, max_length=self.max_length,
-                                   padding=True, return_tensors="pt"))
+        passages = [
+            p
+            for item in items
+            for p in fit_passages(
+                self.tokenizer,
+                read(item["query"]),
+                [read(x) for x in item["passages"]],
+                max_length=self.max_length,
+                mode=self.long_passages,
+            )
+        ]
+        return dict(
+            self.tokenizer(
+                queries,
+                passages,
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+        )
 
     def scores(self, model: Any, inputs: dict[str, Any]) -> Any:
         from rag.rerankers.engines import score_column
@@ -85,16 +141,29 @@ class CrossEncoderTask:
         from rag.rerankers.cross_encoder import CrossEncoderReranker
         from rag.rerankers.engines import TorchEngine
 
-        return CrossEncoderReranker(self.tokenizer, TorchEngine(model, str(model.device)), name="validation",
-                                    batch_size=batch_size, max_length=self.max_length, normalize="none",
-                                    long_passages=self.long_passages, romanize_hangul=self.romanize_hangul)
+        return CrossEncoderReranker(
+            self.tokenizer,
+            TorchEngine(model, str(model.device)),
+            name="validation",
+            batch_size=batch_size,
+            max_length=self.max_length,
+            normalize="none",
+            long_passages=self.long_passages,
+            romanize_hangul=self.romanize_hangul,
+        )
 
 
 class LlmYesTask:
     kind = "llm"
 
-    def __init__(self, base: str, *, max_length: int, long_passages: str = "head",
-                 romanize_hangul: bool = False) -> None:
+    def __init__(
+        self,
+        base: str,
+        *,
+        max_length: int,
+        long_passages: str = "head",
+        romanize_hangul: bool = False,
+    ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from rag.models import find_adapter, load_error, materialize, resolve_model
@@ -114,18 +183,36 @@ class LlmYesTask:
         # The product's reranker builds the inputs and reads the "Yes" logit, in training as in use.
         self.long_passages = long_passages
         self.romanize_hangul = romanize_hangul
-        self.inputs = LlmYesReranker(self.tokenizer, self.model, name=base, device="cpu", batch_size=1,
-                                     max_length=max_length, normalize="none", long_passages=long_passages,
-                                     romanize_hangul=romanize_hangul)
+        self.inputs = LlmYesReranker(
+            self.tokenizer,
+            self.model,
+            name=base,
+            device="cpu",
+            batch_size=1,
+            max_length=max_length,
+            normalize="none",
+            long_passages=long_passages,
+            romanize_hangul=romanize_hangul,
+        )
 
     def add_lora(self, *, rank: int, alpha: int, dropout: float) -> None:
         names = {name.split(".")[-1] for name, _ in self.model.named_modules()}
         targets = [t for t in LM_LORA_TARGETS if t in names]
         if not targets:
-            raise ModelLoadError(f"{self.base}: none of the projections LoRA targets ({', '.join(LM_LORA_TARGETS)}) "
-                                 "is in this model")
-        self.model = _lora(self.model, task_type="CAUSAL_LM", targets=targets, saved=(), base=self.base,
-                           rank=rank, alpha=alpha, dropout=dropout)
+            raise ModelLoadError(
+                f"{self.base}: none of the projections LoRA targets ({', '.join(LM_LORA_TARGETS)}) "
+                "is in this model"
+            )
+        self.model = _lora(
+            self.model,
+            task_type="CAUSAL_LM",
+            targets=targets,
+            saved=(),
+            base=self.base,
+            rank=rank,
+            alpha=alpha,
+            dropout=dropout,
+        )
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         rows: list[list[int]] = []
@@ -140,9 +227,17 @@ class LlmYesTask:
     def reranker(self, model: Any, *, batch_size: int) -> Any:
         from rag.rerankers.llm_yes import LlmYesReranker
 
-        return LlmYesReranker(self.tokenizer, model, name="validation", device=str(model.device),
-                              batch_size=batch_size, max_length=self.max_length, normalize="none",
-                              long_passages=self.long_passages, romanize_hangul=self.romanize_hangul)
+        return LlmYesReranker(
+            self.tokenizer,
+            model,
+            name="validation",
+            device=str(model.device),
+            batch_size=batch_size,
+            max_length=self.max_length,
+            normalize="none",
+            long_passages=self.long_passages,
+            romanize_hangul=self.romanize_hangul,
+        )
 
 
 TASKS = {"cross-encoder": CrossEncoderTask, "llm": LlmYesTask}

@@ -6,19 +6,26 @@ server that speaks its chat-completions API (vLLM, Ollama, llama.cpp, TGI).
 still answers on a machine with no endpoint (offline: the packaged Gemma 3
 270M base model). Prompt building and citation parsing are pure functions.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 import threading
-from typing import Any, Generator as Stream, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Generator as Stream
+from collections.abc import Iterator, Mapping, Sequence
+from typing import (
+    Any,
+    Protocol,
+    runtime_checkable,
+)
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from rag.citations import CITATION
-from rag.types import Candidate, Citation
 from rag.languages import question_language
 from rag.models import tokenizer_lock
 from rag.sentences import period_ends_sentence
+from rag.types import Candidate, Citation
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +34,17 @@ NO_ANSWER = "The documents do not contain the answer."
 OPENAI_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "not-needed"
 
-# How answers say the sources lack the answer: NO_ANSWER and its usual wordings, in English and Korean.
+# How answers say the sources lack the answer: NO_ANSWER and its usual wordings, in English and
+# Korean.
 _DECLINE = re.compile(
-    r"do(?:es)? not (?:contain|include|mention|say|state)|don't (?:contain|include|mention|know)|no information"
-    r"|not (?:in|mentioned in|found in) the (?:documents|sources)|cannot (?:answer|find)|can't (?:answer|find)"
-    r"|답(?:이|은|을)? (?:없|찾을 수 없|알 수 없)|(?:포함|언급|나와 ?있지)[^.]{0,12}않|찾을 수 없|알 수 없|정보가 없",
-    re.IGNORECASE)
+    r"do(?:es)? not (?:contain|include|mention|say|state)|don't "
+    r"(?:contain|include|mention|know)|no information"
+    r"|not (?:in|mentioned in|found in) the (?:documents|sources)|cannot (?:answer|find)|can't "
+    r"(?:answer|find)"
+    r"|답(?:이|은|을)? (?:없|찾을 수 없|알 수 없)|(?:포함|언급|나와 ?있지)[^.]{0,12}않|찾을 수 "
+    r"없|알 수 없|정보가 없",
+    re.IGNORECASE,
+)
 
 
 def is_decline(answer: str) -> bool:
@@ -90,16 +102,19 @@ def user_message(question: str, blocks: Sequence[str]) -> str:
     return f"Sources:\n\n{sources}\n\nQuestion: {question.strip()}"
 
 
-def build_messages(question: str, context: Sequence[Candidate],
-                   history: Sequence[tuple[str, str]] = ()) -> list[Message]:
+def build_messages(
+    question: str, context: Sequence[Candidate], history: Sequence[tuple[str, str]] = ()
+) -> list[Message]:
     """Chat messages for the LLM: sources numbered [1]..[n] in the order given.
 
     That order is what the LLM reads (after reordering), so it is also what the
     [n] markers in the answer refer to; ``parse_citations`` uses the same order.
     ``history`` holds earlier (user, assistant) turns of the conversation.
     """
-    blocks = [source_block(i, _file_name(c.chunk.source), c.chunk.page, c.chunk.text)
-              for i, c in enumerate(context, start=1)]
+    blocks = [
+        source_block(i, _file_name(c.chunk.source), c.chunk.page, c.chunk.text)
+        for i, c in enumerate(context, start=1)
+    ]
     messages: list[Message] = [{"role": "system", "content": SYSTEM_PROMPT}]
     for asked, answered in history:
         messages.append({"role": "user", "content": asked})
@@ -119,7 +134,9 @@ def parse_citations(text: str, context: Sequence[Candidate]) -> tuple[Citation, 
             number = int(part)
             if 1 <= number <= len(context) and number not in found:
                 chunk = context[number - 1].chunk
-                found[number] = Citation(number=number, chunk_id=chunk.id, source=chunk.source, page=chunk.page)
+                found[number] = Citation(
+                    number=number, chunk_id=chunk.id, source=chunk.source, page=chunk.page
+                )
     return tuple(found.values())
 
 
@@ -128,7 +145,9 @@ def _file_name(source: str) -> str:
 
 
 def _attribute(value: str) -> str:
-    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+    return (
+        value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+    )
 
 
 # --- OpenAI-compatible endpoint ---------------------------------------------------------
@@ -159,8 +178,17 @@ class OpenAIGenerator:
     sends back, too.
     """
 
-    def __init__(self, *, base_url: str, model: str, api_key: str, temperature: float,
-                 max_tokens: int, timeout: float, max_retries: int) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str,
+        temperature: float,
+        max_tokens: int,
+        timeout: float,
+        max_retries: int,
+    ) -> None:
         import openai
 
         self.base_url = base_url.rstrip("/") if base_url.strip() != "" else OPENAI_URL
@@ -175,8 +203,9 @@ class OpenAIGenerator:
         # compatible servers (vLLM, Ollama, llama.cpp, TGI) all accept max_tokens.
         limit = "max_completion_tokens" if is_openai_url(self.base_url) else "max_tokens"
         self._options: dict[str, Any] = {"temperature": temperature, limit: max_tokens}
-        self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout,
-                                     max_retries=max_retries)
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
+        )
 
     def stream(self, messages: Sequence[Mapping[str, str]]) -> Stream[str, None, str | None]:
         import openai
@@ -186,7 +215,8 @@ class OpenAIGenerator:
         finish = None
         try:
             response = self._client.chat.completions.create(
-                model=self.model, messages=[dict(m) for m in messages], stream=True, **self._options)
+                model=self.model, messages=[dict(m) for m in messages], stream=True, **self._options
+            )
             with response:
                 for chunk in response:
                     choice = chunk.choices[0] if chunk.choices else None
@@ -206,8 +236,11 @@ class OpenAIGenerator:
 
         if isinstance(exc, openai.APITimeoutError):
             cause = f"timed out after {self._timeout:g}s (llm.timeout)"
-        elif isinstance(exc, openai.APIConnectionError) and streamed:  # no retry: part of the answer is out
-            cause = f"the connection dropped mid-answer, after {streamed} pieces ({_root_cause(exc)})"
+        # no retry: part of the answer is out
+        elif isinstance(exc, openai.APIConnectionError) and streamed:
+            cause = (
+                f"the connection dropped mid-answer, after {streamed} pieces ({_root_cause(exc)})"
+            )
         elif isinstance(exc, openai.APIConnectionError):
             cause = f"endpoint unreachable ({_root_cause(exc)}); is the server running?"
         elif isinstance(exc, openai.AuthenticationError):
@@ -215,20 +248,27 @@ class OpenAIGenerator:
         elif isinstance(exc, openai.PermissionDeniedError):
             cause = "permission denied (HTTP 403): the API key may not use this model"
         elif isinstance(exc, openai.NotFoundError):
-            cause = (f"model not found (HTTP 404): the server does not serve {self.model!r} "
-                     "here, or base_url lacks a path such as /v1")
+            cause = (
+                f"model not found (HTTP 404): the server does not serve {self.model!r} "
+                "here, or base_url lacks a path such as /v1"
+            )
         elif isinstance(exc, openai.RateLimitError):
-            cause = f"rate limited or out of quota (HTTP 429), still after {self._max_retries} retries"
+            cause = (
+                f"rate limited or out of quota (HTTP 429), still after {self._max_retries} retries"
+            )
         elif isinstance(exc, openai.APIStatusError):
             cause = f"HTTP {exc.status_code}"
         else:
             cause = type(exc).__name__
         detail = _server_message(exc)
-        message = f"LLM {self.model!r} at {shown_url(self.base_url)}: {cause}" + (f" - {detail}" if detail else "")
+        message = f"LLM {self.model!r} at {shown_url(self.base_url)}: {cause}" + (
+            f" - {detail}" if detail else ""
+        )
         return scrub_secret(message, self._api_key)
 
 
-_MASKED = re.compile(r"[\w-]*\*{4,}[\w-]*")  # a key a server echoes masked: sk-pr****************wxyz
+# a key a server echoes masked: sk-pr****************wxyz
+_MASKED = re.compile(r"[\w-]*\*{4,}[\w-]*")
 _WORD = re.compile(r"[^\s'\"`]+")
 
 
@@ -238,7 +278,7 @@ def scrub_secret(text: str, secret: str) -> str:
     if secret == "":
         return text
     text = text.replace(secret, "***")
-    pieces = {secret[i:i + 8] for i in range(len(secret) - 7)}
+    pieces = {secret[i : i + 8] for i in range(len(secret) - 7)}
     text = _WORD.sub(lambda m: "***" if any(p in m[0] for p in pieces) else m[0], text)
     return _MASKED.sub("***", text)
 
@@ -272,35 +312,76 @@ def _server_message(exc: Exception) -> str:
 # Korean, so that it is answered in Korean.
 Example = tuple[str, tuple[tuple[str, int | None, str], ...], str]
 _EXAMPLES: tuple[Example, ...] = (
-    ("How much is a ticket to the museum?",
-     (("bakery.md", None, "The bakery opens at 7:00 every morning."),
-      ("parking.md", None, "Parking is free for the first hour.")),
-     NO_ANSWER),
-    ("Who painted the Mona Lisa?",
-     (("art.md", None, "The Mona Lisa was painted by Leonardo da Vinci. It hangs in the Louvre in Paris."),
-      ("music.md", None, "Mozart wrote more than 600 works.")),
-     "The Mona Lisa was painted by Leonardo da Vinci [1]."),
-    ("When does the bakery open?",
-     (("parking.md", None, "Parking is free for the first hour. After that it costs 2 euros per hour."),
-      ("bakery.md", None, "The bakery opens at 7:00 every morning. It closes at noon on Sundays."),
-      ("staff.md", 3, "Twelve people work in the shop.")),
-     "The bakery opens at 7:00 every morning [2]."),
+    (
+        "How much is a ticket to the museum?",
+        (
+            ("bakery.md", None, "The bakery opens at 7:00 every morning."),
+            ("parking.md", None, "Parking is free for the first hour."),
+        ),
+        NO_ANSWER,
+    ),
+    (
+        "Who painted the Mona Lisa?",
+        (
+            (
+                "art.md",
+                None,
+                "The Mona Lisa was painted by Leonardo da Vinci. It hangs in the Louvre in Paris.",
+            ),
+            ("music.md", None, "Mozart wrote more than 600 works."),
+        ),
+        "The Mona Lisa was painted by Leonardo da Vinci [1].",
+    ),
+    (
+        "When does the bakery open?",
+        (
+            (
+                "parking.md",
+                None,
+                "Parking is free for the first hour. After that it costs 2 euros per hour.",
+            ),
+            (
+                "bakery.md",
+                None,
+                "The bakery opens at 7:00 every morning. It closes at noon on Sundays.",
+            ),
+            ("staff.md", 3, "Twelve people work in the shop."),
+        ),
+        "The bakery opens at 7:00 every morning [2].",
+    ),
 )
 NO_ANSWER_KO = "문서에 답이 없습니다."
 _EXAMPLES_KO: tuple[Example, ...] = (
-    ("박물관 입장료는 얼마인가요?",
-     (("bakery.md", None, "빵집은 매일 아침 7시에 문을 엽니다."),
-      ("parking.md", None, "처음 1시간은 주차가 무료입니다.")),
-     NO_ANSWER_KO),
-    ("모나리자는 누가 그렸나요?",
-     (("art.md", None, "모나리자는 레오나르도 다빈치가 그렸습니다. 이 그림은 파리 루브르 박물관에 있습니다."),
-      ("music.md", None, "모차르트는 600곡이 넘는 작품을 썼습니다.")),
-     "모나리자는 레오나르도 다빈치가 그렸습니다 [1]."),
-    ("빵집은 몇 시에 문을 여나요?",
-     (("parking.md", None, "처음 1시간은 주차가 무료입니다. 그 뒤로는 시간당 2천 원입니다."),
-      ("bakery.md", None, "빵집은 매일 아침 7시에 문을 엽니다. 일요일에는 정오에 닫습니다."),
-      ("staff.md", 3, "가게에서 12명이 일합니다.")),
-     "빵집은 매일 아침 7시에 문을 엽니다 [2]."),
+    (
+        "박물관 입장료는 얼마인가요?",
+        (
+            ("bakery.md", None, "빵집은 매일 아침 7시에 문을 엽니다."),
+            ("parking.md", None, "처음 1시간은 주차가 무료입니다."),
+        ),
+        NO_ANSWER_KO,
+    ),
+    (
+        "모나리자는 누가 그렸나요?",
+        (
+            (
+                "art.md",
+                None,
+                "모나리자는 레오나르도 다빈치가 그렸습니다. 이 그림은 파리 루브르 박물관에 "
+                "있습니다.",
+            ),
+            ("music.md", None, "모차르트는 600곡이 넘는 작품을 썼습니다."),
+        ),
+        "모나리자는 레오나르도 다빈치가 그렸습니다 [1].",
+    ),
+    (
+        "빵집은 몇 시에 문을 여나요?",
+        (
+            ("parking.md", None, "처음 1시간은 주차가 무료입니다. 그 뒤로는 시간당 2천 원입니다."),
+            ("bakery.md", None, "빵집은 매일 아침 7시에 문을 엽니다. 일요일에는 정오에 닫습니다."),
+            ("staff.md", 3, "가게에서 12명이 일합니다."),
+        ),
+        "빵집은 매일 아침 7시에 문을 엽니다 [2].",
+    ),
 )
 _BLOCK = re.compile(r'(<source id="([0-9]+)"[^>]*>\n)(.*?)(\n</source>)', re.DOTALL)
 _ENDINGS = ".!?。！？"
@@ -329,8 +410,8 @@ def mark_sentences(number: int, text: str) -> str:
             continue
         item = _ITEM_NUMBER.match(line)  # "2. Battery warranty": the "2." ends no sentence
         head = item.group(0) if item else ""
-        body = line[len(head):]
-        marked = head + _SENTENCE_END.sub(lambda m: marker + m[1] if _ends(body, m) else m[0], body)
+        body = line[len(head) :]
+        marked = head + _SENTENCE_END.sub(lambda m: marker + m[1] if _ends(body, m) else m[0], body)  # noqa: B023 (called within the iteration)
         following = lines[i + 1].strip() if i + 1 < len(lines) else ""
         if line[-1] in _ENDINGS:
             out.append(marked + "\n")
@@ -342,7 +423,9 @@ def mark_sentences(number: int, text: str) -> str:
 
 
 def _ends(text: str, match: re.Match[str]) -> bool:
-    """Does the terminator ``match`` end a sentence ("H. G. Wells", "Dr. Kim", "e.g. this" do not)?"""
+    """Does the terminator ``match`` end a sentence ("H. G. Wells", "Dr. Kim", "e.g. this" do
+    not)?
+    """
     return match[1] != "." or period_ends_sentence(text, match.start(), match.end())
 
 
@@ -350,15 +433,23 @@ def render_plain_prompt(messages: Sequence[Mapping[str, str]]) -> str:
     """A text prompt for a base model without a chat template: instructions, worked
     examples, earlier turns, then the sources and question, ending in "Answer:"."""
     parts = [m["content"] for m in messages if m["role"] == "system"]
-    asked = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "").rsplit("Question: ", 1)[-1]
-    for question, sources, answer in _EXAMPLES_KO if question_language(asked) == "ko" else _EXAMPLES:
+    asked = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "").rsplit(
+        "Question: ", 1
+    )[-1]
+    for question, sources, answer in (
+        _EXAMPLES_KO if question_language(asked) == "ko" else _EXAMPLES
+    ):
         blocks = [source_block(i, f, p, t) for i, (f, p, t) in enumerate(sources, start=1)]
         parts.append(f"{_mark_blocks(user_message(question, blocks))}\nAnswer: {answer}")
     turn: list[str] = []
     for message in messages:
         if message["role"] == "user":
             content = message["content"]
-            turn = [_mark_blocks(content) if content.startswith("Sources:") else f"Question: {content.strip()}"]
+            turn = [
+                _mark_blocks(content)
+                if content.startswith("Sources:")
+                else f"Question: {content.strip()}"
+            ]
         elif message["role"] == "assistant":
             parts.append("\n".join(turn + [f"Answer: {message['content'].strip()}"]))
             turn = []
@@ -380,7 +471,9 @@ class LocalGenerator:
     when it starts writing a source.
     """
 
-    def __init__(self, *, tokenizer: Any, model: Any, model_name: str, device: str, max_new_tokens: int) -> None:
+    def __init__(
+        self, *, tokenizer: Any, model: Any, model_name: str, device: str, max_new_tokens: int
+    ) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self.device = device
@@ -392,7 +485,9 @@ class LocalGenerator:
 
         prompt, stops = self._prompt(messages)
         with tokenizer_lock(self.tokenizer):  # shared with the LLM reranker (one loaded model)
-            inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not self._has_template())
+            inputs = self.tokenizer(
+                prompt, return_tensors="pt", add_special_tokens=not self._has_template()
+            )
         inputs = inputs.to(self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = threading.Event()
@@ -430,7 +525,9 @@ class LocalGenerator:
 
         chat = [dict(m) for m in messages]
         try:
-            return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True), ()
+            return self.tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=True
+            ), ()
         except TemplateError:
             # Some templates (Gemma's) refuse a system role: fold it into the first user turn.
             system = "\n\n".join(m["content"] for m in chat if m["role"] == "system")
@@ -438,9 +535,13 @@ class LocalGenerator:
             if not rest:
                 raise
             rest[0] = {"role": rest[0]["role"], "content": f"{system}\n\n{rest[0]['content']}"}
-            return self.tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=True), ()
+            return self.tokenizer.apply_chat_template(
+                rest, tokenize=False, add_generation_prompt=True
+            ), ()
 
-    def _generation_kwargs(self, inputs: Any, streamer: Any, stop: threading.Event) -> dict[str, Any]:
+    def _generation_kwargs(
+        self, inputs: Any, streamer: Any, stop: threading.Event
+    ) -> dict[str, Any]:
         import torch
 
         def stopped(ids: Any, scores: Any, **_: Any) -> Any:
@@ -449,8 +550,11 @@ class LocalGenerator:
         pad = self.tokenizer.pad_token_id
         return {
             # only these two: a causal LM's generate() refuses extras such as token_type_ids
-            "input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask"),
-            "streamer": streamer, "max_new_tokens": self.max_new_tokens, "do_sample": False,
+            "input_ids": inputs["input_ids"],
+            "attention_mask": inputs.get("attention_mask"),
+            "streamer": streamer,
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": False,
             "pad_token_id": pad if pad is not None else self.tokenizer.eos_token_id,
             "logits_processor": [_NoRepeatInAnswer(inputs["input_ids"].shape[1], size=5)],
             "stopping_criteria": [stopped],
@@ -469,19 +573,23 @@ class _NoRepeatInAnswer:
         self.size = size
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        for row, ids in enumerate(input_ids[:, self.prompt_length:].tolist()):
+        for row, ids in enumerate(input_ids[:, self.prompt_length :].tolist()):
             if len(ids) < self.size:
                 continue
-            tail = ids[len(ids) - self.size + 1:]
-            banned = {ids[i + self.size - 1] for i in range(len(ids) - self.size + 1)
-                      if ids[i:i + self.size - 1] == tail}
+            tail = ids[len(ids) - self.size + 1 :]
+            banned = {
+                ids[i + self.size - 1]
+                for i in range(len(ids) - self.size + 1)
+                if ids[i : i + self.size - 1] == tail
+            }
             if banned:
                 scores[row, sorted(banned)] = float("-inf")
         return scores
 
 
 def _until_stop(pieces: Iterator[str], stops: Sequence[str]) -> Stream[str, None, bool]:
-    """Pass text through until a stop string, holding back just enough to catch one split across pieces;
+    """Pass text through until a stop string, holding back just enough to catch one split across
+    pieces;
     return whether a stop string ended it."""
     held = ""
     keep = max((len(s) for s in stops), default=1) - 1
@@ -497,8 +605,8 @@ def _until_stop(pieces: Iterator[str], stops: Sequence[str]) -> Stream[str, None
                 yield held[:cut].rstrip()
             return True
         if len(held) > keep:
-            yield held[:len(held) - keep]
-            held = held[len(held) - keep:]
+            yield held[: len(held) - keep]
+            held = held[len(held) - keep :]
     if held.rstrip():
         yield held.rstrip()
     return False
@@ -507,9 +615,19 @@ def _until_stop(pieces: Iterator[str], stops: Sequence[str]) -> Stream[str, None
 # --- choosing a generator ---------------------------------------------------------------
 
 
-def build_generator(*, base_url: str, model: str, api_key_env: str, temperature: float, max_tokens: int,
-                    timeout: float, max_retries: int, local_model: str, device: str,
-                    environ: Mapping[str, str]) -> Generator:
+def build_generator(
+    *,
+    base_url: str,
+    model: str,
+    api_key_env: str,
+    temperature: float,
+    max_tokens: int,
+    timeout: float,
+    max_retries: int,
+    local_model: str,
+    device: str,
+    environ: Mapping[str, str],
+) -> Generator:
     """An endpoint client when ``base_url`` is set, else the local model (loaded once, shared).
 
     A local server (vLLM, Ollama, llama.cpp) rarely checks keys, so a missing key
@@ -521,15 +639,31 @@ def build_generator(*, base_url: str, model: str, api_key_env: str, temperature:
         chosen = select_device(device)
         tokenizer, lm = load_causal_lm(local_model, device=chosen, dtype="auto")
         logger.info("answering with the local model %s on %s", local_model, chosen)
-        return LocalGenerator(tokenizer=tokenizer, model=lm, model_name=local_model, device=chosen,
-                              max_new_tokens=max_tokens)
+        return LocalGenerator(
+            tokenizer=tokenizer,
+            model=lm,
+            model_name=local_model,
+            device=chosen,
+            max_new_tokens=max_tokens,
+        )
     key = environ.get(api_key_env, "").strip() if api_key_env != "" else ""
     if key == "":
         if is_openai_url(base_url):
             variable = api_key_env if api_key_env != "" else "OPENAI_API_KEY"
-            raise GenerationError(f"{shown_url(base_url)} needs an API key: set the environment variable {variable} "
-                                  f"(llm.api_key_env = {api_key_env!r})")
-        logger.info("no API key in %r; sending a placeholder key to %s", api_key_env, shown_url(base_url))
+            raise GenerationError(
+                f"{shown_url(base_url)} needs an API key: set the environment variable {variable} "
+                f"(llm.api_key_env = {api_key_env!r})"
+            )
+        logger.info(
+            "no API key in %r; sending a placeholder key to %s", api_key_env, shown_url(base_url)
+        )
         key = PLACEHOLDER_KEY
-    return OpenAIGenerator(base_url=base_url, model=model, api_key=key, temperature=temperature,
-                           max_tokens=max_tokens, timeout=timeout, max_retries=max_retries)
+    return OpenAIGenerator(
+        base_url=base_url,
+        model=model,
+        api_key=key,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        max_retries=max_retries,
+    )

@@ -12,12 +12,14 @@ Tokenisation, per text:
 from the Chroma collection itself, so it always holds exactly what the
 collection holds, through every add, update and removal.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from bm25s.stopwords import STOPWORDS_EN
 
@@ -27,7 +29,8 @@ logging.getLogger("bm25s").setLevel(logging.NOTSET)
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-# Kiwi tags kept: nouns, verb/adjective stems, roots, numbers, foreign words, Hanja, determiners/adverbs.
+# Kiwi tags kept: nouns, verb/adjective stems, roots, numbers, foreign words, Hanja,
+# determiners/adverbs.
 _KEPT_TAGS = ("NN", "NP", "NR", "VV", "VA", "XR", "SL", "SN", "SH", "MA", "MM")
 _STOPWORDS = frozenset(STOPWORDS_EN)
 _KIWI: Any = None
@@ -45,7 +48,7 @@ def _kiwi() -> Any:
 
 
 def _bigrams(run: str) -> list[str]:
-    return [run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)]
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
 
 
 def _plain_tokens(text: str) -> list[str]:
@@ -65,7 +68,8 @@ KOREAN_TOKENS = ("morphemes", "words")
 
 
 def tokenize(text: str, korean: str = "morphemes") -> list[str]:
-    """Index terms of a text (see the module docstring); the same function serves queries and passages.
+    """Index terms of a text (see the module docstring); the same function serves queries and
+    passages.
 
     ``korean = "words"`` skips Kiwi and splits Korean like English (whole eojeol, particles
     attached): kept to measure what the morphological analyser buys.
@@ -91,7 +95,9 @@ def tokenize(text: str, korean: str = "morphemes") -> list[str]:
 class Bm25Index:
     """BM25 over a fixed set of (id, text) pairs; ``search`` returns (id, score) best first."""
 
-    def __init__(self, ids: Sequence[str], texts: Sequence[str], *, korean: str = "morphemes") -> None:
+    def __init__(
+        self, ids: Sequence[str], texts: Sequence[str], *, korean: str = "morphemes"
+    ) -> None:
         import bm25s
 
         if len(ids) != len(texts):
@@ -112,6 +118,7 @@ class Bm25Index:
         terms = tokenize(query, self.korean)
         if not self.ids or not terms:
             return []
-        found, scores = self._model.retrieve([terms], k=min(k, len(self.ids)), show_progress=False,
-                                             n_threads=1)
+        found, scores = self._model.retrieve(
+            [terms], k=min(k, len(self.ids)), show_progress=False, n_threads=1
+        )
         return [(self.ids[int(i)], float(s)) for i, s in zip(found[0], scores[0]) if s > 0]

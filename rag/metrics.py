@@ -5,13 +5,14 @@ of gold ids, the passages that answer it. Ranks are 1-based. A query whose
 gold passage is nowhere in the list scores 0 on every metric (it still counts
 in the mean: averaging only over found queries would flatter a weak ranker).
 """
+
 from __future__ import annotations
 
 import math
-from typing import AbstractSet, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 
 
-def first_hit(ranked: Sequence[str], gold: AbstractSet[str]) -> int | None:
+def first_hit(ranked: Sequence[str], gold: Set[str]) -> int | None:
     """1-based rank of the first gold id in ``ranked``, or None."""
     for rank, item in enumerate(ranked, start=1):
         if item in gold:
@@ -19,21 +20,21 @@ def first_hit(ranked: Sequence[str], gold: AbstractSet[str]) -> int | None:
     return None
 
 
-def hit_at(ranked: Sequence[str], gold: AbstractSet[str], k: int) -> float:
+def hit_at(ranked: Sequence[str], gold: Set[str], k: int) -> float:
     """1.0 when a gold id is among the first k ("has-right-in-contexts" at k), else 0.0."""
     _check_k(k)
     rank = first_hit(ranked[:k], gold)
     return 0.0 if rank is None else 1.0
 
 
-def reciprocal_rank(ranked: Sequence[str], gold: AbstractSet[str], k: int) -> float:
+def reciprocal_rank(ranked: Sequence[str], gold: Set[str], k: int) -> float:
     """1/rank of the first gold id within the first k (MRR@k once averaged), else 0.0."""
     _check_k(k)
     rank = first_hit(ranked[:k], gold)
     return 0.0 if rank is None else 1.0 / rank
 
 
-def recall_at(ranked: Sequence[str], gold: AbstractSet[str], k: int) -> float:
+def recall_at(ranked: Sequence[str], gold: Set[str], k: int) -> float:
     """Share of the gold ids found in the first k (the ceiling a reranker of those k can reach)."""
     _check_k(k)
     if not gold:
@@ -41,12 +42,14 @@ def recall_at(ranked: Sequence[str], gold: AbstractSet[str], k: int) -> float:
     return len(gold.intersection(ranked[:k])) / len(gold)
 
 
-def ndcg_at(ranked: Sequence[str], gold: AbstractSet[str], k: int) -> float:
+def ndcg_at(ranked: Sequence[str], gold: Set[str], k: int) -> float:
     """Binary-relevance nDCG@k: DCG of the ranking over DCG of the ideal ranking (gold first)."""
     _check_k(k)
     if not gold:
         raise ValueError("nDCG needs at least one gold id")
-    dcg = sum(1.0 / math.log2(rank + 1) for rank, item in enumerate(ranked[:k], start=1) if item in gold)
+    dcg = sum(
+        1.0 / math.log2(rank + 1) for rank, item in enumerate(ranked[:k], start=1) if item in gold
+    )
     ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(gold), k) + 1))
     return dcg / ideal
 
@@ -71,8 +74,13 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def summarize(runs: Sequence[tuple[Sequence[str], AbstractSet[str]]], *, hits: Sequence[int] = (1, 3, 5, 10),
-              mrr_k: int = 10, ndcg_k: int = 10) -> Mapping[str, float]:
+def summarize(
+    runs: Sequence[tuple[Sequence[str], Set[str]]],
+    *,
+    hits: Sequence[int] = (1, 3, 5, 10),
+    mrr_k: int = 10,
+    ndcg_k: int = 10,
+) -> Mapping[str, float]:
     """Mean metrics over queries, each given as (ranked ids, gold ids)."""
     if not runs:
         raise ValueError("no queries to evaluate")

@@ -13,6 +13,7 @@ A model spec in config.toml is one of:
 A directory holding ``adapter_config.json`` is a LoRA adapter (peft): it names its base
 model (any spec above) in ``base_model_name_or_path``, and loads on top of it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,9 +26,10 @@ import shutil
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -71,23 +73,29 @@ def shipped_models() -> list[str]:
     """The ``shipped:`` names: folders of rag/shipped that hold a model or an adapter."""
     if not SHIPPED_DIR.is_dir():
         return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir()
-                  if (p / "adapter_config.json").is_file() or (p / "config.json").is_file())
+    return sorted(
+        p.name
+        for p in SHIPPED_DIR.iterdir()
+        if (p / "adapter_config.json").is_file() or (p / "config.json").is_file()
+    )
 
 
 def resolve_model(spec: str) -> ResolvedModel:
     """Turn a config model spec into something ``from_pretrained`` can load."""
     if spec.startswith("shipped:"):
-        name = spec[len("shipped:"):]
+        name = spec[len("shipped:") :]
         if name not in shipped_models():
             raise ModelLoadError(
-                f"unknown shipped model {spec!r}; valid: {', '.join('shipped:' + n for n in shipped_models())}")
+                f"unknown shipped model {spec!r}; valid: "
+                f"{', '.join('shipped:' + n for n in shipped_models())}"
+            )
         return ResolvedModel(spec, str(SHIPPED_DIR / name))
     if spec.startswith("pkg:"):
         name = spec[4:]
         if name not in PACKAGED:
             raise ModelLoadError(
-                f"unknown packaged model {spec!r}; valid: {', '.join('pkg:' + n for n in sorted(PACKAGED))}"
+                f"unknown packaged model {spec!r}; valid: "
+                f"{', '.join('pkg:' + n for n in sorted(PACKAGED))}"
             )
         try:
             return PACKAGED[name]()
@@ -101,8 +109,10 @@ def resolve_model(spec: str) -> ResolvedModel:
     return ResolvedModel(spec, str(path) if path.exists() else spec)
 
 
-OFFLINE_HINT = ("; if this machine has no Hugging Face hub access, use a local directory, a pkg: model "
-                "or the offline profile (--config config.offline.toml)")
+OFFLINE_HINT = (
+    "; if this machine has no Hugging Face hub access, use a local directory, a pkg: model "
+    "or the offline profile (--config config.offline.toml)"
+)
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -118,7 +128,9 @@ class Adapter:
 
 
 def find_adapter(location: str) -> Adapter | None:
-    """The adapter at ``location`` (a directory with adapter_config.json), or None for a full model."""
+    """The adapter at ``location`` (a directory with adapter_config.json), or None for a full
+    model.
+    """
     path = Path(location)
     config_file = path / "adapter_config.json"
     if not config_file.is_file():
@@ -129,28 +141,39 @@ def find_adapter(location: str) -> Adapter | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{config_file}: not a readable adapter config ({exc})") from exc
     if not base:
-        raise ModelLoadError(f"{config_file}: base_model_name_or_path is empty; name the base model spec there")
+        raise ModelLoadError(
+            f"{config_file}: base_model_name_or_path is empty; name the base model spec there"
+        )
     return Adapter(path=path, base=base, task_type=task)
 
 
 def attach_adapter(model: Any, adapter: Adapter, *, merge: bool = True) -> Any:
-    """The base ``model`` with the adapter's LoRA weights (and saved heads) loaded; merged for speed."""
+    """The base ``model`` with the adapter's LoRA weights (and saved heads) loaded; merged for
+    speed.
+    """
     try:
         from peft import PeftModel
     except ImportError as exc:
-        raise ModelLoadError(f"{adapter.path}: loading a LoRA adapter needs the peft package ({exc})") from exc
+        raise ModelLoadError(
+            f"{adapter.path}: loading a LoRA adapter needs the peft package ({exc})"
+        ) from exc
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers a deprecated question
+            # peft asks transformers a deprecated question
+            warnings.simplefilter("ignore", FutureWarning)
             wrapped = PeftModel.from_pretrained(model, str(adapter.path))
             return wrapped.merge_and_unload() if merge else wrapped
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelLoadError(f"could not load the adapter {adapter.path} on {adapter.base}: "
-                             f"{' '.join(str(exc).split())}") from exc
+        raise ModelLoadError(
+            f"could not load the adapter {adapter.path} on {adapter.base}: "
+            f"{' '.join(str(exc).split())}"
+        ) from exc
 
 
 def load_failure_hint(location: str) -> str:
-    """What to add when ``from_pretrained`` failed: the offline way for a hub id, or that a path is missing."""
+    """What to add when ``from_pretrained`` failed: the offline way for a hub id, or that a path
+    is missing.
+    """
     if Path(location).exists():
         return ""
     if _HUB_ID.fullmatch(location):
@@ -193,7 +216,9 @@ def select_dtype(spec: str, device: str) -> Any:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if spec in ("float16", "bfloat16") and device == "cpu":
-        raise ModelLoadError(f"dtype {spec} is only supported on a GPU; the device here is cpu (use float32)")
+        raise ModelLoadError(
+            f"dtype {spec} is only supported on a GPU; the device here is cpu (use float32)"
+        )
     return getattr(torch, spec)
 
 
@@ -201,7 +226,9 @@ def materialize(resolved: ResolvedModel, cache_dir: Path = DEFAULT_CACHE_DIR) ->
     """A directory ``from_pretrained`` loads quickly: GGUF weights are converted once."""
     if resolved.gguf_file is None:
         return resolved.location
-    digest = hashlib.sha256(f"{resolved.gguf_file}:{resolved.gguf_file.stat().st_size}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        f"{resolved.gguf_file}:{resolved.gguf_file.stat().st_size}".encode()
+    ).hexdigest()[:16]
     target = cache_dir / "converted" / f"{resolved.gguf_file.stem}-{digest}"
     if (target / "config.json").is_file():
         return str(target)
@@ -229,7 +256,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     tmp.rename(target)  # atomic: a crash leaves only the .partial directory behind
 
 
-_TOKENIZER_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_TOKENIZER_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _TOKENIZER_LOCKS_LOCK = threading.Lock()
 
 
@@ -252,7 +279,9 @@ _LM_CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _LM_LOCK = threading.Lock()
 
 
-def load_causal_lm(spec: str, *, device: str, dtype: str, cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Any, Any]:
+def load_causal_lm(
+    spec: str, *, device: str, dtype: str, cache_dir: Path = DEFAULT_CACHE_DIR
+) -> tuple[Any, Any]:
     """(tokenizer, model) for a causal LM, loaded once per process and shared.
 
     The LLM reranker and the local generator ask for the same model; this keeps
@@ -268,9 +297,12 @@ def load_causal_lm(spec: str, *, device: str, dtype: str, cache_dir: Path = DEFA
         resolved = resolve_model(spec)
         adapter = find_adapter(resolved.location) if resolved.gguf_file is None else None
         if adapter is not None and adapter.task_type not in ("CAUSAL_LM", ""):
-            raise ModelLoadError(f"{spec}: this adapter was trained for {adapter.task_type}, not as a causal LM; "
-                                 "use kind = 'cross-encoder'")
-        # An adapter gets its own copy of the base: merging it must not change the model the generator shares.
+            raise ModelLoadError(
+                f"{spec}: this adapter was trained for {adapter.task_type}, not as a causal LM; "
+                "use kind = 'cross-encoder'"
+            )
+        # An adapter gets its own copy of the base: merging it must not change the model the
+        # generator shares.
         location = materialize(resolve_model(adapter.base) if adapter else resolved, cache_dir)
         try:
             tokenizer = AutoTokenizer.from_pretrained(location)
@@ -294,7 +326,9 @@ def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     A container started with ``--cpus 2`` on a 64-core host still sees 64 cores in
     ``os.cpu_count()``; torch would start 64 threads that fight over 2 cores.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     try:
         quota, period = cpu_max.read_text(encoding="ascii").split()[:2]
         if quota != "max":

@@ -17,9 +17,10 @@ ranked best, not the highest raw score. The positions the LLM sees are the
 list positions: the ``rank`` fields are left as the ranking stage set them,
 so the trace can still show how each candidate ranked.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from rag.types import Candidate
 
@@ -59,7 +60,9 @@ STRATEGIES: dict[str, Strategy] = {
 def check_strategy(strategy: str) -> None:
     """An unknown name raises ValueError listing the valid ones."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown reorder strategy {strategy!r}; valid: {', '.join(sorted(STRATEGIES))}")
+        raise ValueError(
+            f"unknown reorder strategy {strategy!r}; valid: {', '.join(sorted(STRATEGIES))}"
+        )
 
 
 def reorder(candidates: Sequence[Candidate], strategy: str) -> list[Candidate]:

@@ -5,10 +5,11 @@ of a store's chunks and rebuilds it when the store's file ledger changes, so
 BM25 sees exactly what Chroma holds after any ingest, update or removal (also
 ones made by another process). ``retrieve`` runs the configured mode.
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,8 +26,9 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"unknown retrieval mode {mode!r}; valid: {', '.join(MODES)}")
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], weights: Sequence[float],
-                           k: int = 60) -> list[tuple[str, float]]:
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]], weights: Sequence[float], k: int = 60
+) -> list[tuple[str, float]]:
     """Fuse ranked id lists: score(id) = sum of weight / (k + rank) over the lists that hold it.
 
     Best first; ties go to the id seen first (list order, then rank), so the
@@ -63,10 +65,20 @@ class LexicalIndex:
             return self._index
 
 
-def retrieve(question: str, *, mode: str, k: int, store: ChunkStore, embed: Callable[[str], np.ndarray],
-             lexical: LexicalIndex | None, rrf_k: int = 60, weights: tuple[float, float] = (1.0, 1.0),
-             hidden: Mapping[str, int] | None = None) -> list[tuple[Chunk, float]]:
-    """The top k chunks with their scores: cosine similarity (dense), BM25 score, or fused RRF score.
+def retrieve(
+    question: str,
+    *,
+    mode: str,
+    k: int,
+    store: ChunkStore,
+    embed: Callable[[str], np.ndarray],
+    lexical: LexicalIndex | None,
+    rrf_k: int = 60,
+    weights: tuple[float, float] = (1.0, 1.0),
+    hidden: Mapping[str, int] | None = None,
+) -> list[tuple[Chunk, float]]:
+    """The top k chunks with their scores: cosine similarity (dense), BM25 score, or fused RRF
+    score.
 
     ``hidden``: files whose chunks are left out (source -> chunk count; half-written files).
     """
@@ -76,19 +88,24 @@ def retrieve(question: str, *, mode: str, k: int, store: ChunkStore, embed: Call
     hidden = hidden or {}
     if mode == "dense":
         return store.query(embed(question), k, exclude_sources=list(hidden))
-    # BM25 cannot filter by file: ask for enough more that k are left after the hidden files' chunks go
+    # BM25 cannot filter by file: ask for enough more that k are left after the hidden files' chunks
+    # go
     lexical_hits = lexical.current().search(question, k + sum(hidden.values()))
     if mode == "bm25":
         return _with_chunks(store, lexical_hits, hidden)[:k]
     dense_hits = store.query(embed(question), k, exclude_sources=list(hidden))
     lexical_chunks = _with_chunks(store, lexical_hits, hidden)[:k]
-    fused = reciprocal_rank_fusion([[c.id for c, _ in dense_hits], [c.id for c, _ in lexical_chunks]],
-                                   list(weights), rrf_k)[:k]
+    fused = reciprocal_rank_fusion(
+        [[c.id for c, _ in dense_hits], [c.id for c, _ in lexical_chunks]], list(weights), rrf_k
+    )[:k]
     known = {c.id: c for c, _ in dense_hits + lexical_chunks}
     return [(known[i], score) for i, score in fused]
 
 
-def _with_chunks(store: ChunkStore, hits: Sequence[tuple[str, float]],
-                 hidden: Mapping[str, int]) -> list[tuple[Chunk, float]]:
+def _with_chunks(
+    store: ChunkStore, hits: Sequence[tuple[str, float]], hidden: Mapping[str, int]
+) -> list[tuple[Chunk, float]]:
     chunks = {c.id: c for c in store.get_chunks([i for i, _ in hits])}
-    return [(chunks[i], score) for i, score in hits if i in chunks and chunks[i].source not in hidden]
+    return [
+        (chunks[i], score) for i, score in hits if i in chunks and chunks[i].source not in hidden
+    ]

@@ -6,27 +6,61 @@ prompt (each source sentence ends with its citation marker), answer streaming
 last sentence) and evidence (the sentences of a source that support an answer).
 Everything here is a pure function.
 """
+
 from __future__ import annotations
 
 import re
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 # Latin terminators count only before whitespace; CJK ones end a sentence even without a space.
-_CLOSERS = "\"'\u201d\u2019)\\]\u300d\u300f\uff09\u3015\u3011\u300b\u3009"  # quotes, brackets, 」』）〕】》〉
+# quotes, brackets, 」』）〕】》〉
+_CLOSERS = "\"'\u201d\u2019)\\]\u300d\u300f\uff09\u3015\u3011\u300b\u3009"
 _LATIN_END = re.compile(rf"[.?!\u2026]+[{_CLOSERS}]*(?=\s)")
 _CJK_END = re.compile(rf"[\u3002\uff01\uff1f\uff61\uff0e]+[{_CLOSERS}]*")  # 。！？｡．
 # 다 / 요 / 죠 at a line end, or before a terminator glued to the next Hangul syllable ("있다.다음")
 _HANGUL_END = re.compile(r"[\ub2e4\uc694\uc8e0](?:[.?!]+(?=[\uac00-\ud7a3])|(?=[ \t]*\n))")
 _NEXT_CHAR = re.compile(r"\s*(\S)")
 _LAST_WORD = re.compile(r"\S*$")
-ABBREVIATIONS = frozenset({
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "cf", "fig", "figs", "no", "nos", "vol",
-    "vols", "pp", "ed", "eds", "approx", "dept", "est", "al", "ca", "ch", "sec", "eq", "ref", "resp",
-})
+ABBREVIATIONS = frozenset(
+    {
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "mt",
+        "vs",
+        "cf",
+        "fig",
+        "figs",
+        "no",
+        "nos",
+        "vol",
+        "vols",
+        "pp",
+        "ed",
+        "eds",
+        "approx",
+        "dept",
+        "est",
+        "al",
+        "ca",
+        "ch",
+        "sec",
+        "eq",
+        "ref",
+        "resp",
+    }
+)
 
 
 def period_ends_sentence(text: str, start: int, end: int) -> bool:
-    """Is the "." (or "...") in text[start:end] a sentence end rather than an abbreviation or list number?"""
+    """Is the "." (or "...") in text[start:end] a sentence end rather than an abbreviation or
+    list number?
+    """
     following = _NEXT_CHAR.match(text, end)
     if following is not None and following.group(1).islower():
         return False  # "e.g. the", "approx. five": sentences do not start in lower case

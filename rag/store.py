@@ -10,6 +10,7 @@ keeps its history.
 The chunk collection records which embedding model and dimension built it;
 opening it with another embedder is refused instead of mixing vectors.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +22,10 @@ import logging
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -91,19 +93,32 @@ def server_failure(where: str, exc: BaseException) -> StoreUnavailableError | No
 
     text = str(exc)
     if isinstance(exc, httpx.TimeoutException):
-        return StoreUnavailableError(f"{where} did not answer in time ({type(exc).__name__}); is it overloaded "
-                                     "or restarting? Try again in a moment.")
+        return StoreUnavailableError(
+            f"{where} did not answer in time ({type(exc).__name__}); is it overloaded "
+            "or restarting? Try again in a moment."
+        )
     if isinstance(exc, httpx.TransportError) or any(mark in text for mark in _GATEWAY):
-        cause = _first_line(text) if not text.lstrip().startswith("<") else "the proxy in front of it got no answer"
-        return StoreUnavailableError(f"{where} is unreachable ({cause}). Start it, or check store.host and "
-                                     "store.port; nothing stored was changed, try again when it is back.")
-    if type(exc).__name__ == "NotFoundError" and "does not exist" in text:  # chromadb.errors.NotFoundError
-        return StoreUnavailableError(f"{where} no longer has the collection this session opened (restarted "
-                                     "without its data, or reset?); reconnecting. If it stays missing, run "
-                                     "python -m ingest again.")
+        cause = (
+            _first_line(text)
+            if not text.lstrip().startswith("<")
+            else "the proxy in front of it got no answer"
+        )
+        return StoreUnavailableError(
+            f"{where} is unreachable ({cause}). Start it, or check store.host and "
+            "store.port; nothing stored was changed, try again when it is back."
+        )
+    # chromadb.errors.NotFoundError
+    if type(exc).__name__ == "NotFoundError" and "does not exist" in text:
+        return StoreUnavailableError(
+            f"{where} no longer has the collection this session opened (restarted "
+            "without its data, or reset?); reconnecting. If it stays missing, run "
+            "python -m ingest again."
+        )
     if "Unauthorized" in text or "401" in text.split("\n", 1)[0]:
-        return StoreUnavailableError(f"{where} refused the token (HTTP 401): put the server's token in the "
-                                     "environment variable named by store.token_env (CHROMA_TOKEN by default).")
+        return StoreUnavailableError(
+            f"{where} refused the token (HTTP 401): put the server's token in the "
+            "environment variable named by store.token_env (CHROMA_TOKEN by default)."
+        )
     return None
 
 
@@ -114,11 +129,19 @@ def _first_line(text: str) -> str:
 
 SQLITE_FILE = "chroma.sqlite3"
 _SQLITE_HEADER = b"SQLite format 3\x00"
-# Chroma's words when the disk filled up under it (SQLite's, the OS's, or a compaction that could not write).
+# Chroma's words when the disk filled up under it (SQLite's, the OS's, or a compaction that could
+# not write).
 _FULL = ("No space left", "database or disk is full", "disk is full", "Failed to apply logs")
-_DAMAGED = ("malformed", "not a database", "Failed to pull logs", "Utf8Error",
-            "Failed to receive response")  # the last: Chroma's compactor thread panicked on what it read
-LOW_SPACE = 64 * 2**20  # under this much free space, a failed Chroma write is put down to the full disk
+_DAMAGED = (
+    "malformed",
+    "not a database",
+    "Failed to pull logs",
+    "Utf8Error",
+    # the last: Chroma's compactor thread panicked on what it read
+    "Failed to receive response",
+)
+# under this much free space, a failed Chroma write is put down to the full disk
+LOW_SPACE = 64 * 2**20
 
 
 def _is_panic(exc: BaseException) -> bool:
@@ -127,7 +150,9 @@ def _is_panic(exc: BaseException) -> bool:
 
 
 def free_bytes(path: Path) -> int:
-    """Free space for an unprivileged writer on the file system that holds ``path`` (or its nearest parent)."""
+    """Free space for an unprivileged writer on the file system that holds ``path`` (or its
+    nearest parent).
+    """
     path = Path(path)
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -138,35 +163,45 @@ def mib(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:,.0f} MB" if n_bytes >= 100 * 2**20 else f"{n_bytes / 2**20:.1f} MB"
 
 
-def full_disk_error(path: Path, exc: BaseException | None = None, *, needed: int = 0,
-                    what: str = "") -> StoreFullError:
+def full_disk_error(
+    path: Path, exc: BaseException | None = None, *, needed: int = 0, what: str = ""
+) -> StoreFullError:
     """One line: the disk, the free space, what to do; the store is consistent either way."""
     free = free_bytes(path)
     if needed:
-        state = (f"has too little free space: {mib(free)} free, about {mib(needed)} needed"
-                 f"{' to write ' + what if what else ''}; nothing was written")
+        state = (
+            f"has too little free space: {mib(free)} free, about {mib(needed)} needed"
+            f"{' to write ' + what if what else ''}; nothing was written"
+        )
     else:
         state = f"is full ({mib(free)} free; Chroma: {_first_line(str(exc))})"
     return StoreFullError(
-        f"the disk holding the Chroma store at {path} {state}. Free some space (or move store.path to a larger "
-        f"disk) and run the same command again: nothing stored is lost, a file left half-written is redone then, "
+        f"the disk holding the Chroma store at {path} {state}. Free some space (or move store.path "
+        "to a larger "
+        "disk) and run the same command again: nothing stored is lost, a file left half-written "
+        "is redone then, "
         f"and answers leave it out until it is."
     )
 
 
 def damaged_error(path: Path, problem: str) -> StoreDamagedError:
     return StoreDamagedError(
-        f"the Chroma store at {path} is damaged: {problem}. Nothing was written to it. Restore the folder from a "
-        f"backup, or rebuild it from your documents with `python -m ingest PATH --reset` (the damaged folder "
+        f"the Chroma store at {path} is damaged: {problem}. Nothing was written to it. Restore the "
+        "folder from a "
+        "backup, or rebuild it from your documents with `python -m ingest PATH --reset` (the "
+        "damaged folder "
         f"is kept beside the new one, renamed *.damaged-DATE)."
     )
 
 
 def check_embedded(path: Path) -> None:
-    """Refuse a store folder whose database is missing, empty, not SQLite or fails SQLite's quick_check.
+    """Refuse a store folder whose database is missing, empty, not SQLite or fails SQLite's
+    quick_check.
 
-    Chroma opening such a folder writes a fresh, empty schema over a zero-byte database (destroying what a
-    recovery could use) or panics in its Rust core. A folder that does not exist yet, or is empty, is a
+    Chroma opening such a folder writes a fresh, empty schema over a zero-byte database (destroying
+    what a
+    recovery could use) or panics in its Rust core. A folder that does not exist yet, or is empty,
+    is a
     new store and passes. quick_check reads the whole database file (about 10 ms for 15 MB here).
     """
     path = Path(path)
@@ -187,7 +222,8 @@ def check_embedded(path: Path) -> None:
 
 
 def _quick_check(db: Path) -> str | None:
-    """SQLite's quick_check and Chroma's write log, read-only; None when both pass, else the first finding.
+    """SQLite's quick_check and Chroma's write log, read-only; None when both pass, else the first
+    finding.
 
     The log (``embeddings_queue``) holds writes Chroma has not folded into its segments yet; a
     record there that is not UTF-8 JSON makes Chroma's Rust core panic on the next read, so it
@@ -197,16 +233,24 @@ def _quick_check(db: Path) -> str | None:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         try:
             rows = con.execute("PRAGMA quick_check").fetchall()
-            if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'embeddings_queue'").fetchone():
+            if not con.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'embeddings_queue'"
+            ).fetchone():
                 return "no Chroma tables in it"
-            log = con.execute("SELECT seq_id, CAST(metadata AS BLOB) FROM embeddings_queue "
-                              "WHERE metadata IS NOT NULL").fetchall()
+            log = con.execute(
+                "SELECT seq_id, CAST(metadata AS BLOB) FROM embeddings_queue "
+                "WHERE metadata IS NOT NULL"
+            ).fetchall()
         finally:
             con.close()
     except sqlite3.Error as exc:
         return str(exc)
-    findings = [line for line in (str(r[0]) for r in rows) for line in line.splitlines()
-                if not line.startswith("*** in database")]
+    findings = [
+        line
+        for line in (str(r[0]) for r in rows)
+        for line in line.splitlines()
+        if not line.startswith("*** in database")
+    ]
     if findings and findings[0] != "ok":
         more = f" and {len(findings) - 1} more" if len(findings) > 1 else ""
         return f"{findings[0][:160]}{more}"
@@ -229,15 +273,26 @@ def set_aside(path: Path) -> Path:
     return target
 
 
-def store_failure(path: Path | None, where: str, exc: BaseException, *, storage: bool = False) -> StoreError | None:
-    """A full disk or a damaged database behind a Chroma error, as one clear StoreError; None otherwise.
+def store_failure(
+    path: Path | None, where: str, exc: BaseException, *, storage: bool = False
+) -> StoreError | None:
+    """A full disk or a damaged database behind a Chroma error, as one clear StoreError; None
+    otherwise.
     ``storage``: the exception came from Chroma opening its files, whatever its type."""
     text = str(exc)
     if path is None:
         return server_failure(where, exc) if isinstance(exc, Exception) else None
-    from_storage = storage or type(exc).__module__.startswith("chromadb") or isinstance(exc, (OSError, sqlite3.Error))
-    if any(mark in text for mark in _FULL) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) \
-            or from_storage and free_bytes(path) < LOW_SPACE:
+    from_storage = (
+        storage
+        or type(exc).__module__.startswith("chromadb")
+        or isinstance(exc, (OSError, sqlite3.Error))
+    )
+    if (
+        any(mark in text for mark in _FULL)
+        or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+        or from_storage
+        and free_bytes(path) < LOW_SPACE
+    ):
         return full_disk_error(path, exc)
     if _is_panic(exc) or any(mark in text for mark in _DAMAGED):
         return damaged_error(path, f"Chroma could not read it ({_first_line(text)})")
@@ -245,16 +300,18 @@ def store_failure(path: Path | None, where: str, exc: BaseException, *, storage:
 
 
 def _guarded(method: _Fn) -> _Fn:
-    """Turn a lost server, a refused token, a full disk or a damaged database inside a store method into
+    """Turn a lost server, a refused token, a full disk or a damaged database inside a store method
+    into
     one StoreError that says what happened and what to do."""
 
     @functools.wraps(method)
-    def wrapper(self: "ChunkStore", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: ChunkStore, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except StoreError:
             raise
-        except BaseException as exc:  # chromadb raises bare Exception for gateway errors, a BaseException on panics
+        # chromadb raises bare Exception for gateway errors, a BaseException on panics
+        except BaseException as exc:
             if not isinstance(exc, Exception) and not _is_panic(exc):
                 raise  # KeyboardInterrupt, SystemExit
             failure = store_failure(self.path, self.location, exc)
@@ -284,15 +341,19 @@ def connect(*, mode: str, path: Path, host: str, port: int, ssl: bool, token: st
         check_embedded(path)
         try:
             return chromadb.PersistentClient(path=str(path), settings=settings)
-        except BaseException as exc:  # chromadb raises bare Exception subclasses (and panics) from Rust bindings
+        # chromadb raises bare Exception subclasses (and panics) from Rust bindings
+        except BaseException as exc:
             if not isinstance(exc, Exception) and not _is_panic(exc):
                 raise
             raise store_failure(path, str(path), exc, storage=True) or StoreError(
-                f"could not open the Chroma store at {path}: {exc}") from exc
+                f"could not open the Chroma store at {path}: {exc}"
+            ) from exc
     headers = {"Authorization": f"Bearer {token}"} if token else None
     where = f"the Chroma server at {'https' if ssl else 'http'}://{host}:{port}"
     try:
-        return chromadb.HttpClient(host=host, port=port, ssl=ssl, headers=headers, settings=settings)
+        return chromadb.HttpClient(
+            host=host, port=port, ssl=ssl, headers=headers, settings=settings
+        )
     except Exception as exc:  # connection errors surface as ValueError or httpx errors
         failure = server_failure(where, exc)
         if failure is not None:
@@ -311,7 +372,9 @@ class ChunkStore:
         self.path = embedded_path(client)  # None for a server
 
     @classmethod
-    def open(cls, client: Any, name: str, *, embedder: str, dimension: int, create: bool = True) -> "ChunkStore":
+    def open(
+        cls, client: Any, name: str, *, embedder: str, dimension: int, create: bool = True
+    ) -> ChunkStore:
         """Open (or create) collection ``name``; refuse one built by another embedder."""
         try:
             return cls._open(client, name, embedder=embedder, dimension=dimension, create=create)
@@ -326,16 +389,22 @@ class ChunkStore:
             raise failure from exc
 
     @classmethod
-    def _open(cls, client: Any, name: str, *, embedder: str, dimension: int, create: bool) -> "ChunkStore":
+    def _open(
+        cls, client: Any, name: str, *, embedder: str, dimension: int, create: bool
+    ) -> ChunkStore:
         existing = {c.name if hasattr(c, "name") else str(c) for c in client.list_collections()}
         if name not in existing and not create:
             others = sorted(c for c in existing if c + FILES_SUFFIX in existing)
             held = f" (this store holds: {', '.join(others)})" if others else ""
-            raise StoreError(f"collection '{name}' does not exist yet{held}; add documents first: "
-                             f"python -m ingest docs/ --collection {name}")
+            raise StoreError(
+                f"collection '{name}' does not exist yet{held}; add documents first: "
+                f"python -m ingest docs/ --collection {name}"
+            )
         chunks = client.get_or_create_collection(
-            name, configuration={"hnsw": {"space": "cosine"}},
-            metadata={"embedder": embedder, "dimension": dimension}, embedding_function=None,
+            name,
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={"embedder": embedder, "dimension": dimension},
+            embedding_function=None,
         )
         _check_embedder(name, chunks.metadata or {}, embedder, dimension)
         files = client.get_or_create_collection(name + FILES_SUFFIX, embedding_function=None)
@@ -358,7 +427,9 @@ class ChunkStore:
         return (slice(i, min(i + step, n)) for i in range(0, n, step))
 
     @_guarded
-    def upsert_chunks(self, chunks: Sequence[Chunk], embeddings: np.ndarray, ingest_time: float) -> None:
+    def upsert_chunks(
+        self, chunks: Sequence[Chunk], embeddings: np.ndarray, ingest_time: float
+    ) -> None:
         if len(chunks) != len(embeddings):
             raise ValueError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
         for part in self._batches(len(chunks)):
@@ -375,18 +446,27 @@ class ChunkStore:
         self.chunks.delete(where={"source": source})
 
     @_guarded
-    def query(self, embedding: np.ndarray, k: int, *, exclude_sources: Sequence[str] = ()) -> list[tuple[Chunk, float]]:
-        """The k nearest chunks with cosine similarity (1 - cosine distance), best first; none of the
+    def query(
+        self, embedding: np.ndarray, k: int, *, exclude_sources: Sequence[str] = ()
+    ) -> list[tuple[Chunk, float]]:
+        """The k nearest chunks with cosine similarity (1 - cosine distance), best first; none of
+        the
         files in ``exclude_sources``."""
         n = min(k, self.count())
         if n == 0:
             return []
         where = {"source": {"$nin": list(exclude_sources)}} if exclude_sources else None
-        res = self.chunks.query(query_embeddings=[embedding], n_results=n, where=where,
-                                include=["documents", "metadatas", "distances"])
+        res = self.chunks.query(
+            query_embeddings=[embedding],
+            n_results=n,
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
         return [
             (_chunk_from(cid, doc, meta), 1.0 - float(dist))
-            for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])
+            for cid, doc, meta, dist in zip(
+                res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0]
+            )
         ]
 
     def all_texts(self, page: int = 5000) -> tuple[list[str], list[str]]:
@@ -409,7 +489,9 @@ class ChunkStore:
                 return ids, texts
 
     def fingerprint(self) -> str:
-        """Changes whenever a file is added, changed, half-written or removed (and with the chunk count)."""
+        """Changes whenever a file is added, changed, half-written or removed (and with the
+        chunk count).
+        """
         records = sorted((r.source, r.content_hash, r.status) for r in self.file_records().values())
         return hashlib.sha256(repr((records, self.count())).encode()).hexdigest()
 
@@ -419,7 +501,10 @@ class ChunkStore:
         if not ids:
             return []
         res = self.chunks.get(ids=list(ids), include=["documents", "metadatas"])
-        found = {cid: _chunk_from(cid, doc, meta) for cid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"])}
+        found = {
+            cid: _chunk_from(cid, doc, meta)
+            for cid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"])
+        }
         return [found[i] for i in ids if i in found]
 
     @_guarded
@@ -428,12 +513,15 @@ class ChunkStore:
         return {meta["source"]: _record_from(meta) for meta in res["metadatas"]}
 
     def half_written(self) -> dict[str, int]:
-        """Files whose ledger entry is ``writing`` (an ingest stopped inside them): source -> chunk count.
+        """Files whose ledger entry is ``writing`` (an ingest stopped inside them): source -> chunk
+        count.
         Answers leave their chunks out until an ingest finishes them."""
         return {s: r.n_chunks for s, r in self.file_records().items() if r.status != COMPLETE}
 
     def check_room(self, texts: Sequence[str], dimension: int, what: str) -> None:
-        """Before a write into an embedded store: StoreFullError when its disk clearly has too little space."""
+        """Before a write into an embedded store: StoreFullError when its disk clearly has
+        too little space.
+        """
         if self.path is None:
             return
         needed = estimate_bytes(texts, dimension)
@@ -442,10 +530,19 @@ class ChunkStore:
 
     @_guarded
     def put_file(self, record: FileRecord) -> None:
-        self.files.upsert(ids=[record.source], embeddings=[[0.0]], metadatas=[{
-            "source": record.source, "content_hash": record.content_hash, "status": record.status,
-            "n_chunks": record.n_chunks, "ingest_time": record.ingest_time,
-        }])
+        self.files.upsert(
+            ids=[record.source],
+            embeddings=[[0.0]],
+            metadatas=[
+                {
+                    "source": record.source,
+                    "content_hash": record.content_hash,
+                    "status": record.status,
+                    "n_chunks": record.n_chunks,
+                    "ingest_time": record.ingest_time,
+                }
+            ],
+        )
 
     @_guarded
     def delete_file(self, source: str) -> None:
@@ -484,16 +581,21 @@ def _check_embedder(name: str, meta: dict[str, Any], embedder: str, dimension: i
         return
     if stored_model != embedder or int(stored_dim) != dimension:
         raise EmbedderMismatchError(
-            f"collection '{name}' was built with embedder '{stored_model}' ({stored_dim}-d) but the config "
-            f"uses '{embedder}' ({dimension}-d); vectors of different models cannot be mixed. Rebuild it with "
-            f"`python -m ingest PATH --reset`, or use a new collection (--collection NAME, or store.collection)."
+            f"collection '{name}' was built with embedder '{stored_model}' ({stored_dim}-d) but "
+            "the config "
+            f"uses '{embedder}' ({dimension}-d); vectors of different models cannot be mixed. "
+            "Rebuild it with "
+            "`python -m ingest PATH --reset`, or use a new collection (--collection NAME, or "
+            "store.collection)."
         )
 
 
 def _chunk_metadata(chunk: Chunk, ingest_time: float) -> dict[str, Any]:
     meta: dict[str, Any] = {
-        "source": chunk.source, "chunk_index": chunk.chunk_index,
-        "content_hash": chunk.content_hash, "ingest_time": ingest_time,
+        "source": chunk.source,
+        "chunk_index": chunk.chunk_index,
+        "content_hash": chunk.content_hash,
+        "ingest_time": ingest_time,
     }
     if chunk.page is not None:
         meta["page"] = chunk.page
@@ -502,10 +604,21 @@ def _chunk_metadata(chunk: Chunk, ingest_time: float) -> dict[str, Any]:
 
 def _chunk_from(cid: str, text: str, meta: dict[str, Any]) -> Chunk:
     page = meta.get("page")
-    return Chunk(id=cid, text=text, source=str(meta["source"]), page=int(page) if page is not None else None,
-                 chunk_index=int(meta["chunk_index"]), content_hash=str(meta["content_hash"]))
+    return Chunk(
+        id=cid,
+        text=text,
+        source=str(meta["source"]),
+        page=int(page) if page is not None else None,
+        chunk_index=int(meta["chunk_index"]),
+        content_hash=str(meta["content_hash"]),
+    )
 
 
 def _record_from(meta: dict[str, Any]) -> FileRecord:
-    return FileRecord(source=str(meta["source"]), content_hash=str(meta["content_hash"]), status=str(meta["status"]),
-                      n_chunks=int(meta["n_chunks"]), ingest_time=float(meta["ingest_time"]))
+    return FileRecord(
+        source=str(meta["source"]),
+        content_hash=str(meta["content_hash"]),
+        status=str(meta["status"]),
+        n_chunks=int(meta["n_chunks"]),
+        ingest_time=float(meta["ingest_time"]),
+    )

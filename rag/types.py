@@ -3,6 +3,7 @@
 Scores are plain Python floats and every type is immutable: stages return new
 objects (``dataclasses.replace``) instead of changing what they were given.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -84,13 +85,17 @@ class Trace:
     models: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     retrieval: str = "dense"  # dense | bm25 | hybrid
-    language: str | None = None  # the question's language when the pipeline routes by language (ISO 639-1)
-    searched: str | None = None  # what was searched instead of ``question`` (a follow-up made standalone)
+    # the question's language when the pipeline routes by language (ISO 639-1)
+    language: str | None = None
+    # what was searched instead of ``question`` (a follow-up made standalone)
+    searched: str | None = None
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """Source [number]'s sentences that support the answer, best first, with their scores (rag.evidence)."""
+    """Source [number]'s sentences that support the answer, best first, with their scores
+    (rag.evidence).
+    """
 
     number: int
     sentences: tuple[str, ...]
@@ -100,7 +105,8 @@ class Evidence:
 @dataclass(frozen=True)
 class Answer:
     """The answer as shown: ``unsupported_citations`` were numbers the LLM cited with no such source
-    (removed from ``text``); ``cut`` is True when the token limit ended it (its unfinished sentence dropped)."""
+    (removed from ``text``); ``cut`` is True when the token limit ended it (its unfinished sentence
+    dropped)."""
 
     text: str
     citations: tuple[Citation, ...]
@@ -109,4 +115,5 @@ class Answer:
     unsupported_citations: tuple[int, ...] = ()
     cut: bool = False
     evidence: tuple[Evidence, ...] = ()  # per cited source, the sentences that support the answer
-    support: float | None = None  # the grounding check's score (llm.min_support), None when it is off
+    # the grounding check's score (llm.min_support), None when it is off
+    support: float | None = None

@@ -6,6 +6,7 @@ A report written with --answers keeps every question's answer (and, with --decli
 given without the gold passage), so a metric that changed since (KorQuAD's character F1 for
 Korean) or one added since (answered in the question's language) applies to old runs too.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,10 @@ from rag.metrics import mean
 
 
 def main(paths: list[str]) -> None:
-    print("| report | questions | EM | F1 | declined (gold in context) | declined (gold removed) | question's language |")
+    print(
+        "| report | questions | EM | F1 | declined (gold in context) | declined (gold removed) | "
+        "question's language |"
+    )
     print("|---|---|---|---|---|---|---|")
     for path in paths:
         for run in json.loads(Path(path).read_text(encoding="utf-8"))["runs"].values():
@@ -29,12 +33,22 @@ def main(paths: list[str]) -> None:
                 continue
             replies = [CITATION.sub("", r["answer"]).strip() for r in rows]
             with_gold = [is_decline(r["answer"]) for r in rows if r["gold_in_context"]]
-            without = [is_decline(r["answer_without_gold"]) for r in rows if "answer_without_gold" in r]
-            same = [question_language(r["answer"]) == question_language(r["question"])
-                    for r in rows if question_language(r["question"]) is not None]
-            print(f"| {Path(path).stem} | {len(rows)} | {mean(exact_match(a, r['gold']) for a, r in zip(replies, rows)):.3f} "
-                  f"| {mean(token_f1(a, r['gold']) for a, r in zip(replies, rows)):.3f} | {mean(map(float, with_gold)):.3f} "
-                  f"| {mean(map(float, without)) if without else float('nan'):.3f} | {mean(map(float, same)):.3f} |")
+            without = [
+                is_decline(r["answer_without_gold"]) for r in rows if "answer_without_gold" in r
+            ]
+            same = [
+                question_language(r["answer"]) == question_language(r["question"])
+                for r in rows
+                if question_language(r["question"]) is not None
+            ]
+            print(
+                f"| {Path(path).stem} | {len(rows)} | "
+                f"{mean(exact_match(a, r['gold']) for a, r in zip(replies, rows)):.3f} "
+                f"| {mean(token_f1(a, r['gold']) for a, r in zip(replies, rows)):.3f} | "
+                f"{mean(map(float, with_gold)):.3f} "
+                f"| {mean(map(float, without)) if without else float('nan'):.3f} | "
+                f"{mean(map(float, same)):.3f} |"
+            )
 
 
 if __name__ == "__main__":

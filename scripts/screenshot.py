@@ -6,8 +6,10 @@ asks QUESTION in Compare mode through Debian's headless Chromium, waits for both
 answers, and saves the page as a PNG. Nothing is stood in for: the models are the
 profile's own, so with the local Gemma this takes a minute or two on 2 cores.
 
-    python scripts/screenshot.py "How fast must a SEV1 page be acknowledged?" ui/screenshots/compare.png
+    python scripts/screenshot.py "How fast must a SEV1 page be acknowledged?"
+    ui/screenshots/compare.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,18 +33,39 @@ def free_port() -> int:
 
 
 def start_app(port: int, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "RAG_CONFIG": os.environ.get("RAG_CONFIG", "config.offline.toml"),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {
+        **os.environ,
+        "RAG_CONFIG": os.environ.get("RAG_CONFIG", "config.offline.toml"),
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    }
     log = log_path.open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--server.port", str(port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "ui/app.py",
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/_stcore/health", timeout=2
+            ) as reply:
                 if reply.read() == b"ok":
                     return proc
         except OSError:
@@ -57,12 +80,23 @@ def browser(profile: Path, width: int, height: int):
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver is None:
-        raise SystemExit("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them as root)")
+        raise SystemExit(
+            "needs Debian's chromium and chromium-driver (scripts/setup.sh installs them as root)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--window-size={width},{height}", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--window-size={width},{height}",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
@@ -72,7 +106,9 @@ def main() -> None:
     parser.add_argument("question")
     parser.add_argument("out", type=Path)
     parser.add_argument("--size", default="1600,1500", help="window width,height in pixels")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for both answers")
+    parser.add_argument(
+        "--timeout", type=float, default=600, help="seconds to wait for both answers"
+    )
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split(","))
 
@@ -89,8 +125,14 @@ def main() -> None:
             driver.get(f"http://127.0.0.1:{port}")
             from selenium.common.exceptions import StaleElementReferenceException
 
-            wait = WebDriverWait(driver, args.timeout, ignored_exceptions=(StaleElementReferenceException,))
-            wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")))
+            wait = WebDriverWait(
+                driver, args.timeout, ignored_exceptions=(StaleElementReferenceException,)
+            )
+            wait.until(
+                ready.presence_of_element_located(
+                    (By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")
+                )
+            )
             toggle = "//label[.//p[normalize-space()='Compare A/B']]"
             driver.find_element(By.XPATH, toggle).click()
             wait.until(lambda d: d.find_element(By.XPATH, toggle + "//input").is_selected())
@@ -98,10 +140,18 @@ def main() -> None:
             box.send_keys(args.question)
             box.send_keys(Keys.ENTER)
 
-            def answered(d) -> bool:  # both sides done, and drawn again knowing each other's sources
+            # both sides done, and drawn again knowing each other's sources
+            def answered(d) -> bool:
                 captions = d.find_elements(By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")
-                return sum(1 for c in captions if c.text.startswith("retrieve ")) == 2 and sum(
-                    1 for c in captions if "on this side" in c.text or "same sources as the other" in c.text) == 2
+                return (
+                    sum(1 for c in captions if c.text.startswith("retrieve ")) == 2
+                    and sum(
+                        1
+                        for c in captions
+                        if "on this side" in c.text or "same sources as the other" in c.text
+                    )
+                    == 2
+                )
 
             wait.until(answered)
             time.sleep(1)  # let the last column settle before the picture

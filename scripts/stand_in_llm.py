@@ -6,6 +6,7 @@ grounding check's declines) without a real model; the tests use the same server.
     RAG_LLM__BASE_URL=http://127.0.0.1:8011/v1 RAG_LLM__MODEL=stand-in RAG_LLM__API_KEY_ENV= \\
         python -m rag.evaluate squad ... --answers --decline
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ from tests.fake_llm import FakeLLMServer  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=8011)
     args = parser.parse_args()
     server = FakeLLMServer(port=args.port)

@@ -1,4 +1,5 @@
 """Shared fixtures: offline, real small models, real Chroma."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"../shared/data not found at {SHARED_DATA}; the tests need it beside the clone")
+        pytest.fail(
+            f"../shared/data not found at {SHARED_DATA}; the tests need it beside the clone"
+        )
     return SHARED_DATA
 
 
@@ -70,7 +73,9 @@ def tiny_cross_encoder(tmp_path_factory) -> str:
 
 
 def write_offline_config(directory: Path, extra: str = "") -> Path:
-    """config.offline.toml with the store inside ``directory`` (plus extra TOML appended per section)."""
+    """config.offline.toml with the store inside ``directory`` (plus extra TOML appended per
+    section).
+    """
     text = (REPO / "config.offline.toml").read_text(encoding="utf-8")
     text = text.replace('path = ".chroma"', f'path = "{directory / "chroma"}"')
     path = directory / "config.toml"
@@ -98,7 +103,10 @@ def chroma_stack(tmp_path_factory):
     from tests.servers import ChromaServer, TokenProxy, nginx_binary
 
     if nginx_binary() is None:
-        message = "nginx is not installed (scripts/setup.sh installs Debian's nginx-light when run as root)"
+        message = (
+            "nginx is not installed (scripts/setup.sh installs Debian's nginx-light when run as "
+            "root)"
+        )
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     folder = tmp_path_factory.mktemp("chroma-stack")
     server = ChromaServer(folder / "data").start()
@@ -110,14 +118,21 @@ def chroma_stack(tmp_path_factory):
 
 def server_env(port: int, token: str | None, collection: str) -> dict[str, str]:
     """RAG_* overrides (and CHROMA_TOKEN) for server mode against 127.0.0.1:port."""
-    env = {"RAG_STORE__MODE": "server", "RAG_STORE__HOST": "127.0.0.1", "RAG_STORE__PORT": str(port),
-           "RAG_STORE__COLLECTION": collection, "CHROMA_TOKEN": token or ""}
+    env = {
+        "RAG_STORE__MODE": "server",
+        "RAG_STORE__HOST": "127.0.0.1",
+        "RAG_STORE__PORT": str(port),
+        "RAG_STORE__COLLECTION": collection,
+        "CHROMA_TOKEN": token or "",
+    }
     return env
 
 
 @pytest.fixture(scope="session")
 def sample_store(tmp_path_factory) -> Path:
-    """The sample corpus (docs/) ingested once with the offline profile's embedder; returns the Chroma folder."""
+    """The sample corpus (docs/) ingested once with the offline profile's embedder; returns the
+    Chroma folder.
+    """
     from ingest.runner import ingest
     from rag.config import load_settings
     from rag.pipeline import load_embedder, open_store
@@ -126,16 +141,24 @@ def sample_store(tmp_path_factory) -> Path:
     settings = load_settings(write_offline_config(folder), env={})
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=True)
-    report = ingest([REPO / "docs"], embedder=embedder, store=store, chunk_size=settings.chunking.size,
-                    chunk_overlap=settings.chunking.overlap, extensions=settings.ingest.extensions,
-                    max_file_bytes=10**8)
+    report = ingest(
+        [REPO / "docs"],
+        embedder=embedder,
+        store=store,
+        chunk_size=settings.chunking.size,
+        chunk_overlap=settings.chunking.overlap,
+        extensions=settings.ingest.extensions,
+        max_file_bytes=10**8,
+    )
     assert report.chunks_written == store.count() > 50
     return folder / "chroma"
 
 
 @pytest.fixture(scope="session")
 def readonly_sample_config(sample_store) -> Path:
-    """config.offline.toml over the shared ingested sample corpus, for tests that only read the store."""
+    """config.offline.toml over the shared ingested sample corpus, for tests that only read the
+    store.
+    """
     return sample_store.parent / "config.toml"
 
 

@@ -16,6 +16,7 @@ a little for length, so tests can compute the expected order. With ``api_key``
 set, requests need ``Authorization: Bearer <api_key>`` (401 otherwise). Replies
 can be scripted (status, headers, body, delay), and every request is recorded.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,15 +43,23 @@ def sigmoid(x: float) -> float:
 
 
 def reranker_env(url: str, api: str = "tei", model: str = "stand-in-reranker") -> dict[str, str]:
-    """RAG_* overrides for a remote reranker at ``url``, without retries, in the server's order alone
+    """RAG_* overrides for a remote reranker at ``url``, without retries, in the server's order
+    alone
     (retrieval_weight 0: the offline profile's 0.5 was chosen for its own shipped model)."""
-    return {"RAG_RERANKER__KIND": "remote", "RAG_RERANKER__URL": url, "RAG_RERANKER__API": api,
-            "RAG_RERANKER__MODEL": model, "RAG_RERANKER__MAX_RETRIES": "0", "RAG_RERANKER__TIMEOUT": "10",
-            "RAG_RERANKER__RETRIEVAL_WEIGHT": "0"}
+    return {
+        "RAG_RERANKER__KIND": "remote",
+        "RAG_RERANKER__URL": url,
+        "RAG_RERANKER__API": api,
+        "RAG_RERANKER__MODEL": model,
+        "RAG_RERANKER__MAX_RETRIES": "0",
+        "RAG_RERANKER__TIMEOUT": "10",
+        "RAG_RERANKER__RETRIEVAL_WEIGHT": "0",
+    }
 
 
 class FakeRerankServer(StandIn):
-    """Speaks TEI's and the Cohere-style rerank APIs; replies may be scripted, requests are recorded.
+    """Speaks TEI's and the Cohere-style rerank APIs; replies may be scripted, requests are
+    recorded.
 
     A script entry is a dict with any of ``status`` (default 200), ``headers``,
     ``body`` (JSON-encoded) or ``raw`` (bytes as they are), and ``delay``
@@ -110,27 +119,44 @@ class FakeRerankServer(StandIn):
         return 404, {"message": f"no route for {path}"}
 
     def _tei(self, body: Any) -> tuple[int, Any]:
-        if not isinstance(body, dict) or not isinstance(body.get("texts"), list) or "query" not in body:
-            return 422, {"error": "Failed to deserialize the JSON body: missing field `texts`",
-                         "error_type": "Validation"}
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("texts"), list)
+            or "query" not in body
+        ):
+            return 422, {
+                "error": "Failed to deserialize the JSON body: missing field `texts`",
+                "error_type": "Validation",
+            }
         texts = body["texts"]
         if len(texts) > self.max_batch:
-            return 413, {"error": f"batch size {len(texts)} > maximum allowed batch size {self.max_batch}",
-                         "error_type": "Validation"}
+            return 413, {
+                "error": f"batch size {len(texts)} > maximum allowed batch size {self.max_batch}",
+                "error_type": "Validation",
+            }
         raw = body.get("raw_scores", False)
         scores = [relevance_logit(body["query"], t) for t in texts]
         results = [{"index": i, "score": s if raw else sigmoid(s)} for i, s in enumerate(scores)]
         return 200, sorted(results, key=lambda r: -r["score"])
 
     def _cohere(self, body: Any) -> tuple[int, Any]:
-        if not isinstance(body, dict) or not isinstance(body.get("documents"), list) or not body.get("model"):
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("documents"), list)
+            or not body.get("model")
+        ):
             return 400, {"message": "model, query and documents are required"}
         documents = body["documents"]
         if len(documents) > self.max_batch:
             return 413, {"message": f"too many documents: {len(documents)} > {self.max_batch}"}
-        results = [{"index": i, "relevance_score": sigmoid(relevance_logit(body["query"], d))}
-                   for i, d in enumerate(documents)]
+        results = [
+            {"index": i, "relevance_score": sigmoid(relevance_logit(body["query"], d))}
+            for i, d in enumerate(documents)
+        ]
         results.sort(key=lambda r: -r["relevance_score"])
         top_n = body.get("top_n")
-        return 200, {"id": "r1", "results": results[:top_n] if top_n else results,
-                     "meta": {"billed_units": {"search_units": 1}}}
+        return 200, {
+            "id": "r1",
+            "results": results[:top_n] if top_n else results,
+            "meta": {"billed_units": {"search_units": 1}},
+        }

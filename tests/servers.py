@@ -1,4 +1,5 @@
-"""Real servers for the server-mode tests: `chroma run` and the nginx token proxy of docker-compose.yml.
+"""Real servers for the server-mode tests: `chroma run` and the nginx token proxy of
+docker-compose.yml.
 
 ``ChromaServer`` runs the Chroma server that the pip package ships on a free
 localhost port, with its data in a folder the test owns; it can be stopped and
@@ -8,6 +9,7 @@ rendered the way the official nginx image renders it (only the named
 variables are substituted), so the tests exercise the same token check as the
 compose deployment.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +35,9 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float =
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before listening on port {port}")
+            raise RuntimeError(
+                f"{what} exited with {proc.returncode} before listening on port {port}"
+            )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
@@ -44,7 +48,9 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float =
 
 
 class ChromaServer:
-    """`chroma run --path DATA --port PORT` on 127.0.0.1; stop() and start() keep the port and the data."""
+    """`chroma run --path DATA --port PORT` on 127.0.0.1; stop() and start() keep the port and
+    the data.
+    """
 
     def __init__(self, data: Path, port: int | None = None) -> None:
         self.data = data
@@ -52,11 +58,23 @@ class ChromaServer:
         self.proc: subprocess.Popen | None = None
         self.log = data.parent / f"{data.name}-chroma.log"
 
-    def start(self) -> "ChromaServer":
+    def start(self) -> ChromaServer:
         chroma = Path(sys.executable).with_name("chroma")
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(chroma), "run", "--path", str(self.data), "--host", "127.0.0.1",
-                                          "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [
+                    str(chroma),
+                    "run",
+                    "--path",
+                    str(self.data),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         wait_for_port(self.port, self.proc, "chroma run")
         return self
 
@@ -68,11 +86,15 @@ class ChromaServer:
 
 
 def nginx_binary() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).is_file()), None)
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if Path(p).is_file()), None
+    )
 
 
 def render_template(text: str, values: dict[str, str]) -> str:
-    """envsubst with a variable list, as the nginx image does: only ${NAME} for the given names changes."""
+    """envsubst with a variable list, as the nginx image does: only ${NAME} for the given names
+    changes.
+    """
     for name, value in values.items():
         text = text.replace("${" + name + "}", value)
     return text
@@ -88,23 +110,29 @@ class TokenProxy:
         self.token = token
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "TokenProxy":
+    def start(self) -> TokenProxy:
         binary = nginx_binary()
         if binary is None:
-            raise RuntimeError("nginx is not installed (scripts/setup.sh installs Debian's nginx-light as root)")
+            raise RuntimeError(
+                "nginx is not installed (scripts/setup.sh installs Debian's nginx-light as root)"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
-        site = render_template(TEMPLATE.read_text(encoding="utf-8"), {
-            "CHROMA_TOKEN": self.token, "CHROMA_UPSTREAM": f"127.0.0.1:{self.upstream_port}",
-            "CHROMA_PROXY_PORT": f"127.0.0.1:{self.port}",
-        })
+        site = render_template(
+            TEMPLATE.read_text(encoding="utf-8"),
+            {
+                "CHROMA_TOKEN": self.token,
+                "CHROMA_UPSTREAM": f"127.0.0.1:{self.upstream_port}",
+                "CHROMA_PROXY_PORT": f"127.0.0.1:{self.port}",
+            },
+        )
         (self.folder / "site.conf").write_text(site, encoding="utf-8")
         tmp = self.folder / "tmp"
         tmp.mkdir(exist_ok=True)
         main = f"""
 daemon off;
 worker_processes 1;
-pid {self.folder / 'nginx.pid'};
-error_log {self.folder / 'error.log'} warn;
+pid {self.folder / "nginx.pid"};
+error_log {self.folder / "error.log"} warn;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
@@ -113,13 +141,16 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
-    include {self.folder / 'site.conf'};
+    include {self.folder / "site.conf"};
 }}
 """
         (self.folder / "nginx.conf").write_text(main, encoding="utf-8")
-        self.proc = subprocess.Popen([binary, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.folder / "stderr.log", "ab"),
-                                     env={**os.environ})
+        self.proc = subprocess.Popen(
+            [binary, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "stderr.log", "ab"),
+            env={**os.environ},
+        )
         wait_for_port(self.port, self.proc, "nginx")
         return self
 

@@ -1,8 +1,10 @@
-"""What the stand-in HTTP servers share: a threaded server on a free 127.0.0.1 port, served while open.
+"""What the stand-in HTTP servers share: a threaded server on a free 127.0.0.1 port, served while
+open.
 
 Stand-ins speak an endpoint's wire format at the process boundary (an LLM
 server, a rerank server); each subclass supplies its request handler.
 """
+
 from __future__ import annotations
 
 import threading
@@ -24,17 +26,20 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 
 class StandIn:
-    """Serves ``handler`` on 127.0.0.1 in a background thread between ``__enter__`` and ``__exit__``."""
+    """Serves ``handler`` on 127.0.0.1 in a background thread between ``__enter__`` and
+    ``__exit__``.
+    """
 
     def _listen(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
-    def __enter__(self) -> "StandIn":
+    def __enter__(self) -> StandIn:
         self.thread.start()
         return self
 

@@ -1,5 +1,7 @@
-"""bench/run.py still runs and prints its table (a quick subset; the figures themselves are not asserted:
+"""bench/run.py still runs and prints its table (a quick subset; the figures themselves are not
+asserted:
 timings belong in the benchmark's own ratios, not in tests on a shared machine)."""
+
 from __future__ import annotations
 
 import re
@@ -15,27 +17,69 @@ pytestmark = pytest.mark.slow
 
 def test_the_quick_benchmark_prints_every_row_with_a_ratio(tmp_path):
     out = tmp_path / "bench.md"
-    proc = subprocess.run([sys.executable, "bench/run.py", "--quick", "--smoke", "--only", "shipped,cross-encoder,scale", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/run.py",
+            "--quick",
+            "--smoke",
+            "--only",
+            "shipped,cross-encoder,scale",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    rows = [
+        line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line
+    ][1:]
     names = [r.split(" | ")[0].lstrip("| ").strip() for r in rows]
-    for expected in ("en: cross-encoder: shipped:minilm-en (cpu, float32), rerank 20 BM25 candidates", "rerank 20 cands", "rerank 40 cands", "backend onnx, rerank 40 cands",
-                     "backend onnx-int8 vs PyTorch", "retrieve (dense) @ 2k chunks", "retrieve (hybrid) @ 2k chunks",
-                     "first token (Gemma 270M) @ 1k chunks", "question asked again @ 2k"):
+    for expected in (
+        "en: cross-encoder: shipped:minilm-en (cpu, float32), rerank 20 BM25 candidates",
+        "rerank 20 cands",
+        "rerank 40 cands",
+        "backend onnx, rerank 40 cands",
+        "backend onnx-int8 vs PyTorch",
+        "retrieve (dense) @ 2k chunks",
+        "retrieve (hybrid) @ 2k chunks",
+        "first token (Gemma 270M) @ 1k chunks",
+        "question asked again @ 2k",
+    ):
         assert any(expected in name for name in names), (expected, names)
     # every comparison row carries a number in its ratio column
-    ratios = [r.rstrip(" |").rsplit(" | ", 1)[1] for r in rows
-              if not r.startswith("| store write") and "not reranked" not in r]
+    ratios = [
+        r.rstrip(" |").rsplit(" | ", 1)[1]
+        for r in rows
+        if not r.startswith("| store write") and "not reranked" not in r
+    ]
     assert ratios and all(re.search(r"\d", ratio) for ratio in ratios), ratios
-    assert "onnx vs PyTorch" in out.read_text() and "Kendall tau 1.000" in out.read_text()  # fp32 ONNX = torch
+    # fp32 ONNX = torch
+    assert "onnx vs PyTorch" in out.read_text() and "Kendall tau 1.000" in out.read_text()
     assert "machine: " in out.read_text()
 
 
 def test_bad_options_are_named(tmp_path):
-    proc = subprocess.run([sys.executable, "bench/run.py", "--only", "ingest,speed"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 2 and "unknown section(s) speed; valid: shipped, ingest, cross-encoder, llm, scale, app" in proc.stderr
-    proc = subprocess.run([sys.executable, "bench/run.py", "--cross-encoder", str(tmp_path / "nope")], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "bench/run.py", "--only", "ingest,speed"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        proc.returncode == 2
+        and "unknown section(s) speed; valid: shipped, ingest, cross-encoder, llm, scale, app"
+        in proc.stderr
+    )
+    proc = subprocess.run(
+        [sys.executable, "bench/run.py", "--cross-encoder", str(tmp_path / "nope")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "nope: not a directory" in proc.stderr

@@ -10,6 +10,7 @@ in the same process (an upload in the app, embedded store) or as a separate
 `python -m ingest` process against a Chroma server (the compose deployment).
 The test prints N, the duration, the questions answered and the memory growth.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,16 +19,22 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import psutil
 import pytest
 
 from ingest.runner import ingest
 from rag.config import Settings, load_settings
-from rag.pipeline import Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
+from rag.pipeline import (
+    Pipeline,
+    load_configured_reranker,
+    load_embedder,
+    load_generator,
+    open_store,
+)
 from rag.retrieve import LexicalIndex
 from tests.cli import run_module
 from tests.conftest import REPO, server_env, write_offline_config
@@ -50,22 +57,34 @@ class Run:
 def make_corpus(folder: Path, n_files: int = 14) -> Path:
     folder.mkdir()
     for i in range(n_files):
-        text = " ".join(f"Team {i} rule {j}: requests for item {i * 31 + j} go through the portal within {j} days."
-                        for j in range(160))
+        text = " ".join(
+            f"Team {i} rule {j}: requests for item {i * 31 + j} go through the portal within {j} "
+            "days."
+            for j in range(160)
+        )
         (folder / f"extra-{i:02d}.txt").write_text(text, encoding="utf-8")
     return folder
 
 
-def session(number: int, make_pipeline: Callable[[bool], Pipeline], ingesting: threading.Event,
-            run: Run, lock: threading.Lock) -> None:
+def session(
+    number: int,
+    make_pipeline: Callable[[bool], Pipeline],
+    ingesting: threading.Event,
+    run: Run,
+    lock: threading.Lock,
+) -> None:
     modes = ("dense", "bm25", "hybrid")
     asked = 0
     while asked < MIN_QUESTIONS or ingesting.is_set():
-        question = f"Session {number} question {asked}: how many days of paid sick leave do staff get?"
+        question = (
+            f"Session {number} question {asked}: how many days of paid sick leave do staff get?"
+        )
         rerank = (number + asked) % 2 == 0
         try:
             during = ingesting.is_set()
-            answer = make_pipeline(rerank).ask(question, rerank=rerank, mode=modes[(number + asked) % 3])
+            answer = make_pipeline(rerank).ask(
+                question, rerank=rerank, mode=modes[(number + asked) % 3]
+            )
             problems = []
             if answer.text != f"Answer to: {question} [1]":
                 problems.append(f"answer {answer.text!r}")
@@ -90,20 +109,31 @@ def watch_memory(stop: threading.Event, run: Run) -> None:
         time.sleep(0.1)
 
 
-def run_sessions(make_pipeline: Callable[[bool], Pipeline], start_ingest: Callable[[], None],
-                 ingest_done: Callable[[], bool], label: str) -> Run:
+def run_sessions(
+    make_pipeline: Callable[[bool], Pipeline],
+    start_ingest: Callable[[], None],
+    ingest_done: Callable[[], bool],
+    label: str,
+) -> Run:
     """Warm up, start the ingestion, run N sessions until it is over, and report."""
     for rerank in (True, False):
         make_pipeline(rerank).ask("warm-up question about leave", rerank=rerank, mode="hybrid")
     baseline = psutil.Process().memory_info().rss / 2**20
-    run, lock, ingesting, stop = Run(peak_mb=baseline), threading.Lock(), threading.Event(), threading.Event()
+    run, lock, ingesting, stop = (
+        Run(peak_mb=baseline),
+        threading.Lock(),
+        threading.Event(),
+        threading.Event(),
+    )
     ingesting.set()
     started = time.perf_counter()
     start_ingest()
     watcher = threading.Thread(target=watch_memory, args=(stop, run), daemon=True)
     watcher.start()
-    threads = [threading.Thread(target=session, args=(i, make_pipeline, ingesting, run, lock))
-               for i in range(N_SESSIONS)]
+    threads = [
+        threading.Thread(target=session, args=(i, make_pipeline, ingesting, run, lock))
+        for i in range(N_SESSIONS)
+    ]
     for t in threads:
         t.start()
     while not ingest_done():
@@ -114,8 +144,12 @@ def run_sessions(make_pipeline: Callable[[bool], Pipeline], start_ingest: Callab
     stop.set()
     watcher.join()
     duration = time.perf_counter() - started
-    print(f"[{label}] {N_SESSIONS} sessions, {run.answered} questions ({run.during_ingest} while ingesting) in "
-          f"{duration:.1f}s, {len(run.errors)} errors, memory {baseline:.0f} MB -> peak {run.peak_mb:.0f} MB")
+    print(
+        f"[{label}] {N_SESSIONS} sessions, {run.answered} questions ({run.during_ingest} while "
+        "ingesting) in "
+        f"{duration:.1f}s, {len(run.errors)} errors, memory {baseline:.0f} MB -> peak "
+        f"{run.peak_mb:.0f} MB"
+    )
     assert not any(t.is_alive() for t in threads)
     assert run.errors == []
     assert run.answered >= N_SESSIONS * MIN_QUESTIONS and run.during_ingest >= N_SESSIONS
@@ -124,20 +158,39 @@ def run_sessions(make_pipeline: Callable[[bool], Pipeline], start_ingest: Callab
 
 
 def shared_models(settings: Settings):
-    return load_embedder(settings), load_configured_reranker(settings), load_generator(settings, environ={})
+    return (
+        load_embedder(settings),
+        load_configured_reranker(settings),
+        load_generator(settings, environ={}),
+    )
 
 
 def pipeline_factory(settings: Settings, embedder, store, reranker, generator, lexical):
     def make(rerank: bool) -> Pipeline:  # what ui/services.pipeline builds per question
-        return Pipeline(embedder=embedder, store=store, reranker=reranker if rerank else None, generator=generator,
-                        top_k=20, top_n=5, reorder_strategy="lost_in_the_middle", lexical=lexical,
-                        retrieval_mode="hybrid", rrf_k=60, fusion_weights=(1.0, 1.0))
+        return Pipeline(
+            embedder=embedder,
+            store=store,
+            reranker=reranker if rerank else None,
+            generator=generator,
+            top_k=20,
+            top_n=5,
+            reorder_strategy="lost_in_the_middle",
+            lexical=lexical,
+            retrieval_mode="hybrid",
+            rrf_k=60,
+            fusion_weights=(1.0, 1.0),
+        )
+
     return make
 
 
-def test_sessions_while_an_upload_is_ingested_embedded(sample_config, tmp_path, tiny_cross_encoder, llm_server):
+def test_sessions_while_an_upload_is_ingested_embedded(
+    sample_config, tmp_path, tiny_cross_encoder, llm_server
+):
     llm_server.echo = True
-    settings = load_settings(sample_config, env={**llm_env(llm_server.url), **reranker_env(tiny_cross_encoder)})
+    settings = load_settings(
+        sample_config, env={**llm_env(llm_server.url), **reranker_env(tiny_cross_encoder)}
+    )
     embedder, reranker, generator = shared_models(settings)
     store = open_store(settings, embedder, create=False)
     before = store.count()
@@ -146,9 +199,15 @@ def test_sessions_while_an_upload_is_ingested_embedded(sample_config, tmp_path, 
 
     def work() -> None:
         try:
-            result["report"] = ingest([corpus], embedder=embedder, store=store, chunk_size=settings.chunking.size,
-                                      chunk_overlap=settings.chunking.overlap,
-                                      extensions=settings.ingest.extensions, max_file_bytes=10**8)
+            result["report"] = ingest(
+                [corpus],
+                embedder=embedder,
+                store=store,
+                chunk_size=settings.chunking.size,
+                chunk_overlap=settings.chunking.overlap,
+                extensions=settings.ingest.extensions,
+                max_file_bytes=10**8,
+            )
         except Exception as exc:
             result["error"] = exc
 
@@ -160,12 +219,17 @@ def test_sessions_while_an_upload_is_ingested_embedded(sample_config, tmp_path, 
     assert len(store.chunk_ids()) == len(set(store.chunk_ids()))
 
 
-def test_sessions_while_the_cli_ingests_into_the_server(chroma_stack, tmp_path, tiny_cross_encoder, llm_server):
+def test_sessions_while_the_cli_ingests_into_the_server(
+    chroma_stack, tmp_path, tiny_cross_encoder, llm_server
+):
     _, proxy = chroma_stack
     llm_server.echo = True
     config = write_offline_config(tmp_path)
-    env = {**server_env(proxy.port, proxy.token, f"conc-{uuid.uuid4().hex[:8]}"),
-           **llm_env(llm_server.url), **reranker_env(tiny_cross_encoder)}
+    env = {
+        **server_env(proxy.port, proxy.token, f"conc-{uuid.uuid4().hex[:8]}"),
+        **llm_env(llm_server.url),
+        **reranker_env(tiny_cross_encoder),
+    }
     first = run_module("ingest", REPO / "docs", "--config", config, env=env)
     assert first.returncode == 0, first.stderr
     settings = load_settings(config, env=env)
@@ -176,12 +240,21 @@ def test_sessions_while_the_cli_ingests_into_the_server(chroma_stack, tmp_path, 
     procs: list[subprocess.Popen] = []
 
     def start() -> None:
-        procs.append(subprocess.Popen([sys.executable, "-m", "ingest", str(corpus), "--config", str(config)],
-                                      cwd=REPO, env={**base, **env, "HF_HUB_OFFLINE": "1"},
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "ingest", str(corpus), "--config", str(config)],
+                cwd=REPO,
+                env={**base, **env, "HF_HUB_OFFLINE": "1"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
 
     make = pipeline_factory(settings, embedder, store, reranker, generator, LexicalIndex(store))
-    run_sessions(make, start, lambda: bool(procs) and procs[0].poll() is not None, "server, ingest CLI")
+    run_sessions(
+        make, start, lambda: bool(procs) and procs[0].poll() is not None, "server, ingest CLI"
+    )
     _, err = procs[0].communicate()
     assert procs[0].returncode == 0, err
     assert {str(p.resolve()) for p in corpus.iterdir()} <= set(store.file_records())

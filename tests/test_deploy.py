@@ -7,6 +7,7 @@ it prints, so they see the file as Compose sees it, not as we meant it. Each run
 uses a scratch project directory that links to the repository's files and holds
 its own .env, made from .env.example: a developer's real .env is never read.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,10 @@ def compose() -> str:
     binary = shutil.which("docker-compose")
     if binary is None:
         if os.environ.get("CI"):
-            pytest.fail("CI needs Debian's docker-compose to validate docker-compose.yml "
-                        "(scripts/setup.sh installs it as root)")
+            pytest.fail(
+                "CI needs Debian's docker-compose to validate docker-compose.yml "
+                "(scripts/setup.sh installs it as root)"
+            )
         pytest.skip("docker-compose is not installed (Debian package docker-compose)")
     return binary
 
@@ -50,18 +53,29 @@ def env_example(token: str | None) -> str:
     return filled
 
 
-def run_config(compose: str, tmp_path: Path, env_text: str, *profiles: str) -> subprocess.CompletedProcess:
+def run_config(
+    compose: str, tmp_path: Path, env_text: str, *profiles: str
+) -> subprocess.CompletedProcess:
     project = Path(tempfile.mkdtemp(prefix="project-", dir=tmp_path))
     for name in ("docker-compose.yml", "Dockerfile", ".dockerignore", "deploy", "docs"):
         (project / name).symlink_to(REPO / name)
     (project / ".env").write_text(env_text, encoding="utf-8")
-    args = [compose, "--project-directory", str(project), "-f", str(COMPOSE_FILE),
-            "--env-file", str(project / ".env")]
+    args = [
+        compose,
+        "--project-directory",
+        str(project),
+        "-f",
+        str(COMPOSE_FILE),
+        "--env-file",
+        str(project / ".env"),
+    ]
     for profile in profiles:
         args += ["--profile", profile]
     # Only what the tool needs: no CHROMA_TOKEN, COMPOSE_* or DOCKER_* from the caller's shell.
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "LC_ALL") if k in os.environ}
-    return subprocess.run(args + ["config"], capture_output=True, text=True, env=env, cwd=project, timeout=120)
+    return subprocess.run(
+        args + ["config"], capture_output=True, text=True, env=env, cwd=project, timeout=120
+    )
 
 
 def load_config(compose: str, tmp_path: Path, *profiles: str) -> dict:
@@ -88,7 +102,13 @@ def ports(service: dict) -> list[tuple[str, str, str]]:
     out = []
     for entry in service.get("ports", []):
         if isinstance(entry, dict):
-            out.append((str(entry.get("host_ip", "")), str(entry.get("published", "")), str(entry["target"])))
+            out.append(
+                (
+                    str(entry.get("host_ip", "")),
+                    str(entry.get("published", "")),
+                    str(entry["target"]),
+                )
+            )
             continue
         spec = str(entry).split("/")[0]
         parts = spec.rsplit(":", 2)
@@ -106,7 +126,9 @@ def mounts(service: dict) -> list[tuple[str, str, bool]]:
     out = []
     for entry in service.get("volumes", []):
         if isinstance(entry, dict):
-            out.append((str(entry.get("source", "")), entry["target"], bool(entry.get("read_only", False))))
+            out.append(
+                (str(entry.get("source", "")), entry["target"], bool(entry.get("read_only", False)))
+            )
             continue
         source, target, *mode = str(entry).split(":")
         out.append((source, target, "ro" in (mode[0].split(",") if mode else [])))
@@ -127,12 +149,17 @@ def networks(service: dict) -> set[str]:
 # --- the compose file -------------------------------------------------------------------------
 
 
-def test_core_services_run_without_profiles_and_the_model_servers_only_with_theirs(config, config_all):
+def test_core_services_run_without_profiles_and_the_model_servers_only_with_theirs(
+    config, config_all
+):
     services = config["services"]
     assert CORE <= set(services)
     for name in CORE:
-        assert not services[name].get("profiles"), f"{name} must start with a plain `docker compose up`"
-    for name in set(services) - CORE:  # docker-compose 1.29 lists every service; v2 only the active ones
+        assert not services[name].get("profiles"), (
+            f"{name} must start with a plain `docker compose up`"
+        )
+    # docker-compose 1.29 lists every service; v2 only the active ones
+    for name in set(services) - CORE:
         assert name in OPTIONAL and services[name]["profiles"] == [OPTIONAL[name]]
     every = config_all["services"]
     assert set(every) == CORE | set(OPTIONAL)
@@ -149,7 +176,9 @@ def test_chroma_is_reached_only_through_the_token_proxy(config_all):
     assert "chroma" in networks(proxy)
     others = set(services) - {"chroma", "chroma-auth"}
     for name in others:
-        assert "chroma" not in networks(services[name]), f"{name} must not sit on Chroma's internal network"
+        assert "chroma" not in networks(services[name]), (
+            f"{name} must not sit on Chroma's internal network"
+        )
         assert services[name].get("network_mode") is None
     env = environment(proxy)
     assert env["CHROMA_TOKEN"] == TOKEN
@@ -159,7 +188,9 @@ def test_chroma_is_reached_only_through_the_token_proxy(config_all):
 
 def test_the_mounted_nginx_template_is_the_tested_one(config):
     proxy = config["services"]["chroma-auth"]
-    (source, target, read_only), = [m for m in mounts(proxy) if m[1].startswith("/etc/nginx/templates/")]
+    ((source, target, read_only),) = [
+        m for m in mounts(proxy) if m[1].startswith("/etc/nginx/templates/")
+    ]
     assert Path(source).resolve() == TEMPLATE.resolve()
     assert target == "/etc/nginx/templates/chroma-auth.conf.template" and read_only
     assert proxy["image"].startswith("nginx:")
@@ -214,7 +245,9 @@ def test_images_are_pinned_and_chroma_matches_the_client(config_all):
         assert "@sha256:" in image or ":" in image.rsplit("/", 1)[-1], f"{name}: {image} has no tag"
         tag = image.rsplit("/", 1)[-1].split(":", 1)[-1]
         assert tag != "latest" and not tag.endswith("-latest"), f"{name}: {image} is not pinned"
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "dependencies"
+    ]
     client = next(d.split("==")[1] for d in deps if d.startswith("chromadb=="))
     assert services["chroma"]["image"] == f"chromadb/chroma:{client}"
 
@@ -224,11 +257,14 @@ def test_the_app_is_built_from_the_dockerfile(config):
     build = app["build"] if isinstance(app["build"], dict) else {"context": app["build"]}
     assert (Path(build["context"]) / build.get("dockerfile", "Dockerfile")).is_file()
     env = environment(app)
-    assert not any(name.startswith("RAG_") and "__" not in name and name != "RAG_CONFIG" for name in env)
+    assert not any(
+        name.startswith("RAG_") and "__" not in name and name != "RAG_CONFIG" for name in env
+    )
 
 
 def test_compose_refuses_to_start_without_a_token(compose, tmp_path):
-    result = run_config(compose, tmp_path, env_example(None))  # .env.example as shipped: token empty
+    # .env.example as shipped: token empty
+    result = run_config(compose, tmp_path, env_example(None))
     assert result.returncode != 0
     assert "CHROMA_TOKEN" in result.stderr
 
@@ -270,7 +306,9 @@ def test_the_image_serves_streamlit_on_all_interfaces_with_a_health_check():
 
 
 def test_secrets_and_local_state_stay_out_of_git_and_the_image():
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()}
+    ignored = {
+        line.strip() for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    }
     assert {".env", ".venv/", ".chroma/", "uploads/", "runs/", ".git/"} <= ignored
     assert ".env" in (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
 
@@ -283,11 +321,18 @@ def test_env_example_names_only_valid_overrides():
     names = set(re.findall(r"(?m)^#?\s*(RAG_[A-Z0-9_]+)=", text))
     assert {"RAG_LLM__BASE_URL", "RAG_RERANKER__URL", "RAG_RERANKER__KIND"} <= names
     for name in names - {"RAG_CONFIG"}:
-        section, sep, key = name[len("RAG_"):].lower().partition("__")
+        section, sep, key = name[len("RAG_") :].lower().partition("__")
         assert sep and key and section in Settings.model_fields, name
-        assert key in Settings.model_fields[section].annotation.model_fields, f"{name}: no key {section}.{key}"
-    compose_vars = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text(encoding="utf-8")))
-    assert not {v for v in compose_vars if v.startswith("RAG_")}, "compose-only variables must not be RAG_*"
-    for line in text.splitlines():  # KEY=value lines only: docker-compose 1.29 keeps a trailing "# ..." in the value
+        assert key in Settings.model_fields[section].annotation.model_fields, (
+            f"{name}: no key {section}.{key}"
+        )
+    compose_vars = set(
+        re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", COMPOSE_FILE.read_text(encoding="utf-8"))
+    )
+    assert not {v for v in compose_vars if v.startswith("RAG_")}, (
+        "compose-only variables must not be RAG_*"
+    )
+    # KEY=value lines only: docker-compose 1.29 keeps a trailing "# ..." in the value
+    for line in text.splitlines():
         if line and not line.startswith("#"):
             assert re.fullmatch(r"[A-Z_][A-Z0-9_]*=[^#\s]*", line), line

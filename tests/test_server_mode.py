@@ -4,6 +4,7 @@
 it; the CLIs reach it through chromadb's HttpClient with the token from
 CHROMA_TOKEN, exactly as the app container does.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,15 @@ def test_ingest_through_the_proxy_writes_every_chunk_once(chroma_stack, ingested
 def test_ask_through_the_proxy(ingested, tiny_cross_encoder, llm_server):
     config, env, _ = ingested
     llm_server.script.append({"pieces": ["Ten days [1]."]})
-    result = run_module("rag", "ask", QUESTION, "--json", "--config", config,
-                        env={**env, **llm_env(llm_server.url), **reranker_env(tiny_cross_encoder)})
+    result = run_module(
+        "rag",
+        "ask",
+        QUESTION,
+        "--json",
+        "--config",
+        config,
+        env={**env, **llm_env(llm_server.url), **reranker_env(tiny_cross_encoder)},
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["text"] == "Ten days [1]." and out["trace"]["rerank"] is True
@@ -64,8 +72,14 @@ def test_ask_through_the_proxy(ingested, tiny_cross_encoder, llm_server):
 def test_missing_or_wrong_token_is_refused_and_nothing_changes(chroma_stack, ingested, token):
     server, _ = chroma_stack
     config, env, count = ingested
-    result = run_module("ingest", REPO / "docs", "--config", config, "--reset",
-                        env={**env, "CHROMA_TOKEN": token or ""})
+    result = run_module(
+        "ingest",
+        REPO / "docs",
+        "--config",
+        config,
+        "--reset",
+        env={**env, "CHROMA_TOKEN": token or ""},
+    )
     assert result.returncode == 2
     assert "refused the token (HTTP 401)" in result.stderr and "Traceback" not in result.stderr
     assert direct_count(server, env["RAG_STORE__COLLECTION"]) == count
@@ -74,7 +88,17 @@ def test_missing_or_wrong_token_is_refused_and_nothing_changes(chroma_stack, ing
 def test_unreachable_server_is_named(ingested):
     config, env, _ = ingested
     port = free_port()
-    result = run_module("rag", "ask", QUESTION, "--no-rerank", "--config", config,
-                        env={**env, "RAG_STORE__PORT": str(port)})
+    result = run_module(
+        "rag",
+        "ask",
+        QUESTION,
+        "--no-rerank",
+        "--config",
+        config,
+        env={**env, "RAG_STORE__PORT": str(port)},
+    )
     assert result.returncode == 2
-    assert f"http://127.0.0.1:{port} is unreachable" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        f"http://127.0.0.1:{port} is unreachable" in result.stderr
+        and "Traceback" not in result.stderr
+    )

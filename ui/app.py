@@ -6,6 +6,7 @@ A thin page over rag/ and ingest/: widgets, session state and drawing. Models
 are loaded once per process (ui/services.py); the conversation lives in
 ``st.session_state`` so reruns keep it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,8 @@ from rag.languages import format_shares, language_name, question_warning
 from rag.models import ModelLoadError, select_device
 from rag.pipeline import NO_RERANKER, check_question
 from rag.reorder import STRATEGIES
-from rag.retrieve import MODES
 from rag.rerankers import RerankError
+from rag.retrieve import MODES
 from rag.store import StoreError, StoreUnavailableError
 from ui import services, uploads
 from ui.render import BI_ENCODER, RERANKED, Result, ingest_time, show_result
@@ -43,53 +44,95 @@ def show_models(settings: Settings, choices: services.Choices) -> None:
     embedder = services.embedder(settings)
     lines = [f"**Embedder**: {settings.embedder.model} ({embedder.device})"]
     if settings.reranker.enabled:
-        lines.append(f"**Reranker**: {choices.reranker} ({select_device(settings.reranker.device)})")
+        lines.append(
+            f"**Reranker**: {choices.reranker} ({select_device(settings.reranker.device)})"
+        )
         for language, model in settings.reranker.models_by_language.items():
             shown = "not reranked (first-stage order)" if model == NO_RERANKER else model
             lines.append(f"&nbsp;&nbsp;{language_name(language)} questions: {shown}")
     if settings.llm.base_url.strip():
         lines.append(f"**LLM**: {choices.llm_model} at {shown_url(settings.llm.base_url)}")
     else:
-        lines.append(f"**LLM**: {settings.llm.local_model}, local ({select_device(settings.llm.device)})")
+        lines.append(
+            f"**LLM**: {settings.llm.local_model}, local ({select_device(settings.llm.device)})"
+        )
     st.markdown("  \n".join(lines))
     reasons = services.is_offline_profile(settings)
     if reasons:
-        st.warning(f"**Offline profile** ({', '.join(reasons)}): small demo models that run without "
-                   "internet; answers are weak. For real use, set production models and an LLM endpoint "
-                   "in config.toml.")
+        st.warning(
+            f"**Offline profile** ({', '.join(reasons)}): small demo models that run without "
+            "internet; answers are weak. For real use, set production models and an LLM endpoint "
+            "in config.toml."
+        )
 
 
 def pick_choices(settings: Settings) -> services.Choices:
     st.subheader("Settings")
-    top_k = st.number_input("Candidates retrieved (top-k)", min_value=1, max_value=500,
-                            value=settings.retrieval.top_k, key="top_k")
-    top_n = st.number_input("Chunks given to the LLM (top-n)", min_value=1, max_value=100,
-                            value=settings.reranker.top_n, key="top_n")
+    top_k = st.number_input(
+        "Candidates retrieved (top-k)",
+        min_value=1,
+        max_value=500,
+        value=settings.retrieval.top_k,
+        key="top_k",
+    )
+    top_n = st.number_input(
+        "Chunks given to the LLM (top-n)",
+        min_value=1,
+        max_value=100,
+        value=settings.reranker.top_n,
+        key="top_n",
+    )
     modes = list(MODES)
-    retrieval = st.selectbox("First-stage retrieval", modes, key="retrieval",
-                             index=modes.index(settings.retrieval.mode),
-                             help="dense: the bi-encoder; bm25: keywords (Korean morphemes); hybrid: both, "
-                                  "fused by reciprocal rank")
+    retrieval = st.selectbox(
+        "First-stage retrieval",
+        modes,
+        key="retrieval",
+        index=modes.index(settings.retrieval.mode),
+        help="dense: the bi-encoder; bm25: keywords (Korean morphemes); hybrid: both, "
+        "fused by reciprocal rank",
+    )
     options = list(services.reranker_options(settings))
-    reranker = st.selectbox("Reranker", options, key="reranker", disabled=not settings.reranker.enabled)
+    reranker = st.selectbox(
+        "Reranker", options, key="reranker", disabled=not settings.reranker.enabled
+    )
     strategies = list(STRATEGIES)
-    strategy = st.selectbox("Order of the chunks for the LLM", strategies, key="strategy",
-                            index=strategies.index(settings.reorder.strategy),
-                            help="lost_in_the_middle: best first, second best last (Liu et al. 2023)")
+    strategy = st.selectbox(
+        "Order of the chunks for the LLM",
+        strategies,
+        key="strategy",
+        index=strategies.index(settings.reorder.strategy),
+        help="lost_in_the_middle: best first, second best last (Liu et al. 2023)",
+    )
     if settings.llm.base_url.strip():
-        llm_model = st.text_input("LLM model", value=settings.llm.model, key="llm_model").strip() or settings.llm.model
+        llm_model = (
+            st.text_input("LLM model", value=settings.llm.model, key="llm_model").strip()
+            or settings.llm.model
+        )
     else:
         llm_model = settings.llm.model
-    return services.Choices(top_k=int(top_k), top_n=int(top_n), reranker=reranker, strategy=strategy,
-                            llm_model=llm_model, retrieval=retrieval)
+    return services.Choices(
+        top_k=int(top_k),
+        top_n=int(top_n),
+        reranker=reranker,
+        strategy=strategy,
+        llm_model=llm_model,
+        retrieval=retrieval,
+    )
 
 
 def handle_uploads(settings: Settings) -> None:
     types = sorted({e.lstrip(".") for e in settings.ingest.extensions})
-    limits = (f"up to {settings.ingest.max_file_mb:g} MB each, {settings.ui.max_upload_files} files and "
-              f"{settings.ui.max_upload_mb:g} MB at a time")
-    files = st.file_uploader(f"Add documents ({limits})", type=types, accept_multiple_files=True, key="uploader",
-                             max_upload_size=uploads.upload_size_cap_mb(settings, st.get_option("server.maxUploadSize")))
+    limits = (
+        f"up to {settings.ingest.max_file_mb:g} MB each, {settings.ui.max_upload_files} files and "
+        f"{settings.ui.max_upload_mb:g} MB at a time"
+    )
+    files = st.file_uploader(
+        f"Add documents ({limits})",
+        type=types,
+        accept_multiple_files=True,
+        key="uploader",
+        max_upload_size=uploads.upload_size_cap_mb(settings, st.get_option("server.maxUploadSize")),
+    )
     new = [f for f in files or [] if f.file_id not in st.session_state.handled_uploads]
     if new:
         bar = st.progress(0.0, text="saving uploads…")
@@ -97,8 +140,12 @@ def handle_uploads(settings: Settings) -> None:
         st.session_state.handled_uploads.update(f.file_id for f in new)
         try:
             report, refused = uploads.ingest_uploads(
-                settings, batch, on_progress=lambda done, text: bar.progress(min(done, 1.0), text=text))
-        except (ValueError, StoreError, OSError) as exc:  # e.g. chunking.size too large, store unreachable
+                settings,
+                batch,
+                on_progress=lambda done, text: bar.progress(min(done, 1.0), text=text),
+            )
+        # e.g. chunking.size too large, store unreachable
+        except (ValueError, StoreError, OSError) as exc:
             st.session_state.last_ingest = None
             st.error(f"The upload could not be ingested: {exc}")
             return
@@ -109,8 +156,10 @@ def handle_uploads(settings: Settings) -> None:
         report, refused = st.session_state.last_ingest
         counts = {s: report.count(s) for s in ("added", "updated", "unchanged")}
         if any(counts.values()):
-            st.success(", ".join(f"{n} {s}" for s, n in counts.items() if n)
-                       + f"; {report.chunks_written} chunks written in {report.seconds:.1f} s")
+            st.success(
+                ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                + f"; {report.chunks_written} chunks written in {report.seconds:.1f} s"
+            )
         for outcome in report.outcomes:
             if outcome.status == "failed":
                 st.error(f"{Path(outcome.source).name}: {outcome.reason}")
@@ -126,12 +175,28 @@ def show_documents(settings: Settings) -> list:
     docs = services.documents(settings)
     if not docs:
         return docs
-    st.dataframe([{"file": Path(d.source).name, "chunks": d.n_chunks, "ingested": ingest_time(d.ingest_time)}
-                  for d in docs], hide_index=True, width="stretch", column_config=FILE_COLUMNS)
+    st.dataframe(
+        [
+            {
+                "file": Path(d.source).name,
+                "chunks": d.n_chunks,
+                "ingested": ingest_time(d.ingest_time),
+            }
+            for d in docs
+        ],
+        hide_index=True,
+        width="stretch",
+        column_config=FILE_COLUMNS,
+    )
     show_languages(settings)
     names = {f"{Path(d.source).name} ({d.source})": d.source for d in docs}
-    picked = st.selectbox("Remove a document", list(names), index=None, key="remove_pick",
-                          placeholder="choose a document")
+    picked = st.selectbox(
+        "Remove a document",
+        list(names),
+        index=None,
+        key="remove_pick",
+        placeholder="choose a document",
+    )
     if st.button("Remove", disabled=picked is None, key="remove"):
         try:
             services.remove_document(settings, names[picked])
@@ -144,7 +209,9 @@ def show_documents(settings: Settings) -> list:
 
 
 def show_languages(settings: Settings) -> None:
-    """The collection's languages, and a warning when the embedder does not cover them (or the last upload's)."""
+    """The collection's languages, and a warning when the embedder does not cover them (or the
+    last upload's).
+    """
     found = services.languages(settings)
     if found:
         st.caption(f"Languages: {format_shares(found)}")
@@ -157,7 +224,9 @@ def show_languages(settings: Settings) -> None:
 
 
 def history() -> list[tuple[str, str]]:
-    """Earlier (question, answer) turns for follow-ups: the reranked side's answer where there were two."""
+    """Earlier (question, answer) turns for follow-ups: the reranked side's answer where there
+    were two.
+    """
     turns = []
     messages = st.session_state.messages
     for asked, answered in zip(messages[0::2], messages[1::2]):
@@ -167,8 +236,12 @@ def history() -> list[tuple[str, str]]:
     return turns[-HISTORY_TURNS:]
 
 
-def answer_side(settings: Settings, choices: services.Choices, question: str, *, rerank: bool) -> Result:
-    """Run one side in the current container, streaming the answer; errors become messages, not tracebacks."""
+def answer_side(
+    settings: Settings, choices: services.Choices, question: str, *, rerank: bool
+) -> Result:
+    """Run one side in the current container, streaming the answer; errors become messages, not
+    tracebacks.
+    """
     label = RERANKED if rerank else BI_ENCODER
     llm, llm_error = None, None
     try:
@@ -181,8 +254,13 @@ def answer_side(settings: Settings, choices: services.Choices, question: str, *,
         stage.caption(f"⏳ {text[:1].upper()}{text[1:]}…")
 
     try:
-        pipeline = services.pipeline(settings, choices, rerank=rerank, llm=llm,
-                                     rewrites=st.session_state.setdefault("rewrites", {}))
+        pipeline = services.pipeline(
+            settings,
+            choices,
+            rerank=rerank,
+            llm=llm,
+            rewrites=st.session_state.setdefault("rewrites", {}),
+        )
         trace = pipeline.search(question, rerank=rerank, on_stage=show_stage, history=history())
     except StoreUnavailableError as exc:
         stage.empty()
@@ -205,7 +283,11 @@ def answer_side(settings: Settings, choices: services.Choices, question: str, *,
     try:
         answer = pipeline.answer(trace, history=history(), on_token=on_token)
     except GenerationError as exc:
-        return Result(label, trace=trace, error=f"The LLM could not answer: {exc}. The retrieved sources are below.")
+        return Result(
+            label,
+            trace=trace,
+            error=f"The LLM could not answer: {exc}. The retrieved sources are below.",
+        )
     finally:
         stage.empty()
         placeholder.empty()
@@ -223,7 +305,9 @@ def show_turn(results: list[Result]) -> None:
             show_result(result, other)
 
 
-def ask(settings: Settings, choices: services.Choices, question: str, *, rerank: bool, compare: bool) -> None:
+def ask(
+    settings: Settings, choices: services.Choices, question: str, *, rerank: bool, compare: bool
+) -> None:
     with st.chat_message("user"):
         st.markdown(question)
     warning = None
@@ -242,10 +326,13 @@ def ask(settings: Settings, choices: services.Choices, question: str, *, rerank:
         else:
             results = [answer_side(settings, choices, question, rerank=rerank)]
             show_result(results[0])
-    st.session_state.messages += [{"role": "user", "content": question},
-                                  {"role": "assistant", "results": results, "warning": warning}]
+    st.session_state.messages += [
+        {"role": "user", "content": question},
+        {"role": "assistant", "results": results, "warning": warning},
+    ]
     if compare:
-        st.rerun()  # drawn again from the conversation, now that each side knows the other's sources
+        # drawn again from the conversation, now that each side knows the other's sources
+        st.rerun()
 
 
 def main() -> None:
@@ -259,7 +346,8 @@ def main() -> None:
             show_models(settings, choices)
             try:
                 docs = show_documents(settings)
-            except StoreUnavailableError as exc:  # the server is down or restarting: keep the conversation
+            # the server is down or restarting: keep the conversation
+            except StoreUnavailableError as exc:
                 services.forget_store()
                 outage, docs = exc, None
                 st.error(f"**Document store unavailable**: {exc}")
@@ -273,16 +361,30 @@ def main() -> None:
     st.title("Chat with your documents")
     left, right = st.columns(2)
     can_rerank = settings.reranker.enabled
-    rerank = left.toggle("Rerank", value=can_rerank, key="rerank", disabled=not can_rerank,
-                         help="Reorder the retrieved chunks with the reranker before the LLM reads them")
-    compare = right.toggle("Compare A/B", value=False, key="compare", disabled=not can_rerank,
-                           help="Answer each question twice, with reranking off and on, side by side")
+    rerank = left.toggle(
+        "Rerank",
+        value=can_rerank,
+        key="rerank",
+        disabled=not can_rerank,
+        help="Reorder the retrieved chunks with the reranker before the LLM reads them",
+    )
+    compare = right.toggle(
+        "Compare A/B",
+        value=False,
+        key="compare",
+        disabled=not can_rerank,
+        help="Answer each question twice, with reranking off and on, side by side",
+    )
     if outage is not None:
-        st.error(f"The document store is unavailable, so questions cannot be answered now: {outage} "
-                 "The app reconnects on your next question or click.")
+        st.error(
+            f"The document store is unavailable, so questions cannot be answered now: {outage} "
+            "The app reconnects on your next question or click."
+        )
     elif not docs:
-        st.info("No documents yet. Upload files in the sidebar, or run `python -m ingest docs/` "
-                "with the same config, then reload this page.")
+        st.info(
+            "No documents yet. Upload files in the sidebar, or run `python -m ingest docs/` "
+            "with the same config, then reload this page."
+        )
     for message in st.session_state.messages:
         with st.chat_message(message["role"]):
             if message["role"] == "user":
@@ -291,7 +393,8 @@ def main() -> None:
                 if message.get("warning"):
                     st.warning(f"**Language coverage**: {message['warning']}")
                 show_turn(message["results"])
-    # No max_chars: a browser cuts a longer paste silently; check_question refuses it with the limit instead.
+    # No max_chars: a browser cuts a longer paste silently; check_question refuses it with the limit
+    # instead.
     question = st.chat_input("Ask about your documents", disabled=not docs and outage is None)
     if question is not None:
         try:
@@ -299,7 +402,13 @@ def main() -> None:
         except ValueError as exc:
             st.error(f"Not asked: {exc}")
         else:
-            ask(settings, choices, question, rerank=rerank and can_rerank, compare=compare and can_rerank)
+            ask(
+                settings,
+                choices,
+                question,
+                rerank=rerank and can_rerank,
+                compare=compare and can_rerank,
+            )
 
 
 main()

@@ -1,15 +1,17 @@
-"""How one answer is shown: the text, its sources in the order the LLM read them, rank moves, timings.
+"""How one answer is shown: the text, its sources in the order the LLM read them, rank moves,
+timings.
 
 The formatting helpers are pure functions (tested exactly); ``show_result`` draws
 a result into the current Streamlit container.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import streamlit as st
 
@@ -50,7 +52,9 @@ def locator(candidate: Candidate) -> str:
     return f"p. {candidate.chunk.page}" if candidate.chunk.page is not None else ""
 
 
-def source_title(number: int, candidate: Candidate, reranked: bool, cited: bool, only_here: bool = False) -> str:
+def source_title(
+    number: int, candidate: Candidate, reranked: bool, cited: bool, only_here: bool = False
+) -> str:
     """One line per source: number, file, page or section, rank move (★ for rank 1), scores, whether
     the answer cited it, and whether the other side of a comparison lacks it."""
     parts = [f"[{number}] {Path(candidate.chunk.source).name}"]
@@ -74,7 +78,9 @@ def _ms(seconds: float) -> str:
 
 
 def timing_line(timings: Mapping[str, float]) -> str:
-    """'retrieve 16 ms · rerank 430 ms · generate 3.2 s · total 3.6 s' (embedding the query counts as retrieval)."""
+    """'retrieve 16 ms · rerank 430 ms · generate 3.2 s · total 3.6 s' (embedding the query
+    counts as retrieval).
+    """
     stages = {
         "retrieve": timings.get("embed_query", 0.0) + timings.get("retrieve", 0.0),
         "rerank": timings.get("rerank"),
@@ -100,8 +106,10 @@ MARKDOWN_SUFFIXES = (".md", ".markdown")
 
 
 def document_markdown(text: str) -> str:
-    """A Markdown document's chunk, to render (headings, lists, tables) safely: HTML is shown as text,
-    images become their alt text (nothing is fetched), only http(s) links stay links, "$" is no math."""
+    """A Markdown document's chunk, to render (headings, lists, tables) safely: HTML is shown as
+    text,
+    images become their alt text (nothing is fetched), only http(s) links stay links, "$" is no
+    math."""
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("$", "\\$")
     text = _IMAGE.sub(lambda m: m[1], text)
     return _LINK.sub(lambda m: m[1], text)
@@ -110,14 +118,19 @@ def document_markdown(text: str) -> str:
 def chunk_markdown(candidate: Candidate, evidence: Sequence[str] = ()) -> str:
     """How a chunk is drawn: Markdown files render as Markdown (safely), other text shows as it is;
     the ``evidence`` sentences (exact substrings of the chunk) are highlighted."""
-    render = document_markdown if candidate.chunk.source.lower().endswith(MARKDOWN_SUFFIXES) else escape_markdown
+    render = (
+        document_markdown
+        if candidate.chunk.source.lower().endswith(MARKDOWN_SUFFIXES)
+        else escape_markdown
+    )
     text = candidate.chunk.text
     found = sorted((text.find(s), len(s)) for s in evidence if s and text.find(s) >= 0)
     out, position = [], 0
     for start, length in found:
         if start < position:
             continue
-        marked = " ".join(render(text[start:start + length]).split())  # one line: a directive ends at a line break
+        # one line: a directive ends at a line break
+        marked = " ".join(render(text[start : start + length]).split())
         out += [render(text[position:start]), f":orange-background[{marked}]"]
         position = start + length
     out.append(render(text[position:]))
@@ -125,26 +138,36 @@ def chunk_markdown(candidate: Candidate, evidence: Sequence[str] = ()) -> str:
 
 
 CANDIDATE_COLUMNS = {  # narrow enough for one column of the A/B view
-    "moved": st.column_config.TextColumn("rank", help="bi-encoder rank → reranked rank", width="small"),
+    "moved": st.column_config.TextColumn(
+        "rank", help="bi-encoder rank → reranked rank", width="small"
+    ),
     "file": st.column_config.TextColumn("file", width="medium"),
     "where": st.column_config.TextColumn("page", width="small"),
     "retrieval": st.column_config.NumberColumn("retrieval", format="%.3f", width="small"),
     "rerank": st.column_config.NumberColumn("rerank", format="%.3f", width="small"),
-    "used": st.column_config.CheckboxColumn("LLM", help="among the chunks the LLM read", width="small"),
+    "used": st.column_config.CheckboxColumn(
+        "LLM", help="among the chunks the LLM read", width="small"
+    ),
 }
 
 
 def candidate_rows(trace: Trace) -> list[dict[str, object]]:
     """Every candidate the reranker saw, in its new order, with where it came from."""
     used = {c.chunk.id for c in trace.context}
-    return [{
-        "moved": movement(c, True), "file": Path(c.chunk.source).name, "where": locator(c),
-        "retrieval": round(c.retrieval_score, 4),
-        "rerank": None if c.rerank_score is None else round(c.rerank_score, 4), "used": c.chunk.id in used,
-    } for c in trace.reranked]
+    return [
+        {
+            "moved": movement(c, True),
+            "file": Path(c.chunk.source).name,
+            "where": locator(c),
+            "retrieval": round(c.retrieval_score, 4),
+            "rerank": None if c.rerank_score is None else round(c.rerank_score, 4),
+            "used": c.chunk.id in used,
+        }
+        for c in trace.reranked
+    ]
 
 
-def context_ids(result: "Result") -> set[str]:
+def context_ids(result: Result) -> set[str]:
     trace = result.answer.trace if result.answer is not None else result.trace
     return {c.chunk.id for c in trace.context} if trace is not None else set()
 
@@ -154,24 +177,37 @@ def ingest_time(timestamp: float) -> str:
 
 
 def top_line(trace: Trace, others: set[str] | None) -> str:
-    """The source ranked first on this side, and how many of this side's sources the other side lacks."""
+    """The source ranked first on this side, and how many of this side's sources the other side
+    lacks.
+    """
     top = next(((n, c) for n, c in enumerate(trace.context, start=1) if c.rank == 1), None)
     line = ""
     if top is not None:
         n, c = top
-        line = f"{TOP} ranked first: [{n}] {Path(c.chunk.source).name}" + (f" · {locator(c)}" if locator(c) else "")
+        line = f"{TOP} ranked first: [{n}] {Path(c.chunk.source).name}" + (
+            f" · {locator(c)}" if locator(c) else ""
+        )
     if others is not None:
         only = sum(1 for c in trace.context if c.chunk.id not in others)
-        line += (" · " if line else "") + (f"{only} of {len(trace.context)} sources only on this side" if only
-                                            else "same sources as the other side")
+        line += (" · " if line else "") + (
+            f"{only} of {len(trace.context)} sources only on this side"
+            if only
+            else "same sources as the other side"
+        )
     return line
 
 
-def show_sources(trace: Trace, cited: set[int], others: set[str] | None = None,
-                 evidence: Mapping[int, Sequence[str]] | None = None) -> None:
+def show_sources(
+    trace: Trace,
+    cited: set[int],
+    others: set[str] | None = None,
+    evidence: Mapping[int, Sequence[str]] | None = None,
+) -> None:
     st.markdown("**Sources, in the order the LLM read them**")
     if trace.searched is not None:
-        st.caption(f"searched for: {escape_markdown(trace.searched)} (the follow-up, made standalone)")
+        st.caption(
+            f"searched for: {escape_markdown(trace.searched)} (the follow-up, made standalone)"
+        )
     if trace.context:
         st.caption(top_line(trace, others))
     for number, candidate in enumerate(trace.context, start=1):
@@ -182,15 +218,22 @@ def show_sources(trace: Trace, cited: set[int], others: set[str] | None = None,
                 st.caption("highlighted: the sentences that support the answer")
             st.markdown(chunk_markdown(candidate, supporting))
             st.caption(f"{candidate.chunk.source} · chunk {candidate.chunk.chunk_index}")
-    for note in trace.notes:  # a note may quote a document (the grounding check's best sentence): shown as text
+    # a note may quote a document (the grounding check's best sentence): shown as text
+    for note in trace.notes:
         st.caption(f"note: {escape_markdown(note)}")
     if trace.rerank and trace.reranked:
         with st.expander(f"All {len(trace.reranked)} candidates: bi-encoder rank → reranked rank"):
-            st.dataframe(candidate_rows(trace), hide_index=True, width="stretch", column_config=CANDIDATE_COLUMNS)
+            st.dataframe(
+                candidate_rows(trace),
+                hide_index=True,
+                width="stretch",
+                column_config=CANDIDATE_COLUMNS,
+            )
 
 
 def show_result(result: Result, other: Result | None = None) -> None:
-    """Draw one side: answer (or error), sources, timings; with ``other`` (the A/B view's other side),
+    """Draw one side: answer (or error), sources, timings; with ``other`` (the A/B view's other
+    side),
     the sources that side lacks are marked."""
     if result.error is not None:
         st.error(result.error)
@@ -200,7 +243,11 @@ def show_result(result: Result, other: Result | None = None) -> None:
         return
     cited = {c.number for c in result.answer.citations} if result.answer is not None else set()
     others = context_ids(other) if other is not None and other.trace is not None else None
-    evidence = {e.number: e.sentences for e in result.answer.evidence} if result.answer is not None else {}
-    show_sources(result.answer.trace if result.answer is not None else result.trace, cited, others, evidence)
+    evidence = (
+        {e.number: e.sentences for e in result.answer.evidence} if result.answer is not None else {}
+    )
+    show_sources(
+        result.answer.trace if result.answer is not None else result.trace, cited, others, evidence
+    )
     timings = result.answer.trace.timings if result.answer is not None else result.trace.timings
     st.caption(timing_line(timings))

@@ -1,4 +1,5 @@
-"""What the app needs from rag/ and ingest/, loaded once per process and shared by every browser session.
+"""What the app needs from rag/ and ingest/, loaded once per process and shared by every browser
+session.
 
 Streamlit reruns the page script on every click. Each model is loaded by a
 ``st.cache_resource`` function keyed by the settings that shape it, so changing
@@ -6,10 +7,11 @@ top-k or the reorder strategy reloads nothing, and picking another reranker
 loads only that reranker (once). The objects shared here hold no per-request
 state: a Pipeline is a small frozen value built per question.
 """
+
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import MutableMapping
 from pathlib import Path
 
 import streamlit as st
@@ -19,9 +21,15 @@ from rag.embedder import Embedder
 from rag.followup import resolve_method
 from rag.generate import Generator
 from rag.languages import collection_languages, coverage_warning, question_language
-from rag.pipeline import NO_RERANKER, Pipeline, load_configured_reranker, load_embedder, load_generator, open_store
-from rag.rerankers import Reranker
-from rag.rerankers import ScoreCache
+from rag.pipeline import (
+    NO_RERANKER,
+    Pipeline,
+    load_configured_reranker,
+    load_embedder,
+    load_generator,
+    open_store,
+)
+from rag.rerankers import Reranker, ScoreCache
 from rag.retrieve import LexicalIndex
 from rag.store import ChunkStore, FileRecord
 
@@ -66,7 +74,8 @@ def _generator(key: str, _settings: Settings) -> Generator:
 
 
 def _embedder_key(settings: Settings) -> str:
-    return settings.embedder.model_dump_json(exclude={"languages"})  # only the language warning reads it
+    # only the language warning reads it
+    return settings.embedder.model_dump_json(exclude={"languages"})
 
 
 def embedder(settings: Settings) -> Embedder:
@@ -94,7 +103,9 @@ def forget_store() -> None:
 
 
 def lexical(settings: Settings) -> LexicalIndex:
-    """The BM25 index that follows this store (built on first use, rebuilt when the store changes)."""
+    """The BM25 index that follows this store (built on first use, rebuilt when the store
+    changes).
+    """
     return _lexical(_store_key(settings), store(settings), settings.retrieval.korean_tokens)
 
 
@@ -104,24 +115,39 @@ def _languages(key: str, fingerprint: str, _store: ChunkStore) -> dict[str, floa
 
 
 def languages(settings: Settings) -> dict[str, float]:
-    """The collection's main languages (share of characters), detected again only when its ledger changes."""
+    """The collection's main languages (share of characters), detected again only when its
+    ledger changes.
+    """
     chunks = store(settings)
     return _languages(_store_key(settings), chunks.fingerprint(), chunks)
 
 
-def language_warning(settings: Settings, found: dict[str, float], subject: str = "the collection is") -> str | None:
-    """Why the configured embedder cannot read the languages found, or None when it can (or is unknown)."""
-    return coverage_warning(settings.embedder.model, found, settings.embedder.languages, subject=subject,
-                            routes=settings.retrieval.modes_by_language)
+def language_warning(
+    settings: Settings, found: dict[str, float], subject: str = "the collection is"
+) -> str | None:
+    """Why the configured embedder cannot read the languages found, or None when it can (or is
+    unknown).
+    """
+    return coverage_warning(
+        settings.embedder.model,
+        found,
+        settings.embedder.languages,
+        subject=subject,
+        routes=settings.retrieval.modes_by_language,
+    )
 
 
 def reranker_options(settings: Settings) -> dict[str, RerankerSettings]:
-    """Label -> reranker settings: the configured reranker first, then the configured alternatives."""
+    """Label -> reranker settings: the configured reranker first, then the configured
+    alternatives.
+    """
     base = settings.reranker
     options = {f"{base.kind}: {base.model}": base}
     for choice in base.alternatives:
-        options.setdefault(f"{choice.kind}: {choice.model}",
-                           base.model_copy(update={"kind": choice.kind, "model": choice.model}))
+        options.setdefault(
+            f"{choice.kind}: {choice.model}",
+            base.model_copy(update={"kind": choice.kind, "model": choice.model}),
+        )
     return options
 
 
@@ -136,7 +162,9 @@ def generator(settings: Settings, llm_model: str) -> Generator:
 
 
 def language_rerankers(settings: Settings) -> dict[str, Reranker | None]:
-    """reranker.models_by_language, each loaded once and shared (with its score cache) like the main one."""
+    """reranker.models_by_language, each loaded once and shared (with its score cache) like the
+    main one.
+    """
     base = settings.reranker
     routed = {}
     for language, model in base.models_by_language.items():
@@ -144,13 +172,21 @@ def language_rerankers(settings: Settings) -> dict[str, Reranker | None]:
             routed[language] = None
             continue
         chosen = base.model_copy(update={"model": model, "models_by_language": {}})
-        routed[language] = _reranker(chosen.model_dump_json(), settings.model_copy(update={"reranker": chosen}))
+        routed[language] = _reranker(
+            chosen.model_dump_json(), settings.model_copy(update={"reranker": chosen})
+        )
     return routed
 
 
 def routed_modes(settings: Settings, choices: Choices) -> dict[str, str]:
-    """retrieval.modes_by_language while the sidebar keeps the configured mode; none once another is picked."""
-    return dict(settings.retrieval.modes_by_language) if choices.retrieval == settings.retrieval.mode else {}
+    """retrieval.modes_by_language while the sidebar keeps the configured mode; none once
+    another is picked.
+    """
+    return (
+        dict(settings.retrieval.modes_by_language)
+        if choices.retrieval == settings.retrieval.mode
+        else {}
+    )
 
 
 def question_mode(settings: Settings, choices: Choices, question: str) -> str:
@@ -158,24 +194,42 @@ def question_mode(settings: Settings, choices: Choices, question: str) -> str:
     return routed_modes(settings, choices).get(question_language(question) or "", choices.retrieval)
 
 
-def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generator | None,
-             rewrites: MutableMapping[tuple, str] | None = None) -> Pipeline:
+def pipeline(
+    settings: Settings,
+    choices: Choices,
+    *,
+    rerank: bool,
+    llm: Generator | None,
+    rewrites: MutableMapping[tuple, str] | None = None,
+) -> Pipeline:
     """A pipeline for one question; the reranker is loaded only when this question reranks.
 
-    The configured reranker and first stage follow the question's language (reranker.models_by_language,
-    retrieval.modes_by_language); a reranker or mode picked in the sidebar instead is used as picked.
+    The configured reranker and first stage follow the question's language
+    (reranker.models_by_language,
+    retrieval.modes_by_language); a reranker or mode picked in the sidebar instead is used as
+    picked.
     """
     configured_reranker = choices.reranker == next(iter(reranker_options(settings)))
     return Pipeline(
-        embedder=embedder(settings), store=store(settings),
+        embedder=embedder(settings),
+        store=store(settings),
         reranker=reranker(settings, choices.reranker) if rerank else None,
-        generator=llm, top_k=choices.top_k, top_n=choices.top_n, reorder_strategy=choices.strategy,
-        lexical=lexical(settings), retrieval_mode=choices.retrieval, rrf_k=settings.retrieval.rrf_k,
+        generator=llm,
+        top_k=choices.top_k,
+        top_n=choices.top_n,
+        reorder_strategy=choices.strategy,
+        lexical=lexical(settings),
+        retrieval_mode=choices.retrieval,
+        rrf_k=settings.retrieval.rrf_k,
         fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
         retrieval_weight=settings.reranker.retrieval_weight,
         modes_by_language=routed_modes(settings, choices),
-        rerankers_by_language=language_rerankers(settings) if rerank and configured_reranker else {},
-        follow_ups=resolve_method(settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""),
+        rerankers_by_language=language_rerankers(settings)
+        if rerank and configured_reranker
+        else {},
+        follow_ups=resolve_method(
+            settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""
+        ),
         evidence=settings.llm.evidence,
         max_sentences=settings.llm.max_sentences,
         min_support=settings.llm.min_support,
@@ -185,7 +239,9 @@ def pipeline(settings: Settings, choices: Choices, *, rerank: bool, llm: Generat
 
 
 def is_offline_profile(settings: Settings) -> list[str]:
-    """What runs on demo models: "packaged embedder", "packaged reranker", "local LLM" (empty for production)."""
+    """What runs on demo models: "packaged embedder", "packaged reranker", "local LLM" (empty
+    for production).
+    """
     reasons = []
     if settings.embedder.model.startswith("pkg:"):
         reasons.append("packaged embedder")
@@ -206,7 +262,9 @@ def documents(settings: Settings) -> list[FileRecord]:
 
 
 def remove_document(settings: Settings, source: str) -> None:
-    """Delete a file's chunks and ledger entry; an uploaded copy is deleted too, so it does not come back."""
+    """Delete a file's chunks and ledger entry; an uploaded copy is deleted too, so it does not
+    come back.
+    """
     store(settings).remove_file(source)
     uploads = settings.resolve_path(settings.ui.upload_dir)
     path = Path(source)

@@ -5,6 +5,7 @@ usable name and extension, content that matches the extension), saved under a
 sanitised name directly inside ``ui.upload_dir`` (never through a link, never
 outside it), and ingested with the process's shared models and store.
 """
+
 from __future__ import annotations
 
 import errno
@@ -13,9 +14,9 @@ import os
 import re
 import time
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ingest.content import BOMS, TEXT_SUFFIXES, content_mismatch
 from ingest.runner import IngestReport, ingest
@@ -24,7 +25,8 @@ from rag.store import free_bytes, mib
 from ui.services import embedder, store
 
 _UNSAFE = re.compile(r"[^\w.\- ]+")
-MAX_STEM_BYTES = 120  # a saved name's stem in UTF-8 (ext4 allows 255 bytes a name; Hangul takes 3 a character)
+# a saved name's stem in UTF-8 (ext4 allows 255 bytes a name; Hangul takes 3 a character)
+MAX_STEM_BYTES = 120
 MAX_SUFFIX_CHARS = 16
 _WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])", re.IGNORECASE)
 
@@ -58,7 +60,9 @@ def upload_target(folder: Path, name: str) -> Path:
     root = folder.resolve()
     target = folder / name
     if target.is_symlink():
-        raise ValueError(f"{name} in the upload folder is a symbolic link; it is not written through")
+        raise ValueError(
+            f"{name} in the upload folder is a symbolic link; it is not written through"
+        )
     if target.parent != folder or target.resolve().parent != root:
         raise ValueError(f"{name!r} would be saved outside the upload folder")
     if target.exists() and not target.is_file():
@@ -70,7 +74,8 @@ _BOM_LABELS = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
 
 
 def sniff_mismatch(name: str, data: bytes) -> str | None:
-    """Why an upload's bytes contradict its extension, or None when they do not (or it is not checked).
+    """Why an upload's bytes contradict its extension, or None when they do not (or it is not
+    checked).
 
     The same check as ``python -m ingest`` (:func:`ingest.content.content_mismatch`:
     a ``.pdf`` needs ``%PDF-`` in its first 1024 bytes; text must not be a known
@@ -94,12 +99,14 @@ def sniff_mismatch(name: str, data: bytes) -> str | None:
 def shown_name(name: str, limit: int = 80) -> str:
     """A user-supplied file name for a message: no control characters, short, no Markdown."""
     text = "".join(c if unicodedata.category(c)[0] != "C" else "\ufffd" for c in name)
-    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
     return re.sub(r"([\\`*_{}\[\]()#+!|<>~$])", r"\\\1", text)
 
 
 def upload_size_cap_mb(settings: Settings, server_max_mb: int) -> int:
-    """The per-file cap for the browser's file picker: the config's limits, never above the server's."""
+    """The per-file cap for the browser's file picker: the config's limits, never above the
+    server's.
+    """
     wanted = math.ceil(min(settings.ingest.max_file_mb, settings.ui.max_upload_mb))
     return max(1, min(wanted, server_max_mb))
 
@@ -110,8 +117,9 @@ class Upload:
     data: bytes
 
 
-def ingest_uploads(settings: Settings, uploads: Sequence[Upload],
-                   on_progress: Callable[[float, str], None]) -> tuple[IngestReport, list[tuple[str, str]]]:
+def ingest_uploads(
+    settings: Settings, uploads: Sequence[Upload], on_progress: Callable[[float, str], None]
+) -> tuple[IngestReport, list[tuple[str, str]]]:
     """Save uploads into the upload folder and ingest them; returns the report and refused uploads.
 
     Every upload is checked before anything is written; refused (name, reason):
@@ -140,7 +148,8 @@ def ingest_uploads(settings: Settings, uploads: Sequence[Upload],
         accepted.append((target, upload.data))
     if not accepted:
         return IngestReport((), 0.0), refused
-    chunks = store(settings)  # opened first: a store that refuses this embedder leaves no saved copies
+    # opened first: a store that refuses this embedder leaves no saved copies
+    chunks = store(settings)
     saved = [_save(target, data) for target, data in accepted]
     done = {"files": 0}
 
@@ -148,24 +157,35 @@ def ingest_uploads(settings: Settings, uploads: Sequence[Upload],
         done["files"] += 1
         on_progress(done["files"] / len(saved), f"{status} {Path(source).name}")
 
-    report = ingest(saved, embedder=embedder(settings), store=chunks,
-                    chunk_size=settings.chunking.size, chunk_overlap=settings.chunking.overlap,
-                    extensions=settings.ingest.extensions, max_file_bytes=int(limit),
-                    min_chars=settings.ingest.min_chars, on_file=file_done,
-                    check_space=settings.ingest.check_free_space,
-                    on_chunks=lambda source, n: on_progress(done["files"] / len(saved),
-                                                            f"embedding {Path(source).name}"))
+    report = ingest(
+        saved,
+        embedder=embedder(settings),
+        store=chunks,
+        chunk_size=settings.chunking.size,
+        chunk_overlap=settings.chunking.overlap,
+        extensions=settings.ingest.extensions,
+        max_file_bytes=int(limit),
+        min_chars=settings.ingest.min_chars,
+        on_file=file_done,
+        check_space=settings.ingest.check_free_space,
+        on_chunks=lambda source, n: on_progress(
+            done["files"] / len(saved), f"embedding {Path(source).name}"
+        ),
+    )
     return report, refused
 
 
-def _check_upload(settings: Settings, folder: Path, index: int, upload: Upload, taken: set[str],
-                  total: int) -> Path:
+def _check_upload(
+    settings: Settings, folder: Path, index: int, upload: Upload, taken: set[str], total: int
+) -> Path:
     """Where one upload goes; ValueError with the reason it is refused."""
     ui, size = settings.ui, len(upload.data)
     if index >= ui.max_upload_files:
         raise ValueError(f"more than ui.max_upload_files = {ui.max_upload_files} files")
     if size > settings.ingest.max_file_mb * 1e6:
-        raise ValueError(f"{size / 1e6:.1f} MB is over ingest.max_file_mb = {settings.ingest.max_file_mb:g}")
+        raise ValueError(
+            f"{size / 1e6:.1f} MB is over ingest.max_file_mb = {settings.ingest.max_file_mb:g}"
+        )
     if total + size > ui.max_upload_mb * 1e6:
         raise ValueError(f"the upload would pass ui.max_upload_mb = {ui.max_upload_mb:g} MB in all")
     name = safe_name(upload.name)
@@ -190,7 +210,10 @@ def _save(target: Path, data: bytes) -> Path:
     except OSError as exc:
         partial.unlink(missing_ok=True)  # e.g. a full disk: leave nothing half-written behind
         if exc.errno == errno.ENOSPC:
-            raise ValueError(f"the disk holding {target.parent} is full ({mib(free_bytes(target.parent))} free): "
-                             f"{target.name} was not saved; free some space and upload it again") from exc
+            raise ValueError(
+                f"the disk holding {target.parent} is full ({mib(free_bytes(target.parent))} "
+                "free): "
+                f"{target.name} was not saved; free some space and upload it again"
+            ) from exc
         raise
     return target

@@ -12,9 +12,10 @@ remote reranker's is its server (``http``).
 
 Every loader in :data:`LOADERS` has one signature: ``(RerankerOptions) -> Reranker``.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rag.models import ModelLoadError
 from rag.rerankers.base import NORMALIZERS, Reranker, RerankError, normalize_scores, rank_candidates
@@ -67,8 +68,15 @@ def load_reranker(kind: str, options: RerankerOptions, *, backend: str | None = 
     chosen = backend if backend is not None else DEFAULT_BACKEND[kind]
     if (kind, chosen) not in LOADERS:
         offered = [k for k, b in LOADERS if b == chosen]
-        where = f"applies to kind {' | '.join(offered)} only, not to {kind!r}" if offered else "is unknown"
-        raise ValueError(f"reranker backend {chosen!r} {where}; valid for {kind!r}: {', '.join(backends_of(kind))}")
+        where = (
+            f"applies to kind {' | '.join(offered)} only, not to {kind!r}"
+            if offered
+            else "is unknown"
+        )
+        raise ValueError(
+            f"reranker backend {chosen!r} {where}; valid for {kind!r}: "
+            f"{', '.join(backends_of(kind))}"
+        )
     return LOADERS[(kind, chosen)](resolve_reading(options))
 
 

@@ -8,13 +8,15 @@ cut at ``max_length`` (FlagEmbedding's AbsReranker shape). Turning scores into a
 ranking (normalising, sorting, numbering, copying the candidates) is
 :func:`rank_candidates`, once for every kind.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 from rag.rerankers.window import check_mode
 from rag.types import Candidate
@@ -40,15 +42,28 @@ def check_normalize(method: str) -> str:
     return method
 
 
-def check_options(*, batch_size: int, max_length: int, normalize: str, batch_tokens: int = 0,
-                  long_passages: str = "head", romanize_hangul: bool = False) -> None:
+def check_options(
+    *,
+    batch_size: int,
+    max_length: int,
+    normalize: str,
+    batch_tokens: int = 0,
+    long_passages: str = "head",
+    romanize_hangul: bool = False,
+) -> None:
     """Shared constructor checks: the values come from config or from callers, never trust them."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < MIN_MAX_LENGTH:
+    if (
+        isinstance(max_length, bool)
+        or not isinstance(max_length, int)
+        or max_length < MIN_MAX_LENGTH
+    ):
         raise ValueError(f"max_length must be an integer >= {MIN_MAX_LENGTH}, got {max_length!r}")
     if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 0:
-        raise ValueError(f"batch_tokens must be a whole number >= 0 (0: automatic), got {batch_tokens!r}")
+        raise ValueError(
+            f"batch_tokens must be a whole number >= 0 (0: automatic), got {batch_tokens!r}"
+        )
     check_normalize(normalize)
     check_mode(long_passages)
     if not isinstance(romanize_hangul, bool):
@@ -101,7 +116,8 @@ def rank_candidates(
     """
     if not (len(candidates) == len(raw) == len(truncated)):
         raise ValueError(
-            f"got {len(candidates)} candidates but {len(raw)} scores and {len(truncated)} truncation flags"
+            f"got {len(candidates)} candidates but {len(raw)} scores and {len(truncated)} "
+            "truncation flags"
         )
     raw_floats = [float(x) for x in raw]
     for candidate, value in zip(candidates, raw_floats):
@@ -111,7 +127,9 @@ def rank_candidates(
                 "(half precision overflow? try dtype = 'float32')"
             )
     scores = normalize_scores(raw_floats, method)
-    order = sorted(range(len(candidates)), key=lambda i: (-raw_floats[i], candidates[i].retrieval_rank))
+    order = sorted(
+        range(len(candidates)), key=lambda i: (-raw_floats[i], candidates[i].retrieval_rank)
+    )
     return [
         dataclasses.replace(
             candidates[i],
@@ -136,13 +154,16 @@ def fuse_with_retrieval(ranked: Sequence[Candidate], weight: float, k: int = 60)
         raise ValueError(f"retrieval weight must be a number >= 0, got {weight!r}")
     if weight == 0:
         return list(ranked)
-    fused = sorted(ranked, key=lambda c: (-(1.0 / (k + c.rank) + weight / (k + c.retrieval_rank)), c.rank))
+    fused = sorted(
+        ranked, key=lambda c: (-(1.0 / (k + c.rank) + weight / (k + c.retrieval_rank)), c.rank)
+    )
     return [dataclasses.replace(c, rank=position) for position, c in enumerate(fused, start=1)]
 
 
-# Padded tokens a batch may hold on CPU (its longest pair x its pairs). Measured with bench/run.py on 2 cores:
-# at 20 mixed-length candidates, batches under 1,024 tokens take 0.43-0.64x the time of 16 pairs a batch (less
-# padding; a CPU gains nothing from wide batches); at 100, 0.83-0.95x. On a GPU wide batches pay: no cap there.
+# Padded tokens a batch may hold on CPU (its longest pair x its pairs). Measured with bench/run.py
+# on 2 cores: at 20 mixed-length candidates, batches under 1,024 tokens take 0.43-0.64x the time of
+# 16 pairs a batch (less padding; a CPU gains nothing from wide batches); at 100, 0.83-0.95x. On a
+# GPU wide batches pay: no cap there.
 CPU_BATCH_TOKENS = 1024
 
 
@@ -151,7 +172,9 @@ def default_batch_tokens(device: str) -> int:
     return CPU_BATCH_TOKENS if device == "cpu" else 0
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = 0) -> list[list[int]]:
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int = 0
+) -> list[list[int]]:
     """Indices grouped into batches of similar length, longest first.
 
     Padding each batch only to its own longest input wastes little compute when
@@ -172,7 +195,8 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: i
     for i in order:
         # Sorted longest first: the batch's first input is its longest, so it sets the padded width.
         full = len(current) >= batch_size or (
-            max_tokens > 0 and current and lengths[current[0]] * (len(current) + 1) > max_tokens)
+            max_tokens > 0 and current and lengths[current[0]] * (len(current) + 1) > max_tokens
+        )
         if full:
             batches.append(current)
             current = []
@@ -191,11 +215,28 @@ class Reranker(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, *, name: str, device: str, dtype: str, backend: str, batch_size: int, max_length: int,
-                 normalize: str, batch_tokens: int = 0, long_passages: str = "head",
-                 romanize_hangul: bool = False) -> None:
-        check_options(batch_size=batch_size, max_length=max_length, normalize=normalize, batch_tokens=batch_tokens,
-                      long_passages=long_passages, romanize_hangul=romanize_hangul)
+    def __init__(
+        self,
+        *,
+        name: str,
+        device: str,
+        dtype: str,
+        backend: str,
+        batch_size: int,
+        max_length: int,
+        normalize: str,
+        batch_tokens: int = 0,
+        long_passages: str = "head",
+        romanize_hangul: bool = False,
+    ) -> None:
+        check_options(
+            batch_size=batch_size,
+            max_length=max_length,
+            normalize=normalize,
+            batch_tokens=batch_tokens,
+            long_passages=long_passages,
+            romanize_hangul=romanize_hangul,
+        )
         self.name = name
         self.device = device
         self.dtype = dtype
@@ -205,23 +246,31 @@ class Reranker(ABC):
         self.batch_tokens = batch_tokens if batch_tokens else default_batch_tokens(device)
         self.max_length = max_length
         self.normalize = normalize
-        # What a passage longer than max_length leaves is read: its head, or its best window (rag.rerankers.window).
+        # What a passage longer than max_length leaves is read: its head, or its best window
+        # (rag.rerankers.window).
         self.long_passages = long_passages
-        # Hangul spelled in Latin letters before tokenising (rag.romanize), for vocabularies without Hangul.
+        # Hangul spelled in Latin letters before tokenising (rag.romanize), for vocabularies without
+        # Hangul.
         self.romanize_hangul = romanize_hangul
         self.cache: ScoreCache | None = None
 
     @abstractmethod
     def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
-        """Raw scores (higher is more relevant) and truncation flags, in the order of ``passages``."""
+        """Raw scores (higher is more relevant) and truncation flags, in the order of
+        ``passages``.
+        """
 
-    def with_cache(self, cache: ScoreCache | None) -> "Reranker":
-        """This reranker, keeping the scores it computes in ``cache`` (None: no cache); set once, when built."""
+    def with_cache(self, cache: ScoreCache | None) -> Reranker:
+        """This reranker, keeping the scores it computes in ``cache`` (None: no cache); set
+        once, when built.
+        """
         self.cache = cache
         return self
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices of the inputs in each forward pass: length-sorted, at most batch_size and batch_tokens."""
+        """Indices of the inputs in each forward pass: length-sorted, at most batch_size and
+        batch_tokens.
+        """
         return length_sorted_batches(lengths, self.batch_size, self.batch_tokens)
 
     def rerank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -232,7 +281,9 @@ class Reranker(ABC):
         """
         return self.rerank_counted(query, candidates)[0]
 
-    def rerank_counted(self, query: str, candidates: Sequence[Candidate]) -> tuple[list[Candidate], int]:
+    def rerank_counted(
+        self, query: str, candidates: Sequence[Candidate]
+    ) -> tuple[list[Candidate], int]:
         """The ranking, and how many of its scores came from the cache (0 without one)."""
         if not candidates:
             return [], 0
@@ -246,5 +297,7 @@ class Reranker(ABC):
 
     def describe(self) -> str:
         """What the trace and the UI show: ``kind: name (device, dtype[, backend])``."""
-        shown = f"{self.device}, {self.dtype}" + (f", {self.backend}" if self.backend not in ("torch", "http") else "")
+        shown = f"{self.device}, {self.dtype}" + (
+            f", {self.backend}" if self.backend not in ("torch", "http") else ""
+        )
         return f"{self.kind}: {self.name} ({shown})"

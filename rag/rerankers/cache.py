@@ -15,12 +15,13 @@ The rerankers hold a per-tokenizer lock while tokenising (``rag.models.tokenizer
 without it, sessions sharing one reranker set each other's truncation on the shared
 fast tokenizer and could score a pair cut that should not be.
 """
+
 from __future__ import annotations
 
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 DEFAULT_PAIRS = 50_000  # about 10 MB of keys and floats
 
@@ -46,9 +47,15 @@ class ScoreCache:
     def __len__(self) -> int:
         return len(self._scores)
 
-    def scores(self, query: str, passages: Sequence[str], compute: Compute) -> tuple[list[float], list[bool], int]:
-        """Raw scores and flags in passage order, and how many came from the cache; ``compute`` does the rest."""
-        keys = [(query, hashlib.blake2b(p.encode("utf-8"), digest_size=16).digest()) for p in passages]
+    def scores(
+        self, query: str, passages: Sequence[str], compute: Compute
+    ) -> tuple[list[float], list[bool], int]:
+        """Raw scores and flags in passage order, and how many came from the cache;
+        ``compute`` does the rest.
+        """
+        keys = [
+            (query, hashlib.blake2b(p.encode("utf-8"), digest_size=16).digest()) for p in passages
+        ]
         found: dict[int, tuple[float, bool]] = {}
         with self._lock:
             for i, key in enumerate(keys):
@@ -57,7 +64,8 @@ class ScoreCache:
                     self._scores.move_to_end(key)
                     found[i] = hit
         missing = [i for i in range(len(passages)) if i not in found]
-        first: dict[tuple[str, bytes], int] = {}  # each missing key -> its first passage: repeats are scored once
+        # each missing key -> its first passage: repeats are scored once
+        first: dict[tuple[str, bytes], int] = {}
         for i in missing:
             first.setdefault(keys[i], i)
         if first:
@@ -72,4 +80,8 @@ class ScoreCache:
             for i in missing:
                 found[i] = fresh[keys[i]]
         reused = len(passages) - len(missing)
-        return [found[i][0] for i in range(len(passages))], [found[i][1] for i in range(len(passages))], reused
+        return (
+            [found[i][0] for i in range(len(passages))],
+            [found[i][1] for i in range(len(passages))],
+            reused,
+        )

@@ -18,6 +18,7 @@ built under a temporary name and renamed into place (``os.replace``), so a crash
 mid-export leaves nothing that a later load would take. A cached export that no
 longer loads (truncated, corrupt) is logged as a warning, deleted and exported again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,15 +32,28 @@ import shutil
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from rag.config import ONNX_CACHE_ENV as CACHE_ENV
-from rag.models import DEFAULT_CACHE_DIR, ModelLoadError, find_adapter, load_error, resolve_model, select_device
-from rag.rerankers.engines import MODEL_KEYS, classifier_labels, load_sequence_classifier, score_column
+from rag.models import (
+    DEFAULT_CACHE_DIR,
+    ModelLoadError,
+    find_adapter,
+    load_error,
+    resolve_model,
+    select_device,
+)
+from rag.rerankers.engines import (
+    MODEL_KEYS,
+    classifier_labels,
+    load_sequence_classifier,
+    score_column,
+)
 from rag.rerankers.options import RerankerOptions
 
 logger = logging.getLogger(__name__)
@@ -48,12 +62,14 @@ OPSET = 17
 # backend name -> (cache variant, the dtype the reranker reports)
 VARIANTS: dict[str, tuple[str, str]] = {"onnx": ("fp32", "float32"), "onnx-int8": ("int8", "int8")}
 MODEL_FILE = "model.onnx"
-META_FILE = "export.json"  # written last: what was exported, and the size of every file, to spot truncation
+# written last: what was exported, and the size of every file, to spot truncation
+META_FILE = "export.json"
 # Bumped when the export recipe here changes, so older cached graphs are not reused.
 RECIPE = 1
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _STALE_TEMP_S = 24 * 3600  # a temporary folder this old is a crashed export's
-_LOCK = threading.Lock()  # one export at a time in this process (the app loads rerankers from several threads)
+# one export at a time in this process (the app loads rerankers from several threads)
+_LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
@@ -63,7 +79,9 @@ def cache_dir() -> Path:
 
 
 class OnnxEngine:
-    """An ONNX Runtime session that runs a cross-encoder's forward pass on CPU (see rag.rerankers.engines)."""
+    """An ONNX Runtime session that runs a cross-encoder's forward pass on CPU (see
+    rag.rerankers.engines).
+    """
 
     device = "cpu"
 
@@ -82,27 +100,37 @@ class OnnxEngine:
 
 
 def load_onnx_engine(options: RerankerOptions, backend: str) -> tuple[Any, OnnxEngine]:
-    """The tokenizer and an engine on the ONNX export of ``options.model``: cached, or exported (and quantised) now."""
+    """The tokenizer and an engine on the ONNX export of ``options.model``: cached, or exported
+    (and quantised) now.
+    """
     if backend not in VARIANTS:
         raise ValueError(f"unknown ONNX backend {backend!r}; valid: {', '.join(VARIANTS)}")
     variant = VARIANTS[backend][0]
     model = options.model
     resolved = resolve_model(model)
     if resolved.gguf_file is not None:
-        raise ModelLoadError(f"{model}: GGUF files hold causal LMs, not cross-encoders; use kind = 'llm'")
+        raise ModelLoadError(
+            f"{model}: GGUF files hold causal LMs, not cross-encoders; use kind = 'llm'"
+        )
     device = select_device(options.device)
     if device != "cpu":
-        raise ModelLoadError(f"{model}: backend {backend!r} runs on CPU; use backend = 'torch' on {device} "
-                             "(or device = 'cpu')")
+        raise ModelLoadError(
+            f"{model}: backend {backend!r} runs on CPU; use backend = 'torch' on {device} "
+            "(or device = 'cpu')"
+        )
     if options.dtype not in ("auto", "float32"):
-        raise ModelLoadError(f"{model}: dtype {options.dtype!r} does not apply to backend {backend!r}, which "
-                             "computes in float32 (int8 weights with 'onnx-int8'); use dtype = 'auto' or "
-                             "backend = 'torch'")
+        raise ModelLoadError(
+            f"{model}: dtype {options.dtype!r} does not apply to backend {backend!r}, which "
+            "computes in float32 (int8 weights with 'onnx-int8'); use dtype = 'auto' or "
+            "backend = 'torch'"
+        )
     try:
         import onnxruntime  # noqa: F401  (here, so a missing or broken install is not taken for a bad cache file)
     except ImportError as exc:
-        raise ModelLoadError(f"cross-encoder {model!r}: backend {backend!r} needs the onnxruntime package "
-                             f"({_one_line(exc)}; pip install onnxruntime); or use backend = 'torch'") from exc
+        raise ModelLoadError(
+            f"cross-encoder {model!r}: backend {backend!r} needs the onnxruntime package "
+            f"({_one_line(exc)}; pip install onnxruntime); or use backend = 'torch'"
+        ) from exc
     # An adapter is exported merged into its base: the graph is that of a plain classifier.
     adapter = find_adapter(resolved.location)
     location = resolve_model(adapter.base).location if adapter is not None else resolved.location
@@ -143,7 +171,9 @@ def model_dir(location: str) -> Path | None:
 
 
 def cache_key(location: str, variant: str) -> str:
-    """Hash of what the exported graph depends on; a different model file or library version gives another."""
+    """Hash of what the exported graph depends on; a different model file or library version
+    gives another.
+    """
     import onnxruntime
     import transformers
 
@@ -151,23 +181,36 @@ def cache_key(location: str, variant: str) -> str:
     files: list[tuple[str, int, int]] = []
     if folder is not None:
         for path in sorted(folder.iterdir()):
-            if path.name in ("config.json", "adapter_config.json") or path.name.endswith(_WEIGHT_SUFFIXES + (".index.json",)):
+            if path.name in ("config.json", "adapter_config.json") or path.name.endswith(
+                _WEIGHT_SUFFIXES + (".index.json",)
+            ):
                 stat = path.stat()  # follows the hub cache's symlinks to the blobs
                 files.append((path.name, stat.st_size, stat.st_mtime_ns))
-    payload = {"location": str(folder) if folder is not None else location, "files": files,
-               "torch": torch.__version__, "transformers": transformers.__version__,
-               "onnxruntime": onnxruntime.__version__, "opset": OPSET, "variant": variant, "recipe": RECIPE}
+    payload = {
+        "location": str(folder) if folder is not None else location,
+        "files": files,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": OPSET,
+        "variant": variant,
+        "recipe": RECIPE,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def export_folder(location: str, variant: str) -> Path:
-    """``<cache>/<model name>-<variant>-<key>``: readable, and unique to what the graph depends on."""
+    """``<cache>/<model name>-<variant>-<key>``: readable, and unique to what the graph depends
+    on.
+    """
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", location.strip("/\\")).strip("._")[-60:] or "model"
     return cache_dir() / f"{stem}-{variant}-{cache_key(location, variant)[:20]}"
 
 
 def _intact(folder: Path) -> bool:
-    """The folder holds a finished export: its record exists and every file it lists has its size."""
+    """The folder holds a finished export: its record exists and every file it lists has its
+    size.
+    """
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         return all((folder / name).stat().st_size == size for name, size in meta["files"].items())
@@ -182,7 +225,8 @@ def _session(path: Path) -> Any:
     options.intra_op_num_threads = max(1, torch.get_num_threads())
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only: the optimiser's notes about initialisers are noise here
+    # errors only: the optimiser's notes about initialisers are noise here
+    options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -194,9 +238,14 @@ def _open_cached(folder: Path, spec: str) -> Any | None:
         session = _session(folder / MODEL_FILE)
     except MemoryError:
         raise  # no reason to think the file is bad
-    except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidProtobuf...), all plain Exceptions
-        logger.warning("%s: the cached ONNX export %s does not load (%s); deleting it and exporting again",
-                       spec, folder, _one_line(exc))
+    # onnxruntime raises its own types (Fail, InvalidProtobuf...), all plain Exceptions
+    except Exception as exc:
+        logger.warning(
+            "%s: the cached ONNX export %s does not load (%s); deleting it and exporting again",
+            spec,
+            folder,
+            _one_line(exc),
+        )
         shutil.rmtree(folder, ignore_errors=True)
         return None
     logger.info("%s: reusing the ONNX export in %s", spec, folder)
@@ -213,30 +262,47 @@ def _exported_session(spec: str, location: str, variant: str, tokenizer: Any) ->
     fp32 = export_folder(location, "fp32")
     if not _ready(fp32, spec):  # int8 is quantised from the fp32 export, so that comes first
         network = _load_torch(spec)
-        # Loading may have downloaded the weights, which changes the key: look again under the final one.
+        # Loading may have downloaded the weights, which changes the key: look again under the final
+        # one.
         fp32 = export_folder(location, "fp32")
         if not _ready(fp32, spec):
-            _publish(spec, fp32, lambda tmp: _export_fp32(spec, network, tokenizer, tmp / MODEL_FILE),
-                     {"model": spec, "location": location, "variant": "fp32"})
+            _publish(
+                spec,
+                fp32,
+                lambda tmp: _export_fp32(spec, network, tokenizer, tmp / MODEL_FILE),
+                {"model": spec, "location": location, "variant": "fp32"},
+            )
         del network  # the int8 step and the session need only the file
         folder = export_folder(location, variant)
     if variant == "int8" and not _ready(folder, spec):
-        _publish(spec, folder, lambda tmp: _quantize(fp32 / MODEL_FILE, tmp / MODEL_FILE),
-                 {"model": spec, "location": location, "variant": "int8"})
+        _publish(
+            spec,
+            folder,
+            lambda tmp: _quantize(fp32 / MODEL_FILE, tmp / MODEL_FILE),
+            {"model": spec, "location": location, "variant": "int8"},
+        )
     try:
         return _session(folder / MODEL_FILE), folder
     except Exception as exc:
-        raise ModelLoadError(f"cross-encoder {spec!r}: ONNX Runtime cannot load the fresh export in {folder} "
-                             f"({_one_line(exc)}); use backend = 'torch'") from exc
+        raise ModelLoadError(
+            f"cross-encoder {spec!r}: ONNX Runtime cannot load the fresh export in {folder} "
+            f"({_one_line(exc)}); use backend = 'torch'"
+        ) from exc
 
 
 def _ready(folder: Path, spec: str) -> bool:
-    """Whether a finished export is there; an unfinished or damaged one is deleted, with a warning."""
+    """Whether a finished export is there; an unfinished or damaged one is deleted, with a
+    warning.
+    """
     if _intact(folder):
         return True
     if folder.exists():
-        logger.warning("%s: the cached ONNX export %s is incomplete (a file is missing or truncated); "
-                       "deleting it and exporting again", spec, folder)
+        logger.warning(
+            "%s: the cached ONNX export %s is incomplete (a file is missing or truncated); "
+            "deleting it and exporting again",
+            spec,
+            folder,
+        )
         shutil.rmtree(folder, ignore_errors=True)
     return False
 
@@ -247,8 +313,10 @@ def _check_exporter(spec: str, variant: str) -> None:
         import onnx  # noqa: F401
     except ImportError as exc:
         backend = "onnx" if variant == "fp32" else "onnx-int8"
-        raise ModelLoadError(f"cross-encoder {spec!r}: backend {backend!r} needs the onnx package to export the "
-                             f"model once ({_one_line(exc)}; pip install onnx); or use backend = 'torch'") from exc
+        raise ModelLoadError(
+            f"cross-encoder {spec!r}: backend {backend!r} needs the onnx package to export the "
+            f"model once ({_one_line(exc)}; pip install onnx); or use backend = 'torch'"
+        ) from exc
 
 
 def _load_torch(spec: str) -> Any:
@@ -257,7 +325,9 @@ def _load_torch(spec: str) -> Any:
 
 
 def _publish(spec: str, folder: Path, build: Any, meta: dict[str, Any]) -> None:
-    """Build into a temporary folder beside ``folder``, record it, then rename it into place in one step."""
+    """Build into a temporary folder beside ``folder``, record it, then rename it into place in
+    one step.
+    """
     root = folder.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -265,8 +335,10 @@ def _publish(spec: str, folder: Path, build: Any, meta: dict[str, Any]) -> None:
         tmp = root / f".tmp-{folder.name}-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()
     except OSError as exc:
-        raise ModelLoadError(f"cross-encoder {spec!r}: cannot write the ONNX cache {root} ({_one_line(exc)}); "
-                             f"set {CACHE_ENV} to a writable folder, or use backend = 'torch'") from exc
+        raise ModelLoadError(
+            f"cross-encoder {spec!r}: cannot write the ONNX cache {root} ({_one_line(exc)}); "
+            f"set {CACHE_ENV} to a writable folder, or use backend = 'torch'"
+        ) from exc
     try:
         started = time.perf_counter()
         build(tmp)
@@ -282,11 +354,14 @@ def _publish(spec: str, folder: Path, build: Any, meta: dict[str, Any]) -> None:
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"cross-encoder {spec!r}: ONNX export failed ({_one_line(exc)}); "
-                             "use backend = 'torch'") from exc
+        raise ModelLoadError(
+            f"cross-encoder {spec!r}: ONNX export failed ({_one_line(exc)}); use backend = 'torch'"
+        ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("%s: ONNX %s export written to %s in %.1f s", spec, meta["variant"], folder, meta["seconds"])
+    logger.info(
+        "%s: ONNX %s export written to %s in %.1f s", spec, meta["variant"], folder, meta["seconds"]
+    )
 
 
 def _remove_stale_temps(root: Path) -> None:
@@ -302,29 +377,43 @@ def _remove_stale_temps(root: Path) -> None:
 def _dummy(tokenizer: Any, batch: int) -> Any:
     """Pairs of different lengths, so the traced graph takes the padding-mask path."""
     queries = ["what does a reranker do"] * batch
-    passages = [" ".join(["it scores each passage against the query"] * (i + 1)) for i in range(batch)]
+    passages = [
+        " ".join(["it scores each passage against the query"] * (i + 1)) for i in range(batch)
+    ]
     return tokenizer(queries, passages, padding=True, return_tensors="pt")
 
 
 def _export_fp32(spec: str, network: Any, tokenizer: Any, path: Path) -> None:
-    """``torch.onnx.export`` (TorchScript), then a check that the file scores a fresh batch as torch does."""
+    """``torch.onnx.export`` (TorchScript), then a check that the file scores a fresh batch as
+    torch does.
+    """
     accepted = inspect.signature(network.forward).parameters
     example = _dummy(tokenizer, 2)
     names = [k for k in accepted if k in MODEL_KEYS and k in example]  # the forward's own order
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and the tracer's notes
-        torch.onnx.export(network, (), str(path), kwargs={k: example[k] for k in names}, input_names=names,
-                          output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            network,
+            (),
+            str(path),
+            kwargs={k: example[k] for k in names},
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**axes, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
     check = _dummy(tokenizer, 3)  # another batch size and length: the axes must really be dynamic
     with torch.inference_mode():
         expected = network(**{k: check[k] for k in names}).logits.float().numpy()
     got = _session(path).run(["logits"], {k: check[k].numpy().astype(np.int64) for k in names})[0]
     diff = float(np.abs(got - expected).max())
     if not diff <= 1e-3 * max(1.0, float(np.abs(expected).max())):
-        raise ModelLoadError(f"cross-encoder {spec!r}: the ONNX export does not reproduce the torch scores "
-                             f"(max difference {diff:.3g}); use backend = 'torch'")
+        raise ModelLoadError(
+            f"cross-encoder {spec!r}: the ONNX export does not reproduce the torch scores "
+            f"(max difference {diff:.3g}); use backend = 'torch'"
+        )
 
 
 def _quantize(source: Path, target: Path) -> None:
@@ -336,19 +425,27 @@ def _quantize(source: Path, target: Path) -> None:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    large = any(p.name not in (MODEL_FILE, META_FILE) for p in source.parent.iterdir())  # weights beside the graph
+    # weights beside the graph
+    large = any(p.name not in (MODEL_FILE, META_FILE) for p in source.parent.iterdir())
     quiet = _QuietQuantizer()
     root = logging.getLogger()
     root.addFilter(quiet)
     try:
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True,
-                         use_external_data_format=large)
+        quantize_dynamic(
+            source,
+            target,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            use_external_data_format=large,
+        )
     finally:
         root.removeFilter(quiet)
 
 
 class _QuietQuantizer(logging.Filter):
-    """The quantiser logs a line per tensor through the root logger (and advises pre-processing): drop those."""
+    """The quantiser logs a line per tensor through the root logger (and advises
+    pre-processing): drop those.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname

@@ -4,6 +4,7 @@ One frozen value per loaded reranker, checked when it is made, so a bad value fr
 config file or a caller fails before any model loads. Every loader in the registry
 (:data:`rag.rerankers.LOADERS`) takes a :class:`RerankerOptions` and nothing else.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ APIS: tuple[str, ...] = ("tei", "cohere")
 
 @dataclass(frozen=True)
 class RemoteEndpoint:
-    """How to reach a rerank server: ``reranker.url``, ``api``, ``api_key_env``, ``timeout``, ``max_retries``."""
+    """How to reach a rerank server: ``reranker.url``, ``api``, ``api_key_env``, ``timeout``,
+    ``max_retries``.
+    """
 
     url: str
     api: str = "tei"
@@ -27,17 +30,34 @@ class RemoteEndpoint:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"reranker.url = {self.url!r}: expected an http(s) URL such as http://reranker:80/rerank")
+            raise ValueError(
+                f"reranker.url = {self.url!r}: expected an http(s) URL such as "
+                "http://reranker:80/rerank"
+            )
         if self.api not in APIS:
             raise ValueError(f"reranker.api = {self.api!r}: valid: {', '.join(APIS)}")
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0:
-            raise ValueError(f"reranker.timeout = {self.timeout!r}: must be a number of seconds above 0")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"reranker.max_retries = {self.max_retries!r}: must be a whole number >= 0")
+        if (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, (int, float))
+            or not self.timeout > 0
+        ):
+            raise ValueError(
+                f"reranker.timeout = {self.timeout!r}: must be a number of seconds above 0"
+            )
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
+            raise ValueError(
+                f"reranker.max_retries = {self.max_retries!r}: must be a whole number >= 0"
+            )
 
     @property
     def host(self) -> str:
-        """host[:port] without any user:password@ part: what the trace and the UI show as the device."""
+        """host[:port] without any user:password@ part: what the trace and the UI show as
+        the device.
+        """
         return urlsplit(self.url).netloc.rpartition("@")[2]
 
     @property
@@ -75,8 +95,13 @@ class RerankerOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"reranker model must be a non-empty string, got {self.model!r}")
-        # "auto" readings are resolved from the model's reading.json when it loads (rag.rerankers.reading).
-        check_options(batch_size=self.batch_size, max_length=self.max_length, normalize=self.normalize,
-                      batch_tokens=self.batch_tokens,
-                      long_passages="head" if self.long_passages == "auto" else self.long_passages,
-                      romanize_hangul=False if self.romanize_hangul == "auto" else self.romanize_hangul)
+        # "auto" readings are resolved from the model's reading.json when it loads
+        # (rag.rerankers.reading).
+        check_options(
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            normalize=self.normalize,
+            batch_tokens=self.batch_tokens,
+            long_passages="head" if self.long_passages == "auto" else self.long_passages,
+            romanize_hangul=False if self.romanize_hangul == "auto" else self.romanize_hangul,
+        )

@@ -1,4 +1,5 @@
-"""How a trained reranker reads its inputs, kept beside its weights so that use reads as training did.
+"""How a trained reranker reads its inputs, kept beside its weights so that use reads as training
+did.
 
 ``rag.finetune train --long-passages ... --romanize-hangul`` writes ``reading.json`` into
 every checkpoint and into ``best/`` (``scripts/ship_reranker.py`` copies it into
@@ -7,6 +8,7 @@ every checkpoint and into ``best/`` (``scripts/ship_reranker.py`` copies it into
 ("head", no romanisation), which is how every model from the hub was trained. A value set
 in the config wins over the file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,12 +31,16 @@ PLAIN = {"long_passages": "head", "romanize_hangul": False}
 def write_reading(directory: Path, *, long_passages: str, romanize_hangul: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / READING_FILE).write_text(
-        json.dumps({"long_passages": long_passages, "romanize_hangul": romanize_hangul}, indent=2) + "\n",
-        encoding="utf-8")
+        json.dumps({"long_passages": long_passages, "romanize_hangul": romanize_hangul}, indent=2)
+        + "\n",
+        encoding="utf-8",
+    )
 
 
 def trained_reading(spec: str) -> dict[str, object]:
-    """The reading recorded beside the model ``spec`` names (adapter or model folder), or {} if none is."""
+    """The reading recorded beside the model ``spec`` names (adapter or model folder), or {} if
+    none is.
+    """
     try:
         location = Path(resolve_model(spec).location)
     except ModelLoadError:
@@ -47,12 +53,16 @@ def trained_reading(spec: str) -> dict[str, object]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"{spec}: {path} is not readable JSON ({exc})") from None
     if not isinstance(found, dict) or set(found) - set(PLAIN):
-        raise ModelLoadError(f"{spec}: {path} must be an object with keys {', '.join(PLAIN)}, got {found!r}")
+        raise ModelLoadError(
+            f"{spec}: {path} must be an object with keys {', '.join(PLAIN)}, got {found!r}"
+        )
     return found
 
 
-def resolve_reading(options: "RerankerOptions") -> "RerankerOptions":
-    """``options`` with every "auto" reading replaced by the model's recorded one, or the plain one."""
+def resolve_reading(options: RerankerOptions) -> RerankerOptions:
+    """``options`` with every "auto" reading replaced by the model's recorded one, or the plain
+    one.
+    """
     auto = [k for k in PLAIN if getattr(options, k) == "auto"]
     if not auto:
         return options

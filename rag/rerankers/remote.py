@@ -35,6 +35,7 @@ message. The API key is read from the environment variable named by
 ``api_key_env`` when the reranker is loaded, sent as a bearer token, and never
 logged or put in a message (it is scrubbed from the server's messages too).
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -42,7 +43,8 @@ import logging
 import math
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
 from tenacity import (
@@ -56,7 +58,7 @@ from tenacity import (
 
 from rag.models import ModelLoadError
 from rag.rerankers.base import MIN_MAX_LENGTH, Reranker, RerankError, length_sorted_batches
-from rag.rerankers.options import APIS, RemoteEndpoint, RerankerOptions
+from rag.rerankers.options import RemoteEndpoint, RerankerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,9 @@ MESSAGE_CHARS = 300  # of a server's error message, in our messages
 
 
 class _Transient(RerankError):
-    """A failure worth another try (429, 5xx, no connection); ``retry_after`` is the server's wish, in seconds."""
+    """A failure worth another try (429, 5xx, no connection); ``retry_after`` is the server's
+    wish, in seconds.
+    """
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -90,9 +94,17 @@ class RemoteReranker(Reranker):
         backoff_max: float = 8.0,
         retry_after_max: float = 30.0,
     ) -> None:
-        # max_length is the server's business (it truncates and does not say so): the smallest valid value here.
-        super().__init__(name=model, device=endpoint.host, dtype="server", backend="http", batch_size=batch_size,
-                         max_length=MIN_MAX_LENGTH, normalize=normalize)
+        # max_length is the server's business (it truncates and does not say so): the smallest valid
+        # value here.
+        super().__init__(
+            name=model,
+            device=endpoint.host,
+            dtype="server",
+            backend="http",
+            batch_size=batch_size,
+            max_length=MIN_MAX_LENGTH,
+            normalize=normalize,
+        )
         self.endpoint = endpoint
         self.retry_after_max = retry_after_max
         self._backoff = wait_exponential_jitter(initial=backoff, max=backoff_max, jitter=backoff)
@@ -100,16 +112,22 @@ class RemoteReranker(Reranker):
         headers = {"Accept": "application/json"}
         if api_key != "":
             headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.Client(timeout=endpoint.timeout, headers=headers, follow_redirects=False)
+        self._client = httpx.Client(
+            timeout=endpoint.timeout, headers=headers, follow_redirects=False
+        )
 
     def __repr__(self) -> str:
-        return f"RemoteReranker({self.name!r} @ {self.endpoint.shown_url}, api={self.endpoint.api!r})"
+        return (
+            f"RemoteReranker({self.name!r} @ {self.endpoint.shown_url}, api={self.endpoint.api!r})"
+        )
 
     def close(self) -> None:
         self._client.close()
 
     def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
-        """Raw scores (see the module docstring) and truncation flags (always False), in passage order."""
+        """Raw scores (see the module docstring) and truncation flags (always False), in
+        passage order.
+        """
         values: list[float] = [0.0] * len(passages)
         for batch in length_sorted_batches([len(p) for p in passages], self.batch_size):
             for i, value in zip(batch, self._score_batch(query, [passages[i] for i in batch])):
@@ -119,54 +137,86 @@ class RemoteReranker(Reranker):
 
     def _score_batch(self, query: str, texts: list[str]) -> list[float]:
         if self.endpoint.api == "tei":
-            payload: dict[str, Any] = {"query": query, "texts": texts, "raw_scores": True, "truncate": True}
+            payload: dict[str, Any] = {
+                "query": query,
+                "texts": texts,
+                "raw_scores": True,
+                "truncate": True,
+            }
         else:
-            payload = {"model": self.name, "query": query, "documents": texts, "top_n": len(texts),
-                       "return_documents": False}
+            payload = {
+                "model": self.name,
+                "query": query,
+                "documents": texts,
+                "top_n": len(texts),
+                "return_documents": False,
+            }
         data = self._post(payload)
         try:
             return parse_scores(data, api=self.endpoint.api, count=len(texts))
         except ValueError as exc:
-            raise RerankError(f"malformed response from {self.endpoint.shown_url} "
-                              f"(reranker.api = {self.endpoint.api!r}): {self._scrub(str(exc))}") from None
+            raise RerankError(
+                f"malformed response from {self.endpoint.shown_url} "
+                f"(reranker.api = {self.endpoint.api!r}): {self._scrub(str(exc))}"
+            ) from None
 
     def _post(self, payload: dict[str, Any]) -> Any:
         """POST with retries; the decoded JSON body of a 2xx answer."""
-        retrying = Retrying(stop=stop_after_attempt(self.endpoint.max_retries + 1), wait=self._wait,
-                            retry=retry_if_exception_type(_Transient), before_sleep=self._log_retry)
+        retrying = Retrying(
+            stop=stop_after_attempt(self.endpoint.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=self._log_retry,
+        )
         try:
             return retrying(self._post_once, payload)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             attempts = exc.last_attempt.attempt_number
-            raise RerankError(f"{last} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}; "
-                              f"reranker.max_retries = {self.endpoint.max_retries})") from last
+            raise RerankError(
+                f"{last} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}; "
+                f"reranker.max_retries = {self.endpoint.max_retries})"
+            ) from last
 
     def _post_once(self, payload: dict[str, Any]) -> Any:
         url, timeout = self.endpoint.shown_url, self.endpoint.timeout
-        logger.debug("POST %s: %d texts", url, len(payload.get("texts", payload.get("documents", ()))))
+        logger.debug(
+            "POST %s: %d texts", url, len(payload.get("texts", payload.get("documents", ())))
+        )
         try:
             response = self._client.post(self.endpoint.url, json=payload)
         except httpx.ConnectTimeout:
-            raise _Transient(f"cannot connect to {url} within reranker.timeout = {timeout:g}s") from None
+            raise _Transient(
+                f"cannot connect to {url} within reranker.timeout = {timeout:g}s"
+            ) from None
         except httpx.TimeoutException:
-            raise RerankError(f"{url} did not answer within reranker.timeout = {timeout:g}s; raise "
-                              "reranker.timeout or lower reranker.batch_size") from None
+            raise RerankError(
+                f"{url} did not answer within reranker.timeout = {timeout:g}s; raise "
+                "reranker.timeout or lower reranker.batch_size"
+            ) from None
         except httpx.ConnectError as exc:
-            raise _Transient(f"cannot connect to {url} ({self._scrub(str(exc))}); check that the reranker "
-                             "server is running there (reranker.url)") from None
+            raise _Transient(
+                f"cannot connect to {url} ({self._scrub(str(exc))}); check that the reranker "
+                "server is running there (reranker.url)"
+            ) from None
         except httpx.TransportError as exc:  # the connection dropped mid-way, a protocol error...
-            raise _Transient(f"request to {url} failed: {self._scrub(str(exc)) or type(exc).__name__}") from None
+            raise _Transient(
+                f"request to {url} failed: {self._scrub(str(exc)) or type(exc).__name__}"
+            ) from None
         status = response.status_code
         if 200 <= status < 300:
             try:
                 return response.json()
             except ValueError:
-                raise RerankError(f"malformed response from {url}: not JSON: "
-                                  f"{self._scrub(_clip(response.text))!r}") from None
+                raise RerankError(
+                    f"malformed response from {url}: not JSON: "
+                    f"{self._scrub(_clip(response.text))!r}"
+                ) from None
         message = f"{url} answered HTTP {status}: {self._scrub(server_message(response))}"
         if status == 429 or status >= 500:
-            raise _Transient(message, retry_after=retry_after_seconds(response.headers.get("retry-after")))
+            raise _Transient(
+                message, retry_after=retry_after_seconds(response.headers.get("retry-after"))
+            )
         raise RerankError(message + self._hint(status))
 
     def _hint(self, status: int) -> str:
@@ -174,22 +224,35 @@ class RemoteReranker(Reranker):
         api = self.endpoint.api
         if status in (401, 403):
             if self.endpoint.api_key_env == "":
-                return ("; the server wants an API key: put it in an environment variable and name that "
-                        "variable in reranker.api_key_env")
+                return (
+                    "; the server wants an API key: put it in an environment variable and name "
+                    "that "
+                    "variable in reranker.api_key_env"
+                )
             return f"; the API key in env var {self.endpoint.api_key_env} is missing or wrong"
         if status in (413, 422):
-            hint = (f"; lower reranker.batch_size (now {self.batch_size}) to the server's limit "
-                    "(TEI: --max-client-batch-size, 32 by default)")
-            return hint + (f", or check that reranker.api = {api!r} matches the server" if status == 422 else "")
+            hint = (
+                f"; lower reranker.batch_size (now {self.batch_size}) to the server's limit "
+                "(TEI: --max-client-batch-size, 32 by default)"
+            )
+            return hint + (
+                f", or check that reranker.api = {api!r} matches the server"
+                if status == 422
+                else ""
+            )
         if status in (404, 405):
-            return ("; check reranker.url (TEI: http://HOST/rerank, vLLM: http://HOST/v1/rerank, "
-                    "Cohere: https://api.cohere.com/v2/rerank)")
+            return (
+                "; check reranker.url (TEI: http://HOST/rerank, vLLM: http://HOST/v1/rerank, "
+                "Cohere: https://api.cohere.com/v2/rerank)"
+            )
         if status == 400:
             return f"; check reranker.api = {api!r} and reranker.model = {self.name!r}"
         return ""
 
     def _wait(self, state: RetryCallState) -> float:
-        """The server's Retry-After when it sent one (capped), else capped exponential backoff with jitter."""
+        """The server's Retry-After when it sent one (capped), else capped exponential
+        backoff with jitter.
+        """
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             return min(exc.retry_after, self.retry_after_max)
@@ -198,7 +261,13 @@ class RemoteReranker(Reranker):
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         pause = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning("%s; retry %d of %d in %.2fs", exc, state.attempt_number, self.endpoint.max_retries, pause)
+        logger.warning(
+            "%s; retry %d of %d in %.2fs",
+            exc,
+            state.attempt_number,
+            self.endpoint.max_retries,
+            pause,
+        )
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret != "" else text
@@ -223,7 +292,11 @@ def parse_scores(data: Any, *, api: str, count: int) -> list[float]:
         if scores[index] is not None:
             raise ValueError(f"index {index} appears twice")
         score = item.get(key)
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, (int, float))
+            or not math.isfinite(score)
+        ):
             raise ValueError(f"index {index}: {key} = {score!r} is not a finite number")
         scores[index] = float(score)
     missing = [i for i, s in enumerate(scores) if s is None]
@@ -249,7 +322,9 @@ def _logit(p: float) -> float:
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) in seconds from now, or None if absent or unreadable."""
+    """A Retry-After header (seconds or an HTTP date) in seconds from now, or None if absent or
+    unreadable.
+    """
     if value is None:
         return None
     try:
@@ -263,7 +338,9 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def server_message(response: httpx.Response) -> str:
-    """The error text of TEI ({"error"}), Cohere ({"message"}), vLLM/Infinity ({"error": {"message"}}, {"detail"})."""
+    """The error text of TEI ({"error"}), Cohere ({"message"}), vLLM/Infinity ({"error":
+    {"message"}}, {"detail"}).
+    """
     try:
         data = response.json()
     except ValueError:
@@ -290,15 +367,29 @@ def load_remote_reranker(options: RerankerOptions) -> RemoteReranker:
     """
     endpoint = options.endpoint
     if endpoint is None:
-        raise ValueError("reranker kind 'remote' needs reranker.url (e.g. http://reranker:80/rerank)")
+        raise ValueError(
+            "reranker kind 'remote' needs reranker.url (e.g. http://reranker:80/rerank)"
+        )
     api_key = ""
     if endpoint.api_key_env != "":
         api_key = os.environ.get(endpoint.api_key_env, "").strip()
         if api_key == "":
-            raise ModelLoadError(f"reranker.api_key_env = {endpoint.api_key_env!r}, but the environment variable "
-                                 f"{endpoint.api_key_env} is not set or empty")
-    reranker = RemoteReranker(endpoint, model=options.model, batch_size=options.batch_size,
-                              normalize=options.normalize, api_key=api_key)
-    logger.info("remote reranker %s at %s (api %s, %d texts a request)", options.model, endpoint.shown_url,
-                endpoint.api, options.batch_size)
+            raise ModelLoadError(
+                f"reranker.api_key_env = {endpoint.api_key_env!r}, but the environment variable "
+                f"{endpoint.api_key_env} is not set or empty"
+            )
+    reranker = RemoteReranker(
+        endpoint,
+        model=options.model,
+        batch_size=options.batch_size,
+        normalize=options.normalize,
+        api_key=api_key,
+    )
+    logger.info(
+        "remote reranker %s at %s (api %s, %d texts a request)",
+        options.model,
+        endpoint.shown_url,
+        endpoint.api,
+        options.batch_size,
+    )
     return reranker

@@ -1,4 +1,5 @@
-"""Which part of a long passage a reranker reads: its beginning, or the window that matches the question best.
+"""Which part of a long passage a reranker reads: its beginning, or the window that matches the
+question best.
 
 A reranker reads at most ``max_length`` tokens of question + passage. Cutting the
 passage after its first tokens ("head", what every cross-encoder library does) loses
@@ -11,10 +12,12 @@ lexical look (no model, no language resources) that works the same for every
 script. Training (``rag.finetune --long-passages``) and use (``reranker.long_passages``)
 call the same function, so a model reads in use what it read when it learnt.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 MODES: tuple[str, ...] = ("head", "best-window")
 # Below this many tokens of room the window is no better a read than the head; keep the head.
@@ -27,7 +30,9 @@ def check_mode(value: str) -> None:
 
 
 def bigrams(text: str) -> list[str]:
-    """Lower-cased character bigrams inside each alphanumeric run (a one-character run counts as itself)."""
+    """Lower-cased character bigrams inside each alphanumeric run (a one-character run counts as
+    itself).
+    """
     grams: list[str] = []
     run: list[str] = []
     for ch in text.lower() + " ":
@@ -57,8 +62,11 @@ def _gram_starts(text: str, wanted: set[str]) -> list[tuple[int, str]]:
     return found
 
 
-def best_span(query: str, offsets: Sequence[tuple[int, int]], text: str, room: int) -> tuple[int, int]:
-    """Token indices [start, start + room) of the window of ``text`` sharing the most distinct bigrams with ``query``.
+def best_span(
+    query: str, offsets: Sequence[tuple[int, int]], text: str, room: int
+) -> tuple[int, int]:
+    """Token indices [start, start + room) of the window of ``text`` sharing the most distinct
+    bigrams with ``query``.
 
     ``offsets`` are the (start, end) characters of each token of ``text``. Of the
     windows that tie, the middle one of the first run of tied windows is taken, so
@@ -95,7 +103,8 @@ def best_span(query: str, offsets: Sequence[tuple[int, int]], text: str, room: i
 
 
 def fit_passage(tokenizer: Any, query: str, passage: str, *, max_length: int, mode: str) -> str:
-    """``passage`` itself if the pair fits ``max_length`` or ``mode`` is "head"; else its best window as text.
+    """``passage`` itself if the pair fits ``max_length`` or ``mode`` is "head"; else its best
+    window as text.
 
     The window is cut at token boundaries of ``tokenizer`` and sized to the room the
     question and the special tokens leave, so the pair tokenised again fits (give or
@@ -104,7 +113,9 @@ def fit_passage(tokenizer: Any, query: str, passage: str, *, max_length: int, mo
     return fit_passages(tokenizer, query, [passage], max_length=max_length, mode=mode)[0]
 
 
-def fit_passages(tokenizer: Any, query: str, passages: Sequence[str], *, max_length: int, mode: str) -> list[str]:
+def fit_passages(
+    tokenizer: Any, query: str, passages: Sequence[str], *, max_length: int, mode: str
+) -> list[str]:
     """``fit_passage`` for each passage; the question is tokenised once."""
     if mode == "head" or not passages:
         return list(passages)
@@ -116,9 +127,10 @@ def fit_passages(tokenizer: Any, query: str, passages: Sequence[str], *, max_len
 
 
 def _window(tokenizer: Any, query: str, passage: str, room: int) -> str:
-    offsets = tokenizer(passage, add_special_tokens=False, return_offsets_mapping=True,
-                        verbose=False)["offset_mapping"]
+    offsets = tokenizer(
+        passage, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )["offset_mapping"]
     if len(offsets) <= room:
         return passage
     start, end = best_span(query, offsets, passage, room)
-    return passage[offsets[start][0]:offsets[end - 1][1]]
+    return passage[offsets[start][0] : offsets[end - 1][1]]

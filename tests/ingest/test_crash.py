@@ -10,6 +10,7 @@ kill falls in start-up, between files, in embedding or inside a file's write.
 The test prints where each kill landed (run with -s to see it; the README
 quotes the figures).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,14 @@ print(json.dumps({"ledger": ledger, "chunks": [[i, d, m["source"], m["content_ha
 
 def write_doc(folder: Path, name: str, seed: int, sentences: int) -> None:
     words = random.Random(seed).choices(
-        "reranker chunk ledger vector battery warranty leave policy server token index query".split(), k=sentences * 9)
-    text = " ".join(f"Note {seed}-{j}: " + " ".join(words[j * 9:(j + 1) * 9]) + "." for j in range(sentences))
+        (
+            "reranker chunk ledger vector battery warranty leave policy server token index query"
+        ).split(),
+        k=sentences * 9,
+    )
+    text = " ".join(
+        f"Note {seed}-{j}: " + " ".join(words[j * 9 : (j + 1) * 9]) + "." for j in range(sentences)
+    )
     (folder / name).write_text(text, encoding="utf-8")
 
 
@@ -61,7 +68,9 @@ def make_corpus(folder: Path) -> Path:
 
 
 def change_folder(folder: Path, rng: random.Random, round_no: int) -> str:
-    """Between rounds: edit three files, then maybe delete one or add one (kills also hit updates and removals)."""
+    """Between rounds: edit three files, then maybe delete one or add one (kills also hit
+    updates and removals).
+    """
     files = sorted(folder.iterdir())
     for i, path in enumerate(rng.sample(files, 3)):
         write_doc(folder, path.name, 1000 * (round_no + 1) + i, rng.choice([60, 200, 400]))
@@ -75,24 +84,48 @@ def change_folder(folder: Path, rng: random.Random, round_no: int) -> str:
 
 def env_for(extra: dict[str, str]) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    return {**base, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
+    return {
+        **base,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
 
 
 def inspect(config: Path, env: dict[str, str]) -> dict:
-    out = subprocess.run([sys.executable, "-c", INSPECT, str(config)], cwd=REPO, env=env_for(env),
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", INSPECT, str(config)],
+        cwd=REPO,
+        env=env_for(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
-def kill_at_random(config: Path, corpus: Path, env: dict[str, str], rng: random.Random,
-                   in_write: bool, sig: int = signal.SIGKILL) -> str:
-    """Start an ingestion and SIGKILL (or SIGTERM) it: inside the write of the k-th file (``in_write``:
+def kill_at_random(
+    config: Path,
+    corpus: Path,
+    env: dict[str, str],
+    rng: random.Random,
+    in_write: bool,
+    sig: int = signal.SIGKILL,
+) -> str:
+    """Start an ingestion and SIGKILL (or SIGTERM) it: inside the write of the k-th file
+    (``in_write``:
     right after the runner logs "writing"), or anywhere after k files plus a random delay. SIGTERM
     must stop it like Ctrl-C: exit 143 and the line that says the store is consistent."""
-    proc = subprocess.Popen([sys.executable, "-m", "ingest", str(corpus), "--config", str(config), "-v"],
-                            cwd=REPO, env=env_for(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", str(corpus), "--config", str(config), "-v"],
+        cwd=REPO,
+        env=env_for(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     k = rng.randint(1, 3) if in_write else rng.randint(0, 2)
     delay = rng.uniform(0.0, 0.05) if in_write else rng.uniform(0.0, 1.5)
     marker = "ingest.runner: writing " if in_write else "ingest.runner: "
@@ -112,18 +145,33 @@ def kill_at_random(config: Path, corpus: Path, env: dict[str, str], rng: random.
         assert proc.returncode in (143, 0), err  # 0: it ended on its own before the signal landed
         assert proc.returncode == 0 or "stopped by SIGTERM. The store is consistent" in err
         assert "Traceback" not in err
-    return (f"{signal.Signals(sig).name} {'in the write of file' if in_write else 'after file'} {k} + "
-            f"{delay:.3f}s")
+    return (
+        f"{signal.Signals(sig).name} {'in the write of file' if in_write else 'after file'} {k} + "
+        f"{delay:.3f}s"
+    )
 
 
-def check_against_fresh(config: Path, corpus: Path, env: dict[str, str], fresh_env: dict[str, str],
-                        fresh_config: Path) -> int:
-    done = subprocess.run([sys.executable, "-m", "ingest", str(corpus), "--config", str(config)], cwd=REPO,
-                          env=env_for(env), capture_output=True, text=True, timeout=900)
+def check_against_fresh(
+    config: Path, corpus: Path, env: dict[str, str], fresh_env: dict[str, str], fresh_config: Path
+) -> int:
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", str(corpus), "--config", str(config)],
+        cwd=REPO,
+        env=env_for(env),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr
     after = inspect(config, env)
-    fresh = subprocess.run([sys.executable, "-m", "ingest", str(corpus), "--config", str(fresh_config)],
-                           cwd=REPO, env=env_for(fresh_env), capture_output=True, text=True, timeout=900)
+    fresh = subprocess.run(
+        [sys.executable, "-m", "ingest", str(corpus), "--config", str(fresh_config)],
+        cwd=REPO,
+        env=env_for(fresh_env),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert fresh.returncode == 0, fresh.stderr
     expected = inspect(fresh_config, fresh_env)
     on_disk = {str(p.resolve()) for p in corpus.iterdir()}
@@ -131,29 +179,48 @@ def check_against_fresh(config: Path, corpus: Path, env: dict[str, str], fresh_e
     assert all(status == "complete" for status, _, _ in after["ledger"].values())
     ids = [c[0] for c in after["chunks"]]
     assert len(ids) == len(set(ids))
-    assert sorted((c[0], c[1]) for c in after["chunks"]) == sorted((c[0], c[1]) for c in expected["chunks"])
-    for source, (_, n_chunks, digest) in after["ledger"].items():  # no chunk of an older version of a file
+    assert sorted((c[0], c[1]) for c in after["chunks"]) == sorted(
+        (c[0], c[1]) for c in expected["chunks"]
+    )
+    # no chunk of an older version of a file
+    for source, (_, n_chunks, digest) in after["ledger"].items():
         mine = [c for c in after["chunks"] if c[2] == source]
         assert len(mine) == n_chunks and {c[3] for c in mine} == {digest}
     return len(ids)
 
 
-def crash_rounds(config: Path, corpus: Path, env: dict[str, str], rounds: int, label: str,
-                 signals: tuple[int, ...] = (signal.SIGKILL,)) -> None:
+def crash_rounds(
+    config: Path,
+    corpus: Path,
+    env: dict[str, str],
+    rounds: int,
+    label: str,
+    signals: tuple[int, ...] = (signal.SIGKILL,),
+) -> None:
     """Each round: change the folder, then kill a run (the signals taken in turn, every second kill
     inside a file's write)."""
     rng = random.Random(f"{SEED}-{label}")
-    rounds = int(os.environ.get("CRASH_ROUNDS", rounds))  # more kill points by hand: CRASH_ROUNDS=25
+    # more kill points by hand: CRASH_ROUNDS=25
+    rounds = int(os.environ.get("CRASH_ROUNDS", rounds))
     half_written, before = 0, set()
     for round_no in range(rounds):
         change = change_folder(corpus, rng, round_no)
-        where = kill_at_random(config, corpus, env, rng, in_write=round_no % 2 == 0,
-                               sig=signals[round_no // 2 % len(signals)])
+        where = kill_at_random(
+            config,
+            corpus,
+            env,
+            rng,
+            in_write=round_no % 2 == 0,
+            sig=signals[round_no // 2 % len(signals)],
+        )
         state = inspect(config, env)
         writing = {s for s, (status, _, _) in state["ledger"].items() if status == "writing"}
         half_written += bool(writing - before)
-        print(f"[{label}] round {round_no + 1}: folder {change}; killed {where}; {len(state['chunks'])} chunks, "
-              f"{len(writing - before)} new and {len(writing & before)} older file(s) marked writing")
+        print(
+            f"[{label}] round {round_no + 1}: folder {change}; killed {where}; "
+            f"{len(state['chunks'])} chunks, "
+            f"{len(writing - before)} new and {len(writing & before)} older file(s) marked writing"
+        )
         before = writing
     print(f"[{label}] {rounds} kill points, {half_written} of them inside a file's write")
 
@@ -161,7 +228,9 @@ def crash_rounds(config: Path, corpus: Path, env: dict[str, str], rounds: int, l
 def test_sigkill_and_sigterm_at_random_points_embedded(tmp_path):
     corpus = make_corpus(tmp_path / "corpus")
     config = write_offline_config(tmp_path)
-    crash_rounds(config, corpus, {}, rounds=8, label="embedded", signals=(signal.SIGKILL, signal.SIGTERM))
+    crash_rounds(
+        config, corpus, {}, rounds=8, label="embedded", signals=(signal.SIGKILL, signal.SIGTERM)
+    )
     fresh_dir = tmp_path / "fresh"
     fresh_dir.mkdir()
     total = check_against_fresh(config, corpus, {}, {}, write_offline_config(fresh_dir))
@@ -180,7 +249,9 @@ def test_sigkill_at_random_points_server(tmp_path, chroma_stack):
 
 
 def test_chroma_server_killed_mid_ingest_then_restarted(tmp_path):
-    """The other process dies: SIGKILL the Chroma server during a write, restart it, ingest again."""
+    """The other process dies: SIGKILL the Chroma server during a write, restart it, ingest
+    again.
+    """
     from tests.servers import ChromaServer
 
     server = ChromaServer(tmp_path / "data").start()
@@ -188,9 +259,14 @@ def test_chroma_server_killed_mid_ingest_then_restarted(tmp_path):
         corpus = make_corpus(tmp_path / "corpus")
         config = write_offline_config(tmp_path)
         env = server_env(server.port, None, "server-killed")
-        proc = subprocess.Popen([sys.executable, "-m", "ingest", str(corpus), "--config", str(config), "-v"],
-                                cwd=REPO, env=env_for(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest", str(corpus), "--config", str(config), "-v"],
+            cwd=REPO,
+            env=env_for(env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for line in proc.stderr:
             if "ingest.runner: writing" in line:
                 break

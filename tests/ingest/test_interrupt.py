@@ -1,4 +1,7 @@
-"""An ingestion killed part-way (SIGKILL, Ctrl-C) leaves the store consistent; the next run completes it."""
+"""An ingestion killed part-way (SIGKILL, Ctrl-C) leaves the store consistent; the next run
+completes it.
+"""
+
 import os
 import signal
 import subprocess
@@ -17,15 +20,24 @@ pytestmark = pytest.mark.slow
 def make_corpus(folder: Path, n_files: int = 24) -> Path:
     folder.mkdir()
     for i in range(n_files):
-        sentences = [f"Document {i} sentence {j} talks about topic {i * 7 + j} in some detail." for j in range(120)]
+        sentences = [
+            f"Document {i} sentence {j} talks about topic {i * 7 + j} in some detail."
+            for j in range(120)
+        ]
         (folder / f"doc-{i:02d}.txt").write_text(" ".join(sentences))
     return folder
 
 
 def start_ingest(config: Path, corpus: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "ingest", str(corpus), "--config", str(config), "-v"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest", str(corpus), "--config", str(config), "-v"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_files(proc: subprocess.Popen, n: int) -> None:
@@ -60,13 +72,21 @@ def fresh_total(tmp_path_factory) -> int:
     site = tmp_path_factory.mktemp("fresh")
     corpus = make_corpus(site / "corpus")
     fresh = write_offline_config(site)
-    subprocess.run([sys.executable, "-m", "ingest", str(corpus), "--config", str(fresh)],
-                   cwd=REPO, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "ingest", str(corpus), "--config", str(fresh)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return check_consistent(fresh, corpus)
 
 
-# SIGTERM (docker stop, systemd, Kubernetes) stops like Ctrl-C; test_crash.py also sends it at random kill points
-@pytest.mark.parametrize("sig, after_files", [(signal.SIGKILL, 3), (signal.SIGINT, 5), (signal.SIGTERM, 9)])
+# SIGTERM (docker stop, systemd, Kubernetes) stops like Ctrl-C; test_crash.py also sends it at
+# random kill points
+@pytest.mark.parametrize(
+    "sig, after_files", [(signal.SIGKILL, 3), (signal.SIGINT, 5), (signal.SIGTERM, 9)]
+)
 def test_interrupted_ingest_recovers(tmp_path, offline_config, fresh_total, sig, after_files):
     corpus = make_corpus(tmp_path / "corpus")
     proc = start_ingest(offline_config, corpus)
@@ -80,7 +100,12 @@ def test_interrupted_ingest_recovers(tmp_path, offline_config, fresh_total, sig,
         said = "interrupted." if sig == signal.SIGINT else "stopped by SIGTERM."
         assert f"{said} The store is consistent; run the same command again to finish." in err
         assert "Traceback" not in err
-    done = subprocess.run([sys.executable, "-m", "ingest", str(corpus), "--config", str(offline_config)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", str(corpus), "--config", str(offline_config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert check_consistent(offline_config, corpus) == fresh_total

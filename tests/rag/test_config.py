@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from rag.config import ConfigError, load_settings
 from tests.conftest import REPO
@@ -34,14 +35,22 @@ def test_offline_profile_uses_packaged_models_only():
 
     assert settings.reranker.model.startswith("shipped:")
     assert find_adapter(resolve_model(settings.reranker.model).location).base.startswith("pkg:")
-    assert all(m == "none" or m.startswith("shipped:") for m in settings.reranker.models_by_language.values())
+    assert all(
+        m == "none" or m.startswith("shipped:")
+        for m in settings.reranker.models_by_language.values()
+    )
     assert settings.llm.base_url == "" and settings.llm.local_model.startswith("pkg:")
 
 
 def test_env_overrides_each_type(tmp_path):
     path = write(tmp_path, "[reranker]\ntop_n = 3\n")
-    env = {"RAG_RERANKER__TOP_N": "8", "RAG_RERANKER__ENABLED": "false", "RAG_LLM__TEMPERATURE": "0.5",
-           "RAG_INGEST__EXTENSIONS": "['.md']", "RAG_STORE__MODE": "server"}
+    env = {
+        "RAG_RERANKER__TOP_N": "8",
+        "RAG_RERANKER__ENABLED": "false",
+        "RAG_LLM__TEMPERATURE": "0.5",
+        "RAG_INGEST__EXTENSIONS": "['.md']",
+        "RAG_STORE__MODE": "server",
+    }
     settings = load_settings(path, env=env)
     assert settings.reranker.top_n == 8
     assert settings.reranker.enabled is False
@@ -100,25 +109,59 @@ def test_relative_paths_resolve_from_the_config_directory(tmp_path):
 
 def test_settings_are_frozen(tmp_path):
     settings = load_settings(write(tmp_path, ""), env={})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.reranker.top_n = 9
 
 
-@pytest.mark.parametrize(("text", "env", "line"), [
-    ("[reranker]\ntopn = 3\n", {}, "unknown key 'reranker.topn' (did you mean 'reranker.top_n'?)"),
-    ("[ingest]\nflavour = 1\n", {},
-     "unknown key 'ingest.flavour' (keys of [ingest]: extensions, max_file_mb, min_chars, check_free_space)"),
-    ("[rerankr]\ntop_n = 3\n", {}, "unknown section [rerankr] (sections: embedder, chunking, store, retrieval, "
-                                   "reranker, reorder, llm, ingest, ui)"),
-    ("top_k = 5\n", {}, "unknown key 'top_k' at the top level; it belongs in a section: [retrieval] top_k"),
-    ("nonsense = 5\n", {}, "unknown key 'nonsense' at the top level (sections: embedder, chunking, store, "
-                           "retrieval, reranker, reorder, llm, ingest, ui)"),
-    ("", {"RAG_RETRIEVAL__TOP_K": "0"}, "retrieval.top_k = '0' (from RAG_RETRIEVAL__TOP_K): Input should be "
-                                         "greater than 0"),
-    ("", {"RAG_RERANKER__TOPN": "3"}, "unknown key 'reranker.topn' (did you mean 'reranker.top_n'?) "
-                                      "(from RAG_RERANKER__TOPN)"),
-    ("[ingest]\nmin_chars = 'few'\n", {}, "ingest.min_chars = 'few': Input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    ("text", "env", "line"),
+    [
+        (
+            "[reranker]\ntopn = 3\n",
+            {},
+            "unknown key 'reranker.topn' (did you mean 'reranker.top_n'?)",
+        ),
+        (
+            "[ingest]\nflavour = 1\n",
+            {},
+            "unknown key 'ingest.flavour' (keys of [ingest]: extensions, max_file_mb, min_chars, "
+            "check_free_space)",
+        ),
+        (
+            "[rerankr]\ntop_n = 3\n",
+            {},
+            "unknown section [rerankr] (sections: embedder, chunking, store, retrieval, "
+            "reranker, reorder, llm, ingest, ui)",
+        ),
+        (
+            "top_k = 5\n",
+            {},
+            "unknown key 'top_k' at the top level; it belongs in a section: [retrieval] top_k",
+        ),
+        (
+            "nonsense = 5\n",
+            {},
+            "unknown key 'nonsense' at the top level (sections: embedder, chunking, store, "
+            "retrieval, reranker, reorder, llm, ingest, ui)",
+        ),
+        (
+            "",
+            {"RAG_RETRIEVAL__TOP_K": "0"},
+            "retrieval.top_k = '0' (from RAG_RETRIEVAL__TOP_K): Input should be greater than 0",
+        ),
+        (
+            "",
+            {"RAG_RERANKER__TOPN": "3"},
+            "unknown key 'reranker.topn' (did you mean 'reranker.top_n'?) "
+            "(from RAG_RERANKER__TOPN)",
+        ),
+        (
+            "[ingest]\nmin_chars = 'few'\n",
+            {},
+            "ingest.min_chars = 'few': Input should be a valid integer",
+        ),
+    ],
+)
 def test_problems_are_named_with_a_hint_and_where_they_came_from(tmp_path, text, env, line):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
@@ -131,17 +174,31 @@ def test_min_chars_default_and_override(tmp_path):
 
     assert load_settings(write(tmp_path, ""), env={}).ingest.min_chars == MIN_CHARS == 5
     assert load_settings(write(tmp_path, "[ingest]\nmin_chars = 0\n"), env={}).ingest.min_chars == 0
-    assert load_settings(write(tmp_path, ""), env={"RAG_INGEST__MIN_CHARS": "20"}).ingest.min_chars == 20
+    assert (
+        load_settings(write(tmp_path, ""), env={"RAG_INGEST__MIN_CHARS": "20"}).ingest.min_chars
+        == 20
+    )
 
 
 def test_language_routes_are_checked_at_load(tmp_path):
-    ok = load_settings(write(tmp_path, '[retrieval]\nmodes_by_language = { ko = "bm25" }\n'
-                                      '[reranker]\nmodels_by_language = { ko = "none" }\nretrieval_weight = 0.5\n'),
-                       env={})
-    assert ok.retrieval.modes_by_language == {"ko": "bm25"} and ok.reranker.models_by_language == {"ko": "none"}
+    ok = load_settings(
+        write(
+            tmp_path,
+            '[retrieval]\nmodes_by_language = { ko = "bm25" }\n'
+            '[reranker]\nmodels_by_language = { ko = "none" }\nretrieval_weight = 0.5\n',
+        ),
+        env={},
+    )
+    assert ok.retrieval.modes_by_language == {"ko": "bm25"} and ok.reranker.models_by_language == {
+        "ko": "none"
+    }
     with pytest.raises(ConfigError, match="retrieval.modes_by_language"):
-        load_settings(write(tmp_path, '[retrieval]\nmodes_by_language = { ko = "sparse" }\n'), env={})
+        load_settings(
+            write(tmp_path, '[retrieval]\nmodes_by_language = { ko = "sparse" }\n'), env={}
+        )
     with pytest.raises(ConfigError, match="language codes are ISO 639"):
-        load_settings(write(tmp_path, '[reranker]\nmodels_by_language = { Korean = "x" }\n'), env={})
+        load_settings(
+            write(tmp_path, '[reranker]\nmodels_by_language = { Korean = "x" }\n'), env={}
+        )
     with pytest.raises(ConfigError, match="reranker.retrieval_weight"):
-        load_settings(write(tmp_path, '[reranker]\nretrieval_weight = -1\n'), env={})
+        load_settings(write(tmp_path, "[reranker]\nretrieval_weight = -1\n"), env={})

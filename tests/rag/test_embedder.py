@@ -27,13 +27,19 @@ def test_no_prefix_for_minilm_and_budget(embedder):
     assert embedder.embed_passages([]).shape == (0, 384)
 
 
-@pytest.mark.parametrize("model_id, expected", [
-    ("intfloat/multilingual-e5-large", ("query: ", "passage: ")),
-    ("intfloat/e5-base-v2", ("query: ", "passage: ")),
-    ("BAAI/bge-base-en-v1.5", ("Represent this sentence for searching relevant passages: ", "")),
-    ("BAAI/bge-m3", ("", "")),
-    ("sentence-transformers/all-MiniLM-L6-v2", ("", "")),
-])
+@pytest.mark.parametrize(
+    "model_id, expected",
+    [
+        ("intfloat/multilingual-e5-large", ("query: ", "passage: ")),
+        ("intfloat/e5-base-v2", ("query: ", "passage: ")),
+        (
+            "BAAI/bge-base-en-v1.5",
+            ("Represent this sentence for searching relevant passages: ", ""),
+        ),
+        ("BAAI/bge-m3", ("", "")),
+        ("sentence-transformers/all-MiniLM-L6-v2", ("", "")),
+    ],
+)
 def test_known_prefixes(model_id, expected):
     assert known_prefixes(model_id) == expected
 
@@ -47,7 +53,9 @@ def test_model_prompts_and_explicit_overrides(tmp_path, minilm_path):
     cfg.write_text(json.dumps(data))
     auto = Embedder.load(str(model_dir), device="cpu", batch_size=4)
     assert (auto.query_prefix, auto.passage_prefix) == ("q: ", "d: ")
-    explicit = Embedder.load(str(model_dir), device="cpu", batch_size=4, query_prefix="", passage_prefix="p: ")
+    explicit = Embedder.load(
+        str(model_dir), device="cpu", batch_size=4, query_prefix="", passage_prefix="p: "
+    )
     assert (explicit.query_prefix, explicit.passage_prefix) == ("", "p: ")
     # the prefix really reaches the model
     assert not np.allclose(auto.embed_query("hello"), explicit.embed_query("hello"))
@@ -55,13 +63,18 @@ def test_model_prompts_and_explicit_overrides(tmp_path, minilm_path):
 
 def test_missing_model_is_named(tmp_path):
     missing = tmp_path / "no-such-model"
-    with pytest.raises(ModelLoadError, match=f"no-such-model.*no such file or directory: {missing}$"):
+    with pytest.raises(
+        ModelLoadError, match=f"no-such-model.*no such file or directory: {missing}$"
+    ):
         Embedder.load(str(missing), device="cpu", batch_size=4)
 
 
 def test_hub_model_offline_points_to_the_offline_profile():
     # the tests run with HF_HUB_OFFLINE=1, as on a machine without hub access
-    with pytest.raises(ModelLoadError, match=r"'BAAI/bge-m3'.*the offline profile \(--config config.offline.toml\)$"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"'BAAI/bge-m3'.*the offline profile \(--config config.offline.toml\)$",
+    ):
         Embedder.load("BAAI/bge-m3", device="cpu", batch_size=4)
 
 
@@ -77,4 +90,6 @@ def test_query_vectors_are_cached_read_only_bounded_and_can_be_turned_off():
     assert embedder.embed_query("How long is the warranty?") is not first  # evicted, embedded again
     embedder.query_cache = 0
     off = embedder.embed_query("one")
-    assert off is not embedder.embed_query("one") and np.allclose(off, embedder.embed_query("one"), atol=1e-6)
+    assert off is not embedder.embed_query("one") and np.allclose(
+        off, embedder.embed_query("one"), atol=1e-6
+    )

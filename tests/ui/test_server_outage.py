@@ -1,10 +1,12 @@
-"""The Chroma server goes down and comes back mid-session: the app says so, keeps the conversation, recovers.
+"""The Chroma server goes down and comes back mid-session: the app says so, keeps the conversation,
+recovers.
 
 A real `chroma run` holds the sample corpus; the app (AppTest, the real page
 script) talks to it in server mode. The server is killed between two questions,
 then started again on the same port and data, and after that wiped and rebuilt
 (a restart whose collections are new), and the same session keeps working.
 """
+
 from __future__ import annotations
 
 import signal
@@ -29,18 +31,26 @@ def ask(app: AppTest, question: str) -> AppTest:
 
 
 def errors(app: AppTest) -> list[str]:
-    """Errors on the page now: the sidebar, the banner and the latest answer (earlier turns keep theirs)."""
+    """Errors on the page now: the sidebar, the banner and the latest answer (earlier turns keep
+    theirs).
+    """
     latest = app.chat_message[-1] if len(app.chat_message) else None
-    return ([e.value for e in app.sidebar.error] + [e.value for e in app.main.error if e.value.startswith("The document store")]
-            + ([e.value for e in latest.error] if latest is not None else []))
+    return (
+        [e.value for e in app.sidebar.error]
+        + [e.value for e in app.main.error if e.value.startswith("The document store")]
+        + ([e.value for e in latest.error] if latest is not None else [])
+    )
 
 
 def test_server_down_then_back(tmp_path, monkeypatch, tiny_cross_encoder, llm_server):
     server = ChromaServer(tmp_path / "data").start()
     try:
         config = write_offline_config(tmp_path)
-        env = {**server_env(server.port, None, "outage"), **llm_env(llm_server.url),
-               **reranker_env(tiny_cross_encoder)}
+        env = {
+            **server_env(server.port, None, "outage"),
+            **llm_env(llm_server.url),
+            **reranker_env(tiny_cross_encoder),
+        }
         assert run_module("ingest", REPO / "docs", "--config", config, env=env).returncode == 0
         monkeypatch.setenv("RAG_CONFIG", str(config))
         for key, value in env.items():
@@ -71,7 +81,8 @@ def test_server_down_then_back(tmp_path, monkeypatch, tiny_cross_encoder, llm_se
             path.unlink() if path.is_file() else path.rmdir()
         server.start()
         assert run_module("ingest", REPO / "docs", "--config", config, env=env).returncode == 0
-        app.sidebar.number_input(key="top_k").set_value(19).run()  # any click reruns: the old handles fail once
+        # any click reruns: the old handles fail once
+        app.sidebar.number_input(key="top_k").set_value(19).run()
         assert "no longer has the collection" in " ".join(errors(app)) and not app.exception
         llm_server.script.append({"pieces": ["Ten days again [1]."]})
         ask(app, QUESTION)  # reconnected

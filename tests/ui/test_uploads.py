@@ -1,4 +1,5 @@
-"""Uploads are untrusted input: limits from the config, safe names, content checked against the extension.
+"""Uploads are untrusted input: limits from the config, safe names, content checked against the
+extension.
 
 The pure checks (``safe_name``, ``sniff_mismatch``, ``upload_target``,
 ``shown_name``) are tested exactly; the app is driven through AppTest with a
@@ -6,6 +7,7 @@ real embedded Chroma and the packaged MiniLM, and every test checks that
 nothing was written outside the upload folder and that refused files leave
 the collection as it was.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -31,7 +33,10 @@ from ui.uploads import (
     upload_target,
 )
 
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+    b"\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+)
 ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4
 KOREAN = "직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일입니다."
 
@@ -39,33 +44,52 @@ KOREAN = "직원은 연 15일의 유급 휴가를 받습니다. 병가는 10일�
 # --- names ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "saved"), [
-    ("report.pdf", "report.pdf"),
-    ("../../x.md", "x.md"),
-    ("..\\..\\x.md", "x.md"),
-    ("/etc/x.md", "x.md"),
-    ("C:\\x.md", "x.md"),
-    ("C:x.md", "C_x.md"),
-    ("a\x00b.md", "a_b.md"),
-    ("tab\there\r\n.txt", "tab_here_.txt"),
-    ("\x1b[31mred.txt", "_31mred.txt"),
-    ("evil name?.md", "evil name_.md"),
-    (".hidden.md", "hidden.md"),
-    ("...x.md", "x.md"),
-    ("x.md.", "x.md"),
-    ("  spaced .txt ", "spaced.txt"),
-    ("회의록 2024.md", "회의록 2024.md"),
-    (unicodedata.normalize("NFD", "휴가.txt"), "휴가.txt"),  # macOS sends Hangul decomposed
-    ("invoice\u202etxt.md", "invoice_txt.md"),  # right-to-left override
-    ("con.txt", "_con.txt"),
-    ("ok-file_v2.final.md", "ok-file_v2.final.md"),
-])
+@pytest.mark.parametrize(
+    ("name", "saved"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("../../x.md", "x.md"),
+        ("..\\..\\x.md", "x.md"),
+        ("/etc/x.md", "x.md"),
+        ("C:\\x.md", "x.md"),
+        ("C:x.md", "C_x.md"),
+        ("a\x00b.md", "a_b.md"),
+        ("tab\there\r\n.txt", "tab_here_.txt"),
+        ("\x1b[31mred.txt", "_31mred.txt"),
+        ("evil name?.md", "evil name_.md"),
+        (".hidden.md", "hidden.md"),
+        ("...x.md", "x.md"),
+        ("x.md.", "x.md"),
+        ("  spaced .txt ", "spaced.txt"),
+        ("회의록 2024.md", "회의록 2024.md"),
+        (unicodedata.normalize("NFD", "휴가.txt"), "휴가.txt"),  # macOS sends Hangul decomposed
+        ("invoice\u202etxt.md", "invoice_txt.md"),  # right-to-left override
+        ("con.txt", "_con.txt"),
+        ("ok-file_v2.final.md", "ok-file_v2.final.md"),
+    ],
+)
 def test_safe_name(name, saved):
     assert safe_name(name) == saved
 
 
-@pytest.mark.parametrize("name", ["", " ", ".", "..", "...", "..md", "../..", "/", "noext", "?.md", "___.md",
-                                  "\x00\x00.md", "x." + "y" * 17])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        " ",
+        ".",
+        "..",
+        "...",
+        "..md",
+        "../..",
+        "/",
+        "noext",
+        "?.md",
+        "___.md",
+        "\x00\x00.md",
+        "x." + "y" * 17,
+    ],
+)
 def test_safe_name_refuses_names_with_nothing_usable(name):
     with pytest.raises(ValueError, match="unusable file name"):
         safe_name(name)
@@ -78,9 +102,24 @@ def test_long_names_are_cut_keeping_the_extension(stem, bytes_per_char):
     assert saved == stem * (MAX_STEM_BYTES // bytes_per_char) + ".md"  # whole characters only
 
 
-NASTY = ["../../x.md", "..\\..\\x.md", "/etc/passwd.txt", "C:\\Windows\\x.md", "a\x00.md", "\x01\x02z.txt",
-         "x" * 1000 + ".md", "가" * 500 + ".txt", ".bashrc.md", "~/x.md", "$HOME.md", "%2e%2e%2fx.md",
-         "..%2Fx.md", "\u2024\u2024/x.md", "foo/../../../bar.md", "nul.md"]
+NASTY = [
+    "../../x.md",
+    "..\\..\\x.md",
+    "/etc/passwd.txt",
+    "C:\\Windows\\x.md",
+    "a\x00.md",
+    "\x01\x02z.txt",
+    "x" * 1000 + ".md",
+    "가" * 500 + ".txt",
+    ".bashrc.md",
+    "~/x.md",
+    "$HOME.md",
+    "%2e%2e%2fx.md",
+    "..%2Fx.md",
+    "\u2024\u2024/x.md",
+    "foo/../../../bar.md",
+    "nul.md",
+]
 
 
 @pytest.mark.parametrize("name", NASTY)
@@ -88,7 +127,9 @@ def test_a_safe_name_always_lands_directly_in_the_folder(tmp_path, name):
     folder = tmp_path / "uploads"
     folder.mkdir()
     saved = safe_name(name)
-    assert "/" not in saved and "\\" not in saved and "\x00" not in saved and not saved.startswith(".")
+    assert (
+        "/" not in saved and "\\" not in saved and "\x00" not in saved and not saved.startswith(".")
+    )
     assert len(saved.encode()) < 255
     target = upload_target(folder, saved)
     assert target.parent == folder and target.resolve().parent == folder.resolve()
@@ -115,7 +156,9 @@ def test_upload_target_refuses_symlinks_and_directories(tmp_path):
 
 def test_shown_name_neutralises_markdown_and_control_characters():
     assert shown_name("big.txt") == "big.txt"
-    assert shown_name("[click](http://evil.example).md") == "\\[click\\]\\(http://evil.example\\).md"
+    assert (
+        shown_name("[click](http://evil.example).md") == "\\[click\\]\\(http://evil.example\\).md"
+    )
     assert shown_name("a\x00b\u202e.md") == "a\ufffdb\ufffd.md"
     assert shown_name("x" * 500) == "x" * 79 + "…"
 
@@ -127,31 +170,71 @@ def test_sniff_accepts_real_files(shared_data):
     pdf = (shared_data / "pdfs" / "cpp-auto-proposal.pdf").read_bytes()
     assert sniff_mismatch("paper.pdf", pdf) is None
     assert sniff_mismatch("PAPER.PDF", pdf) is None
-    assert sniff_mismatch("late.pdf", b"\r\n" * 400 + pdf) is None  # header within the first 1024 bytes
+    # header within the first 1024 bytes
+    assert sniff_mismatch("late.pdf", b"\r\n" * 400 + pdf) is None
     for name in ("a.txt", "a.md", "a.markdown", "a.html", "a.htm"):
         assert sniff_mismatch(name, KOREAN.encode("utf-8")) is None
-    assert sniff_mismatch("page.html", b"<!doctype html><html><body><p>Hello</p></body></html>") is None
+    assert (
+        sniff_mismatch("page.html", b"<!doctype html><html><body><p>Hello</p></body></html>")
+        is None
+    )
     assert sniff_mismatch("bom.txt", codecs.BOM_UTF8 + KOREAN.encode("utf-8")) is None
     assert sniff_mismatch("utf16.txt", KOREAN.encode("utf-16")) is None  # with its BOM
-    assert sniff_mismatch("legacy.txt", KOREAN.encode("cp949")) is None  # the loader detects the encoding
+    # the loader detects the encoding
+    assert sniff_mismatch("legacy.txt", KOREAN.encode("cp949")) is None
     assert sniff_mismatch("log.txt", b"\x1b[32mok\x1b[0m\tdone\x0c\r\n") is None
     assert sniff_mismatch("empty.pdf", b"") is None  # left to ingestion: "empty file"
     assert sniff_mismatch("unknown.docx", ELF) is None  # not a type it checks
 
 
-@pytest.mark.parametrize(("name", "data", "reason"), [
-    ("fake.pdf", b"Just some text pretending to be a PDF.", "not a PDF: no %PDF- header in the first 1024 bytes"),
-    ("fake.pdf", b"<html><body>%PDF-</body></html>".rjust(2000), "not a PDF: no %PDF- header"),
-    ("image.pdf", PNG, "not a PDF: the content is a PNG image"),
-    ("program.txt", ELF, "not a .txt file: the content is a program (ELF)"),
-    ("paper.md", b"%PDF-1.7\n%binary\n1 0 obj\n<<>>\nendobj\n", "not a .md file: the content is a PDF"),
-    ("archive.txt", b"PK\x03\x04\x14\x00\x06\x00", "not a .txt file: the content is a ZIP archive"),
-    ("photo.html", b"\xff\xd8\xff\xe0\x00\x10JFIF", "not a .html file: the content is a JPEG image"),
-    ("nul.txt", b"looks like text\x00but is not", "not a .txt file: binary content (NUL bytes)"),
-    ("noise.htm", bytes(range(1, 32)) * 3 + b"some words", "not a .htm file: binary content (78 control bytes in 103)"),
-    ("broken.txt", codecs.BOM_UTF8 + b"\xff\xfe\xfd", "not text: invalid UTF-8 after its byte-order mark"),
-    ("odd.md", codecs.BOM_UTF16_LE + b"a\x00b", "not text: invalid UTF-16 after its byte-order mark"),
-])
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        (
+            "fake.pdf",
+            b"Just some text pretending to be a PDF.",
+            "not a PDF: no %PDF- header in the first 1024 bytes",
+        ),
+        ("fake.pdf", b"<html><body>%PDF-</body></html>".rjust(2000), "not a PDF: no %PDF- header"),
+        ("image.pdf", PNG, "not a PDF: the content is a PNG image"),
+        ("program.txt", ELF, "not a .txt file: the content is a program (ELF)"),
+        (
+            "paper.md",
+            b"%PDF-1.7\n%binary\n1 0 obj\n<<>>\nendobj\n",
+            "not a .md file: the content is a PDF",
+        ),
+        (
+            "archive.txt",
+            b"PK\x03\x04\x14\x00\x06\x00",
+            "not a .txt file: the content is a ZIP archive",
+        ),
+        (
+            "photo.html",
+            b"\xff\xd8\xff\xe0\x00\x10JFIF",
+            "not a .html file: the content is a JPEG image",
+        ),
+        (
+            "nul.txt",
+            b"looks like text\x00but is not",
+            "not a .txt file: binary content (NUL bytes)",
+        ),
+        (
+            "noise.htm",
+            bytes(range(1, 32)) * 3 + b"some words",
+            "not a .htm file: binary content (78 control bytes in 103)",
+        ),
+        (
+            "broken.txt",
+            codecs.BOM_UTF8 + b"\xff\xfe\xfd",
+            "not text: invalid UTF-8 after its byte-order mark",
+        ),
+        (
+            "odd.md",
+            codecs.BOM_UTF16_LE + b"a\x00b",
+            "not text: invalid UTF-16 after its byte-order mark",
+        ),
+    ],
+)
 def test_sniff_refuses_content_that_contradicts_the_extension(name, data, reason):
     assert sniff_mismatch(name, data).startswith(reason)
 
@@ -165,15 +248,25 @@ def test_sniff_reads_only_the_data_it_is_given():
 
 
 def offline_settings(tmp_path: Path, **env: str):
-    return load_settings(write_offline_config(tmp_path), env={f"RAG_{k.upper()}": v for k, v in env.items()})
+    return load_settings(
+        write_offline_config(tmp_path), env={f"RAG_{k.upper()}": v for k, v in env.items()}
+    )
 
 
 def test_every_refusal_happens_before_anything_is_written(tmp_path):
     settings = offline_settings(tmp_path, ui__max_upload_files="5", ingest__max_file_mb="0.001")
-    uploads = [Upload("tool.exe", b"MZ\x90\x00"), Upload("..", b"x"), Upload("big.txt", b"x" * 1001),
-               Upload("fake.pdf", b"hello"), Upload("bin.txt", ELF[:900]), Upload("sixth.md", b"# six")]
+    uploads = [
+        Upload("tool.exe", b"MZ\x90\x00"),
+        Upload("..", b"x"),
+        Upload("big.txt", b"x" * 1001),
+        Upload("fake.pdf", b"hello"),
+        Upload("bin.txt", ELF[:900]),
+        Upload("sixth.md", b"# six"),
+    ]
     progress: list[str] = []
-    report, refused = ingest_uploads(settings, uploads, on_progress=lambda done, text: progress.append(text))
+    report, refused = ingest_uploads(
+        settings, uploads, on_progress=lambda done, text: progress.append(text)
+    )
     assert refused == [
         ("tool.exe", ".exe files are not accepted (ingest.extensions)"),
         ("..", "unusable file name: it needs a name and an extension"),
@@ -188,19 +281,24 @@ def test_every_refusal_happens_before_anything_is_written(tmp_path):
 
 def test_size_cap_for_the_file_picker_follows_the_config(tmp_path):
     assert upload_size_cap_mb(offline_settings(tmp_path), 200) == 200
-    assert upload_size_cap_mb(offline_settings(tmp_path, ingest__max_file_mb="1000"), 200) == 200  # server's cap
+    # server's cap
+    assert upload_size_cap_mb(offline_settings(tmp_path, ingest__max_file_mb="1000"), 200) == 200
     assert upload_size_cap_mb(offline_settings(tmp_path, ingest__max_file_mb="12.5"), 200) == 13
     assert upload_size_cap_mb(offline_settings(tmp_path, ui__max_upload_mb="50"), 200) == 50
     assert upload_size_cap_mb(offline_settings(tmp_path, ingest__max_file_mb="0.0001"), 200) == 1
 
 
-# --- the app ---------------------------------------------------------------------------------------
+# --- the app
+# ---------------------------------------------------------------------------------------
 
 
 def snapshot(root: Path, skip: tuple[Path, ...]) -> dict[str, str]:
     """Every file under root (outside ``skip``), with a hash of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not any(p.is_relative_to(s) for s in skip)}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not any(p.is_relative_to(s) for s in skip)
+    }
 
 
 @pytest.fixture
@@ -227,22 +325,36 @@ def test_nasty_names_are_saved_only_inside_the_upload_folder(monkeypatch, tmp_pa
     before = snapshot(tmp_path, skip=(site / "chroma", site / "uploads"))
     app = start(monkeypatch, config, reranker=None, llm_url=None)
     long_name = "연차휴가" * 60 + ".md"
-    upload_all(app, [
-        ("../../x.md", b"# Traversal\n\nPosix parent directories."),
-        ("..\\..\\win.md", b"# Windows\n\nBackslash parent directories."),
-        ("/etc/abs.md", b"# Absolute\n\nAn absolute path."),
-        ("C:\\drive.md", b"# Drive\n\nA drive letter."),
-        ("ctrl\x1b\x7fbyte.md", b"# Control\n\nControl characters in the name."),  # Streamlit refuses NUL itself
-        (long_name, KOREAN.encode("utf-8")),
-        ("보고서.txt", KOREAN.encode("utf-8")),
-        ("...md", b"only dots and the extension"),
-        ("dir1/same.md", b"# First\n\nThe first of two files with one name."),
-        ("dir2/SAME.md", b"# Second\n\nThe second of two files with one name."),
-    ])
+    upload_all(
+        app,
+        [
+            ("../../x.md", b"# Traversal\n\nPosix parent directories."),
+            ("..\\..\\win.md", b"# Windows\n\nBackslash parent directories."),
+            ("/etc/abs.md", b"# Absolute\n\nAn absolute path."),
+            ("C:\\drive.md", b"# Drive\n\nA drive letter."),
+            # Streamlit refuses NUL itself
+            ("ctrl\x1b\x7fbyte.md", b"# Control\n\nControl characters in the name."),
+            (long_name, KOREAN.encode("utf-8")),
+            ("보고서.txt", KOREAN.encode("utf-8")),
+            ("...md", b"only dots and the extension"),
+            ("dir1/same.md", b"# First\n\nThe first of two files with one name."),
+            ("dir2/SAME.md", b"# Second\n\nThe second of two files with one name."),
+        ],
+    )
     saved = sorted(p.name for p in (site / "uploads").iterdir())
     long_saved = "연차휴가" * 10 + ".md"  # 120 bytes of Hangul, the extension kept
-    assert saved == sorted(["x.md", "win.md", "abs.md", "drive.md", "ctrl_byte.md", long_saved, "보고서.txt",
-                            "same.md"])
+    assert saved == sorted(
+        [
+            "x.md",
+            "win.md",
+            "abs.md",
+            "drive.md",
+            "ctrl_byte.md",
+            long_saved,
+            "보고서.txt",
+            "same.md",
+        ]
+    )
     assert texts(app.sidebar.error) == [
         "...md: unusable file name: it needs a name and an extension",
         "dir2/SAME.md: another file of this upload has the same name (SAME.md)",
@@ -251,10 +363,13 @@ def test_nasty_names_are_saved_only_inside_the_upload_folder(monkeypatch, tmp_pa
     ledger = {Path(s).name: Path(s).parent for s in store_of(config).file_records()}
     assert sorted(ledger) == saved and set(ledger.values()) == {site / "uploads"}
     assert (site / "uploads" / "same.md").read_text(encoding="utf-8").startswith("# First")
-    assert snapshot(tmp_path, skip=(site / "chroma", site / "uploads")) == before  # the bait files too
+    # the bait files too
+    assert snapshot(tmp_path, skip=(site / "chroma", site / "uploads")) == before
 
 
-def test_refused_content_leaves_the_collection_and_the_saved_copy_untouched(monkeypatch, tmp_path, site):
+def test_refused_content_leaves_the_collection_and_the_saved_copy_untouched(
+    monkeypatch, tmp_path, site
+):
     config = write_offline_config(site)
     app = start(monkeypatch, config, reranker=None, llm_url=None)
     upload_all(app, [("notes.md", b"# Notes\n\nThe parking garage closes at 22:00.")])
@@ -262,8 +377,15 @@ def test_refused_content_leaves_the_collection_and_the_saved_copy_untouched(monk
     saved = snapshot(site / "uploads", skip=())
     chunks = store_of(config).count()
 
-    upload_all(app, [("notes.md", PNG), ("paper.pdf", b"not a pdf at all"), ("tool.txt", ELF),
-                     ("page.html", b"\x00\x01\x02\x03<html>")])
+    upload_all(
+        app,
+        [
+            ("notes.md", PNG),
+            ("paper.pdf", b"not a pdf at all"),
+            ("tool.txt", ELF),
+            ("page.html", b"\x00\x01\x02\x03<html>"),
+        ],
+    )
     assert texts(app.sidebar.error) == [
         "notes.md: not a .md file: the content is a PNG image",
         "paper.pdf: not a PDF: no %PDF- header in the first 1024 bytes",
@@ -282,9 +404,17 @@ def test_total_size_per_upload_is_limited(monkeypatch, tmp_path, site):
     app = start(monkeypatch, config, reranker=None, llm_url=None)
     uploader = app.sidebar.file_uploader[0]
     assert "0.0001 MB at a time" in uploader.label and uploader.proto.max_upload_size_mb == 1
-    upload_all(app, [("first.md", b"# First\n\n" + b"a" * 50), ("second.md", b"# Second\n\n" + b"b" * 50),
-                     ("third.md", b"# Third\n\nccc")])
-    assert texts(app.sidebar.error) == ["second.md: the upload would pass ui.max_upload_mb = 0.0001 MB in all"]
+    upload_all(
+        app,
+        [
+            ("first.md", b"# First\n\n" + b"a" * 50),
+            ("second.md", b"# Second\n\n" + b"b" * 50),
+            ("third.md", b"# Third\n\nccc"),
+        ],
+    )
+    assert texts(app.sidebar.error) == [
+        "second.md: the upload would pass ui.max_upload_mb = 0.0001 MB in all"
+    ]
     assert sorted(p.name for p in (site / "uploads").iterdir()) == ["first.md", "third.md"]
     assert {Path(s).name for s in store_of(config).file_records()} == {"first.md", "third.md"}
 
@@ -296,14 +426,19 @@ def test_a_symlink_in_the_upload_folder_is_not_written_through(monkeypatch, tmp_
     (site / "uploads" / "link.md").symlink_to(outside)
     app = start(monkeypatch, config, reranker=None, llm_url=None)
     upload_all(app, [("link.md", b"# Overwrite\n\nThis must not reach the link's target.")])
-    assert texts(app.sidebar.error) == ["link.md: link.md in the upload folder is a symbolic link; "
-                                        "it is not written through"]
-    assert outside.read_text(encoding="utf-8") == "original" and store_of(config).file_records() == {}
+    assert texts(app.sidebar.error) == [
+        "link.md: link.md in the upload folder is a symbolic link; it is not written through"
+    ]
+    assert (
+        outside.read_text(encoding="utf-8") == "original" and store_of(config).file_records() == {}
+    )
 
 
 def test_refused_names_are_shown_without_markdown(monkeypatch, tmp_path, site):
     app = start(monkeypatch, write_offline_config(site), reranker=None, llm_url=None)
     upload_all(app, [("[click me](javascript:alert(1)).pdf", b"text, not a PDF")])
     (error,) = texts(app.sidebar.error)
-    assert error == ("\\[click me\\]\\(javascript:alert\\(1\\)\\).pdf: not a PDF: no %PDF- header in the "
-                     "first 1024 bytes")
+    assert error == (
+        "\\[click me\\]\\(javascript:alert\\(1\\)\\).pdf: not a PDF: no %PDF- header in the "
+        "first 1024 bytes"
+    )

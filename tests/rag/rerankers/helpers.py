@@ -1,8 +1,9 @@
 """Candidates built by hand, the way retrieval hands them to a reranker."""
+
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from rag.types import Candidate, Chunk
 
@@ -26,8 +27,14 @@ def make_candidates(texts: Sequence[str], scores: Sequence[float] | None = None)
     scores = scores if scores is not None else [1.0 - i / 100 for i in range(len(texts))]
     return [
         Candidate(
-            chunk=Chunk(id=f"doc.md#{i}", text=text, source="doc.md", page=None, chunk_index=i,
-                        content_hash=hashlib.sha256(text.encode()).hexdigest()),
+            chunk=Chunk(
+                id=f"doc.md#{i}",
+                text=text,
+                source="doc.md",
+                page=None,
+                chunk_index=i,
+                content_hash=hashlib.sha256(text.encode()).hexdigest(),
+            ),
             retrieval_score=score,
             retrieval_rank=i + 1,
             rank=i + 1,

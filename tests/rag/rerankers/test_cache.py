@@ -1,12 +1,16 @@
-"""The score cache on a real reranker (the tiny cross-encoder loaded from disk): reused scores equal fresh
-ones, only unknown pairs reach the model, changed text is scored again, the cache stays bounded and is safe
-to share between threads; and one reranker shared by many threads tokenises each call with its own settings."""
+"""The score cache on a real reranker (the tiny cross-encoder loaded from disk): reused scores equal
+fresh
+ones, only unknown pairs reach the model, changed text is scored again, the cache stays bounded and
+is safe
+to share between threads; and one reranker shared by many threads tokenises each call with its own
+settings."""
+
 from __future__ import annotations
 
 import contextlib
 import sys
 import threading
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -38,16 +42,38 @@ class Spy(CrossEncoderReranker):
 
 @pytest.fixture(scope="module")
 def model(tiny_cross_encoder) -> CrossEncoderReranker:
-    """Loaded once; never given a cache (each test builds its own reranker around the loaded engine)."""
-    return load_reranker("cross-encoder", RerankerOptions(model=tiny_cross_encoder, device="cpu", dtype="float32",
-                                                          batch_size=2, max_length=32, normalize="sigmoid"))
+    """Loaded once; never given a cache (each test builds its own reranker around the loaded
+    engine).
+    """
+    return load_reranker(
+        "cross-encoder",
+        RerankerOptions(
+            model=tiny_cross_encoder,
+            device="cpu",
+            dtype="float32",
+            batch_size=2,
+            max_length=32,
+            normalize="sigmoid",
+        ),
+    )
 
 
-def like(model: CrossEncoderReranker, kind: type[CrossEncoderReranker] = CrossEncoderReranker,
-         **overrides) -> CrossEncoderReranker:
-    """Another reranker on the loaded tokenizer and engine (no second copy of the model), options overridden."""
-    options = {"name": model.name, "batch_size": model.batch_size, "max_length": model.max_length,
-               "normalize": model.normalize, "batch_tokens": model.batch_tokens, **overrides}
+def like(
+    model: CrossEncoderReranker,
+    kind: type[CrossEncoderReranker] = CrossEncoderReranker,
+    **overrides,
+) -> CrossEncoderReranker:
+    """Another reranker on the loaded tokenizer and engine (no second copy of the model),
+    options overridden.
+    """
+    options = {
+        "name": model.name,
+        "batch_size": model.batch_size,
+        "max_length": model.max_length,
+        "normalize": model.normalize,
+        "batch_tokens": model.batch_tokens,
+        **overrides,
+    }
     return kind(model.tokenizer, model.engine, **options)
 
 
@@ -67,9 +93,12 @@ def test_a_repeated_question_is_not_scored_again_and_ranks_the_same(model):
     fresh = model.rerank(QUERY, candidates)
     for ranking in (first, second):
         assert [c.chunk.id for c in ranking] == [c.chunk.id for c in fresh]
-        assert [c.rerank_raw for c in ranking] == pytest.approx([c.rerank_raw for c in fresh], abs=1e-5)
+        assert [c.rerank_raw for c in ranking] == pytest.approx(
+            [c.rerank_raw for c in fresh], abs=1e-5
+        )
         assert [c.truncated for c in ranking] == [c.truncated for c in fresh]
-    assert any(c.truncated for c in second)  # the long passage is cut at max_length 32, and the flag is kept
+    # the long passage is cut at max_length 32, and the flag is kept
+    assert any(c.truncated for c in second)
 
 
 def test_only_unknown_pairs_reach_the_model(model):
@@ -126,7 +155,10 @@ def test_the_cache_on_its_own_keeps_scores_and_flags_per_question_and_text(model
     assert (raw, flags, reused) == (*model.score_pairs(QUERY, TEXTS[:2]), 0) and len(cache) == 2
     again = cache.scores(QUERY, [TEXTS[1], TEXTS[0], TEXTS[2]], compute)
     assert again[2] == 2 and asked == [TEXTS[:2], [TEXTS[2]]] and len(cache) == 3
-    assert again[:2] == ([raw[1], raw[0], model.score_pairs(QUERY, [TEXTS[2]])[0][0]], [flags[1], flags[0], True])
+    assert again[:2] == (
+        [raw[1], raw[0], model.score_pairs(QUERY, [TEXTS[2]])[0][0]],
+        [flags[1], flags[0], True],
+    )
     assert cache.scores(QUERY, [], compute) == ([], [], 0) and len(asked) == 2
 
 
@@ -135,18 +167,27 @@ def test_empty_candidates_and_shown_names(model):
     assert cached.rerank(QUERY, []) == [] and cached.rerank_counted(QUERY, []) == ([], 0)
     assert cached.cache is not None and len(cached.cache) == 0
     # The trace and the UI show the reranker, cache or not.
-    assert (cached.name, cached.kind, cached.device, cached.dtype, cached.backend, cached.normalize) == \
-        (model.name, model.kind, model.device, model.dtype, model.backend, model.normalize)
+    assert (
+        cached.name,
+        cached.kind,
+        cached.device,
+        cached.dtype,
+        cached.backend,
+        cached.normalize,
+    ) == (model.name, model.kind, model.device, model.dtype, model.backend, model.normalize)
     assert cached.describe() == model.describe()
     assert model.cache is None  # the shared reranker was not given the cache
 
 
-# --- threads ------------------------------------------------------------------------------------------------
+# --- threads
+# ------------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def frequent_thread_switches() -> Iterator[None]:
-    """Switch threads every 0.1 ms (not 5 ms), so concurrent calls interleave inside each other's tokenisation."""
+    """Switch threads every 0.1 ms (not 5 ms), so concurrent calls interleave inside each
+    other's tokenisation.
+    """
     before = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)
     try:
@@ -160,25 +201,40 @@ def nearest_is_own(got: float, own: float, others: Sequence[float]) -> bool:
     return all(abs(got - own) < abs(got - other) for other in others)
 
 
-def noise_and_gap(model: CrossEncoderReranker, questions: Sequence[str], passages: Sequence[str],
-                  expected: dict[str, tuple[list[float], list[bool]]],
-                  others: Callable[[str, int], list[float]]) -> tuple[float, float]:
-    """How far the same pair's score moves with the batching (noise), and how close a wrong score can come (gap).
+def noise_and_gap(
+    model: CrossEncoderReranker,
+    questions: Sequence[str],
+    passages: Sequence[str],
+    expected: dict[str, tuple[list[float], list[bool]]],
+    others: Callable[[str, int], list[float]],
+) -> tuple[float, float]:
+    """How far the same pair's score moves with the batching (noise), and how close a wrong score
+    can come (gap).
 
-    The checks below can only tell a wrong score from noise if the gap is well above the noise: the tiny random
+    The checks below can only tell a wrong score from noise if the gap is well above the noise: the
+    tiny random
     model's scores for different questions lie within ~1e-6 of each other.
     """
     single = like(model, batch_size=1, batch_tokens=0)
     noise = 0.0
     for q in questions:
-        for raw in (single.score_pairs(q, passages)[0], model.score_pairs(q, list(reversed(passages)))[0][::-1]):
+        for raw in (
+            single.score_pairs(q, passages)[0],
+            model.score_pairs(q, list(reversed(passages)))[0][::-1],
+        ):
             noise = max(noise, max(abs(a - b) for a, b in zip(raw, expected[q][0])))
-    gap = min(abs(expected[q][0][i] - other) for q in questions for i in range(len(passages)) for other in others(q, i))
+    gap = min(
+        abs(expected[q][0][i] - other)
+        for q in questions
+        for i in range(len(passages))
+        for other in others(q, i)
+    )
     return noise, gap
 
 
 def test_sessions_sharing_one_cache_get_the_same_scores(model):
-    cached = like(model).with_cache(ScoreCache(max_pairs=4))  # small, so threads evict each other's entries
+    # small, so threads evict each other's entries
+    cached = like(model).with_cache(ScoreCache(max_pairs=4))
     questions = [f"{QUERY} ({i})" for i in range(6)]
     candidates = make_candidates(TEXTS)
     ids = [c.chunk.id for c in candidates]
@@ -189,12 +245,15 @@ def test_sessions_sharing_one_cache_get_the_same_scores(model):
     assert {tuple(flags) for _, flags in expected.values()} == {(True, False, True, False, True)}
 
     def others(q: str, i: int) -> list[float]:
-        """Scores a session could wrongly get for pair i of q: another question's, or the pair's uncut one."""
+        """Scores a session could wrongly get for pair i of q: another question's, or the
+        pair's uncut one.
+        """
         wrong = [expected[o][0][i] for o in questions if o != q]
         return wrong + ([whole[q][i]] if expected[q][1][i] else [])
 
     noise, gap = noise_and_gap(model, questions, TEXTS, expected, others)
-    assert noise * 20 < gap, (noise, gap)  # else the check below could not tell another question's score
+    # else the check below could not tell another question's score
+    assert noise * 20 < gap, (noise, gap)
     errors: list[BaseException] = []
     start = threading.Barrier(6)
 
@@ -209,7 +268,12 @@ def test_sessions_sharing_one_cache_get_the_same_scores(model):
                 for i, chunk_id in enumerate(ids):
                     raw, flag = got[chunk_id]
                     assert flag is expected[q][1][i], (q, chunk_id, flag)
-                    assert abs(raw - expected[q][0][i]) <= gap / 4, (q, chunk_id, raw, expected[q][0][i])
+                    assert abs(raw - expected[q][0][i]) <= gap / 4, (
+                        q,
+                        chunk_id,
+                        raw,
+                        expected[q][0][i],
+                    )
                     assert nearest_is_own(raw, expected[q][0][i], others(q, i)), (q, chunk_id, raw)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -224,13 +288,15 @@ def test_sessions_sharing_one_cache_get_the_same_scores(model):
     assert cached.cache is not None and len(cached.cache) <= 4
 
 
-# Questions whose pairs are cut in different ways at max_length 24: the first has 3 of 5 pairs cut, the
-# second and fourth 1 (only the passage), the third fills max_length by itself so every pair is cut, query
-# included (truncation="longest_first"): the threads set different truncation on the one shared fast tokenizer.
+# Questions whose pairs are cut in different ways at max_length 24: the first has 3 of 5 pairs cut,
+# the second and fourth 1 (only the passage), the third fills max_length by itself so every pair is
+# cut, query included (truncation="longest_first"): the threads set different truncation on the one
+# shared fast tokenizer.
 THREAD_QUESTIONS = [
     QUERY,
     "Warranty?",
-    "Who do I call when a robot stops in an aisle during the nightly maintenance window of the fleet?",
+    "Who do I call when a robot stops in an aisle during the nightly maintenance window of the "
+    "fleet?",
     "Expense reports due?",
 ]
 THREAD_MAX_LENGTH = 24
@@ -241,9 +307,12 @@ def test_threads_sharing_one_reranker_tokenise_with_their_own_truncation(model):
     expected = {q: shared.score_pairs(q, TEXTS) for q in THREAD_QUESTIONS}
     flags = {q: f for q, (_, f) in expected.items()}
     tokenizer = shared.tokenizer
-    assert flags == {q: [len(tokenizer(q, p)["input_ids"]) > THREAD_MAX_LENGTH for p in TEXTS]
-                     for q in THREAD_QUESTIONS}
-    assert [sum(f) for f in flags.values()] == [3, 1, 5, 1]  # pairs cut and pairs whole, in every round
+    assert flags == {
+        q: [len(tokenizer(q, p)["input_ids"]) > THREAD_MAX_LENGTH for p in TEXTS]
+        for q in THREAD_QUESTIONS
+    }
+    # pairs cut and pairs whole, in every round
+    assert [sum(f) for f in flags.values()] == [3, 1, 5, 1]
     uncut = like(model, max_length=512)
     whole = {q: uncut.score_pairs(q, TEXTS)[0] for q in THREAD_QUESTIONS}
 
@@ -256,8 +325,12 @@ def test_threads_sharing_one_reranker_tokenise_with_their_own_truncation(model):
 
     threads_count, calls_each = 8, 3
 
-    def one_round() -> tuple[dict[tuple[int, int], tuple[str, list[float], list[bool]]], list[BaseException]]:
-        """Every thread scores calls_each questions at once on the shared reranker: what each got, and errors."""
+    def one_round() -> tuple[
+        dict[tuple[int, int], tuple[str, list[float], list[bool]]], list[BaseException]
+    ]:
+        """Every thread scores calls_each questions at once on the shared reranker: what
+        each got, and errors.
+        """
         got: dict[tuple[int, int], tuple[str, list[float], list[bool]]] = {}
         errors: list[BaseException] = []
         start = threading.Barrier(threads_count)
@@ -280,12 +353,28 @@ def test_threads_sharing_one_reranker_tokenise_with_their_own_truncation(model):
         return got, errors
 
     with frequent_thread_switches():
-        for round_ in range(20):  # a race shows in some rounds only (without the tokenizer lock: round 0 or 1)
+        # a race shows in some rounds only (without the tokenizer lock: round 0 or 1)
+        for round_ in range(20):
             got, errors = one_round()
             assert errors == [], (round_, errors)
             assert len(got) == threads_count * calls_each
             for (t, c), (q, raw, cut) in got.items():
                 assert cut == flags[q], (round_, t, c, q, cut)
                 for i, value in enumerate(raw):
-                    assert abs(value - expected[q][0][i]) <= gap / 4, (round_, t, c, q, i, value, expected[q][0][i])
-                    assert nearest_is_own(value, expected[q][0][i], others(q, i)), (round_, t, c, q, i, value)
+                    assert abs(value - expected[q][0][i]) <= gap / 4, (
+                        round_,
+                        t,
+                        c,
+                        q,
+                        i,
+                        value,
+                        expected[q][0][i],
+                    )
+                    assert nearest_is_own(value, expected[q][0][i], others(q, i)), (
+                        round_,
+                        t,
+                        c,
+                        q,
+                        i,
+                        value,
+                    )

