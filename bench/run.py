@@ -19,9 +19,8 @@ ingest         ``python -m ingest`` over a few hundred pages of real PDFs vs raw
                alone.
 cross-encoder  reranking 20 and 100 mixed-length candidates vs ``CrossEncoder.predict``, vs a plain
                unsorted batched forward and vs the sorted forward (the floor); batch size by count
-               vs
-               by tokens; 1 thread vs all cores; the ONNX Runtime fp32 and int8 backends: speed, and
-               score/rank agreement with PyTorch on SQuAD questions.
+               vs by tokens; 1 thread vs all cores; the ONNX Runtime fp32 and int8 backends: speed,
+               and score/rank agreement with PyTorch on SQuAD questions.
 shipped        the offline profile's rerankers as `rag ask` routes them (English: SQuAD test
 articles
                12-23, Korean: KorQuAD test articles 100-139), each question's 20 BM25 candidates:
@@ -40,7 +39,7 @@ app            peak RSS of the Streamlit app (driven by streamlit.testing) answe
 The default cross-encoder is BertForSequenceClassification on the packaged MiniLM weights
 (6 layers, 22M parameters: the size of cross-encoder/ms-marco-MiniLM-L-6-v2) with an untrained
 head: the compute is the real model's; score agreement means more with a trained head
-(``--cross-encoder DIR``, e.g. the SQuAD fine-tune of the README).
+(``--cross-encoder DIR``, e.g. the SQuAD fine-tune of guides/evaluation.md).
 """
 
 from __future__ import annotations
@@ -76,7 +75,7 @@ from rag.models import resolve_model  # noqa: E402
 from rag.pipeline import Pipeline, load_embedder, load_generator, open_store  # noqa: E402
 from rag.rerankers import RerankerOptions, ScoreCache, load_reranker  # noqa: E402
 from rag.rerankers.base import length_sorted_batches  # noqa: E402
-from rag.retrieve import LexicalIndex  # noqa: E402
+from rag.retrieve import LexicalIndex, Retriever  # noqa: E402
 from rag.store import COMPLETE, ChunkStore, FileRecord, connect  # noqa: E402
 from rag.types import Candidate, Chunk  # noqa: E402
 
@@ -113,9 +112,9 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 0.1 else f"{seconds * 1000:.0f} ms"
 
 
-# Runs a module or a code string and writes the process's peak RSS (VmHWM, in kB) where BENCH_PEAK
-# says. Read inside the child: the rusage of a forked child starts from its parent's high-water
-# mark.
+# Runs a module or a code string and writes the process's peak RSS (VmHWM, in kB) where
+# BENCH_PEAK says. Read inside the child: the rusage of a forked child starts from its
+# parent's high-water mark.
 PEAK = """
 import atexit, os, runpy, sys
 def _peak():
@@ -462,9 +461,9 @@ def bench_cross_encoder(ctx: Context) -> None:
             f"overhead {t_ours / t_floor - 1:+.1%} (goal < 10%)",
         )
         # Batch plans (the forward alone): ours (length-sorted, <= batch_size pairs and <=
-        # batch_tokens padded tokens) against length-sorted batches by count only, and against other
-        # token budgets. (--quick skips the sweep: it backs a decision already taken, batch_tokens,
-        # not a goal)
+        # batch_tokens padded tokens) against length-sorted batches by count only, and against
+        # other token budgets. (--quick skips the sweep: it backs a decision already taken,
+        # batch_tokens, not a goal)
         plans = {}
         if not ctx.quick:
             plans = {
@@ -756,7 +755,16 @@ def bench_scale(ctx: Context) -> None:
         ctx.embedder = load_embedder(load_settings(ctx.config))
         ctx.texts = corpus_texts(ctx)
         ctx.vectors = ctx.embedder.embed_passages(ctx.texts)
-    settings = load_settings(ctx.config, env={**os.environ, "RAG_LLM__MAX_TOKENS": "48"})
+    # Whole answers of 48 tokens: no grounding check and no sentence limit stop one early.
+    settings = load_settings(
+        ctx.config,
+        env={
+            **os.environ,
+            "RAG_LLM__MAX_TOKENS": "48",
+            "RAG_LLM__MIN_SUPPORT": "0",
+            "RAG_LLM__MAX_SENTENCES": "0",
+        },
+    )
     embedder = ctx.embedder
     embedder.query_cache = 0  # every question timed as a first ask; the cache has its own row below
     client = connect(
@@ -797,15 +805,14 @@ def bench_scale(ctx: Context) -> None:
         started = time.perf_counter()
         lexical.current()
         build = time.perf_counter() - started
-        pipeline = Pipeline(
-            embedder=embedder,
-            store=store,
+        pipeline = Pipeline.from_settings(
+            settings,
+            retriever=Retriever.from_settings(settings, embedder, store, lexical=lexical),
             reranker=reranker,
             generator=generator,
             top_k=20,
             top_n=5,
-            reorder_strategy="lost_in_the_middle",
-            lexical=lexical,
+            strategy="lost_in_the_middle",
         )
         timings: dict[str, list[float]] = {}
         for q in questions:
@@ -839,18 +846,17 @@ def bench_scale(ctx: Context) -> None:
                 f"@ 1k: {ms(base)}",
                 f"{value / base:.2f}x{goal}",
             )
-    # The same question again, as the app does for the Compare view or another top-n: the caches
-    # answer.
+    # The same question again, as the app does for the Compare view or another
+    # top-n: the caches answer.
     embedder.query_cache = 1024
-    cached = Pipeline(
-        embedder=embedder,
-        store=store,
+    cached = Pipeline.from_settings(
+        settings,
+        retriever=Retriever.from_settings(settings, embedder, store, lexical=lexical),
         reranker=reranker.with_cache(ScoreCache()),
         generator=None,
         top_k=20,
         top_n=5,
-        reorder_strategy="lost_in_the_middle",
-        lexical=lexical,
+        strategy="lost_in_the_middle",
     )
     first = [sum(cached.search(q, mode="hybrid").timings.values()) for q in questions[10:13]]
     again = [

@@ -1,7 +1,6 @@
 """python -m ingest PATH... [--config PATH] [--collection NAME] [--reset]: add documents to the
-store.
-python -m ingest --check [--config PATH] [--collection NAME]: check the store against its ledger
-(read-only)."""
+store. python -m ingest --check [--config PATH] [--collection NAME]: check the store against its
+ledger (read-only)."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ingest.check import check_store
-from ingest.runner import FAILED, IngestReport, ingest
+from ingest.runner import FAILED, IngestOptions, IngestReport, ingest
 from rag.cli import Terminated, run_cli, setup_logging
 from rag.config import Settings, load_settings, with_collection
 from rag.languages import coverage_warning, format_shares
@@ -124,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             args.paths,
             embedder=embedder,
             store=store,
-            chunk_size=settings.chunking.size,
-            chunk_overlap=settings.chunking.overlap,
-            extensions=settings.ingest.extensions,
-            max_file_bytes=int(settings.ingest.max_file_mb * 1e6),
-            min_chars=settings.ingest.min_chars,
+            options=IngestOptions.from_settings(settings),
             on_start=lambda total: bar.update(files, total=total),
             on_file=lambda source, status: bar.update(
                 files, advance=1, current=f"{status} {Path(source).name}"
@@ -137,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
                 chunks, advance=n, current=_rate(bar, chunks, source)
             ),
             stop_requested=interrupts.stop_now,
-            check_space=settings.ingest.check_free_space,
         )
     out = Console()
     print_report(out, report, store.count())

@@ -47,8 +47,8 @@ _SNIFF_BYTES = 8192  # NUL and control bytes are looked for in the first 8 KiB
 # Encodings detection may pick for text that is not UTF-8, in order of preference where it cannot
 # tell them apart: Korean, Japanese, Chinese, then Western, Cyrillic, Central European, Greek,
 # Turkish, Hebrew, Arabic, Baltic, Vietnamese and Thai code pages. EBCDIC, UTF-16/32 without a
-# byte-order mark and the rarer code pages are left out: on short files detection ranks them first,
-# and they are wrong.
+# byte-order mark and the rarer code pages are left out: on short files detection ranks them
+# first, and they are wrong.
 LEGACY_ENCODINGS: tuple[str, ...] = (
     "cp949",
     "cp932",

@@ -32,6 +32,7 @@ from pypdf import PasswordType, PdfReader
 from pypdf.errors import PyPdfError
 
 from ingest.content import content_mismatch, decode
+from rag.common import check_int
 from rag.config import IngestSettings
 from rag.types import Document, Page
 
@@ -555,8 +556,7 @@ def load(path: Path, *, min_chars: int = MIN_CHARS, data: bytes | None = None) -
         raise LoadError(
             path, f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_SUFFIXES)})"
         )
-    if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
-        raise ValueError(f"min_chars = {min_chars!r}: must be a whole number of at least 0")
+    check_int("min_chars", min_chars, 0)
     if data is None:
         data = _read(path)
     _check_content(path, suffix, data)

@@ -26,6 +26,7 @@ import numpy as np
 from ingest.chunking import chunk_document
 from ingest.loaders import MIN_CHARS, LoadError, content_chars, load, read_regular, special_kind
 from ingest.manifest import chunk_id, content_hash, file_hash, make_plan
+from rag.config import Settings
 from rag.embedder import Embedder
 from rag.languages import language_chars, shares
 from rag.store import COMPLETE, WRITING, ChunkStore, FileRecord
@@ -132,21 +133,49 @@ EMBED_SLICE = 256  # chunks embedded per call, so progress moves inside a large 
 LANGUAGE_SAMPLE = 32
 
 
+@dataclass(frozen=True)
+class IngestOptions:
+    """How files become chunks: ``chunking.*`` and ``ingest.*``, built from settings in one place
+    (:meth:`from_settings`) for the command line and the app's uploads alike."""
+
+    chunk_size: int
+    chunk_overlap: int
+    extensions: tuple[str, ...]
+    max_file_bytes: int
+    min_chars: int = MIN_CHARS
+    # ingest.check_free_space: before each write into an embedded store, refuse with
+    # StoreFullError when the disk has less free space than the write needs
+    check_space: bool = True
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, max_file_bytes: int | None = None
+    ) -> IngestOptions:
+        """The configured options; ``max_file_bytes`` replaces ``ingest.max_file_mb`` (the app
+        caps uploads lower when Streamlit's own limit is)."""
+        i = settings.ingest
+        return cls(
+            chunk_size=settings.chunking.size,
+            chunk_overlap=settings.chunking.overlap,
+            extensions=tuple(i.extensions),
+            max_file_bytes=max_file_bytes
+            if max_file_bytes is not None
+            else int(i.max_file_mb * 1e6),
+            min_chars=i.min_chars,
+            check_space=i.check_free_space,
+        )
+
+
 def ingest(
     paths: Sequence[str | Path],
     *,
     embedder: Embedder,
     store: ChunkStore,
-    chunk_size: int,
-    chunk_overlap: int,
-    extensions: Sequence[str],
-    max_file_bytes: int,
-    min_chars: int = MIN_CHARS,
+    options: IngestOptions,
     on_start: Callable[[int], None] | None = None,
     on_file: Progress | None = None,
     on_chunks: ChunkProgress | None = None,
     stop_requested: Callable[[], bool] | None = None,
-    check_space: bool = True,
 ) -> IngestReport:
     """Bring the store in line with ``paths``; returns what happened to each file.
 
@@ -154,10 +183,9 @@ def ingest(
     after each file and ``on_chunks(source, n)`` as its chunks are embedded. Pages and
     chunks with fewer than ``min_chars`` letters or digits are not stored (``ingest.min_chars``).
     ``stop_requested()`` is asked before each file; True raises KeyboardInterrupt there.
-    ``check_space`` (``ingest.check_free_space``): before each write into an embedded store,
-    refuse with ``StoreFullError`` when the disk has less free space than the write needs.
     """
     started = time.perf_counter()
+    chunk_size, extensions = options.chunk_size, options.extensions
     budget = embedder.passage_budget()
     if chunk_size > budget:
         raise IngestInputError(
@@ -202,11 +230,11 @@ def ingest(
             embedder=embedder,
             store=store,
             size=chunk_size,
-            overlap=chunk_overlap,
-            max_bytes=max_file_bytes,
-            min_chars=min_chars,
+            overlap=options.chunk_overlap,
+            max_bytes=options.max_file_bytes,
+            min_chars=options.min_chars,
             on_chunks=on_chunks,
-            check_space=check_space,
+            check_space=options.check_space,
         )
         if (
             outcome.reason == VANISHED

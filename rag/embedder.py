@@ -60,7 +60,7 @@ class Embedder:
         self.batch_size = batch_size
         # Recent query vectors: the app embeds the same question again for the Compare view, another
         # top-k or reranker, or a question asked twice. Keyed by the text as embedded (prefix
-        # included). 0 turns it off (rag.evaluate times every query as asked for the first time).
+        # included). 0 turns it off (lab.evaluate times every query as asked for the first time).
         self.query_cache = QUERY_CACHE
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._queries_lock = threading.Lock()

@@ -5,7 +5,7 @@ are scored against it, and the best one per claim is kept (at most two per sourc
 Three scorers can do it (``llm.evidence``): character-bigram overlap (no model,
 any language), the bi-encoder (cosine of the claim and each sentence) and the
 reranker (the claim as the query, each sentence as a passage). Measured with
-``python -m rag.evidence_eval`` (README, "Evidence"), bigrams picked the right
+``python -m lab.evidence_eval`` (guides/answers.md, "Evidence"), bigrams picked the right
 sentence most often in English and in Korean, so they are the default. It runs
 after the answer is written: it adds to the answer's time, not the first token's.
 """
@@ -100,9 +100,6 @@ def bigram_scorer() -> Scorer:
         ]
 
     return score
-
-
-EVIDENCE_SCORERS = ("bigrams", "embedder", "reranker", "off")
 
 
 def scorer_for(method: str, *, embedder, reranker) -> Scorer | None:

@@ -10,7 +10,7 @@ Two ways to turn a follow-up into what is searched (``retrieval.follow_ups``):
 - ``concat``: when the question looks like a follow-up (a pronoun that needs an
   antecedent, "and ...", "what about ...", "...은요?", or two words or fewer),
   the previous question is put before it. Cheap and model-free, for the local
-  270M model, which cannot rewrite; measured in the README.
+  270M model, which cannot rewrite; measured in guides/answers.md.
 
 The answer is still written to the question as typed, with the conversation;
 only retrieval and reranking read the standalone form, and the trace and the
@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("auto", "llm", "concat", "off")
 Turn = tuple[str, str]  # (question, answer) of an earlier turn
 
 _WORD = re.compile(r"[\w']+")
@@ -104,9 +103,8 @@ def llm_query(
     question: str, history: Sequence[Turn], ask: Callable[[list[dict[str, str]]], str]
 ) -> str:
     """The LLM's standalone form of ``question`` (``ask`` sends messages, returns the reply); when
-    the reply
-    is empty, or over 3x the length of the question and the previous one, :func:`concat_query`
-    instead."""
+    the reply is empty, or over 3x the length of the question and the previous one,
+    :func:`concat_query` instead."""
     if not history or not looks_like_follow_up(question):
         return question
     reply = ask(rewrite_messages(question, history)).strip()

@@ -19,9 +19,10 @@ from typing import (
     Protocol,
     runtime_checkable,
 )
-from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.parse import urlparse
 
 from rag.citations import CITATION
+from rag.common import one_line, scrub_secret, shown_url
 from rag.languages import question_language
 from rag.models import tokenizer_lock
 from rag.sentences import period_ends_sentence
@@ -34,8 +35,8 @@ NO_ANSWER = "The documents do not contain the answer."
 OPENAI_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "not-needed"
 
-# How answers say the sources lack the answer: NO_ANSWER and its usual wordings, in English and
-# Korean.
+# How answers say the sources lack the answer: NO_ANSWER and its usual wordings,
+# in English and Korean.
 _DECLINE = re.compile(
     r"do(?:es)? not (?:contain|include|mention|say|state)|don't "
     r"(?:contain|include|mention|know)|no information"
@@ -153,15 +154,6 @@ def _attribute(value: str) -> str:
 # --- OpenAI-compatible endpoint ---------------------------------------------------------
 
 
-def shown_url(url: str) -> str:
-    """A URL fit for messages, the trace and the page: no ``user:password@`` and no query string,
-    where a key written into ``llm.base_url`` would otherwise show."""
-    parts = urlsplit(url)
-    if not parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
-
-
 def is_openai_url(base_url: str) -> bool:
     """True for OpenAI's own API, where a missing key can only mean a configuration mistake."""
     host = urlparse(base_url if base_url.strip() != "" else OPENAI_URL).hostname
@@ -267,22 +259,6 @@ class OpenAIGenerator:
         return scrub_secret(message, self._api_key)
 
 
-# a key a server echoes masked: sk-pr****************wxyz
-_MASKED = re.compile(r"[\w-]*\*{4,}[\w-]*")
-_WORD = re.compile(r"[^\s'\"`]+")
-
-
-def scrub_secret(text: str, secret: str) -> str:
-    """``text`` with ``secret`` replaced by ``***``: the whole key, any word that holds 8 or more
-    characters of it in a row (a server may echo it cut short), and masked echoes of a key."""
-    if secret == "":
-        return text
-    text = text.replace(secret, "***")
-    pieces = {secret[i : i + 8] for i in range(len(secret) - 7)}
-    text = _WORD.sub(lambda m: "***" if any(p in m[0] for p in pieces) else m[0], text)
-    return _MASKED.sub("***", text)
-
-
 def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
@@ -299,8 +275,7 @@ def _server_message(exc: Exception) -> str:
         text = body
     else:
         text = ""
-    text = " ".join(text.split())
-    return text[:300] + ("..." if len(text) > 300 else "")
+    return one_line(text)
 
 
 # --- local transformers model -----------------------------------------------------------
@@ -589,8 +564,7 @@ class _NoRepeatInAnswer:
 
 def _until_stop(pieces: Iterator[str], stops: Sequence[str]) -> Stream[str, None, bool]:
     """Pass text through until a stop string, holding back just enough to catch one split across
-    pieces;
-    return whether a stop string ended it."""
+    pieces; return whether a stop string ended it."""
     held = ""
     keep = max((len(s) for s in stops), default=1) - 1
     started = False

@@ -1,8 +1,7 @@
 """Is the answer in the sources at all? A check made before the LLM is asked.
 
 A small local model answers every question, with or without the answer in front
-of it (measured: it declined 0 times in 40 when the gold paragraph was taken out
-of its context). So the pipeline looks first, with two signals:
+of it (guides/answers.md has the measurement). So the pipeline looks first, with two signals:
 
 - ``support``: a source sentence that answers a question shares most of its words
   with it (names, numbers, the rare words), while a paragraph that only shares the
@@ -19,9 +18,9 @@ of its context). So the pipeline looks first, with two signals:
 A declined answer is "not in the documents" in the question's language, the LLM is
 not asked, and the trace notes which signal decided and the best place found, so a
 user can judge the decision. Both thresholds are chosen with
-``python -m rag.evaluate ... --decline`` (without ``--answers``: retrieval only),
+``python -m lab.evaluate ... --decline`` (without ``--answers``: retrieval only),
 which reports how often each signal declines with the gold paragraph in the context
-and with it removed; the README gives the numbers.
+and with it removed; guides/answers.md gives the numbers.
 """
 
 from __future__ import annotations
@@ -58,21 +57,19 @@ _KO_ENDING = re.compile(
 )
 # lower-cased Latin-script words (accents too) and numbers
 _LATIN = re.compile(r"[0-9a-z_\u00c0-\u024f]+")
-# a Latin-script word is matched by its first letters ("commanded" ~ "command", "expeditions" ~
-# "expedition")
+# a Latin-script word is matched by its first letters ("commanded" ~ "command",
+# "expeditions" ~ "expedition")
 PREFIX = 5
-# words: a longer sentence (a table row run, a list) is read in windows of this many, half
-# overlapping
+# words: a longer sentence (a table row run, a list) is read in windows of this
+# many, half overlapping
 WINDOW = 40
 
 
 def _units(word: str, *, question: bool) -> set[str]:
     """What one word is matched by: a number whole; a Latin-script word by its first PREFIX letters
-    (a
-    source's word also by its first 3 and 4, so that "die" finds "died" and "war" finds "wars"); any
-    other by its character bigrams (a Korean particle glued to a stem leaves the stem's bigrams;
-    Chinese,
-    Japanese and Thai run without spaces, so a "word" there is a whole phrase)."""
+    (a source's word also by its first 3 and 4, so that "die" finds "died" and "war" finds "wars");
+    any other by its character bigrams (a Korean particle glued to a stem leaves the stem's bigrams;
+    Chinese, Japanese and Thai run without spaces, so a "word" there is a whole phrase)."""
     # Hangul, and scripts written without spaces (Chinese, Japanese, Thai)
     if not _LATIN.fullmatch(word):
         return {word} if len(word) == 1 else {word[i : i + 2] for i in range(len(word) - 1)}
@@ -132,8 +129,7 @@ class Support:
 
 def support(question: str, context: Sequence[Candidate]) -> Support:
     """The best share of the question's units found in one sentence, or two neighbouring ones, of
-    any
-    source in ``context`` (a long sentence is read in windows)."""
+    any source in ``context`` (a long sentence is read in windows)."""
     wanted = question_grams(question)
     if not wanted:
         # nothing to look for (a question of question words only): never decline

@@ -87,8 +87,8 @@ _EN, _KO, _ZH = (
     Coverage(frozenset({"ko"})),
     Coverage(frozenset({"zh"})),
 )
-# (glob on the model's lower-cased name, its last path component, "_" read as "-"; coverage); first
-# match wins
+# (glob on the model's lower-cased name, its last path component, "_" read as "-";
+# coverage); first match wins
 KNOWN_COVERAGE: tuple[tuple[str, Coverage], ...] = (
     ("bge-m3", MULTILINGUAL),
     ("multilingual-e5-*", MULTILINGUAL),

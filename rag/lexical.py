@@ -19,9 +19,12 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 from bm25s.stopwords import STOPWORDS_EN
+
+from rag.choices import KoreanTokens
+from rag.common import check_int
 
 # bm25s sets its own logger to DEBUG on import; put it back under the application's logging.
 logging.getLogger("bm25s").setLevel(logging.NOTSET)
@@ -64,7 +67,7 @@ def _plain_tokens(text: str) -> list[str]:
     return tokens
 
 
-KOREAN_TOKENS = ("morphemes", "words")
+KOREAN_TOKENS = get_args(KoreanTokens)
 
 
 def tokenize(text: str, korean: str = "morphemes") -> list[str]:
@@ -113,8 +116,7 @@ class Bm25Index:
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """Up to k (id, score) pairs with a positive score, best first (ties keep index order)."""
-        if k < 1:
-            raise ValueError(f"k = {k!r}: must be at least 1")
+        check_int("k", k, 1)
         terms = tokenize(query, self.korean)
         if not self.ids or not terms:
             return []

@@ -301,8 +301,8 @@ def load_causal_lm(
                 f"{spec}: this adapter was trained for {adapter.task_type}, not as a causal LM; "
                 "use kind = 'cross-encoder'"
             )
-        # An adapter gets its own copy of the base: merging it must not change the model the
-        # generator shares.
+        # An adapter gets its own copy of the base: merging it must not change the
+        # model the generator shares.
         location = materialize(resolve_model(adapter.base) if adapter else resolved, cache_dir)
         try:
             tokenizer = AutoTokenizer.from_pretrained(location)

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequenc
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from rag.citations import AnswerStream
+from rag.common import check_int
 from rag.config import Settings
 from rag.embedder import Embedder
 from rag.evidence import find_evidence, scorer_for
@@ -38,7 +40,7 @@ from rag.models import configure_threads, select_device
 from rag.reorder import check_strategy, reorder
 from rag.rerankers import RemoteEndpoint, Reranker, RerankerOptions, ScoreCache, load_reranker
 from rag.rerankers.base import fuse_with_retrieval
-from rag.retrieve import LexicalIndex, check_mode, reciprocal_rank_fusion, retrieve
+from rag.retrieve import Retrieval, Retriever, check_mode
 from rag.store import ChunkStore, check_embedded, connect
 from rag.types import Answer, Candidate, Trace
 
@@ -172,27 +174,41 @@ def load_generator(settings: Settings, environ: Mapping[str, str] | None = None)
     )
 
 
+class FirstStage(Protocol):
+    """What the pipeline needs of its first stage (:class:`rag.retrieve.Retriever`; a test may
+    give a small fake)."""
+
+    mode: str
+    modes_by_language: Mapping[str, str]
+    embedder: Embedder  # read by the "embedder" evidence scorer only
+
+    def search(self, question: str, *, k: int, mode: str, also: str | None = None) -> Retrieval:
+        """The top ``k`` (also fused with ``also``'s), the files left out and the stage's times."""
+        ...
+
+    def models(self, mode: str) -> dict[str, str]:
+        """The models a search in ``mode`` runs, for the trace."""
+        ...
+
+
 @dataclass(frozen=True)
 class Pipeline:
-    embedder: Embedder
-    store: ChunkStore
+    """One question's way through the stages; built by :meth:`from_settings` (or
+    :func:`build_pipeline`, which loads the components first)."""
+
+    retriever: FirstStage
     reranker: Reranker | None
     generator: Generator | None
-    top_k: int
-    top_n: int
-    reorder_strategy: str
-    lexical: LexicalIndex | None = None
-    retrieval_mode: str = "dense"
-    rrf_k: int = 60
-    fusion_weights: tuple[float, float] = (1.0, 1.0)  # (dense, BM25) in hybrid mode
-    # Per question language (ISO 639-1): another first stage, another reranker
-    # (retrieval.modes_by_language, reranker.models_by_language). A question in no listed language
-    # takes retrieval_mode and reranker.
-    # reranker.retrieval_weight: the first stage's vote after reranking
+    top_k: int = 20
+    top_n: int = 5
+    reorder_strategy: str = "lost_in_the_middle"
+    # reranker.retrieval_weight: the first stage's vote after reranking, fused by reciprocal rank
+    # with retrieval.rrf_k
     retrieval_weight: float = 0.0
-    modes_by_language: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # None for a language: no reranker reads it well enough, so its questions keep the first stage's
-    # order.
+    rrf_k: int = 60
+    # Per question language (ISO 639-1), another reranker (reranker.models_by_language); None for
+    # a language: no reranker reads it well enough, so its questions keep the first stage's order.
+    # (Another first stage per language is the retriever's: retrieval.modes_by_language.)
     rerankers_by_language: Mapping[str, Reranker | None] = dataclasses.field(default_factory=dict)
     follow_ups: str = "concat"  # llm | concat | off: what a follow-up searches for (rag.followup)
     # bigrams | embedder | reranker | off: how cited sentences are found (rag.evidence)
@@ -207,18 +223,55 @@ class Pipeline:
     # share one
     rewrites: MutableMapping[tuple, str] | None = None
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        retriever: FirstStage,
+        reranker: Reranker | None,
+        generator: Generator | None,
+        rerankers_by_language: Mapping[str, Reranker | None] | None = None,
+        top_k: int | None = None,
+        top_n: int | None = None,
+        strategy: str | None = None,
+        rewrites: MutableMapping[tuple, str] | None = None,
+    ) -> Pipeline:
+        """The pipeline of ``settings`` around components already loaded (the app shares them
+        between sessions); ``top_k``, ``top_n`` and ``strategy`` replace the configured ones."""
+        return cls(
+            retriever=retriever,
+            reranker=reranker,
+            generator=generator,
+            top_k=top_k if top_k is not None else settings.retrieval.top_k,
+            top_n=top_n if top_n is not None else settings.reranker.top_n,
+            reorder_strategy=strategy if strategy is not None else settings.reorder.strategy,
+            retrieval_weight=settings.reranker.retrieval_weight,
+            rrf_k=settings.retrieval.rrf_k,
+            rerankers_by_language=dict(rerankers_by_language or {}),
+            follow_ups=resolve_method(
+                settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""
+            ),
+            evidence=settings.llm.evidence,
+            max_sentences=settings.llm.max_sentences,
+            min_support=settings.llm.min_support,
+            min_rerank_score=settings.llm.min_rerank_score,
+            rewrites=rewrites,
+        )
+
     def route(self, question: str) -> tuple[str | None, str, Reranker | None]:
         """The question's language if it has a route (else None), its first stage and its
         reranker.
         """
-        if not self.modes_by_language and not self.rerankers_by_language:
-            return None, self.retrieval_mode, self.reranker
+        routes = self.retriever.modes_by_language
+        if not routes and not self.rerankers_by_language:
+            return None, self.retriever.mode, self.reranker
         language = question_language(question)
-        if language not in self.modes_by_language and language not in self.rerankers_by_language:
-            return None, self.retrieval_mode, self.reranker
+        if language not in routes and language not in self.rerankers_by_language:
+            return None, self.retriever.mode, self.reranker
         return (
             language,
-            self.modes_by_language.get(language, self.retrieval_mode),
+            routes.get(language, self.retriever.mode),
             self.rerankers_by_language.get(language, self.reranker),
         )
 
@@ -237,11 +290,9 @@ class Pipeline:
         """Retrieve, optionally rerank, keep top_n and reorder; the Trace holds every step.
 
         ``history`` holds earlier (question, answer) turns: a follow-up is made standalone before it
-        is
-        searched (``follow_ups``), and ``Trace.searched`` says what was searched. ``on_stage`` is
-        told
-        what starts, in words ("retrieving (hybrid)", "reranking 20 candidates with ..."), so that a
-        page can show which stage is running."""
+        is searched (``follow_ups``), and ``Trace.searched`` says what was searched. ``on_stage`` is
+        told what starts, in words ("retrieving (hybrid)", "reranking 20 candidates with ..."), so
+        that a page can show which stage is running."""
         asked = check_question(question)
         tell = on_stage if on_stage is not None else (lambda stage: None)
         if history and self.follow_ups != "off":
@@ -261,50 +312,14 @@ class Pipeline:
                 "reranking was asked for but no reranker is loaded (reranker.enabled = false?)"
             )
         rerank = rerank and not unranked
-        timings: dict[str, float] = {}
-
-        def embed(text: str):
-            with _timed(timings, "embed_query"):
-                return self.embedder.embed_query(text)
-
         tell(f"retrieving {k} candidates ({mode})")
         # concat: the previous question + this one widens the first stage, fused with this one as
-        # typed, and the reranker reads this one as typed (the concatenation confused it: README,
-        # "Follow-up questions")
+        # typed, and the reranker reads this one as typed (the concatenation confused it:
+        # guides/answers.md, "Follow-up questions")
         widened = question != asked and self.follow_ups == "concat"
-        with _timed(timings, "retrieve"):
-            hidden = self.store.half_written()
-            hits = retrieve(
-                question,
-                mode=mode,
-                k=k,
-                store=self.store,
-                embed=embed,
-                lexical=self.lexical,
-                rrf_k=self.rrf_k,
-                weights=self.fusion_weights,
-                hidden=hidden,
-            )
-            if widened:
-                typed = retrieve(
-                    asked,
-                    mode=mode,
-                    k=k,
-                    store=self.store,
-                    embed=embed,
-                    lexical=self.lexical,
-                    rrf_k=self.rrf_k,
-                    weights=self.fusion_weights,
-                    hidden=hidden,
-                )
-                known = {c.id: c for c, _ in typed + hits}
-                hits = [
-                    (known[i], score)
-                    for i, score in reciprocal_rank_fusion(
-                        [[c.id for c, _ in typed], [c.id for c, _ in hits]], [1.0, 1.0], self.rrf_k
-                    )[:k]
-                ]
-        timings["retrieve"] -= timings.get("embed_query", 0.0)  # the two stages are reported apart
+        found = self.retriever.search(question, k=k, mode=mode, also=asked if widened else None)
+        timings = dict(found.timings)
+        hits, hidden = found.hits, found.hidden
         retrieved = tuple(
             Candidate(chunk=c, retrieval_score=s, retrieval_rank=i, rank=i)
             for i, (c, s) in enumerate(hits, start=1)
@@ -431,7 +446,9 @@ class Pipeline:
         text = shaped.shown.strip()
         notes = list(trace.notes) + answer_notes(shaped, len(trace.context))
         scorer = scorer_for(
-            self.evidence, embedder=self.embedder, reranker=self.reranker if trace.rerank else None
+            self.evidence,
+            embedder=self.retriever.embedder,
+            reranker=self.reranker if trace.rerank else None,
         )
         with _timed(timings, "evidence"):
             evidence = find_evidence(text, trace.context, scorer) if scorer is not None else ()
@@ -455,9 +472,8 @@ class Pipeline:
         on_token: Callable[[str], None] | None,
     ) -> Answer:
         """The answer when the grounding check finds no place in the context that answers the
-        question:
-        "not in the documents" (in the question's language), the LLM not asked, the reason in the
-        notes."""
+        question: "not in the documents" (in the question's language), the LLM not asked, the reason
+        in the notes."""
         text = NO_ANSWER_KO if question_language(trace.question) == "ko" else NO_ANSWER
         if on_token is not None:
             on_token(text)
@@ -482,9 +498,7 @@ class Pipeline:
     def model_names(self, reranker: Reranker | None, mode: str) -> dict[str, str]:
         """What the trace shows as the models that ran: the embedder (unless BM25 alone retrieved),
         ``reranker`` (if one ran), the LLM."""
-        names = (
-            {"embedder": f"{self.embedder.name} ({self.embedder.device})"} if mode != "bm25" else {}
-        )
+        names = self.retriever.models(mode)
         if reranker is not None:
             names["reranker"] = reranker.describe()
         if self.generator is not None:
@@ -506,28 +520,12 @@ def build_pipeline(
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=create_store, environ=environ)
     wanted = reranker and settings.reranker.enabled
-    return Pipeline(
-        embedder=embedder,
-        store=store,
+    return Pipeline.from_settings(
+        settings,
+        retriever=Retriever.from_settings(settings, embedder, store),
         reranker=load_configured_reranker(settings).with_cache(ScoreCache()) if wanted else None,
         rerankers_by_language=load_language_rerankers(settings) if wanted else {},
-        modes_by_language=dict(settings.retrieval.modes_by_language),
-        retrieval_weight=settings.reranker.retrieval_weight,
         generator=load_generator(settings, environ) if generator else None,
-        top_k=settings.retrieval.top_k,
-        top_n=settings.reranker.top_n,
-        reorder_strategy=settings.reorder.strategy,
-        lexical=LexicalIndex(store, korean=settings.retrieval.korean_tokens),
-        retrieval_mode=settings.retrieval.mode,
-        rrf_k=settings.retrieval.rrf_k,
-        fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
-        follow_ups=resolve_method(
-            settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""
-        ),
-        evidence=settings.llm.evidence,
-        max_sentences=settings.llm.max_sentences,
-        min_support=settings.llm.min_support,
-        min_rerank_score=settings.llm.min_rerank_score,
     )
 
 
@@ -593,8 +591,7 @@ def _half_written_note(hidden: Mapping[str, int]) -> str:
 
 def _check_options(top_k: int, top_n: int, strategy: str, mode: str) -> None:
     """Per-call options are checked before any model runs, like the config's own values."""
-    for name, value in (("top_k", top_k), ("top_n", top_n)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} = {value!r}: must be a whole number of at least 1")
+    check_int("top_k", top_k, 1)
+    check_int("top_n", top_n, 1)
     check_strategy(strategy)
     check_mode(mode)

@@ -3,21 +3,26 @@
 ``reciprocal_rank_fusion`` is a pure function. ``LexicalIndex`` keeps a BM25 index
 of a store's chunks and rebuilds it when the store's file ledger changes, so
 BM25 sees exactly what Chroma holds after any ingest, update or removal (also
-ones made by another process). ``retrieve`` runs the configured mode.
+ones made by another process). ``retrieve`` runs one mode; ``Retriever`` is the first stage
+as configured (its index, fusion, a mode per language), timing itself.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from rag.choices import MODES
+from rag.common import check_int
+from rag.config import Settings
+from rag.embedder import Embedder
 from rag.lexical import Bm25Index
 from rag.store import ChunkStore
 from rag.types import Chunk
-
-MODES = ("dense", "bm25", "hybrid")
 
 
 def check_mode(mode: str) -> None:
@@ -36,8 +41,7 @@ def reciprocal_rank_fusion(
     """
     if len(rankings) != len(weights):
         raise ValueError(f"{len(rankings)} rankings but {len(weights)} weights")
-    if k < 1:
-        raise ValueError(f"rrf k = {k!r}: must be at least 1")
+    check_int("rrf k", k, 1)
     scores: dict[str, float] = {}
     for ranking, weight in zip(rankings, weights):
         for rank, item in enumerate(ranking, start=1):
@@ -88,8 +92,8 @@ def retrieve(
     hidden = hidden or {}
     if mode == "dense":
         return store.query(embed(question), k, exclude_sources=list(hidden))
-    # BM25 cannot filter by file: ask for enough more that k are left after the hidden files' chunks
-    # go
+    # BM25 cannot filter by file: ask for enough more that k are left after the
+    # hidden files' chunks go
     lexical_hits = lexical.current().search(question, k + sum(hidden.values()))
     if mode == "bm25":
         return _with_chunks(store, lexical_hits, hidden)[:k]
@@ -109,3 +113,114 @@ def _with_chunks(
     return [
         (chunks[i], score) for i, score in hits if i in chunks and chunks[i].source not in hidden
     ]
+
+
+def language_routes(settings: Settings, mode: str | None = None) -> dict[str, str]:
+    """``retrieval.modes_by_language`` while the configured mode is kept (``mode`` None or the
+    same); none once another mode is picked (the app's sidebar, a ``--mode`` flag)."""
+    r = settings.retrieval
+    return dict(r.modes_by_language) if mode in (None, r.mode) else {}
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What the first stage found for one question.
+
+    ``hits`` best first with their scores; ``hidden`` the half-written files whose chunks were
+    left out (source -> chunk count); ``timings`` in seconds: ``embed_query`` (when the mode
+    embeds) and ``retrieve`` (the search itself, embedding not included).
+    """
+
+    hits: list[tuple[Chunk, float]]
+    hidden: dict[str, int]
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Retriever:
+    """The first stage over one store: dense (the bi-encoder), BM25 or hybrid, with its index,
+    its fusion settings and a mode per question language (``retrieval.modes_by_language``).
+
+    Built from settings by :meth:`from_settings` (the command lines, the app, evaluation and
+    the benchmark all do); holds no per-question state.
+    """
+
+    embedder: Embedder
+    store: ChunkStore
+    lexical: LexicalIndex | None
+    mode: str = "dense"
+    rrf_k: int = 60
+    weights: tuple[float, float] = (1.0, 1.0)  # (dense, BM25) in hybrid mode
+    modes_by_language: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        embedder: Embedder,
+        store: ChunkStore,
+        *,
+        lexical: LexicalIndex | None = None,
+        mode: str | None = None,
+    ) -> Retriever:
+        """``retrieval.*`` as configured; ``lexical`` shares an index already built (the app's),
+        ``mode`` replaces the configured one (and then no language picks another)."""
+        r = settings.retrieval
+        return cls(
+            embedder=embedder,
+            store=store,
+            lexical=lexical if lexical is not None else LexicalIndex(store, korean=r.korean_tokens),
+            mode=mode if mode is not None else r.mode,
+            rrf_k=r.rrf_k,
+            weights=(r.dense_weight, r.bm25_weight),
+            modes_by_language=language_routes(settings, mode),
+        )
+
+    def mode_for(self, language: str | None) -> str:
+        """The first stage a question in ``language`` runs with."""
+        return self.modes_by_language.get(language or "", self.mode)
+
+    def search(self, question: str, *, k: int, mode: str, also: str | None = None) -> Retrieval:
+        """The top ``k`` for ``question`` by ``mode``; with ``also``, the top ``k`` of the two
+        questions fused by reciprocal rank (``also``'s list first: a follow-up as typed beside
+        its widened form)."""
+        check_mode(mode)
+        check_int("k", k, 1)
+        questions = [q for q in (also, question) if q is not None]
+        timings: dict[str, float] = {}
+        vectors: dict[str, np.ndarray] = {}
+        if mode != "bm25":
+            started = time.perf_counter()
+            vectors = {q: self.embedder.embed_query(q) for q in questions}
+            timings["embed_query"] = time.perf_counter() - started
+        started = time.perf_counter()
+        hidden = self.store.half_written()
+        lists = [
+            retrieve(
+                q,
+                mode=mode,
+                k=k,
+                store=self.store,
+                embed=vectors.__getitem__,
+                lexical=self.lexical,
+                rrf_k=self.rrf_k,
+                weights=self.weights,
+                hidden=hidden,
+            )
+            for q in questions
+        ]
+        hits = lists[0] if len(lists) == 1 else self._fuse(lists, k)
+        timings["retrieve"] = time.perf_counter() - started
+        return Retrieval(hits=hits, hidden=hidden, timings=timings)
+
+    def _fuse(self, lists: list[list[tuple[Chunk, float]]], k: int) -> list[tuple[Chunk, float]]:
+        known = {c.id: c for hits in lists for c, _ in hits}
+        ids = [[c.id for c, _ in hits] for hits in lists]
+        fused = reciprocal_rank_fusion(ids, [1.0] * len(ids), self.rrf_k)[:k]
+        return [(known[i], score) for i, score in fused]
+
+    def models(self, mode: str) -> dict[str, str]:
+        """The models a search in ``mode`` runs, for the trace: the embedder unless BM25 alone."""
+        if mode == "bm25":
+            return {}
+        return {"embedder": f"{self.embedder.name} ({self.embedder.device})"}

@@ -129,8 +129,8 @@ def _first_line(text: str) -> str:
 
 SQLITE_FILE = "chroma.sqlite3"
 _SQLITE_HEADER = b"SQLite format 3\x00"
-# Chroma's words when the disk filled up under it (SQLite's, the OS's, or a compaction that could
-# not write).
+# Chroma's words when the disk filled up under it (SQLite's, the OS's, or a compaction
+# that could not write).
 _FULL = ("No space left", "database or disk is full", "disk is full", "Failed to apply logs")
 _DAMAGED = (
     "malformed",
@@ -199,10 +199,8 @@ def check_embedded(path: Path) -> None:
     quick_check.
 
     Chroma opening such a folder writes a fresh, empty schema over a zero-byte database (destroying
-    what a
-    recovery could use) or panics in its Rust core. A folder that does not exist yet, or is empty,
-    is a
-    new store and passes. quick_check reads the whole database file (about 10 ms for 15 MB here).
+    what a recovery could use) or panics in its Rust core. A folder that does not exist yet, or is
+    empty, is a new store and passes. quick_check reads the whole database file once.
     """
     path = Path(path)
     if not path.is_dir() or not any(path.iterdir()):
@@ -277,8 +275,7 @@ def store_failure(
     path: Path | None, where: str, exc: BaseException, *, storage: bool = False
 ) -> StoreError | None:
     """A full disk or a damaged database behind a Chroma error, as one clear StoreError; None
-    otherwise.
-    ``storage``: the exception came from Chroma opening its files, whatever its type."""
+    otherwise. ``storage``: the exception came from Chroma opening its files, whatever its type."""
     text = str(exc)
     if path is None:
         return server_failure(where, exc) if isinstance(exc, Exception) else None
@@ -301,8 +298,7 @@ def store_failure(
 
 def _guarded(method: _Fn) -> _Fn:
     """Turn a lost server, a refused token, a full disk or a damaged database inside a store method
-    into
-    one StoreError that says what happened and what to do."""
+    into one StoreError that says what happened and what to do."""
 
     @functools.wraps(method)
     def wrapper(self: ChunkStore, *args: Any, **kwargs: Any) -> Any:
@@ -450,8 +446,7 @@ class ChunkStore:
         self, embedding: np.ndarray, k: int, *, exclude_sources: Sequence[str] = ()
     ) -> list[tuple[Chunk, float]]:
         """The k nearest chunks with cosine similarity (1 - cosine distance), best first; none of
-        the
-        files in ``exclude_sources``."""
+        the files in ``exclude_sources``."""
         n = min(k, self.count())
         if n == 0:
             return []
@@ -514,8 +509,7 @@ class ChunkStore:
 
     def half_written(self) -> dict[str, int]:
         """Files whose ledger entry is ``writing`` (an ingest stopped inside them): source -> chunk
-        count.
-        Answers leave their chunks out until an ingest finishes them."""
+        count. Answers leave their chunks out until an ingest finishes them."""
         return {s: r.n_chunks for s, r in self.file_records().items() if r.status != COMPLETE}
 
     def check_room(self, texts: Sequence[str], dimension: int, what: str) -> None:

@@ -1,4 +1,4 @@
-"""Score the answers stored in rag.evaluate reports again, with today's metrics.
+"""Score the answers stored in lab.evaluate reports again, with today's metrics.
 
     python scripts/rescore_answers.py reports/answers/*.json
 
@@ -13,11 +13,11 @@ import json
 import sys
 from pathlib import Path
 
+from lab.evaluate import exact_match, token_f1
+from lab.metrics import mean
 from rag.citations import CITATION
-from rag.evaluate import exact_match, token_f1
 from rag.generate import is_decline
 from rag.languages import question_language
-from rag.metrics import mean
 
 
 def main(paths: list[str]) -> None:

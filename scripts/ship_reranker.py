@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run", type=Path, help="the run directory of rag.finetune train")
+    parser.add_argument("run", type=Path, help="the run directory of lab.finetune train")
     parser.add_argument("name", help="the shipped: name")
     parser.add_argument(
         "--card", type=Path, required=True, help="the model card's hand-written part (Markdown)"

@@ -4,7 +4,7 @@ grounding check's declines) without a real model; the tests use the same server.
 
     python scripts/stand_in_llm.py --port 8011 &
     RAG_LLM__BASE_URL=http://127.0.0.1:8011/v1 RAG_LLM__MODEL=stand-in RAG_LLM__API_KEY_ENV= \\
-        python -m rag.evaluate squad ... --answers --decline
+        python -m lab.evaluate squad ... --answers --decline
 """
 
 from __future__ import annotations

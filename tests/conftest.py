@@ -133,7 +133,7 @@ def sample_store(tmp_path_factory) -> Path:
     """The sample corpus (docs/) ingested once with the offline profile's embedder; returns the
     Chroma folder.
     """
-    from ingest.runner import ingest
+    from ingest.runner import IngestOptions, ingest
     from rag.config import load_settings
     from rag.pipeline import load_embedder, open_store
 
@@ -145,10 +145,7 @@ def sample_store(tmp_path_factory) -> Path:
         [REPO / "docs"],
         embedder=embedder,
         store=store,
-        chunk_size=settings.chunking.size,
-        chunk_overlap=settings.chunking.overlap,
-        extensions=settings.ingest.extensions,
-        max_file_bytes=10**8,
+        options=IngestOptions.from_settings(settings, max_file_bytes=10**8),
     )
     assert report.chunks_written == store.count() > 50
     return folder / "chroma"

@@ -44,8 +44,7 @@ def sigmoid(x: float) -> float:
 
 def reranker_env(url: str, api: str = "tei", model: str = "stand-in-reranker") -> dict[str, str]:
     """RAG_* overrides for a remote reranker at ``url``, without retries, in the server's order
-    alone
-    (retrieval_weight 0: the offline profile's 0.5 was chosen for its own shipped model)."""
+    alone (retrieval_weight 0: the offline profile's 0.5 was chosen for its own shipped model)."""
     return {
         "RAG_RERANKER__KIND": "remote",
         "RAG_RERANKER__URL": url,

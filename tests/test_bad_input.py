@@ -1,6 +1,5 @@
 """Every row of BAD_INPUT.md, through the real code: the command lines as separate processes, the
-app
-through AppTest.
+app through AppTest.
 
 Each test checks the message the user sees and that what was stored before is still there: the
 chunk count and the file ledger (source, content hash, status, chunk count, ingest time) compare
@@ -80,8 +79,8 @@ BAD_PDFS = (
     "garbled-font-encoding.pdf",
     "stress-10000-pages.pdf",
 )
-# shared PDFs that load: name -> (pages kept, chunks with the offline profile: MiniLM tokens, size
-# 200, overlap 32)
+# shared PDFs that load: name -> (pages kept, chunks with the offline profile: MiniLM
+# tokens, size 200, overlap 32)
 GOOD_PDFS = {
     "chinese-patent.pdf": (2, 9),
     "cpp-auto-proposal.pdf": (7, 25),
@@ -365,8 +364,8 @@ def test_cli_warns_about_a_question_the_embedder_cannot_read_and_answers(
         "RAG_RERANKER__ENABLED": "false",
         "RAG_LLM__MIN_SUPPORT": "0",
     }
-    # dense named explicitly: the offline profile itself routes Korean questions to BM25 (no warning
-    # then)
+    # dense named explicitly: the offline profile itself routes Korean questions to
+    # BM25 (no warning then)
     result = run_module(
         "rag", "ask", question, "--json", "--retrieval", "dense", "--config", baseline, env=env
     )
@@ -551,8 +550,7 @@ def _garble_pages(db: Path) -> None:
 
 def _garble_log(db: Path) -> None:
     """A record of Chroma's write log that is not UTF-8: SQLite's own check passes, Chroma's Rust
-    core
-    panics on it ("Failed to pull logs from the log store", a Utf8Error)."""
+    core panics on it ("Failed to pull logs from the log store", a Utf8Error)."""
     with sqlite3.connect(db) as con:
         con.execute(
             "UPDATE embeddings_queue SET metadata = CAST(X'7B22FFFE' AS TEXT) "
@@ -652,8 +650,8 @@ def test_app_names_every_bad_upload_and_keeps_the_collection(
 ):
     before = state(site)
     app = start_app(monkeypatch, site, llm_server.url)
-    # the upload widget itself only takes the configured extensions (a browser refuses a .docx
-    # before sending it)
+    # the upload widget itself only takes the configured extensions (a browser refuses a
+    # .docx before sending it)
     assert sorted(app.sidebar.file_uploader[0].proto.type) == [
         ".htm",
         ".html",
@@ -693,8 +691,8 @@ def test_app_decodes_legacy_encodings_with_a_warning(monkeypatch, site, llm_serv
 
 def test_app_questions_empty_too_long_and_in_an_uncovered_language(monkeypatch, site, llm_server):
     before = state(site)
-    # about warnings: the chunks a Korean question finds through MiniLM are chance, and must still
-    # reach the LLM
+    # about warnings: the chunks a Korean question finds through MiniLM are chance, and
+    # must still reach the LLM
     app = start_app(monkeypatch, site, llm_server.url, RAG_LLM__MIN_SUPPORT="0")
     for question, message in [
         ("", "Not asked: the question is empty"),
@@ -711,8 +709,8 @@ def test_app_questions_empty_too_long_and_in_an_uncovered_language(monkeypatch, 
         assert texts(app.main.error) == [message] and not app.chat_message
     assert llm_server.requests == []
 
-    # the offline profile sends Korean questions to BM25 (retrieval.modes_by_language): nothing to
-    # warn about
+    # the offline profile sends Korean questions to BM25
+    # (retrieval.modes_by_language): nothing to warn about
     app.chat_input[0].set_value(KOREAN_QUESTION).run()
     assert not app.chat_message[1].warning and len(llm_server.requests) == 1
     # picked by hand: the bi-encoder reads it

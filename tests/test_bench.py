@@ -1,6 +1,5 @@
 """bench/run.py still runs and prints its table (a quick subset; the figures themselves are not
-asserted:
-timings belong in the benchmark's own ratios, not in tests on a shared machine)."""
+asserted: timings belong in the benchmark's own ratios, not in tests on a shared machine)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ingest.runner import ingest
+from ingest.runner import IngestOptions, ingest
 from rag.config import Settings, load_settings
 from rag.pipeline import (
     Pipeline,
@@ -35,7 +35,7 @@ from rag.pipeline import (
     load_generator,
     open_store,
 )
-from rag.retrieve import LexicalIndex
+from rag.retrieve import LexicalIndex, Retriever
 from tests.cli import run_module
 from tests.conftest import REPO, server_env, write_offline_config
 from tests.fake_llm import llm_env, reranker_env
@@ -167,18 +167,21 @@ def shared_models(settings: Settings):
 
 def pipeline_factory(settings: Settings, embedder, store, reranker, generator, lexical):
     def make(rerank: bool) -> Pipeline:  # what ui/services.pipeline builds per question
-        return Pipeline(
+        retriever = Retriever(
             embedder=embedder,
             store=store,
+            lexical=lexical,
+            mode="hybrid",
+            rrf_k=60,
+            weights=(1.0, 1.0),
+        )
+        return Pipeline(
+            retriever=retriever,
             reranker=reranker if rerank else None,
             generator=generator,
             top_k=20,
             top_n=5,
             reorder_strategy="lost_in_the_middle",
-            lexical=lexical,
-            retrieval_mode="hybrid",
-            rrf_k=60,
-            fusion_weights=(1.0, 1.0),
         )
 
     return make
@@ -203,10 +206,7 @@ def test_sessions_while_an_upload_is_ingested_embedded(
                 [corpus],
                 embedder=embedder,
                 store=store,
-                chunk_size=settings.chunking.size,
-                chunk_overlap=settings.chunking.overlap,
-                extensions=settings.ingest.extensions,
-                max_file_bytes=10**8,
+                options=IngestOptions.from_settings(settings, max_file_bytes=10**8),
             )
         except Exception as exc:
             result["error"] = exc

@@ -1,6 +1,5 @@
 """Secrets stay secret: planted API keys and a planted Chroma token never reach a log, an output, a
-file
-or the page, even with every logger at DEBUG and a server that echoes the key back.
+file or the page, even with every logger at DEBUG and a server that echoes the key back.
 
 The keys are planted in the environment (OPENAI_API_KEY, and a variable named by
 RAG_LLM__API_KEY_ENV) and CHROMA_TOKEN; the commands run as separate processes
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.generate import scrub_secret
+from rag.common import scrub_secret
 from tests.conftest import REPO, server_env, write_offline_config
 from tests.fake_llm import llm_env, reranker_env
 
@@ -42,8 +41,8 @@ DOCS = {
     ),
     "parking.md": "# Parking\n\nVisitor parking is on level B3. The garage closes at 22:00.\n",
 }
-# Every logger at DEBUG, whatever the command's own -v does (rag.evaluate has none: it is forced
-# on).
+# Every logger at DEBUG, whatever the command's own -v does (lab.evaluate has
+# none: it is forced on).
 DEBUG_MAIN = """
 import logging, runpy, sys
 logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
@@ -161,7 +160,7 @@ def test_commands_never_print_log_or_write_a_planted_secret(
     default = {**named, "RAG_LLM__API_KEY_ENV": "OPENAI_API_KEY"}
     squad = shared_data / "squad" / "squad-v1.1-dev-part-a.json"
     evaluate = (
-        "rag.evaluate",
+        "lab.evaluate",
         "squad",
         squad,
         "--articles",
@@ -274,8 +273,8 @@ def test_the_chroma_token_is_used_but_never_shown(
         }
         llm_server.script.append({"pieces": ["Ten days [1]."]})
         runs["ask"] = run_debug("rag", "ask", QUESTION, "--json", "--config", config, "-v", env=env)
-        # the planted token at a proxy that expects another one: refused, and the message does not
-        # repeat it
+        # the planted token at a proxy that expects another one: refused, and the
+        # message does not repeat it
         runs["refused"] = run_debug(
             "rag",
             "ask",

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from rag.common import shown_url
 from rag.config import ConfigError, Settings, load_settings
-from rag.generate import GenerationError, shown_url
+from rag.generate import GenerationError
 from rag.languages import format_shares, language_name, question_warning
 from rag.models import ModelLoadError, select_device
 from rag.pipeline import NO_RERANKER, check_question
@@ -393,8 +394,8 @@ def main() -> None:
                 if message.get("warning"):
                     st.warning(f"**Language coverage**: {message['warning']}")
                 show_turn(message["results"])
-    # No max_chars: a browser cuts a longer paste silently; check_question refuses it with the limit
-    # instead.
+    # No max_chars: a browser cuts a longer paste silently; check_question refuses it
+    # with the limit instead.
     question = st.chat_input("Ask about your documents", disabled=not docs and outage is None)
     if question is not None:
         try:

@@ -107,9 +107,8 @@ MARKDOWN_SUFFIXES = (".md", ".markdown")
 
 def document_markdown(text: str) -> str:
     """A Markdown document's chunk, to render (headings, lists, tables) safely: HTML is shown as
-    text,
-    images become their alt text (nothing is fetched), only http(s) links stay links, "$" is no
-    math."""
+    text, images become their alt text (nothing is fetched), only http(s) links stay links, "$" is
+    no math."""
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("$", "\\$")
     text = _IMAGE.sub(lambda m: m[1], text)
     return _LINK.sub(lambda m: m[1], text)
@@ -233,8 +232,7 @@ def show_sources(
 
 def show_result(result: Result, other: Result | None = None) -> None:
     """Draw one side: answer (or error), sources, timings; with ``other`` (the A/B view's other
-    side),
-    the sources that side lacks are marked."""
+    side), the sources that side lacks are marked."""
     if result.error is not None:
         st.error(result.error)
     if result.answer is not None:

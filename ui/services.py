@@ -18,7 +18,6 @@ import streamlit as st
 
 from rag.config import RerankerSettings, Settings
 from rag.embedder import Embedder
-from rag.followup import resolve_method
 from rag.generate import Generator
 from rag.languages import collection_languages, coverage_warning, question_language
 from rag.pipeline import (
@@ -30,7 +29,7 @@ from rag.pipeline import (
     open_store,
 )
 from rag.rerankers import Reranker, ScoreCache
-from rag.retrieve import LexicalIndex
+from rag.retrieve import LexicalIndex, Retriever, language_routes
 from rag.store import ChunkStore, FileRecord
 
 
@@ -178,20 +177,10 @@ def language_rerankers(settings: Settings) -> dict[str, Reranker | None]:
     return routed
 
 
-def routed_modes(settings: Settings, choices: Choices) -> dict[str, str]:
-    """retrieval.modes_by_language while the sidebar keeps the configured mode; none once
-    another is picked.
-    """
-    return (
-        dict(settings.retrieval.modes_by_language)
-        if choices.retrieval == settings.retrieval.mode
-        else {}
-    )
-
-
 def question_mode(settings: Settings, choices: Choices, question: str) -> str:
     """The first stage this question runs with: its language's route, or the sidebar's mode."""
-    return routed_modes(settings, choices).get(question_language(question) or "", choices.retrieval)
+    routes = language_routes(settings, choices.retrieval)
+    return routes.get(question_language(question) or "", choices.retrieval)
 
 
 def pipeline(
@@ -205,35 +194,28 @@ def pipeline(
     """A pipeline for one question; the reranker is loaded only when this question reranks.
 
     The configured reranker and first stage follow the question's language
-    (reranker.models_by_language,
-    retrieval.modes_by_language); a reranker or mode picked in the sidebar instead is used as
-    picked.
+    (reranker.models_by_language, retrieval.modes_by_language); a reranker or mode picked in the
+    sidebar instead is used as picked.
     """
     configured_reranker = choices.reranker == next(iter(reranker_options(settings)))
-    return Pipeline(
-        embedder=embedder(settings),
-        store=store(settings),
-        reranker=reranker(settings, choices.reranker) if rerank else None,
-        generator=llm,
-        top_k=choices.top_k,
-        top_n=choices.top_n,
-        reorder_strategy=choices.strategy,
+    retriever = Retriever.from_settings(
+        settings,
+        embedder(settings),
+        store(settings),
         lexical=lexical(settings),
-        retrieval_mode=choices.retrieval,
-        rrf_k=settings.retrieval.rrf_k,
-        fusion_weights=(settings.retrieval.dense_weight, settings.retrieval.bm25_weight),
-        retrieval_weight=settings.reranker.retrieval_weight,
-        modes_by_language=routed_modes(settings, choices),
+        mode=choices.retrieval,
+    )
+    return Pipeline.from_settings(
+        settings,
+        retriever=retriever,
+        reranker=reranker(settings, choices.reranker) if rerank else None,
         rerankers_by_language=language_rerankers(settings)
         if rerank and configured_reranker
         else {},
-        follow_ups=resolve_method(
-            settings.retrieval.follow_ups, settings.llm.base_url.strip() != ""
-        ),
-        evidence=settings.llm.evidence,
-        max_sentences=settings.llm.max_sentences,
-        min_support=settings.llm.min_support,
-        min_rerank_score=settings.llm.min_rerank_score,
+        generator=llm,
+        top_k=choices.top_k,
+        top_n=choices.top_n,
+        strategy=choices.strategy,
         rewrites=rewrites,
     )
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.content import BOMS, TEXT_SUFFIXES, content_mismatch
-from ingest.runner import IngestReport, ingest
+from ingest.runner import IngestOptions, IngestReport, ingest
+from rag.common import clip
 from rag.config import Settings
 from rag.store import free_bytes, mib
 from ui.services import embedder, store
@@ -99,7 +100,7 @@ def sniff_mismatch(name: str, data: bytes) -> str | None:
 def shown_name(name: str, limit: int = 80) -> str:
     """A user-supplied file name for a message: no control characters, short, no Markdown."""
     text = "".join(c if unicodedata.category(c)[0] != "C" else "\ufffd" for c in name)
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    text = clip(text, limit)
     return re.sub(r"([\\`*_{}\[\]()#+!|<>~$])", r"\\\1", text)
 
 
@@ -161,13 +162,8 @@ def ingest_uploads(
         saved,
         embedder=embedder(settings),
         store=chunks,
-        chunk_size=settings.chunking.size,
-        chunk_overlap=settings.chunking.overlap,
-        extensions=settings.ingest.extensions,
-        max_file_bytes=int(limit),
-        min_chars=settings.ingest.min_chars,
+        options=IngestOptions.from_settings(settings, max_file_bytes=int(limit)),
         on_file=file_done,
-        check_space=settings.ingest.check_free_space,
         on_chunks=lambda source, n: on_progress(
             done["files"] / len(saved), f"embedding {Path(source).name}"
         ),

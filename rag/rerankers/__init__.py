@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rag.choices import BACKENDS, BACKENDS_BY_KIND, KINDS, NORMALIZERS
 from rag.models import ModelLoadError
-from rag.rerankers.base import NORMALIZERS, Reranker, RerankError, normalize_scores, rank_candidates
+from rag.rerankers.base import Reranker, RerankError, normalize_scores, rank_candidates
 from rag.rerankers.cache import ScoreCache
 from rag.rerankers.cross_encoder import CrossEncoderReranker, load_cross_encoder
 from rag.rerankers.llm_yes import LlmYesReranker, load_llm_reranker
@@ -48,13 +49,13 @@ LOADERS: dict[tuple[str, str], Loader] = {
     ("llm", "torch"): load_llm_reranker,
     ("remote", "http"): load_remote_reranker,
 }
-KINDS: tuple[str, ...] = tuple(dict.fromkeys(kind for kind, _ in LOADERS))
-BACKENDS: tuple[str, ...] = tuple(dict.fromkeys(backend for _, backend in LOADERS))
-DEFAULT_BACKEND: dict[str, str] = {kind: next(b for k, b in LOADERS if k == kind) for kind in KINDS}
+# The names themselves (kinds, backends, which backend runs which kind) are rag.choices'; the
+# registry's keys are tested to be exactly those pairs (tests/rag/rerankers/test_registry.py).
+DEFAULT_BACKEND: dict[str, str] = {kind: backends[0] for kind, backends in BACKENDS_BY_KIND.items()}
 
 
 def backends_of(kind: str) -> tuple[str, ...]:
-    return tuple(b for k, b in LOADERS if k == kind)
+    return BACKENDS_BY_KIND.get(kind, ())
 
 
 def load_reranker(kind: str, options: RerankerOptions, *, backend: str | None = None) -> Reranker:

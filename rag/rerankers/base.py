@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+from rag.choices import NORMALIZERS
+from rag.common import check_int, check_number
 from rag.rerankers.window import check_mode
 from rag.types import Candidate
 
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NORMALIZERS: tuple[str, ...] = ("sigmoid", "softmax", "none")
 # Below this, no reranker input can hold a query, a passage and the special tokens.
 MIN_MAX_LENGTH = 8
 
@@ -52,18 +53,9 @@ def check_options(
     romanize_hangul: bool = False,
 ) -> None:
     """Shared constructor checks: the values come from config or from callers, never trust them."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if (
-        isinstance(max_length, bool)
-        or not isinstance(max_length, int)
-        or max_length < MIN_MAX_LENGTH
-    ):
-        raise ValueError(f"max_length must be an integer >= {MIN_MAX_LENGTH}, got {max_length!r}")
-    if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 0:
-        raise ValueError(
-            f"batch_tokens must be a whole number >= 0 (0: automatic), got {batch_tokens!r}"
-        )
+    check_int("batch_size", batch_size, 1)
+    check_int("max_length", max_length, MIN_MAX_LENGTH)
+    check_int("batch_tokens", batch_tokens, 0, " (0: automatic)")
     check_normalize(normalize)
     check_mode(long_passages)
     if not isinstance(romanize_hangul, bool):
@@ -148,10 +140,10 @@ def fuse_with_retrieval(ranked: Sequence[Candidate], weight: float, k: int = 60)
     score = 1 / (k + reranked rank) + weight / (k + retrieval rank); ties keep the reranker's
     order. ``weight`` 0 returns the reranker's order unchanged. A small reranker that is right
     more often than the first stage but wrong in other places gains from the first stage's vote
-    (``reranker.retrieval_weight``, chosen on validation data: README). Scores are not changed.
+    (``reranker.retrieval_weight``, chosen on validation data: guides/evaluation.md). Scores are
+    not changed.
     """
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-        raise ValueError(f"retrieval weight must be a number >= 0, got {weight!r}")
+    check_number("retrieval weight", weight, 0)
     if weight == 0:
         return list(ranked)
     fused = sorted(
@@ -185,10 +177,8 @@ def length_sorted_batches(
     short inputs travel in wide batches and long ones in narrow batches.
     Callers put results back by index.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-        raise ValueError(f"max_tokens must be a whole number >= 0 (0: no cap), got {max_tokens!r}")
+    check_int("batch_size", batch_size, 1)
+    check_int("max_tokens", max_tokens, 0, " (0: no cap)")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
@@ -249,8 +239,8 @@ class Reranker(ABC):
         # What a passage longer than max_length leaves is read: its head, or its best window
         # (rag.rerankers.window).
         self.long_passages = long_passages
-        # Hangul spelled in Latin letters before tokenising (rag.romanize), for vocabularies without
-        # Hangul.
+        # Hangul spelled in Latin letters before tokenising (rag.romanize), for
+        # vocabularies without Hangul.
         self.romanize_hangul = romanize_hangul
         self.cache: ScoreCache | None = None
 

@@ -23,6 +23,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from rag.common import check_int
+
 DEFAULT_PAIRS = 50_000  # about 10 MB of keys and floats
 
 
@@ -38,9 +40,7 @@ class ScoreCache:
     """
 
     def __init__(self, *, max_pairs: int = DEFAULT_PAIRS) -> None:
-        if isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1:
-            raise ValueError(f"max_pairs must be a positive integer, got {max_pairs!r}")
-        self.max_pairs = max_pairs
+        self.max_pairs = check_int("max_pairs", max_pairs, 1)
         self._scores: OrderedDict[tuple[str, bytes], tuple[float, bool]] = OrderedDict()
         self._lock = threading.Lock()
 

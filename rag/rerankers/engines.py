@@ -19,8 +19,8 @@ import torch
 
 from rag.models import ModelLoadError, attach_adapter, find_adapter, load_error, resolve_model
 
-# The inputs a BERT-style classifier takes; a batch may carry others (offsets...), which are not
-# fed.
+# The inputs a BERT-style classifier takes; a batch may carry others
+# (offsets...), which are not fed.
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 

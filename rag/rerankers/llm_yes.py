@@ -140,8 +140,8 @@ class LlmYesReranker(Reranker):
             second = self.sep_ids + list(passage_ids)
             cut = len(second) > room
             if cut and windows and room - len(self.sep_ids) >= MIN_ROOM:
-                # The tokens of "B: " stay in front of the window (offsets: they end by character
-                # 3).
+                # The tokens of "B: " stay in front of the window (offsets:
+                # they end by character 3).
                 offsets = encoded["offset_mapping"][i]
                 lead = sum(1 for _, end in offsets if end <= 3)
                 start, end = best_span(

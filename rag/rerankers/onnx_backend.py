@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rag.common import one_line
 from rag.config import ONNX_CACHE_ENV as CACHE_ENV
 from rag.models import (
     DEFAULT_CACHE_DIR,
@@ -129,7 +130,7 @@ def load_onnx_engine(options: RerankerOptions, backend: str) -> tuple[Any, OnnxE
     except ImportError as exc:
         raise ModelLoadError(
             f"cross-encoder {model!r}: backend {backend!r} needs the onnxruntime package "
-            f"({_one_line(exc)}; pip install onnxruntime); or use backend = 'torch'"
+            f"({one_line(exc)}; pip install onnxruntime); or use backend = 'torch'"
         ) from exc
     # An adapter is exported merged into its base: the graph is that of a plain classifier.
     adapter = find_adapter(resolved.location)
@@ -244,7 +245,7 @@ def _open_cached(folder: Path, spec: str) -> Any | None:
             "%s: the cached ONNX export %s does not load (%s); deleting it and exporting again",
             spec,
             folder,
-            _one_line(exc),
+            one_line(exc),
         )
         shutil.rmtree(folder, ignore_errors=True)
         return None
@@ -262,8 +263,8 @@ def _exported_session(spec: str, location: str, variant: str, tokenizer: Any) ->
     fp32 = export_folder(location, "fp32")
     if not _ready(fp32, spec):  # int8 is quantised from the fp32 export, so that comes first
         network = _load_torch(spec)
-        # Loading may have downloaded the weights, which changes the key: look again under the final
-        # one.
+        # Loading may have downloaded the weights, which changes the key: look
+        # again under the final one.
         fp32 = export_folder(location, "fp32")
         if not _ready(fp32, spec):
             _publish(
@@ -286,7 +287,7 @@ def _exported_session(spec: str, location: str, variant: str, tokenizer: Any) ->
     except Exception as exc:
         raise ModelLoadError(
             f"cross-encoder {spec!r}: ONNX Runtime cannot load the fresh export in {folder} "
-            f"({_one_line(exc)}); use backend = 'torch'"
+            f"({one_line(exc)}); use backend = 'torch'"
         ) from exc
 
 
@@ -315,7 +316,7 @@ def _check_exporter(spec: str, variant: str) -> None:
         backend = "onnx" if variant == "fp32" else "onnx-int8"
         raise ModelLoadError(
             f"cross-encoder {spec!r}: backend {backend!r} needs the onnx package to export the "
-            f"model once ({_one_line(exc)}; pip install onnx); or use backend = 'torch'"
+            f"model once ({one_line(exc)}; pip install onnx); or use backend = 'torch'"
         ) from exc
 
 
@@ -336,7 +337,7 @@ def _publish(spec: str, folder: Path, build: Any, meta: dict[str, Any]) -> None:
         tmp.mkdir()
     except OSError as exc:
         raise ModelLoadError(
-            f"cross-encoder {spec!r}: cannot write the ONNX cache {root} ({_one_line(exc)}); "
+            f"cross-encoder {spec!r}: cannot write the ONNX cache {root} ({one_line(exc)}); "
             f"set {CACHE_ENV} to a writable folder, or use backend = 'torch'"
         ) from exc
     try:
@@ -355,7 +356,7 @@ def _publish(spec: str, folder: Path, build: Any, meta: dict[str, Any]) -> None:
         raise
     except Exception as exc:
         raise ModelLoadError(
-            f"cross-encoder {spec!r}: ONNX export failed ({_one_line(exc)}); use backend = 'torch'"
+            f"cross-encoder {spec!r}: ONNX export failed ({one_line(exc)}); use backend = 'torch'"
         ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -449,8 +450,3 @@ class _QuietQuantizer(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

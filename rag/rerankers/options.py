@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from rag.choices import APIS
+from rag.common import check_int, check_number, shown_url
 from rag.rerankers.base import check_options
-
-APIS: tuple[str, ...] = ("tei", "cohere")
 
 
 @dataclass(frozen=True)
@@ -36,22 +36,8 @@ class RemoteEndpoint:
             )
         if self.api not in APIS:
             raise ValueError(f"reranker.api = {self.api!r}: valid: {', '.join(APIS)}")
-        if (
-            isinstance(self.timeout, bool)
-            or not isinstance(self.timeout, (int, float))
-            or not self.timeout > 0
-        ):
-            raise ValueError(
-                f"reranker.timeout = {self.timeout!r}: must be a number of seconds above 0"
-            )
-        if (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or self.max_retries < 0
-        ):
-            raise ValueError(
-                f"reranker.max_retries = {self.max_retries!r}: must be a whole number >= 0"
-            )
+        check_number("reranker.timeout (seconds)", self.timeout, 0, strict=True)
+        check_int("reranker.max_retries", self.max_retries, 0)
 
     @property
     def host(self) -> str:
@@ -62,9 +48,8 @@ class RemoteEndpoint:
 
     @property
     def shown_url(self) -> str:
-        """The URL for messages, without any user:password@ part."""
-        parts = urlsplit(self.url)
-        return parts._replace(netloc=self.host).geturl()
+        """The URL for messages (rag.common.shown_url: no credentials, no query string)."""
+        return shown_url(self.url)
 
 
 @dataclass(frozen=True)

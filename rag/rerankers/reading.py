@@ -1,7 +1,7 @@
 """How a trained reranker reads its inputs, kept beside its weights so that use reads as training
 did.
 
-``rag.finetune train --long-passages ... --romanize-hangul`` writes ``reading.json`` into
+``lab.finetune train --long-passages ... --romanize-hangul`` writes ``reading.json`` into
 every checkpoint and into ``best/`` (``scripts/ship_reranker.py`` copies it into
 ``rag/shipped/NAME``). ``reranker.long_passages`` and ``reranker.romanize_hangul`` are
 "auto" by default: the model's ``reading.json`` if it has one, else the plain reading

@@ -56,6 +56,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from rag.common import one_line, scrub_secret
 from rag.models import ModelLoadError
 from rag.rerankers.base import MIN_MAX_LENGTH, Reranker, RerankError, length_sorted_batches
 from rag.rerankers.options import RemoteEndpoint, RerankerOptions
@@ -94,8 +95,8 @@ class RemoteReranker(Reranker):
         backoff_max: float = 8.0,
         retry_after_max: float = 30.0,
     ) -> None:
-        # max_length is the server's business (it truncates and does not say so): the smallest valid
-        # value here.
+        # max_length is the server's business (it truncates and does not say so): the
+        # smallest valid value here.
         super().__init__(
             name=model,
             device=endpoint.host,
@@ -210,7 +211,7 @@ class RemoteReranker(Reranker):
             except ValueError:
                 raise RerankError(
                     f"malformed response from {url}: not JSON: "
-                    f"{self._scrub(_clip(response.text))!r}"
+                    f"{self._scrub(one_line(response.text))!r}"
                 ) from None
         message = f"{url} answered HTTP {status}: {self._scrub(server_message(response))}"
         if status == 429 or status >= 500:
@@ -270,7 +271,7 @@ class RemoteReranker(Reranker):
         )
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret != "" else text
+        return scrub_secret(text, self._secret)
 
 
 def parse_scores(data: Any, *, api: str, count: int) -> list[float]:
@@ -283,12 +284,12 @@ def parse_scores(data: Any, *, api: str, count: int) -> list[float]:
     items = data if api == "tei" else (data.get("results") if isinstance(data, dict) else None)
     if not isinstance(items, list):
         shape = "a JSON list" if api == "tei" else 'a JSON object with a "results" list'
-        raise ValueError(f"expected {shape}, got {_clip(repr(data), 80)}")
+        raise ValueError(f"expected {shape}, got {one_line(repr(data), 80)}")
     scores: list[float | None] = [None] * count
     for item in items:
         index = item.get("index") if isinstance(item, dict) else None
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
-            raise ValueError(f"result {_clip(repr(item), 80)} has no index in 0..{count - 1}")
+            raise ValueError(f"result {one_line(repr(item), 80)} has no index in 0..{count - 1}")
         if scores[index] is not None:
             raise ValueError(f"index {index} appears twice")
         score = item.get(key)
@@ -344,20 +345,15 @@ def server_message(response: httpx.Response) -> str:
     try:
         data = response.json()
     except ValueError:
-        return _clip(response.text) or "(no message)"
+        return one_line(response.text) or "(no message)"
     if isinstance(data, dict):
         for key in ("error", "message", "detail"):
             value = data.get(key)
             if isinstance(value, dict) and isinstance(value.get("message"), str):
-                return _clip(value["message"])
+                return one_line(value["message"])
             if value is not None:
-                return _clip(value if isinstance(value, str) else repr(value))
-    return _clip(repr(data))
-
-
-def _clip(text: str, limit: int = MESSAGE_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+                return one_line(value if isinstance(value, str) else repr(value))
+    return one_line(repr(data))
 
 
 def load_remote_reranker(options: RerankerOptions) -> RemoteReranker:

@@ -9,7 +9,7 @@ about three tokens a syllable) a 400-token budget holds only the first hundred
 syllables of a paragraph. "best-window" reads instead the run of passage tokens,
 as many as fit, that shares the most character bigrams with the question: a cheap
 lexical look (no model, no language resources) that works the same for every
-script. Training (``rag.finetune --long-passages``) and use (``reranker.long_passages``)
+script. Training (``lab.finetune --long-passages``) and use (``reranker.long_passages``)
 call the same function, so a model reads in use what it read when it learnt.
 """
 
@@ -19,7 +19,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-MODES: tuple[str, ...] = ("head", "best-window")
+from rag.choices import LONG_PASSAGES
+
+MODES = LONG_PASSAGES
 # Below this many tokens of room the window is no better a read than the head; keep the head.
 MIN_ROOM = 16
 

@@ -189,8 +189,8 @@ def test_overlap_carries_only_whole_sentences(tokenizer):
 
 def test_paragraphs_stay_whole_when_they_fit(tokenizer):
     text = "Fish swim. Birds fly.\n\nThe cat sat. The dog ran."
-    # Sentence by sentence, "The cat sat." would still fit in the first chunk; the paragraph goes
-    # whole.
+    # Sentence by sentence, "The cat sat." would still fit in the first chunk;
+    # the paragraph goes whole.
     assert chunks(tokenizer, text, 12, 0) == ["Fish swim. Birds fly.", "The cat sat. The dog ran."]
     assert chunks(tokenizer, text, 12, 4) == [
         "Fish swim. Birds fly.",
@@ -226,8 +226,8 @@ def test_long_sentence_between_short_ones(tokenizer):
         "eight nine ten.",
         "Last one here.",
     ]
-    # Overlap by tokens inside the cut sentence; none after it, where it would start mid-word (".
-    # Last").
+    # Overlap by tokens inside the cut sentence; none after it, where it would
+    # start mid-word (". Last").
     assert chunks(tokenizer, text, 5, 2) == [
         "Short one. one two",
         "one two three four five",

@@ -7,7 +7,7 @@ entry must be complete. Runs for the embedded store and for a Chroma server
 behind the compose token proxy. Each round's kill point is drawn from a seeded
 generator: after a random number of files written, plus a random delay, so the
 kill falls in start-up, between files, in embedding or inside a file's write.
-The test prints where each kill landed (run with -s to see it; the README
+The test prints where each kill landed (run with -s to see it; guides/reliability.md
 quotes the figures).
 """
 
@@ -115,9 +115,9 @@ def kill_at_random(
     sig: int = signal.SIGKILL,
 ) -> str:
     """Start an ingestion and SIGKILL (or SIGTERM) it: inside the write of the k-th file
-    (``in_write``:
-    right after the runner logs "writing"), or anywhere after k files plus a random delay. SIGTERM
-    must stop it like Ctrl-C: exit 143 and the line that says the store is consistent."""
+    (``in_write``: right after the runner logs "writing"), or anywhere after k files plus a random
+    delay. SIGTERM must stop it like Ctrl-C: exit 143 and the line that says the store is
+    consistent."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "ingest", str(corpus), "--config", str(config), "-v"],
         cwd=REPO,

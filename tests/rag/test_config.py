@@ -160,13 +160,43 @@ def test_settings_are_frozen(tmp_path):
             {},
             "ingest.min_chars = 'few': Input should be a valid integer",
         ),
+        (
+            "[reranker]\nkind = 'cross_encoder'\n",
+            {},
+            "reranker.kind = 'cross_encoder': Input should be 'cross-encoder', 'llm' or 'remote' "
+            "(did you mean 'cross-encoder'?)",
+        ),
+        (
+            "[[reranker.alternatives]]\nkind = 'LLM'\nmodel = 'x'\n",
+            {},
+            "reranker.alternatives.0.kind = 'LLM': Input should be 'cross-encoder', 'llm' or "
+            "'remote' (did you mean 'llm'?)",
+        ),
+        (
+            "",
+            {"RAG_RETRIEVAL__MODE": "hybird"},
+            "retrieval.mode = 'hybird' (from RAG_RETRIEVAL__MODE): Input should be 'dense', "
+            "'bm25' or 'hybrid' (did you mean 'hybrid'?)",
+        ),
+        (
+            "[reorder]\nstrategy = 'middle-out'\n",
+            {},
+            "reorder.strategy = 'middle-out': Input should be 'none', 'descending' or "
+            "'lost_in_the_middle'\n",
+        ),
+        (
+            "[reranker]\nkind = 'llm'\nbackend = 'onnx'\n",
+            {},
+            "reranker.backend = 'onnx': Value error, applies to kind 'cross-encoder' only "
+            "(kind is 'llm'); use backend = 'torch'",
+        ),
     ],
 )
 def test_problems_are_named_with_a_hint_and_where_they_came_from(tmp_path, text, env, line):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
         load_settings(path, env=env)
-    assert str(err.value).startswith(f"{path}: {line}")
+    assert (str(err.value) + "\n").startswith(f"{path}: {line}")
 
 
 def test_min_chars_default_and_override(tmp_path):

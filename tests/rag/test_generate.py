@@ -439,8 +439,8 @@ def test_until_stop_cuts_at_stop_strings_split_across_pieces(pieces, expected):
 def test_no_repeat_in_answer_exempts_the_prompt():
     ban = _NoRepeatInAnswer(prompt_length=3, size=3)
     scores = torch.zeros(1, 10)
-    # prompt 5 6 7 | answer 1 2 3 1 2 -> a third "3" would repeat "1 2 3"; "6 7" in the prompt is
-    # fine
+    # prompt 5 6 7 | answer 1 2 3 1 2 -> a third "3" would repeat "1 2 3"; "6
+    # 7" in the prompt is fine
     out = ban(torch.tensor([[5, 6, 7, 1, 2, 3, 1, 2]]), scores.clone())
     assert out[0, 3] == float("-inf") and torch.isfinite(out[0, [0, 1, 2, 4, 5, 6, 7, 8, 9]]).all()
     out = ban(torch.tensor([[5, 6, 7, 5, 6]]), scores.clone())

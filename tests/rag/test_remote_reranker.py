@@ -519,7 +519,7 @@ def test_configured_loader_passes_the_endpoint(tmp_path, server, tiny_cross_enco
     assert reranker.endpoint == RemoteEndpoint(
         url=server.cohere_url, api="cohere", timeout=4.0, max_retries=1
     )
-    # as rag.evaluate and the app do
+    # as lab.evaluate and the app do
     other = load_configured_reranker(settings, kind="remote", model="second")
     other.score_pairs(QUERY, TEXTS)
     assert other.name == "second" and server.requests[-1]["body"]["model"] == "second"

@@ -52,7 +52,7 @@ def pipeline(readonly_sample_config):
 
 @pytest.mark.slow
 def test_every_answering_phrase_is_in_exactly_one_chunk(pipeline):
-    _, texts = pipeline.store.all_texts()
+    _, texts = pipeline.retriever.store.all_texts()
     for _, phrase in QUESTIONS:
         holders = [t for t in texts if holds(t, phrase)]
         assert len(holders) >= 1, phrase  # a chunk may repeat a phrase in its overlap with the next

@@ -217,7 +217,7 @@ def test_chroma_errors_on_a_full_disk_or_a_damaged_file_become_one_clear_error(t
     assert store_failure(tmp_path, str(tmp_path), ValueError("3 chunks but 2 embeddings")) is None
     # a server's disk is not ours to judge
     assert store_failure(None, "the Chroma server", compaction) is None
-    # the space a write needs: grows with text and vectors, and keeps 8 MB for the journal and the
-    # index
+    # the space a write needs: grows with text and vectors, and keeps 8 MB for
+    # the journal and the index
     small, large = estimate_bytes(["a" * 700] * 10, 384), estimate_bytes(["a" * 700] * 1000, 384)
     assert 8 * 2**20 < small < large and large - small > 990 * 700 * 10

@@ -105,9 +105,8 @@ def test_answer_streams_in_with_citations_sources_and_timings(app, llm_server):
 
 def test_a_question_the_documents_do_not_answer_is_declined_with_the_reason(app, llm_server):
     """The offline profile's grounding check (llm.min_support, llm.min_rerank_score): the answer
-    says the
-    documents do not hold it, the note says why, the sources are still there to look at, the LLM is
-    not asked."""
+    says the documents do not hold it, the note says why, the sources are still there to look at,
+    the LLM is not asked."""
     ask(app, "Which submarine did Captain Nemo command in the Arctic expedition of 1869?")
     assistant = app.chat_message[-1]
     assert assistant.markdown[0].value == "The documents do not contain the answer."
@@ -130,7 +129,9 @@ def test_sidebar_names_the_models_and_the_offline_profile(app):
     assert offline.startswith("**Offline profile** (packaged embedder): small demo models")
     # the sample corpus is partly Korean, which MiniLM cannot read, but the offline profile sends
     # Korean questions to BM25 (retrieval.modes_by_language): no language warning
-    assert "Languages: en 80%, ko 19%" in texts(app.sidebar.caption)
+    (shares,) = [t for t in texts(app.sidebar.caption) if t.startswith("Languages:")]
+    found = re.fullmatch(r"Languages: en (\d+)%, ko (\d+)%", shares)
+    assert found and int(found[1]) > int(found[2]) > 5, shares  # mostly English, partly Korean
 
 
 def test_rerank_toggle_off_shows_the_bi_encoder_order(app, llm_server):
@@ -157,8 +158,8 @@ def test_compare_shows_both_sides_with_rank_moves_and_timings(app, llm_server):
     )
     timings = [c for c in texts(app.caption) if c.startswith("retrieve ")]
     assert len(timings) == 2 and "rerank" not in timings[0] and " · rerank " in timings[1]
-    # sources only one side read are marked on that side, as many on each; the line above says how
-    # many
+    # sources only one side read are marked on that side, as many on each; the
+    # line above says how many
     only_left = [t for t in left_titles if "only on this side" in t]
     only_right = [t for t in right_titles if "only on this side" in t]
     assert len(only_left) == len(only_right) >= 1
@@ -364,8 +365,8 @@ def test_upload_becomes_searchable_once_and_can_be_removed(
     app.toggle(key="rerank").set_value(False).run()
     ask(app, "Where is visitor parking?")
     assert source_titles(app)[0].startswith("[1] evil name_.md · #1 ★ ")
-    # Markdown renders (the table's pipes are left as Markdown), HTML shows as text, nothing is
-    # fetched or run
+    # Markdown renders (the table's pipes are left as Markdown), HTML shows as text,
+    # nothing is fetched or run
     shown = app.chat_message[-1].expander[0].markdown[0].value
     assert (
         "| Level | Bays |\n|---|---|\n| B3 | 41 |" in shown

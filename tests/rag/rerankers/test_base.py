@@ -126,8 +126,8 @@ def test_length_sorted_batches_longest_first_and_complete() -> None:
 def test_a_token_budget_makes_short_inputs_travel_wide_and_long_ones_narrow() -> None:
     lengths = [500, 40, 300, 40, 40, 260, 40, 600, 40]
     batches = length_sorted_batches(lengths, 4, max_tokens=1024)
-    # 600 + 500 would pad to 1,200 > 1,024; 500 + 300 pad to 1,000; 260 x 4 = 1,040 does not fit,
-    # 260 x 3 does
+    # 600 + 500 would pad to 1,200 > 1,024; 500 + 300 pad to 1,000; 260 x 4 = 1,040
+    # does not fit, 260 x 3 does
     assert batches == [[7], [0, 2], [5, 1, 3], [4, 6, 8]]
     # batch_size caps
     assert length_sorted_batches([40] * 9, 4, max_tokens=1024) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
@@ -140,7 +140,7 @@ def test_a_token_budget_makes_short_inputs_travel_wide_and_long_ones_narrow() ->
     assert length_sorted_batches(lengths, 4, max_tokens=0) == length_sorted_batches(lengths, 4)
     # longer than the budget: alone, not lost
     assert length_sorted_batches([2000], 4, max_tokens=1024) == [[0]]
-    with pytest.raises(ValueError, match="max_tokens must be a whole number >= 0"):
+    with pytest.raises(ValueError, match="max_tokens = -1: must be a whole number >= 0"):
         length_sorted_batches(lengths, 4, max_tokens=-1)
 
 
@@ -165,8 +165,7 @@ class WordOverlap(Reranker):
     """A whole reranker in one method: the score is the number of query words in the passage.
 
     A passage of more than ``max_length`` words is cut there (and flagged), so the flags and the
-    scores
-    depend on the options the base class keeps. Every call is recorded, batches included.
+    scores depend on the options the base class keeps. Every call is recorded, batches included.
     """
 
     kind = "word-overlap"
@@ -285,8 +284,8 @@ def test_the_base_caches_for_any_kind() -> None:
     fresh = WordOverlap().rerank(OVERLAP_QUERY, make_candidates(OVERLAP_TEXTS))
     first, reused_first = reranker.rerank_counted(OVERLAP_QUERY, make_candidates(OVERLAP_TEXTS[:2]))
     assert reused_first == 0 and reranker.calls == [OVERLAP_TEXTS[:2]] and len(cache) == 2
-    # Two known, two new: only the new reach score_pairs; the ranking is the uncached one, flags
-    # included.
+    # Two known, two new: only the new reach score_pairs; the ranking is the
+    # uncached one, flags included.
     ranked, reused = reranker.rerank_counted(OVERLAP_QUERY, make_candidates(OVERLAP_TEXTS))
     assert reused == 2 and reranker.calls[-1] == OVERLAP_TEXTS[2:]
     assert [(c.chunk.id, c.rerank_raw, c.truncated) for c in ranked] == [
@@ -319,11 +318,11 @@ def test_the_base_describes_and_checks_the_options() -> None:
         WordOverlap(backend="http", device="host:80").describe()
         == "word-overlap: overlap-v1 (host:80, words)"
     )
-    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="batch_size = 0: must be a whole number >= 1"):
         WordOverlap(batch_size=0)
-    with pytest.raises(ValueError, match="max_length must be an integer >= 8, got 7"):
+    with pytest.raises(ValueError, match="max_length = 7: must be a whole number >= 8"):
         WordOverlap(max_length=7)
-    with pytest.raises(ValueError, match="batch_tokens must be a whole number >= 0"):
+    with pytest.raises(ValueError, match="batch_tokens = -1: must be a whole number >= 0"):
         WordOverlap(batch_tokens=-1)
     with pytest.raises(ValueError, match="'l2'"):
         WordOverlap(normalize="l2")
@@ -366,5 +365,5 @@ def test_fusion_with_the_first_stage_is_reciprocal_rank_fusion_and_changes_no_sc
     assert all(c.rerank_score == by_text[c.chunk.text].rerank_score for c in fused)
     # a large weight gives the first stage's order back
     assert [c.chunk.text for c in fuse_with_retrieval(reranked, 100.0, k)] == texts
-    with pytest.raises(ValueError, match="retrieval weight must be a number >= 0"):
+    with pytest.raises(ValueError, match="retrieval weight = .*: must be a number >= 0"):
         fuse_with_retrieval(reranked, -1.0)

@@ -1,9 +1,7 @@
 """The score cache on a real reranker (the tiny cross-encoder loaded from disk): reused scores equal
-fresh
-ones, only unknown pairs reach the model, changed text is scored again, the cache stays bounded and
-is safe
-to share between threads; and one reranker shared by many threads tokenises each call with its own
-settings."""
+fresh ones, only unknown pairs reach the model, changed text is scored again, the cache stays
+bounded and is safe to share between threads; and one reranker shared by many threads tokenises each
+call with its own settings."""
 
 from __future__ import annotations
 
@@ -139,7 +137,7 @@ def test_the_cache_is_bounded_least_recently_used_first(model):
     assert cached.cache is not None and len(cached.cache) == 3
     _, reused = cached.rerank_counted(QUERY, make_candidates([TEXTS[0], TEXTS[4], TEXTS[1]]))
     assert reused == 2 and cached.calls[-1] == [TEXTS[1]]
-    with pytest.raises(ValueError, match="max_pairs must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="max_pairs = 0: must be a whole number >= 1"):
         ScoreCache(max_pairs=0)
 
 
@@ -212,8 +210,7 @@ def noise_and_gap(
     can come (gap).
 
     The checks below can only tell a wrong score from noise if the gap is well above the noise: the
-    tiny random
-    model's scores for different questions lie within ~1e-6 of each other.
+    tiny random model's scores for different questions lie within ~1e-6 of each other.
     """
     single = like(model, batch_size=1, batch_tokens=0)
     noise = 0.0

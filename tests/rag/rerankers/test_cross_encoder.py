@@ -252,8 +252,8 @@ def test_the_reranker_takes_any_engine(tiny_cross_encoder: str) -> None:
     raw, cut = reranker.score_pairs(QUERY, passages)
     assert seen == [2, 2, 2, 1]  # 7 pairs, at most batch_size a forward
     assert 0 < sum(cut) < len(cut)
-    # The same options on the torch engine itself: the same batches, so the very same scores and
-    # flags.
+    # The same options on the torch engine itself: the same batches, so the very
+    # same scores and flags.
     assert (raw, cut) == build(loaded.tokenizer, loaded.engine, options).score_pairs(
         QUERY, passages
     )

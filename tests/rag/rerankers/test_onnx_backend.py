@@ -202,8 +202,8 @@ def test_fp32_scores_flags_and_ranking_equal_torch(request, minilm_onnx_cache, m
     assert 0 < sum(onnx_cut) < len(PASSAGES)  # some pairs were cut at max_length 64, some not
     assert all(type(x) is float for x in onnx_raw)
     assert onnx_raw == pytest.approx(torch_raw, abs=1e-4)
-    # Relative to how far apart the scores are (the tiny random model's lie within 2e-4 of each
-    # other).
+    # Relative to how far apart the scores are (the tiny random model's lie
+    # within 2e-4 of each other).
     spread = max(torch_raw) - min(torch_raw)
     assert max(abs(a - b) for a, b in zip(onnx_raw, torch_raw)) <= 1e-3 * spread
     candidates = make_candidates(PASSAGES)
@@ -595,8 +595,8 @@ def test_configured_reranker_runs_on_onnx(onnx_cache, tmp_path, tiny_cross_encod
     expected = _load(tiny_cross_encoder, "torch").rerank(QUERY, make_candidates(PASSAGES))
     assert [c.chunk.id for c in ranked] == [c.chunk.id for c in expected]
     assert [c.truncated for c in ranked] == [c.truncated for c in expected]
-    # Another kind picked beside it (as rag.evaluate and the app do) runs on its own terms, not on
-    # ONNX.
+    # Another kind picked beside it (as lab.evaluate and the app do) runs on its
+    # own terms, not on ONNX.
     remote = load_configured_reranker(settings, kind="remote", model="m")
     assert isinstance(remote, RemoteReranker) and (remote.backend, remote.dtype) == (
         "http",

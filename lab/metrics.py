@@ -1,4 +1,4 @@
-"""Retrieval metrics for ``python -m rag.evaluate``: pure functions over ranked ids and gold ids.
+"""Retrieval metrics for ``python -m lab.evaluate``: pure functions over ranked ids and gold ids.
 
 Each query has one ranked list of chunk (or passage) ids, best first, and a set
 of gold ids, the passages that answer it. Ranks are 1-based. A query whose
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence, Set
+
+from rag.common import check_int
 
 
 def first_hit(ranked: Sequence[str], gold: Set[str]) -> int | None:
@@ -91,5 +93,4 @@ def summarize(
 
 
 def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k = {k!r}: must be a whole number of at least 1")
+    check_int("k", k, 1)
