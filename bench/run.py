@@ -1,40 +1,34 @@
 """Benchmarks with ratios against references measured in the same run.
 
-    .venv/bin/python bench/run.py                      (about 8 minutes on 2 CPU cores)
-    .venv/bin/python bench/run.py --quick              (smaller corpus, 1k and 10k chunks, no
-    batch-plan sweep,
-                                                        answers at 1k only: a smoke run)
-    .venv/bin/python bench/run.py --quick --smoke      (every row at the smallest sizes, one repeat:
-    what the
-                                                        test suite runs to see the script works; no
-                                                        figure means anything)
-    .venv/bin/python bench/run.py --only scale,memory  (some sections)
-    .venv/bin/python bench/run.py --cross-encoder runs/squad/minilm/best   (a trained cross-encoder)
+    .venv/bin/python bench/run.py                   # about 10 minutes on 2 CPU cores
+    .venv/bin/python bench/run.py --quick           # smaller corpus, 1k and 10k chunks, no
+                                                    # batch-plan sweep, answers at 1k only
+    .venv/bin/python bench/run.py --quick --smoke   # every row at the smallest sizes, one repeat:
+                                                    # what the tests run; no figure means anything
+    .venv/bin/python bench/run.py --only scale,app  # some sections
+    .venv/bin/python bench/run.py --cross-encoder runs/squad/minilm/best  # a trained cross-encoder
 
 Sections (every figure beside a reference measured in the same run, and their ratio):
 
 ingest         ``python -m ingest`` over a few hundred pages of real PDFs vs raw
-               ``SentenceTransformer.encode`` of the same chunks; re-ingest of the unchanged corpus
-               vs the first; process start-up; peak RSS of ingesting 1 PDF vs 4 PDFs vs the embedder
-               alone.
-cross-encoder  reranking 20 and 100 mixed-length candidates vs ``CrossEncoder.predict``, vs a plain
-               unsorted batched forward and vs the sorted forward (the floor); batch size by count
-               vs by tokens; 1 thread vs all cores; the ONNX Runtime fp32 and int8 backends: speed,
-               and score/rank agreement with PyTorch on SQuAD questions.
+               ``SentenceTransformer.encode`` of the same chunks; re-ingest of the unchanged
+               corpus vs the first; process start-up; peak RSS of ingesting 1 PDF vs 4 PDFs vs
+               the embedder alone.
+cross-encoder  reranking 20 and 100 mixed-length candidates vs ``CrossEncoder.predict``, vs a
+               plain unsorted batched forward and vs the sorted forward (the floor); batch size
+               by count vs by tokens; 1 thread vs all cores; the ONNX Runtime fp32 and int8
+               backends: speed, and score/rank agreement with PyTorch on SQuAD questions.
 shipped        the offline profile's rerankers as `rag ask` routes them (English: SQuAD test
-articles
-               12-23, Korean: KorQuAD test articles 100-139), each question's 20 BM25 candidates:
-               p50 per question vs the model's own forward on the same batches (the floor), and the
-               speed goals (English <= 1.0 s, Korean <= 3.0 s on 2 CPU cores).
+               articles 12-23, Korean: KorQuAD test articles 100-139), each question's 20 BM25
+               candidates: p50 per question vs the model's own forward on the same batches (the
+               floor), and the speed goals (English <= 1.0 s, Korean <= 3.0 s on 2 CPU cores).
 llm            the Yes-logit LLM reranker vs the causal LM's own forward on the same token ids
-(floor)
-               and vs a plain unsorted full-logits forward.
+               (floor) and vs a plain unsorted full-logits forward.
 scale          query latency per stage (embed query, retrieve dense and hybrid, rerank, reorder,
-first
-               token, full answer) at 1k, 10k and 100k chunks in the embedded Chroma store, against
-               the same stage at 1k; a question asked again (caches).
-app            peak RSS of the Streamlit app (driven by streamlit.testing) answering a question with
-               all offline models loaded vs the libraries alone plus the models' weights.
+               first token, full answer) at 1k, 10k and 100k chunks in the embedded Chroma store,
+               against the same stage at 1k; a question asked again (caches).
+app            peak RSS of the Streamlit app (driven by streamlit.testing) answering a question
+               with all offline models loaded vs the libraries alone plus the models' weights.
 
 The default cross-encoder is BertForSequenceClassification on the packaged MiniLM weights
 (6 layers, 22M parameters: the size of cross-encoder/ms-marco-MiniLM-L-6-v2) with an untrained
@@ -766,7 +760,8 @@ def bench_scale(ctx: Context) -> None:
         },
     )
     embedder = ctx.embedder
-    embedder.query_cache = 0  # every question timed as a first ask; the cache has its own row below
+    # every question timed as a first ask; the cache has its own row below
+    embedder.with_query_cache(0)
     client = connect(
         mode="embedded", path=ctx.work / "scale-chroma", host="", port=0, ssl=False, token=None
     )
@@ -848,7 +843,7 @@ def bench_scale(ctx: Context) -> None:
             )
     # The same question again, as the app does for the Compare view or another
     # top-n: the caches answer.
-    embedder.query_cache = 1024
+    embedder.with_query_cache(1024)
     cached = Pipeline.from_settings(
         settings,
         retriever=Retriever.from_settings(settings, embedder, store, lexical=lexical),

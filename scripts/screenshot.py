@@ -6,8 +6,8 @@ asks QUESTION in Compare mode through Debian's headless Chromium, waits for both
 answers, and saves the page as a PNG. Nothing is stood in for: the models are the
 profile's own, so with the local Gemma this takes a minute or two on 2 cores.
 
-    python scripts/screenshot.py "How fast must a SEV1 page be acknowledged?"
-    ui/screenshots/compare.png
+    python scripts/screenshot.py "How fast must a SEV1 page be acknowledged?" \\
+        ui/screenshots/compare.png
 """
 
 from __future__ import annotations

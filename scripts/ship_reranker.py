@@ -1,8 +1,7 @@
 """Copy a trained LoRA reranker into rag/shipped/NAME with its model card.
 
-    .venv/bin/python scripts/ship_reranker.py runs/en/minilm-lora minilm-en --card
-    scripts/cards/minilm-en.md \
-        --checkpoint checkpoint-160
+    .venv/bin/python scripts/ship_reranker.py runs/en/minilm-lora minilm-en \\
+        --card scripts/cards/minilm-en.md --checkpoint checkpoint-160
 
 Only the adapter (adapter_config.json, adapter_model.safetensors) and reading.json (how the model
 read its inputs in training: rag.rerankers.reading) are shipped: the adapter loads on top of

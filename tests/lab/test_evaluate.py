@@ -10,7 +10,9 @@ import json
 import pytest
 
 from lab.datasets import DatasetError, Group, Query, load_squad, parse_span, sample
-from lab.evaluate import RerankerSpec, exact_match, markdown, rank_groups, token_f1
+from lab.evaluation import RerankerSpec, rank_groups
+from lab.metrics import exact_match, token_f1
+from lab.report import markdown
 from tests.cli import run_module
 from tests.conftest import write_offline_config
 

@@ -18,8 +18,9 @@ from lab.datasets import (
     split,
     write_groups,
 )
-from lab.finetune import main, mean_group_loss, mine_negatives
+from lab.finetune import main, mine_negatives
 from lab.finetune_tasks import load_base
+from lab.training import mean_group_loss
 from rag.rerankers import CrossEncoderReranker, RerankerOptions, load_reranker
 from tests.cli import run_module
 from tests.conftest import write_offline_config

@@ -84,11 +84,13 @@ def test_query_vectors_are_cached_read_only_bounded_and_can_be_turned_off():
     assert embedder.embed_query("How long is the warranty?") is first
     assert not first.flags.writeable  # a caller cannot change what the next caller gets
     assert np.allclose(first, embedder.embed_queries(["How long is the warranty?"])[0], atol=1e-6)
-    embedder.query_cache = 2
-    for q in ("one", "two", "three"):
+    assert embedder.with_query_cache(2) is embedder
+    kept = embedder.embed_query("How long is the warranty?")
+    assert embedder.embed_query("How long is the warranty?") is kept
+    for q in ("one", "two"):
         embedder.embed_query(q)
-    assert embedder.embed_query("How long is the warranty?") is not first  # evicted, embedded again
-    embedder.query_cache = 0
+    assert embedder.embed_query("How long is the warranty?") is not kept  # evicted, embedded again
+    embedder.with_query_cache(0)
     off = embedder.embed_query("one")
     assert off is not embedder.embed_query("one") and np.allclose(
         off, embedder.embed_query("one"), atol=1e-6
