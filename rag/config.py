@@ -192,7 +192,7 @@ class RerankerSettings(_Section):
     # reranker's order alone.
     retrieval_weight: float = Field(0.0, ge=0.0)
     # Another model of the same kind for questions in these languages (ISO 639-1 code -> model
-    # spec), e.g. {ko = "shipped:minilm-ko"}, or "none": questions in that language are not
+    # spec), e.g. {ko = "Dongjin-kr/ko-reranker"}, or "none": questions in that language are not
     # reranked (the first stage's order is kept, and the trace says so); the trace and the app
     # name the model that ran.
     models_by_language: dict[str, str] = {}

@@ -386,7 +386,8 @@ def mark_sentences(number: int, text: str) -> str:
         item = _ITEM_NUMBER.match(line)  # "2. Battery warranty": the "2." ends no sentence
         head = item.group(0) if item else ""
         body = line[len(head) :]
-        marked = head + _SENTENCE_END.sub(lambda m: marker + m[1] if _ends(body, m) else m[0], body)  # noqa: B023 (called within the iteration)
+        # the lambda runs within this iteration: its loop variables are current
+        marked = head + _SENTENCE_END.sub(lambda m: marker + m[1] if _ends(body, m) else m[0], body)  # noqa: B023
         following = lines[i + 1].strip() if i + 1 < len(lines) else ""
         if line[-1] in _ENDINGS:
             out.append(marked + "\n")

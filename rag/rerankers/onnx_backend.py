@@ -126,7 +126,8 @@ def load_onnx_engine(options: RerankerOptions, backend: str) -> tuple[Any, OnnxE
             "backend = 'torch'"
         )
     try:
-        import onnxruntime  # noqa: F401  (here, so a missing or broken install is not taken for a bad cache file)
+        # here, so that a missing or broken install is not taken for a bad cache file
+        import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ModelLoadError(
             f"cross-encoder {model!r}: backend {backend!r} needs the onnxruntime package "
