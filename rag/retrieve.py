@@ -176,10 +176,6 @@ class Retriever:
             modes_by_language=language_routes(settings, mode),
         )
 
-    def mode_for(self, language: str | None) -> str:
-        """The first stage a question in ``language`` runs with."""
-        return self.modes_by_language.get(language or "", self.mode)
-
     def search(self, question: str, *, k: int, mode: str, also: str | None = None) -> Retrieval:
         """The top ``k`` for ``question`` by ``mode``; with ``also``, the top ``k`` of the two
         questions fused by reciprocal rank (``also``'s list first: a follow-up as typed beside
