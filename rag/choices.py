@@ -16,6 +16,9 @@ RetrievalMode = Literal["dense", "bm25", "hybrid"]
 KoreanTokens = Literal["morphemes", "words"]
 FollowUps = Literal["auto", "llm", "concat", "off"]
 
+EmbedderKind = Literal["local", "remote"]
+EmbedApi = Literal["tei", "openai"]
+
 RerankerKind = Literal["cross-encoder", "llm", "remote"]
 Normalizer = Literal["sigmoid", "softmax", "none"]
 LongPassages = Literal["head", "best-window"]
@@ -31,6 +34,7 @@ KINDS: tuple[str, ...] = get_args(RerankerKind)
 NORMALIZERS: tuple[str, ...] = get_args(Normalizer)
 LONG_PASSAGES: tuple[str, ...] = get_args(LongPassages)
 APIS: tuple[str, ...] = get_args(RemoteApi)
+EMBED_APIS: tuple[str, ...] = get_args(EmbedApi)
 STRATEGIES: tuple[str, ...] = get_args(ReorderStrategy)
 
 # What runs each kind of reranker; the first is its default. Only a cross-encoder has a choice

@@ -32,6 +32,8 @@ from pydantic import (
 from rag.choices import (
     BACKENDS_BY_KIND,
     Dtype,
+    EmbedApi,
+    EmbedderKind,
     EvidenceScorer,
     FollowUps,
     KoreanTokens,
@@ -66,20 +68,63 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _http_url(value: str, *, required: bool, example: str, who: str = "kind") -> str:
+    """A server's URL: required where a remote kind is configured, http(s) with a host."""
+    value = value.strip()
+    if value == "":
+        if required:
+            raise ValueError(f"required when {who} is 'remote' (e.g. {example})")
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host, e.g. {example}")
+    return value
+
+
 class EmbedderSettings(_Section):
+    # local: sentence-transformers in this process | remote: an embedding server (url, api)
+    kind: EmbedderKind = "local"
+    # local: a model spec (hub id, folder, pkg:NAME); remote: the model's name as the server knows
+    # it (sent as "model" to OpenAI-compatible servers), recorded in the collection like a local one
     model: str = "BAAI/bge-m3"
     device: str = "auto"
+    # local: texts per forward pass; remote: most texts a request (TEI: --max-client-batch-size,
+    # 32 by default)
     batch_size: int = Field(32, gt=0)
     query_prefix: str = "auto"
     passage_prefix: str = "auto"
     # ISO 639 codes of the languages the model was trained on; empty:
     # rag.languages' table of known models
     languages: tuple[str, ...] = ()
+    # kind = "remote": url is the full endpoint (TEI http://embedder:80/embed; OpenAI-compatible
+    # servers http://HOST/v1/embeddings: vLLM, Ollama, OpenAI; Infinity http://HOST/embeddings);
+    # api is its wire format: tei | openai
+    url: str = Field("", validate_default=True)
+    api: EmbedApi = "openai"
+    api_key_env: str = ""  # name of the env var holding a bearer key; empty: none sent
+    timeout: float = Field(60.0, gt=0)  # seconds a request may take
+    max_retries: int = Field(3, ge=0)  # on 429, 5xx and connection errors
+    concurrency: int = Field(4, gt=0)  # requests in flight at once while ingesting
+    # The served model's tokenizer, here: chunk sizes are counted in its tokens. "auto": the one at
+    # embedder.model, when that is a folder, a pkg: model or in the local Hugging Face cache.
+    tokenizer: str = "auto"
+    # Tokens the server reads of one input; 0: the tokenizer folder's sentence-transformers
+    # max_seq_length, else the tokenizer's model_max_length
+    max_tokens: int = Field(0, ge=0)
 
     @field_validator("languages")
     @classmethod
     def _language_codes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return check_codes(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url_for_remote(cls, value: str, info: ValidationInfo) -> str:
+        return _http_url(
+            value,
+            required=info.data.get("kind") == "remote",
+            example="http://embedder:80/embed",
+        )
 
 
 class ChunkingSettings(_Section):
@@ -238,20 +283,13 @@ class RerankerSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url_for_remote(cls, value: str, info: ValidationInfo) -> str:
-        value = value.strip()
         kinds = [info.data.get("kind")] + [a.kind for a in info.data.get("alternatives", ())]
-        if value == "":
-            if "remote" in kinds:
-                raise ValueError(
-                    "required when a reranker's kind is 'remote' (e.g. http://reranker:80/rerank)"
-                )
-            return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                "expected an http:// or https:// URL with a host, e.g. http://reranker:80/rerank"
-            )
-        return value
+        return _http_url(
+            value,
+            required="remote" in kinds,
+            example="http://reranker:80/rerank",
+            who="a reranker's kind",
+        )
 
 
 class ReorderSettings(_Section):
@@ -404,9 +442,9 @@ def _describe(file: Path, exc: ValidationError, env: Mapping[str, str] | None = 
             lines.append(f"{file}: {_unknown(loc, err.get('input'))}{origin}")
         else:
             hint = _nearest(err)
-            lines.append(
-                f"{file}: {'.'.join(loc)} = {err.get('input')!r}{origin}: {err['msg']}{hint}"
-            )
+            # our own validators' messages, without pydantic's "Value error, " in front
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{file}: {'.'.join(loc)} = {err.get('input')!r}{origin}: {message}{hint}")
     return "\n".join(lines)
 
 

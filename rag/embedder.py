@@ -1,4 +1,6 @@
-"""Bi-encoder wrapper: sentence-transformers with the right query/passage prefixes.
+"""Bi-encoders: sentence-transformers in this process (``embedder.kind = "local"``) or an
+embedding server (``"remote"``, :mod:`rag.remote_embedder`), with the right query/passage
+prefixes.
 
 Some model families were trained with instructions in front of the text (e5:
 "query: " / "passage: "; bge v1.5: an instruction on queries only). Using them
@@ -12,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -48,17 +51,42 @@ def known_prefixes(model_id: str) -> tuple[str, str]:
     return "", ""
 
 
-class Embedder:
-    """Embeds queries and passages into normalised vectors (cosine = dot product)."""
+class EmbedError(RuntimeError):
+    """Embedding failed at inference time (a remote embedder's server refused or went away)."""
+
+
+def auto_prefixes(
+    spec: str, saved: dict[str, str], query_prefix: str, passage_prefix: str
+) -> tuple[str, str]:
+    """The (query, passage) prefixes: explicit values, else the model's saved prompts, else its
+    known family's, else none."""
+    family_q, family_p = known_prefixes(spec)
+    query = query_prefix if query_prefix != AUTO else saved.get("query", family_q)
+    passage = (
+        passage_prefix
+        if passage_prefix != AUTO
+        else saved.get("document", saved.get("passage", family_p))
+    )
+    return query, passage
+
+
+class Embedder(ABC):
+    """Embeds queries and passages into normalised vectors (cosine = dot product).
+
+    The shape every embedder shares: prefixes, the query cache and the chunking budget; a kind
+    writes only :meth:`_encode` and says what it runs on (:class:`LocalEmbedder` in this
+    process, :class:`rag.remote_embedder.RemoteEmbedder` on a server).
+    """
+
+    kind = "base"
 
     def __init__(
-        self, model: Any, *, name: str, query_prefix: str, passage_prefix: str, batch_size: int
+        self, *, name: str, query_prefix: str, passage_prefix: str, batch_size: int
     ) -> None:
-        self.model = model
         self.name = name
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
-        self.batch_size = batch_size
+        self.batch_size = check_int("embedder.batch_size", batch_size, 1)
         # Recent query vectors: the app embeds the same question again for the Compare view, another
         # top-k or reranker, or a question asked twice. Keyed by the text as embedded (prefix
         # included). Set once, when built (with_query_cache); 0 turns it off.
@@ -66,53 +94,33 @@ class Embedder:
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
         self._queries_lock = threading.Lock()
 
-    @classmethod
-    def load(
-        cls,
-        spec: str,
-        *,
-        device: str,
-        batch_size: int,
-        query_prefix: str = AUTO,
-        passage_prefix: str = AUTO,
-    ) -> Embedder:
-        from sentence_transformers import SentenceTransformer
-
-        location = resolve_model(spec).location
-        try:
-            model = SentenceTransformer(location, device=device)
-        except (OSError, ValueError) as exc:
-            raise load_error(f"embedding model {spec!r}", location, exc) from exc
-        saved = getattr(model, "prompts", None) or {}
-        family_q, family_p = known_prefixes(spec)
-        query = query_prefix if query_prefix != AUTO else saved.get("query", family_q)
-        passage = (
-            passage_prefix
-            if passage_prefix != AUTO
-            else saved.get("document", saved.get("passage", family_p))
-        )
-        logger.info(
-            "embedder %s on %s (query prefix %r, passage prefix %r)", spec, device, query, passage
-        )
-        return cls(
-            model, name=spec, query_prefix=query, passage_prefix=passage, batch_size=batch_size
-        )
-
     @property
+    @abstractmethod
     def dimension(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        """Length of each vector."""
 
     @property
+    @abstractmethod
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        """Tokens of one input the model reads."""
 
     @property
+    @abstractmethod
     def tokenizer(self) -> Any:
-        return self.model.tokenizer
+        """The model's fast tokenizer: chunk sizes are counted in its tokens."""
 
     @property
+    @abstractmethod
     def device(self) -> str:
-        return str(self.model.device)
+        """Where the model runs: a torch device, or a server's host:port."""
+
+    def close(self) -> None:
+        """Release what the embedder holds open (a remote one's connections)."""
+        return None
+
+    @abstractmethod
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Normalised float32 vectors, one row per text, in order."""
 
     def passage_budget(self) -> int:
         """How many tokens of chunk text fit once the prefix and special tokens are added."""
@@ -158,6 +166,65 @@ class Embedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode([self.query_prefix + t for t in texts])
+
+
+class LocalEmbedder(Embedder):
+    """A sentence-transformers bi-encoder in this process."""
+
+    kind = "local"
+
+    def __init__(
+        self, model: Any, *, name: str, query_prefix: str, passage_prefix: str, batch_size: int
+    ) -> None:
+        super().__init__(
+            name=name,
+            query_prefix=query_prefix,
+            passage_prefix=passage_prefix,
+            batch_size=batch_size,
+        )
+        self.model = model
+
+    @classmethod
+    def load(
+        cls,
+        spec: str,
+        *,
+        device: str,
+        batch_size: int,
+        query_prefix: str = AUTO,
+        passage_prefix: str = AUTO,
+    ) -> LocalEmbedder:
+        from sentence_transformers import SentenceTransformer
+
+        location = resolve_model(spec).location
+        try:
+            model = SentenceTransformer(location, device=device)
+        except (OSError, ValueError) as exc:
+            raise load_error(f"embedding model {spec!r}", location, exc) from exc
+        saved = getattr(model, "prompts", None) or {}
+        query, passage = auto_prefixes(spec, saved, query_prefix, passage_prefix)
+        logger.info(
+            "embedder %s on %s (query prefix %r, passage prefix %r)", spec, device, query, passage
+        )
+        return cls(
+            model, name=spec, query_prefix=query, passage_prefix=passage, batch_size=batch_size
+        )
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not texts:

@@ -21,7 +21,7 @@ from typing import Protocol
 from rag.citations import AnswerStream
 from rag.common import check_int
 from rag.config import Settings
-from rag.embedder import Embedder
+from rag.embedder import Embedder, LocalEmbedder
 from rag.evidence import find_evidence, scorer_for
 from rag.followup import concat_query, llm_query, resolve_method
 from rag.generate import (
@@ -37,6 +37,7 @@ from rag.generate import (
 from rag.grounding import Grounding, grounding
 from rag.languages import language_name, question_language
 from rag.models import configure_threads, select_device
+from rag.remote_embedder import EmbedEndpoint, load_remote_embedder
 from rag.reorder import check_strategy, reorder
 from rag.rerankers import RemoteEndpoint, Reranker, RerankerOptions, ScoreCache, load_reranker
 from rag.rerankers.base import fuse_with_retrieval
@@ -53,7 +54,25 @@ def load_embedder(settings: Settings) -> Embedder:
     """
     configure_threads()
     e = settings.embedder
-    return Embedder.load(
+    if e.kind == "remote":
+        endpoint = EmbedEndpoint(
+            url=e.url,
+            api=e.api,
+            api_key_env=e.api_key_env,
+            timeout=e.timeout,
+            max_retries=e.max_retries,
+            concurrency=e.concurrency,
+        )
+        return load_remote_embedder(
+            endpoint,
+            model=e.model,
+            batch_size=e.batch_size,
+            tokenizer=e.tokenizer,
+            max_tokens=e.max_tokens,
+            query_prefix=e.query_prefix,
+            passage_prefix=e.passage_prefix,
+        )
+    return LocalEmbedder.load(
         e.model,
         device=select_device(e.device),
         batch_size=e.batch_size,

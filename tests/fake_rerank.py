@@ -19,13 +19,11 @@ can be scripted (status, headers, body, delay), and every request is recorded.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import time
 from typing import Any
 
-from tests.stand_in import QuietHandler, StandIn
+from tests.stand_in import ScriptedJsonServer
 
 TEI_PATH = "/rerank"
 COHERE_PATHS = ("/v1/rerank", "/v2/rerank")
@@ -56,60 +54,20 @@ def reranker_env(url: str, api: str = "tei", model: str = "stand-in-reranker") -
     }
 
 
-class FakeRerankServer(StandIn):
+class FakeRerankServer(ScriptedJsonServer):
     """Speaks TEI's and the Cohere-style rerank APIs; replies may be scripted, requests are
-    recorded.
-
-    A script entry is a dict with any of ``status`` (default 200), ``headers``,
-    ``body`` (JSON-encoded) or ``raw`` (bytes as they are), and ``delay``
-    (seconds before answering). Without ``status``/``body``/``raw`` the entry
-    only delays the normal answer.
+    recorded (tests/stand_in.py, ScriptedJsonServer).
     """
 
     def __init__(self, *, max_batch: int = 32, api_key: str | None = None) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.script: list[dict[str, Any]] = []
+        super().__init__(api_key=api_key)
         self.max_batch = max_batch
-        self.api_key = api_key
-        owner = self
-
-        class Handler(QuietHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = None
-                owner.requests.append({"path": self.path, "headers": headers, "body": body})
-                reply = owner.script.pop(0) if owner.script else {}
-                time.sleep(reply.get("delay", 0))
-                if "raw" in reply:
-                    self._send(reply.get("status", 200), reply["raw"], reply.get("headers", {}))
-                elif "body" in reply or "status" in reply:
-                    data = json.dumps(reply.get("body", {"message": "scripted failure"})).encode()
-                    self._send(reply.get("status", 200), data, reply.get("headers", {}))
-                else:
-                    status, answer = owner.answer(self.path, headers, body)
-                    self._send(status, json.dumps(answer).encode(), {})
-
-            def _send(self, status: int, data: bytes, extra: dict[str, str]) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.write_body(data)
-
-        self._listen(Handler)
-        self.base = f"http://127.0.0.1:{self.port}"
         self.tei_url = self.base + TEI_PATH
         self.cohere_url = self.base + COHERE_PATHS[0]
 
     def answer(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         """What a real server of that kind would answer to ``body`` at ``path``."""
-        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+        if not self.authorised(headers):
             return 401, {"message": "invalid api token"}
         if path == TEI_PATH:
             return self._tei(body)

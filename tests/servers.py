@@ -159,3 +159,82 @@ http {{
             self.proc.terminate()
             self.proc.wait(timeout=30)
         self.proc = None
+
+
+ENGINES_HOME = Path(
+    os.environ.get("ENGINES_HOME", Path.home() / ".cache" / "rag-rerank" / "engines")
+)
+
+
+def engine_venv(name: str) -> Path:
+    """The engine's virtual environment, built by scripts/engines.sh when missing or stale
+    (.ci/run builds it first; a run from a fresh clone builds it here, once)."""
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "engines.sh"), name],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "ENGINES_HOME": str(ENGINES_HOME)},
+    )
+    return ENGINES_HOME / name
+
+
+class InfinityServer:
+    """Infinity (infinity-emb) serving local model folders on 127.0.0.1, each under the name
+    given (``{served name: folder}``), on the CPU with torch; offline."""
+
+    def __init__(self, models: dict[str, str], log: Path, batch_size: int = 32) -> None:
+        self.models = models
+        self.log = log
+        self.batch_size = batch_size
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> InfinityServer:
+        venv = engine_venv("infinity")
+        args = [str(venv / "bin" / "infinity_emb"), "v2"]
+        for name, folder in self.models.items():
+            args += ["--model-id", folder, "--served-model-name", name]
+            args += ["--batch-size", str(self.batch_size)]
+            args += ["--engine", "torch", "--device", "cpu", "--no-bettertransformer"]
+        args += ["--no-model-warmup", "--host", "127.0.0.1", "--port", str(self.port)]
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "DO_NOT_TRACK": "1",
+            "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+            "OMP_NUM_THREADS": "1",
+        }
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_for_port(self.port, self.proc, "infinity_emb", timeout=120)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 120.0) -> None:
+        """Listening is not serving: wait until /models lists every model."""
+        import httpx
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                listed = httpx.get(f"{self.url}/models", timeout=2).json()
+                if {m["id"] for m in listed.get("data", [])} >= set(self.models):
+                    return
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"infinity_emb did not serve {sorted(self.models)} within {timeout:g}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

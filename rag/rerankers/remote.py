@@ -38,25 +38,14 @@ logged or put in a message (it is scrubbed from the server's messages too).
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-from tenacity import (
-    RetryCallState,
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
-
-from rag.common import one_line, scrub_secret
+from rag.common import one_line
+from rag.jsonclient import JsonClient, Names, auth_hint
 from rag.models import ModelLoadError
 from rag.rerankers.base import MIN_MAX_LENGTH, Reranker, RerankError, length_sorted_batches
 from rag.rerankers.options import RemoteEndpoint, RerankerOptions
@@ -65,17 +54,6 @@ logger = logging.getLogger(__name__)
 
 KIND = "remote"
 PROBABILITY_CLAMP = 1e-12
-MESSAGE_CHARS = 300  # of a server's error message, in our messages
-
-
-class _Transient(RerankError):
-    """A failure worth another try (429, 5xx, no connection); ``retry_after`` is the server's
-    wish, in seconds.
-    """
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class RemoteReranker(Reranker):
@@ -107,14 +85,17 @@ class RemoteReranker(Reranker):
             normalize=normalize,
         )
         self.endpoint = endpoint
-        self.retry_after_max = retry_after_max
-        self._backoff = wait_exponential_jitter(initial=backoff, max=backoff_max, jitter=backoff)
-        self._secret = api_key
-        headers = {"Accept": "application/json"}
-        if api_key != "":
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.Client(
-            timeout=endpoint.timeout, headers=headers, follow_redirects=False
+        self._http = JsonClient(
+            endpoint.url,
+            names=Names("reranker", "reranker server"),
+            error=RerankError,
+            timeout=endpoint.timeout,
+            max_retries=endpoint.max_retries,
+            api_key=api_key,
+            hint=self._hint,
+            backoff=backoff,
+            backoff_max=backoff_max,
+            retry_after_max=retry_after_max,
         )
 
     def __repr__(self) -> str:
@@ -123,7 +104,7 @@ class RemoteReranker(Reranker):
         )
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def score_pairs(self, query: str, passages: Sequence[str]) -> tuple[list[float], list[bool]]:
         """Raw scores (see the module docstring) and truncation flags (always False), in
@@ -152,85 +133,20 @@ class RemoteReranker(Reranker):
                 "top_n": len(texts),
                 "return_documents": False,
             }
-        data = self._post(payload)
+        logger.debug("POST %s: %d texts", self.endpoint.shown_url, len(texts))
+        data = self._http.post(payload)
         try:
             return parse_scores(data, api=self.endpoint.api, count=len(texts))
         except ValueError as exc:
-            raise RerankError(
-                f"malformed response from {self.endpoint.shown_url} "
-                f"(reranker.api = {self.endpoint.api!r}): {self._scrub(str(exc))}"
+            raise self._http.malformed(
+                f" (reranker.api = {self.endpoint.api!r}): {self._http.scrub(str(exc))}"
             ) from None
-
-    def _post(self, payload: dict[str, Any]) -> Any:
-        """POST with retries; the decoded JSON body of a 2xx answer."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.endpoint.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            before_sleep=self._log_retry,
-        )
-        try:
-            return retrying(self._post_once, payload)
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            attempts = exc.last_attempt.attempt_number
-            raise RerankError(
-                f"{last} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}; "
-                f"reranker.max_retries = {self.endpoint.max_retries})"
-            ) from last
-
-    def _post_once(self, payload: dict[str, Any]) -> Any:
-        url, timeout = self.endpoint.shown_url, self.endpoint.timeout
-        logger.debug(
-            "POST %s: %d texts", url, len(payload.get("texts", payload.get("documents", ())))
-        )
-        try:
-            response = self._client.post(self.endpoint.url, json=payload)
-        except httpx.ConnectTimeout:
-            raise _Transient(
-                f"cannot connect to {url} within reranker.timeout = {timeout:g}s"
-            ) from None
-        except httpx.TimeoutException:
-            raise RerankError(
-                f"{url} did not answer within reranker.timeout = {timeout:g}s; raise "
-                "reranker.timeout or lower reranker.batch_size"
-            ) from None
-        except httpx.ConnectError as exc:
-            raise _Transient(
-                f"cannot connect to {url} ({self._scrub(str(exc))}); check that the reranker "
-                "server is running there (reranker.url)"
-            ) from None
-        except httpx.TransportError as exc:  # the connection dropped mid-way, a protocol error...
-            raise _Transient(
-                f"request to {url} failed: {self._scrub(str(exc)) or type(exc).__name__}"
-            ) from None
-        status = response.status_code
-        if 200 <= status < 300:
-            try:
-                return response.json()
-            except ValueError:
-                raise RerankError(
-                    f"malformed response from {url}: not JSON: "
-                    f"{self._scrub(one_line(response.text))!r}"
-                ) from None
-        message = f"{url} answered HTTP {status}: {self._scrub(server_message(response))}"
-        if status == 429 or status >= 500:
-            raise _Transient(
-                message, retry_after=retry_after_seconds(response.headers.get("retry-after"))
-            )
-        raise RerankError(message + self._hint(status))
 
     def _hint(self, status: int) -> str:
         """What the user can change for a refused request."""
         api = self.endpoint.api
         if status in (401, 403):
-            if self.endpoint.api_key_env == "":
-                return (
-                    "; the server wants an API key: put it in an environment variable and name "
-                    "that "
-                    "variable in reranker.api_key_env"
-                )
-            return f"; the API key in env var {self.endpoint.api_key_env} is missing or wrong"
+            return auth_hint("reranker", self.endpoint.api_key_env)
         if status in (413, 422):
             hint = (
                 f"; lower reranker.batch_size (now {self.batch_size}) to the server's limit "
@@ -249,29 +165,6 @@ class RemoteReranker(Reranker):
         if status == 400:
             return f"; check reranker.api = {api!r} and reranker.model = {self.name!r}"
         return ""
-
-    def _wait(self, state: RetryCallState) -> float:
-        """The server's Retry-After when it sent one (capped), else capped exponential
-        backoff with jitter.
-        """
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return min(exc.retry_after, self.retry_after_max)
-        return self._backoff(state)
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        pause = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning(
-            "%s; retry %d of %d in %.2fs",
-            exc,
-            state.attempt_number,
-            self.endpoint.max_retries,
-            pause,
-        )
-
-    def _scrub(self, text: str) -> str:
-        return scrub_secret(text, self._secret)
 
 
 def parse_scores(data: Any, *, api: str, count: int) -> list[float]:
@@ -320,40 +213,6 @@ def relevance_to_raw(scores: Sequence[float]) -> list[float]:
 
 def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) in seconds from now, or None if absent or
-    unreadable.
-    """
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def server_message(response: httpx.Response) -> str:
-    """The error text of TEI ({"error"}), Cohere ({"message"}), vLLM/Infinity ({"error":
-    {"message"}}, {"detail"}).
-    """
-    try:
-        data = response.json()
-    except ValueError:
-        return one_line(response.text) or "(no message)"
-    if isinstance(data, dict):
-        for key in ("error", "message", "detail"):
-            value = data.get(key)
-            if isinstance(value, dict) and isinstance(value.get("message"), str):
-                return one_line(value["message"])
-            if value is not None:
-                return one_line(value if isinstance(value, str) else repr(value))
-    return one_line(repr(data))
 
 
 def load_remote_reranker(options: RerankerOptions) -> RemoteReranker:

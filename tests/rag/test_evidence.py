@@ -1,4 +1,4 @@
-from rag.embedder import Embedder
+from rag.embedder import LocalEmbedder
 from rag.evidence import bigram_scorer, claims, embedder_scorer, find_evidence, scorer_for
 from rag.types import Candidate, Chunk
 
@@ -59,7 +59,7 @@ def test_two_claims_citing_one_source_give_at_most_two_sentences_best_first():
 
 
 def test_the_bi_encoder_scorer_with_the_packaged_minilm(minilm_path):
-    embedder = Embedder.load(minilm_path, device="cpu", batch_size=8)
+    embedder = LocalEmbedder.load(minilm_path, device="cpu", batch_size=8)
     (evidence,) = find_evidence(
         "Unused sick days are lost at the end of the year [1].",
         context(HANDBOOK),

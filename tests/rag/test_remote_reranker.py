@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rag.config import ConfigError, load_settings
+from rag.jsonclient import retry_after_seconds
 from rag.models import ModelLoadError
 from rag.pipeline import load_configured_reranker
 from rag.rerankers import (
@@ -31,7 +32,7 @@ from rag.rerankers import (
     backends_of,
     load_reranker,
 )
-from rag.rerankers.remote import parse_scores, relevance_to_raw, retry_after_seconds
+from rag.rerankers.remote import parse_scores, relevance_to_raw
 from tests.cli import run_module
 from tests.fake_llm import llm_env
 from tests.fake_rerank import FakeRerankServer, relevance_logit, reranker_env, sigmoid

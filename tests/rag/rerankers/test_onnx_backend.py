@@ -543,7 +543,7 @@ def test_config_backend_with_another_kind_is_an_error(tmp_path) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(path, env={})
     assert str(err.value) == (
-        f"{path}: reranker.backend = 'onnx': Value error, applies to kind 'cross-encoder' "
+        f"{path}: reranker.backend = 'onnx': applies to kind 'cross-encoder' "
         "only (kind is 'llm'); use backend = 'torch'"
     )
     with pytest.raises(
