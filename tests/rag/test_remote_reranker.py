@@ -34,6 +34,7 @@ from rag.rerankers import (
 )
 from rag.rerankers.remote import parse_scores, relevance_to_raw
 from tests.cli import run_module
+from tests.conftest import INFINITY_RERANKER
 from tests.fake_llm import llm_env
 from tests.fake_rerank import FakeRerankServer, relevance_logit, reranker_env, sigmoid
 from tests.rag.rerankers.helpers import make_candidates
@@ -559,3 +560,26 @@ def test_ask_cli_reranks_on_the_server(readonly_sample_config, server, llm_serve
     assert sum(len(r["body"]["texts"]) for r in server.requests) == len(retrieved) == 20
     # the offline profile's batch_size
     assert all(len(r["body"]["texts"]) <= 16 for r in server.requests)
+
+
+# --- a real server: Infinity
+# ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_infinity_scores_as_the_local_model_does(infinity):
+    """The shipped English reranker, merged and served by Infinity's Cohere-style /rerank, gives
+    the local model's logits back (Infinity sends sigmoid(logit); the client takes the logit)."""
+    options = {**OPTIONS, "device": "cpu", "max_length": 256}
+    local = load_reranker("cross-encoder", RerankerOptions(model="shipped:minilm-en", **options))
+    endpoint = RemoteEndpoint(url=f"{infinity.url}/rerank", api="cohere")
+    served = remote(INFINITY_RERANKER, endpoint)
+    ours, _ = local.score_pairs(QUERY, TEXTS)
+    theirs, truncated = served.score_pairs(QUERY, TEXTS)
+    assert truncated == [False] * len(TEXTS)
+    assert max(abs(a - b) for a, b in zip(ours, theirs)) < 1e-3
+    ranked = served.rerank(QUERY, make_candidates(TEXTS))
+    assert ranked[0].chunk.text == TEXTS[1]  # "ten days of paid sick leave"
+    assert [c.chunk.text for c in ranked] == [
+        c.chunk.text for c in local.rerank(QUERY, make_candidates(TEXTS))
+    ]
