@@ -26,7 +26,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 TEMPLATE = REPO / "deploy" / "chroma-auth.conf.template"
 TOKEN = "3f9c1a7e5b2d4c6e8f0a1b3c5d7e9f2a"
 CORE = {"chroma", "chroma-auth", "app"}
-OPTIONAL = {"vllm": "llm", "reranker": "reranker"}
+OPTIONAL = {"vllm": "llm", "reranker": "reranker", "embedder": "embedder"}
 LOOPBACK = "127.0.0.1"
 
 
@@ -91,7 +91,7 @@ def config(compose, tmp_path) -> dict:
 
 @pytest.fixture
 def config_all(compose, tmp_path) -> dict:
-    return load_config(compose, tmp_path, "llm", "reranker")
+    return load_config(compose, tmp_path, *sorted(set(OPTIONAL.values())))
 
 
 # --- normalising the two output formats (1.29: short strings; v2: long mappings) ---------------
