@@ -17,15 +17,23 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ingest.chunking import chunk_document
-from ingest.loaders import MIN_CHARS, LoadError, content_chars, load, read_regular, special_kind
-from ingest.manifest import chunk_id, content_hash, file_hash, make_plan
+from ingest.loaders import MIN_CHARS, LoadError, special_kind
+from ingest.manifest import chunk_id, file_hash, make_plan
+from ingest.prepare import (
+    VANISHED,
+    Chunking,
+    Failure,
+    Prepared,
+    prepare_files,
+    read_failure,
+    usable_cores,
+)
 from rag.config import Settings
 from rag.embedder import Embedder
 from rag.languages import language_chars, shares
@@ -146,6 +154,8 @@ class IngestOptions:
     # ingest.check_free_space: before each write into an embedded store, refuse with
     # StoreFullError when the disk has less free space than the write needs
     check_space: bool = True
+    # processes that load and chunk files (ingest.workers; 1: this process alone)
+    workers: int = 1
 
     @classmethod
     def from_settings(
@@ -163,6 +173,7 @@ class IngestOptions:
             else int(i.max_file_mb * 1e6),
             min_chars=i.min_chars,
             check_space=i.check_free_space,
+            workers=i.workers if i.workers > 0 else usable_cores(),
         )
 
 
@@ -208,7 +219,7 @@ def ingest(
             unreadable += [] if _under(path, found.whole_dirs) else [str(path)]
         except (OSError, LoadError) as exc:
             unreadable.append(str(path))
-            outcomes.append(FileOutcome(str(path), FAILED, reason=_read_failure(exc)))
+            outcomes.append(FileOutcome(str(path), FAILED, reason=read_failure(exc)))
     records = store.file_records()
     plan = make_plan(hashes, records, found.whole_dirs, keep=unreadable)
     outcomes += [
@@ -221,31 +232,48 @@ def ingest(
     outcomes += [FileOutcome(s, UNCHANGED) for s in plan.unchanged]
     for source in plan.unchanged:
         _notify(on_file, source, UNCHANGED)
-    for source in plan.add + plan.update:
-        _stop_if(stop_requested)
-        status = ADDED if source in plan.add else UPDATED
-        outcome = _ingest_file(
-            Path(source),
-            status,
-            embedder=embedder,
-            store=store,
-            size=chunk_size,
-            overlap=options.chunk_overlap,
-            max_bytes=options.max_file_bytes,
-            min_chars=options.min_chars,
-            on_chunks=on_chunks,
-            check_space=options.check_space,
-        )
-        if (
-            outcome.reason == VANISHED
-            and source in records
-            and _under(Path(source), found.whole_dirs)
-        ):
-            # deleted during the run, from a folder given whole: as a deleted file
-            store.remove_file(source)
-            outcome = FileOutcome(source, REMOVED)
-        outcomes.append(outcome)
-        _notify(on_file, source, outcome.status)
+    how = Chunking(
+        tokenizer=embedder.tokenizer,
+        size=chunk_size,
+        overlap=options.chunk_overlap,
+        max_bytes=options.max_file_bytes,
+        min_chars=options.min_chars,
+    )
+    work = [Path(source) for source in plan.add + plan.update]
+    prepared = prepare_files(work, how, workers=options.workers)
+    try:
+        for group in _groups(prepared):
+            vectors = _embed_group(
+                embedder, [g for g in group if isinstance(g, Prepared)], on_chunks
+            )
+            for item in group:
+                _stop_if(stop_requested)
+                status = ADDED if item.source in plan.add else UPDATED
+                if isinstance(item, Prepared):
+                    outcome = _write_file(
+                        item,
+                        vectors[item.source],
+                        status,
+                        embedder=embedder,
+                        store=store,
+                        check_space=options.check_space,
+                    )
+                else:
+                    outcome = FileOutcome(
+                        item.source, FAILED, reason=item.reason, warnings=item.warnings
+                    )
+                if (
+                    outcome.reason == VANISHED
+                    and item.source in records
+                    and _under(Path(item.source), found.whole_dirs)
+                ):
+                    # deleted during the run, from a folder given whole: as a deleted file
+                    store.remove_file(item.source)
+                    outcome = FileOutcome(item.source, REMOVED)
+                outcomes.append(outcome)
+                _notify(on_file, item.source, outcome.status)
+    finally:
+        prepared.close()
     for source in plan.remove:
         _stop_if(stop_requested)
         store.remove_file(source)
@@ -256,19 +284,8 @@ def ingest(
     )
 
 
-VANISHED = (
-    "the file disappeared during the run (deleted or moved); its stored chunks, if any, are kept"
-)
-
-
 def _under(path: Path, folders: Sequence[Path]) -> bool:
     return any(path.is_relative_to(folder) for folder in folders)
-
-
-def _read_failure(exc: OSError | LoadError) -> str:
-    if isinstance(exc, LoadError):
-        return exc.reason
-    return f"cannot read: {exc.strerror or exc}"
 
 
 def _stop_if(stop_requested: Callable[[], bool] | None) -> None:
@@ -279,74 +296,60 @@ def _stop_if(stop_requested: Callable[[], bool] | None) -> None:
         raise KeyboardInterrupt
 
 
-def _size(n_bytes: int) -> str:
-    """ "3.0 MB", or the bytes when that would round to 0.0 MB."""
-    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 50_000 else f"{n_bytes:,} bytes"
-
-
 def _notify(callback: Progress | None, source: str, status: str) -> None:
     if callback is not None:
         callback(source, status)
 
 
-def _embed(
-    embedder: Embedder, source: str, texts: list[str], on_chunks: ChunkProgress | None
-) -> np.ndarray:
+def _groups(items: Iterator[Prepared | Failure]) -> Iterator[list[Prepared | Failure]]:
+    """Consecutive files, in order, holding about EMBED_SLICE chunks between them: small files
+    are embedded together (one batch, or concurrent requests to a remote embedder), a large
+    one alone."""
+    group: list[Prepared | Failure] = []
+    chunks = 0
+    for item in items:
+        group.append(item)
+        chunks += len(item.pieces) if isinstance(item, Prepared) else 0
+        if chunks >= EMBED_SLICE:
+            yield group
+            group, chunks = [], 0
+    if group:
+        yield group
+
+
+def _embed_group(
+    embedder: Embedder, files: list[Prepared], on_chunks: ChunkProgress | None
+) -> dict[str, np.ndarray]:
+    """Each file's vectors, embedded EMBED_SLICE chunks a call across the files (progress is
+    reported per file as its chunks are embedded)."""
+    texts = [text for f in files for _, text in f.pieces]
+    owners = [f.source for f in files for _ in f.pieces]
     parts = []
     for start in range(0, len(texts), EMBED_SLICE):
         parts.append(embedder.embed_passages(texts[start : start + EMBED_SLICE]))
         if on_chunks is not None:
-            on_chunks(source, len(parts[-1]))
-    return np.concatenate(parts)
+            for source, n in Counter(owners[start : start + EMBED_SLICE]).items():
+                on_chunks(source, n)
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+    out: dict[str, np.ndarray] = {}
+    start = 0
+    for f in files:
+        out[f.source] = vectors[start : start + len(f.pieces)]
+        start += len(f.pieces)
+    return out
 
 
-def _ingest_file(
-    path: Path,
+def _write_file(
+    file: Prepared,
+    vectors: np.ndarray,
     status: str,
     *,
     embedder: Embedder,
     store: ChunkStore,
-    size: int,
-    overlap: int,
-    max_bytes: int,
-    min_chars: int,
-    on_chunks: ChunkProgress | None,
     check_space: bool,
 ) -> FileOutcome:
-    """Read the file once and store what was read under the hash of those bytes."""
-    source = str(path)
-    try:
-        n_bytes = path.stat().st_size
-        if n_bytes > max_bytes:
-            return FileOutcome(
-                source,
-                FAILED,
-                reason=(
-                    f"file is {_size(n_bytes)}, over the limit ingest.max_file_mb = "
-                    f"{max_bytes / 1e6:g}"
-                ),
-            )
-        data = read_regular(path)
-    except FileNotFoundError:
-        return FileOutcome(source, FAILED, reason=VANISHED)
-    except (OSError, LoadError) as exc:
-        return FileOutcome(source, FAILED, reason=_read_failure(exc))
-    digest = content_hash(data)
-    try:
-        doc = load(path, min_chars=min_chars, data=data)
-    except LoadError as exc:
-        return FileOutcome(source, FAILED, reason=exc.reason)
-    pieces = [
-        (page, text)
-        for page, text in chunk_document(
-            doc, tokenizer=embedder.tokenizer, size=size, overlap=overlap
-        )
-        if content_chars(text, stop=min_chars) >= min_chars
-    ]
-    if not pieces:
-        return FileOutcome(
-            source, FAILED, reason="no text left after chunking", warnings=doc.warnings
-        )
+    """The file's chunks replace its old ones: ledger ``writing``, delete, write, ``complete``."""
+    source, digest = file.source, file.digest
     chunks = [
         Chunk(
             id=chunk_id(source, digest, i),
@@ -356,12 +359,13 @@ def _ingest_file(
             chunk_index=i,
             content_hash=digest,
         )
-        for i, (page, text) in enumerate(pieces)
+        for i, (page, text) in enumerate(file.pieces)
     ]
-    vectors = _embed(embedder, source, [c.text for c in chunks], on_chunks)
     if check_space:
         store.check_room(
-            [c.text for c in chunks], embedder.dimension, what=f"{path.name} ({len(chunks)} chunks)"
+            [c.text for c in chunks],
+            embedder.dimension,
+            what=f"{Path(source).name} ({len(chunks)} chunks)",
         )
     now = time.time()
     logger.info("writing %s: %d chunks", source, len(chunks))
@@ -372,5 +376,5 @@ def _ingest_file(
     logger.info("%s %s: %d chunks", status, source, len(chunks))
     languages = tuple(sorted(language_chars([c.text for c in chunks], LANGUAGE_SAMPLE).items()))
     return FileOutcome(
-        source, status, chunks=len(chunks), warnings=doc.warnings, languages=languages
+        source, status, chunks=len(chunks), warnings=file.warnings, languages=languages
     )

@@ -332,6 +332,9 @@ class IngestSettings(_Section):
     # less free space than the write takes (estimated on the safe side). Off for file systems
     # that misreport free space.
     check_free_space: bool = True
+    # Processes that load and chunk files while this one embeds and writes, in order (PDF parsing
+    # is CPU-bound). 0: one per usable core; 1: all in this process.
+    workers: int = Field(0, ge=0)
 
 
 class UISettings(_Section):

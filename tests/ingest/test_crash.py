@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import REPO, server_env, write_offline_config
@@ -137,8 +138,12 @@ def kill_at_random(
                 break
     time.sleep(delay)
     finished = proc.poll() is not None
+    workers = [] if finished else psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
+    # the worker processes (ingest.workers > 1) go with it, whatever killed it
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"{len(alive)} worker process(es) outlived the ingestion: {alive}"
     if finished:
         return "after the run ended"
     if sig == signal.SIGTERM:
@@ -225,15 +230,27 @@ def crash_rounds(
     print(f"[{label}] {rounds} kill points, {half_written} of them inside a file's write")
 
 
+# Killed runs load and chunk in worker processes; the fresh one, to compare with, in one process.
+WORKERS = {"RAG_INGEST__WORKERS": "3"}
+ONE_PROCESS = {"RAG_INGEST__WORKERS": "1"}
+
+
 def test_sigkill_and_sigterm_at_random_points_embedded(tmp_path):
     corpus = make_corpus(tmp_path / "corpus")
     config = write_offline_config(tmp_path)
     crash_rounds(
-        config, corpus, {}, rounds=8, label="embedded", signals=(signal.SIGKILL, signal.SIGTERM)
+        config,
+        corpus,
+        WORKERS,
+        rounds=8,
+        label="embedded",
+        signals=(signal.SIGKILL, signal.SIGTERM),
     )
     fresh_dir = tmp_path / "fresh"
     fresh_dir.mkdir()
-    total = check_against_fresh(config, corpus, {}, {}, write_offline_config(fresh_dir))
+    total = check_against_fresh(
+        config, corpus, WORKERS, ONE_PROCESS, write_offline_config(fresh_dir)
+    )
     print(f"[embedded] final collection: {total} chunks, identical to a fresh ingest")
 
 
@@ -241,9 +258,9 @@ def test_sigkill_at_random_points_server(tmp_path, chroma_stack):
     _, proxy = chroma_stack
     corpus = make_corpus(tmp_path / "corpus")
     config = write_offline_config(tmp_path)
-    env = server_env(proxy.port, proxy.token, f"crash-{uuid.uuid4().hex[:8]}")
+    env = {**server_env(proxy.port, proxy.token, f"crash-{uuid.uuid4().hex[:8]}"), **WORKERS}
     crash_rounds(config, corpus, env, rounds=6, label="server")
-    fresh_env = {**env, "RAG_STORE__COLLECTION": f"fresh-{uuid.uuid4().hex[:8]}"}
+    fresh_env = {**env, **ONE_PROCESS, "RAG_STORE__COLLECTION": f"fresh-{uuid.uuid4().hex[:8]}"}
     total = check_against_fresh(config, corpus, env, fresh_env, config)
     print(f"[server] final collection: {total} chunks, identical to a fresh ingest")
 

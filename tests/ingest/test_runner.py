@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ingest.runner import (
@@ -218,3 +219,59 @@ def test_an_interrupt_whose_exception_was_lost_stops_at_the_next_file(tmp_path, 
     assert all(r.status == COMPLETE for r in ledger.values())
     assert stored_sources(store) == {s: r.n_chunks for s, r in ledger.items()}
     assert run([corpus], embedder, store).count(ADDED) == 2  # the next run finishes the other two
+
+
+@pytest.mark.slow
+def test_worker_processes_write_what_one_process_writes(tmp_path, shared_data, embedder):
+    """Loading and chunking in 3 worker processes (ingest.workers) changes nothing stored: the same
+    ids, texts, pages and vectors, the same ledger, the same report, on real PDFs (broken and
+    encrypted ones among them) and text files, written in the order given."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in (
+        "the-time-machine.pdf",
+        "broken-invalid-object.pdf",
+        "usenix-paper-encrypted.pdf",
+        "no-text-layer.pdf",
+        "cpp-auto-proposal.pdf",
+        "dutch-tax-form.pdf",
+    ):
+        shutil.copy(shared_data / "pdfs" / name, folder / name)
+    for i in range(5):
+        (folder / f"note-{i}.txt").write_text(f"Note {i}. " + "The ledger keeps order. " * 40 * i)
+    results = {}
+    for workers in (1, 3):
+        store = open_store(tmp_path / f"chroma-{workers}", embedder)
+        written: list[str] = []
+        report = ingest(
+            [folder],
+            embedder=embedder,
+            store=store,
+            options=IngestOptions(
+                chunk_size=120,
+                chunk_overlap=16,
+                extensions=EXTS,
+                max_file_bytes=50_000_000,
+                workers=workers,
+            ),
+            on_file=lambda source, status, written=written: written.append(Path(source).name),
+        )
+        got = store.chunks.get(include=["documents", "metadatas", "embeddings"])
+        rows = sorted(zip(got["ids"], got["documents"], [m.get("page") for m in got["metadatas"]]))
+        vectors = dict(zip(got["ids"], got["embeddings"]))
+        results[workers] = (
+            rows,
+            vectors,
+            {(Path(o.source).name, o.status, o.chunks, o.reason) for o in report.outcomes},
+            {Path(s).name: (r.status, r.n_chunks) for s, r in store.file_records().items()},
+            written,
+        )
+    (rows1, vec1, out1, ledger1, order1), (rows3, vec3, out3, ledger3, order3) = (
+        results[1],
+        results[3],
+    )
+    assert rows1 == rows3 and len(rows1) > 100
+    assert all(np.allclose(vec1[i], vec3[i], atol=1e-5) for i in vec1)
+    assert out1 == out3 and ledger1 == ledger3
+    assert order1 == order3 == sorted(order1)  # files are written in the order given
+    assert {o[1] for o in out3} == {ADDED, FAILED}  # the broken and encrypted ones fail alike
