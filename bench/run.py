@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,42 @@ def best_of(fn, repeats: int) -> float:
 
 def p50(values: list[float]) -> float:
     return statistics.median(values)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median seconds of repeated runs and their spread (max - min)."""
+
+    median: float
+    spread: float
+
+    def __str__(self) -> str:
+        return f"{ms(self.median)} (spread {ms(self.spread)})"
+
+
+def interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, Timing]:
+    """Each callable timed ``repeats`` times, alternating between them (A B A B ...) after one
+    untimed warm-up each, so that load from elsewhere on a shared machine falls on all of them
+    alike; medians with their spread."""
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {
+        name: Timing(statistics.median(values), max(values) - min(values))
+        for name, values in times.items()
+    }
+
+
+def within_noise(a: Timing, b: Timing) -> str:
+    """A flag for a comparison whose spread is larger than the difference of the medians."""
+    if max(a.spread, b.spread) > abs(a.median - b.median):
+        return " (spread larger than the effect: within noise)"
+    return ""
 
 
 def ms(seconds: float) -> str:
@@ -196,23 +233,30 @@ embedder.embed_passages(["In the beginning God created the heaven and the earth.
 """
 
 
-def bench_ingest(ctx: Context) -> None:
-    corpus, small = ctx.work / "corpus", ctx.work / "small"
+def make_corpus(corpus: Path, quick: bool) -> list[str]:
+    """The bench corpus in ``corpus``: three real PDFs and the first 160 pages of the Bible (220
+    pages in all), or two PDFs with ``quick``; returns the file names."""
     corpus.mkdir()
-    small.mkdir()
     names = (
         ["linux-kernel-howto.pdf", "cpp-auto-proposal.pdf"]
-        if ctx.quick
+        if quick
         else ["linux-kernel-howto.pdf", "swig-manual.pdf", "cpp-auto-proposal.pdf"]
     )
     for name in names:
         shutil.copy(PDFS / name, corpus / name)
-    if not ctx.quick:  # a few hundred pages in all: the first 160 pages of the 702-page Bible
+    if not quick:  # a few hundred pages in all: the first 160 pages of the 702-page Bible
         writer = PdfWriter()
         for page in PdfReader(PDFS / "king-james-bible-702p.pdf").pages[:BIBLE_PAGES]:
             writer.add_page(page)
         writer.write(corpus / "king-james-bible-160p.pdf")
         names.append("king-james-bible-160p.pdf")
+    return names
+
+
+def bench_ingest(ctx: Context) -> None:
+    corpus, small = ctx.work / "corpus", ctx.work / "small"
+    small.mkdir()
+    names = make_corpus(corpus, ctx.quick)
     # The same kind of pages, a quarter as many: peak memory must not follow corpus size.
     writer = PdfWriter()
     for page in PdfReader(PDFS / "king-james-bible-702p.pdf").pages[: BIBLE_PAGES // 4]:
@@ -340,6 +384,11 @@ def as_candidates(texts: list[str]) -> list[Candidate]:
 def forward_time(
     model, tokenizer, features: list[dict], batches: list[list[int]], repeats: int
 ) -> float:
+    return best_of(forward_run(model, tokenizer, features, batches), repeats)
+
+
+def forward_run(model, tokenizer, features: list[dict], batches: list[list[int]]):
+    """A callable running the model's forward over ``batches`` (padded once, here)."""
     padded = [
         tokenizer.pad([features[i] for i in batch], padding=True, return_tensors="pt")
         for batch in batches
@@ -350,7 +399,7 @@ def forward_time(
             for inputs in padded:
                 model(**inputs)
 
-    return best_of(run, repeats)
+    return run
 
 
 @functools.lru_cache(maxsize=1)
@@ -420,40 +469,44 @@ def bench_cross_encoder(ctx: Context) -> None:
         passages = [c.chunk.text for c in cands]
         features, _ = ours.encode(QUERY, passages)
         lengths = [len(f["input_ids"]) for f in features]
-        ours.rerank(QUERY, cands)
-        # the lambda runs within this iteration: its loop variables are current
-        t_ours = best_of(lambda: ours.rerank(QUERY, cands), repeats)  # noqa: B023
-        t_st = best_of(
-            lambda: st.predict(
-                [(QUERY, p) for p in passages],  # noqa: B023 (called within the iteration)
-                batch_size=batch,
-                show_progress_bar=False,
-            ),
-            repeats,
-        )
         unsorted = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
-        t_unsorted = forward_time(ours.engine.model, ours.tokenizer, features, unsorted, repeats)
-        t_floor = forward_time(
-            ours.engine.model, ours.tokenizer, features, ours.batches(lengths), repeats
+        pairs = [(QUERY, p) for p in passages]
+        # ours and its references alternate (ABCD ABCD ...): medians with their spread
+        timed = interleaved(
+            {
+                "ours": functools.partial(ours.rerank, QUERY, cands),
+                "st": functools.partial(
+                    st.predict, pairs, batch_size=batch, show_progress_bar=False
+                ),
+                "unsorted": forward_run(ours.engine.model, ours.tokenizer, features, unsorted),
+                "floor": forward_run(
+                    ours.engine.model, ours.tokenizer, features, ours.batches(lengths)
+                ),
+            },
+            max(repeats, 5),
         )
+        t_ours, t_floor = timed["ours"].median, timed["floor"].median
         name = f"cross-encoder ({label}) rerank {n} cands"
         row(
             name,
-            ms(t_ours),
-            f"CrossEncoder.predict {ms(t_st)}",
-            f"{t_st / t_ours:.2f}x its speed (goal >= 1.0x)",
+            str(timed["ours"]),
+            f"CrossEncoder.predict {timed['st']}",
+            f"{timed['st'].median / t_ours:.2f}x its speed (goal >= 1.0x)"
+            + within_noise(timed["ours"], timed["st"]),
         )
         row(
             name,
-            ms(t_ours),
-            f"unsorted batched forward {ms(t_unsorted)}",
-            f"{t_unsorted / t_ours:.2f}x (goal >= 1.3x)",
+            str(timed["ours"]),
+            f"unsorted batched forward {timed['unsorted']}",
+            f"{timed['unsorted'].median / t_ours:.2f}x (goal >= 1.3x)"
+            + within_noise(timed["ours"], timed["unsorted"]),
         )
         row(
             name,
-            ms(t_ours),
-            f"model forward, same batches (floor) {ms(t_floor)}",
-            f"overhead {t_ours / t_floor - 1:+.1%} (goal < 10%)",
+            str(timed["ours"]),
+            f"model forward, same batches (floor) {timed['floor']}",
+            f"overhead {t_ours / t_floor - 1:+.1%} (goal < 10%)"
+            + within_noise(timed["ours"], timed["floor"]),
         )
         # Batch plans (the forward alone): ours (length-sorted, <= batch_size pairs and <=
         # batch_tokens padded tokens) against length-sorted batches by count only, and against

@@ -1,6 +1,6 @@
-"""python -m ingest PATH... [--config PATH] [--collection NAME] [--reset]: add documents to the
-store. python -m ingest --check [--config PATH] [--collection NAME]: check the store against its
-ledger (read-only)."""
+"""python -m ingest PATH... [--config PATH] [--collection NAME] [--reset] [--ray ADDRESS]: add
+documents to the store. python -m ingest --check [--config PATH] [--collection NAME]: check the
+store against its ledger (read-only)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ingest.check import check_store
+from ingest.distributed import RayUnavailableError, ray_stages
 from ingest.runner import FAILED, IngestOptions, IngestReport, ingest
 from rag.cli import Terminated, run_cli, setup_logging
 from rag.config import Settings, load_settings, with_collection
@@ -50,10 +51,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="check the store against its ledger and exit (0: sound, 1: findings); changes nothing",
     )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default="",
+        help="read, load, chunk and embed on the Ray cluster at ADDRESS (ray://HOST:10001, or "
+        "HOST:6379 from a node; default: ingest.ray_address); this process writes the store",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens per file")
     args = parser.parse_args(argv)
     if args.check and (args.paths or args.reset):
         parser.error("--check takes no PATHs and no --reset: it only reads the store")
+    if args.check and args.ray:
+        parser.error("--check takes no --ray: it only reads the store")
     if not args.check and not args.paths:
         parser.error("give the files or folders to ingest (or --check)")
     return args
@@ -105,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     _check_or_set_aside(settings, args.reset, console)
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=True, reset=args.reset)
+    address = args.ray or settings.ingest.ray_address
+    if address:
+        console.print(f"read, load, chunk and embed on the Ray cluster at {address}")
     with (
         Interrupts() as interrupts,
         Progress(
@@ -119,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         files = bar.add_task("files", total=None, current="")
         chunks = bar.add_task("chunks embedded", total=None, current="")
+
+        def on_chunks(source: str, n: int) -> None:
+            bar.update(chunks, advance=n, current=_rate(bar, chunks, source))
+
         report = ingest(
             args.paths,
             embedder=embedder,
@@ -128,10 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             on_file=lambda source, status: bar.update(
                 files, advance=1, current=f"{status} {Path(source).name}"
             ),
-            on_chunks=lambda source, n: bar.update(
-                chunks, advance=n, current=_rate(bar, chunks, source)
-            ),
+            on_chunks=on_chunks,
             stop_requested=interrupts.stop_now,
+            stages=ray_stages(address, settings, on_chunks=on_chunks) if address else None,
         )
     out = Console()
     print_report(out, report, store.count())
@@ -242,4 +258,8 @@ def print_language_warning(console: Console, report: IngestReport, settings: Set
 
 
 if __name__ == "__main__":
-    run_cli(main, interrupted_note="The store is consistent; run the same command again to finish.")
+    run_cli(
+        main,
+        interrupted_note="The store is consistent; run the same command again to finish.",
+        errors=(RayUnavailableError,),
+    )

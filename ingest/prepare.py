@@ -59,14 +59,6 @@ class Failure:
     warnings: tuple[str, ...] = ()
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the platform tells)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def read_failure(exc: OSError | LoadError) -> str:
     if isinstance(exc, LoadError):
         return exc.reason

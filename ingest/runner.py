@@ -14,10 +14,12 @@ during the run is treated as if it had been gone when the run started.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +34,11 @@ from ingest.prepare import (
     Prepared,
     prepare_files,
     read_failure,
-    usable_cores,
 )
 from rag.config import Settings
 from rag.embedder import Embedder
 from rag.languages import language_chars, shares
+from rag.models import usable_cores
 from rag.store import COMPLETE, WRITING, ChunkStore, FileRecord
 from rag.types import Chunk
 
@@ -187,6 +189,7 @@ def ingest(
     on_file: Progress | None = None,
     on_chunks: ChunkProgress | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    stages: Stages | None = None,
 ) -> IngestReport:
     """Bring the store in line with ``paths``; returns what happened to each file.
 
@@ -194,6 +197,8 @@ def ingest(
     after each file and ``on_chunks(source, n)`` as its chunks are embedded. Pages and
     chunks with fewer than ``min_chars`` letters or digits are not stored (``ingest.min_chars``).
     ``stop_requested()`` is asked before each file; True raises KeyboardInterrupt there.
+    ``stages`` runs read, load, chunk and embed (:func:`local_stages` unless given, e.g. a Ray
+    Data pipeline, :mod:`ingest.distributed`); the writes are made here, in order, either way.
     """
     started = time.perf_counter()
     chunk_size, extensions = options.chunk_size, options.extensions
@@ -240,12 +245,13 @@ def ingest(
         min_chars=options.min_chars,
     )
     work = [Path(source) for source in plan.add + plan.update]
-    prepared = prepare_files(work, how, workers=options.workers)
+    if stages is None:
+        stages = functools.partial(
+            local_stages, embedder=embedder, workers=options.workers, on_chunks=on_chunks
+        )
+    embedded = stages(work, how)
     try:
-        for group in _groups(prepared):
-            vectors = _embed_group(
-                embedder, [g for g in group if isinstance(g, Prepared)], on_chunks
-            )
+        for group, vectors in embedded:
             for item in group:
                 _stop_if(stop_requested)
                 status = ADDED if item.source in plan.add else UPDATED
@@ -273,7 +279,7 @@ def ingest(
                 outcomes.append(outcome)
                 _notify(on_file, item.source, outcome.status)
     finally:
-        prepared.close()
+        embedded.close()
     for source in plan.remove:
         _stop_if(stop_requested)
         store.remove_file(source)
@@ -299,6 +305,59 @@ def _stop_if(stop_requested: Callable[[], bool] | None) -> None:
 def _notify(callback: Progress | None, source: str, status: str) -> None:
     if callback is not None:
         callback(source, status)
+
+
+# A group of files, in the order given, and the vectors of the prepared ones by source
+Embedded = tuple[list[Prepared | Failure], dict[str, np.ndarray]]
+# What reads, loads, chunks and embeds the files to write: (paths, chunking) -> groups in order
+Stages = Callable[[list[Path], Chunking], Generator[Embedded, None, None]]
+
+
+def local_stages(
+    work: list[Path],
+    how: Chunking,
+    *,
+    embedder: Embedder,
+    workers: int,
+    on_chunks: ChunkProgress | None,
+) -> Generator[Embedded, None, None]:
+    """This machine's stages: worker processes load and chunk (``workers`` > 1), this process
+    embeds, about EMBED_SLICE chunks at a time across files. A remote embedder embeds the next
+    group while the caller writes this one (the server works while the store does); a local
+    one embeds between writes, as both would use the same cores."""
+    prepared = prepare_files(work, how, workers=workers)
+    ahead = ThreadPoolExecutor(max_workers=1) if embedder.kind == "remote" else None
+    try:
+        if ahead is None:
+            for group in _groups(prepared):
+                files = [item for item in group if isinstance(item, Prepared)]
+                yield group, _embed_group(embedder, files, on_chunks)
+            return
+        pending: tuple[list[Prepared | Failure], Future] | None = None
+        for group in _groups(prepared):
+            files = [item for item in group if isinstance(item, Prepared)]
+            future = ahead.submit(_embed_group, embedder, files, None)
+            if pending is not None:
+                yield _reported(*pending, on_chunks)
+            pending = (group, future)
+        if pending is not None:
+            yield _reported(*pending, on_chunks)
+    finally:
+        prepared.close()
+        if ahead is not None:
+            ahead.shutdown(wait=True, cancel_futures=True)
+
+
+def _reported(
+    group: list[Prepared | Failure], future: Future, on_chunks: ChunkProgress | None
+) -> Embedded:
+    """A group embedded in the background, its progress reported from the caller's thread (the
+    app's callbacks must not run on another thread)."""
+    vectors: dict[str, np.ndarray] = future.result()
+    if on_chunks is not None:
+        for source, rows in vectors.items():
+            on_chunks(source, len(rows))
+    return group, vectors
 
 
 def _groups(items: Iterator[Prepared | Failure]) -> Iterator[list[Prepared | Failure]]:

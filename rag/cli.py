@@ -38,6 +38,7 @@ def setup_logging(verbose: bool) -> None:
             "httpx",
             "pypdf",
             "huggingface_hub",
+            "ray",
         ):
             logging.getLogger(name).setLevel(logging.ERROR)
         from transformers.utils import logging as hf_logging
@@ -46,8 +47,15 @@ def setup_logging(verbose: bool) -> None:
         hf_logging.disable_progress_bar()
 
 
-def run_cli(main: Callable[[], int], *, interrupted_note: str = "") -> None:
-    """Run ``main`` and turn the errors a user can cause into one readable line and an exit code."""
+def run_cli(
+    main: Callable[[], int],
+    *,
+    interrupted_note: str = "",
+    errors: tuple[type[Exception], ...] = (),
+) -> None:
+    """Run ``main`` and turn the errors a user can cause (and ``errors``, a command's own) into
+    one readable line and an exit code."""
+    from rag.embedder import EmbedError
     from rag.generate import GenerationError
     from rag.rerankers import RerankError
 
@@ -65,7 +73,9 @@ def run_cli(main: Callable[[], int], *, interrupted_note: str = "") -> None:
         StoreError,
         GenerationError,
         RerankError,
+        EmbedError,
         ValueError,
+        *errors,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_USAGE

@@ -335,6 +335,12 @@ class IngestSettings(_Section):
     # Processes that load and chunk files while this one embeds and writes, in order (PDF parsing
     # is CPU-bound). 0: one per usable core; 1: all in this process.
     workers: int = Field(0, ge=0)
+    # Distributed ingestion (python -m ingest --ray ADDRESS; guides/deployment.md): the Ray
+    # cluster to run read, load, chunk and embed on ("": this machine), the embedding actors
+    # there and the GPUs each takes (0: CPU)
+    ray_address: str = ""
+    ray_embedders: int = Field(1, gt=0)
+    ray_gpus: float = Field(0.0, ge=0.0)
 
 
 class UISettings(_Section):

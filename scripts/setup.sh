@@ -23,7 +23,7 @@ else
     || $PIP install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 fi
 
-$PIP install -c constraints.txt -e ".[dev]"
+$PIP install -c constraints.txt -e ".[dev,ray]"
 
 # Debian packages the tests use; apt runs only when one is missing:
 #   chromium, chromium-driver  the browser test drives Debian's Chromium through chromedriver

@@ -182,7 +182,12 @@ class InfinityServer:
     """Infinity (infinity-emb) serving local model folders on 127.0.0.1, each under the name
     given (``{served name: folder}``), on the CPU with torch; offline."""
 
-    def __init__(self, models: dict[str, str], log: Path, batch_size: int = 32) -> None:
+    def __init__(
+        self, models: dict[str, str], log: Path, batch_size: int = 32, threads: int = 1
+    ) -> None:
+        """``threads``: torch threads of the server (0: its default, all cores); one in the tests,
+        which run models of their own beside it."""
+        self.threads = threads
         self.models = models
         self.log = log
         self.batch_size = batch_size
@@ -206,8 +211,9 @@ class InfinityServer:
             "HF_HUB_OFFLINE": "1",
             "DO_NOT_TRACK": "1",
             "INFINITY_ANONYMOUS_USAGE_STATS": "0",
-            "OMP_NUM_THREADS": "1",
         }
+        if self.threads > 0:
+            env["OMP_NUM_THREADS"] = str(self.threads)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for_port(self.port, self.proc, "infinity_emb", timeout=120)
@@ -238,3 +244,52 @@ class InfinityServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class RayCluster:
+    """A one-node Ray cluster (`ray start --head`) on 127.0.0.1, its files in a short temporary
+    folder; ``address`` is what `python -m ingest --ray` takes."""
+
+    def __init__(self, cpus: int = 2) -> None:
+        import tempfile
+
+        self.cpus = cpus
+        self.port = free_port()
+        # Ray's Unix sockets live under the temp dir: keep its path short
+        self.folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+        self.env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+        }
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        ray = Path(sys.executable).with_name("ray")
+        return subprocess.run(
+            [str(ray), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def start(self) -> RayCluster:
+        done = self._ray(
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.port}",
+            f"--num-cpus={self.cpus}",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--object-store-memory=400000000",
+            f"--temp-dir={self.folder}",
+            "--disable-usage-stats",
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"ray start failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        self._ray("stop", "--force", timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""bench/run.py still runs and prints its table (a quick subset; the figures themselves are not
-asserted: timings belong in the benchmark's own ratios, not in tests on a shared machine)."""
+"""bench/run.py and bench/scaleout.py still run and print their tables (a quick subset; the
+figures themselves are not asserted: timings belong in the benchmark's own ratios, not in tests
+on a shared machine)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,30 @@ def test_bad_options_are_named(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "nope: not a directory" in proc.stderr
+
+
+def test_the_scale_out_benchmark_prints_every_row_with_a_ratio(tmp_path):
+    """bench/scaleout.py against a real Infinity server: every row, and the remote ingest writes
+    as many chunks as the local one (the script asserts it)."""
+    out = tmp_path / "scaleout.md"
+    proc = subprocess.run(
+        [sys.executable, "bench/scaleout.py", "--smoke", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][2:]
+    names = [r.split(" | ")[0].lstrip("| ").strip() for r in rows]
+    for expected in (
+        "local embedder, 1 process (reference)",
+        "local embedder, ingest.workers = 0",
+        "remote embedder, 1 worker(s)",
+        "remote embedder, 2 worker(s)",
+        "remote embedder, 4 worker(s)",
+        "remote embedder, 64 chunks, 32 a request, 4 at once",
+    ):
+        assert any(expected in name for name in names), (expected, names)
+    assert all(re.search(r"\d", r.rstrip(" |").rsplit(" | ", 1)[1]) for r in rows), rows
+    assert re.search(r"overhead [+-]\d+\.\d%", out.read_text())
