@@ -125,8 +125,12 @@ def ingest_once(
     return int(report_value(out, "chunks written")), float(report_value(out, "time")), cpu
 
 
-def bench_ingest(server: InfinityServer, work: Path, corpus: Path, pages: int) -> Path:
-    """Rows for the local single-process path and 1, 2, 4 workers; the local run's config."""
+def bench_ingest(
+    server: InfinityServer, work: Path, corpus: Path, pages: int, *, workers: bool = True
+) -> Path:
+    """Rows for the local single-process path (the reference) and, with ``workers``, the
+    default worker count and 1, 2, 4 workers through the remote embedder; the reference run's
+    config."""
     remote = {
         "RAG_EMBEDDER__KIND": "remote",
         "RAG_EMBEDDER__URL": f"{server.url}/embeddings",
@@ -139,11 +143,13 @@ def bench_ingest(server: InfinityServer, work: Path, corpus: Path, pages: int) -
     local = write_config(work, "local-1")
     local_chunks, local_s, local_cpu = ingest_once(corpus, local, {"RAG_INGEST__WORKERS": "1"})
     row(
-        f"ingest {pages} pages, local embedder, 1 process (reference)",
+        f"ingest {pages} pages ({local_chunks} chunks), local embedder, 1 process (reference)",
         f"{local_chunks / local_s:.1f} chunks/s ({local_s:.1f} s)",
         f"CPU {local_cpu / local_chunks * 1000:.1f} ms/chunk, embedding included",
         "1.00x",
     )
+    if not workers:
+        return local
     cores = len(os.sched_getaffinity(0))
     chunks, seconds, cpu = ingest_once(
         corpus, write_config(work, "local-default"), {"RAG_INGEST__WORKERS": "0"}
@@ -227,7 +233,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two PDFs, fewer repeats")
     parser.add_argument("--smoke", action="store_true", help="the smallest run (the tests')")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
+    parser.add_argument(
+        "--only",
+        default="ingest,remote,ray",
+        help="comma-separated sections of ingest, remote, ray (remote and ray use the corpus "
+        "ingested by the reference run, which always runs)",
+    )
     args = parser.parse_args()
+    chosen = {part.strip() for part in args.only.split(",") if part.strip()}
+    if chosen - {"ingest", "remote", "ray"}:
+        parser.error(f"--only {args.only}: valid sections are ingest, remote, ray")
     quick = args.quick or args.smoke
     repeats = 2 if args.smoke else 3 if quick else 5
     started = time.perf_counter()
@@ -245,12 +260,14 @@ def main() -> None:
         server = InfinityServer({SERVED: minilm}, work / "infinity.log", threads=0).start()
         try:
             print("[ingest]", flush=True)
-            local = bench_ingest(server, work, corpus, pages)
-            print("[remote]", flush=True)
-            texts = stored_texts(local)[: 64 if args.smoke else 256]
-            bench_remote(server, texts, repeats)
-            print("[ray]", flush=True)
-            bench_ray(work, corpus, pages, local)
+            local = bench_ingest(server, work, corpus, pages, workers="ingest" in chosen)
+            if "remote" in chosen:
+                print("[remote]", flush=True)
+                texts = stored_texts(local)[: 64 if args.smoke else 256]
+                bench_remote(server, texts, repeats)
+            if "ray" in chosen:
+                print("[ray]", flush=True)
+                bench_ray(work, corpus, pages, local)
         finally:
             server.stop()
     table = ["| benchmark | ours | reference (same run) | ratio |", "|---|---|---|---|"]

@@ -9,9 +9,11 @@ order the files were given, whatever order the workers finish in.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,6 +25,8 @@ from typing import Any
 from ingest.chunking import chunk_document
 from ingest.loaders import LoadError, content_chars, load, read_regular
 from ingest.manifest import content_hash
+
+logger = logging.getLogger(__name__)
 
 VANISHED = (
     "the file disappeared during the run (deleted or moved); its stored chunks, if any, are kept"
@@ -132,6 +136,21 @@ def _prepare_in_worker(source: str) -> Prepared | Failure:
     return prepare_file(Path(source), _WORKER_CHUNKING)
 
 
+def _spawn_is_safe() -> bool:
+    """Whether a spawned worker can start without running the main script again.
+
+    A worker first imports the parent's main module: by name when it was run as one (``python -m
+    ingest``: a ``__main__`` module is never re-run), else from its path, which runs the script
+    again: a Streamlit app (or a test driving one) is such a script, and a worker that fails
+    there leaves the parent waiting for it forever. There, files are prepared in this process.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and getattr(spec, "name", None):
+        return True
+    return getattr(main, "__file__", None) is None
+
+
 def prepare_files(
     paths: Sequence[Path], how: Chunking, *, workers: int
 ) -> Iterator[Prepared | Failure]:
@@ -141,6 +160,13 @@ def prepare_files(
 
     Closing the iterator early (an interrupt, an error downstream) cancels what has not
     started and lets the workers go."""
+    if workers > 1 and len(paths) > 1 and not _spawn_is_safe():
+        logger.info(
+            "loading and chunking in this process: the main module is a script (%s) that each "
+            "worker process would run again",
+            getattr(sys.modules.get("__main__"), "__file__", "?"),
+        )
+        workers = 1
     if workers <= 1 or len(paths) <= 1:
         for path in paths:
             yield prepare_file(path, how)

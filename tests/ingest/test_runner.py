@@ -1,6 +1,7 @@
 """Ingestion end to end: real files, the packaged MiniLM embedder, a real embedded Chroma store."""
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -275,3 +276,25 @@ def test_worker_processes_write_what_one_process_writes(tmp_path, shared_data, e
     assert out1 == out3 and ledger1 == ledger3
     assert order1 == order3 == sorted(order1)  # files are written in the order given
     assert {o[1] for o in out3} == {ADDED, FAILED}  # the broken and encrypted ones fail alike
+
+
+def test_no_worker_process_when_the_main_module_is_a_script(tmp_path, embedder, monkeypatch):
+    """Under Streamlit (or a test driving the app) the main module is a script that a spawned
+    worker would run again; files are then prepared in this process, and nothing hangs."""
+    import multiprocessing
+    import types
+
+    from ingest.prepare import Chunking, Prepared, prepare_files
+
+    script = types.ModuleType("__main__")
+    script.__file__ = str(tmp_path / "app.py")
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"n{i}.txt")
+        paths[-1].write_text(f"Note {i}. " + "Scripts are run again by spawned workers. " * 20)
+    how = Chunking(embedder.tokenizer, size=60, overlap=8, max_bytes=10**6, min_chars=5)
+    items = list(prepare_files(paths, how, workers=3))
+    assert [i.source for i in items] == [str(p) for p in paths]
+    assert all(isinstance(i, Prepared) and i.pieces for i in items)
+    assert multiprocessing.active_children() == []

@@ -125,7 +125,7 @@ def test_settings_are_frozen(tmp_path):
             "[ingest]\nflavour = 1\n",
             {},
             "unknown key 'ingest.flavour' (keys of [ingest]: extensions, max_file_mb, min_chars, "
-            "check_free_space)",
+            "check_free_space, workers, ray_address, ray_embedders, ray_gpus)",
         ),
         (
             "[rerankr]\ntop_n = 3\n",
