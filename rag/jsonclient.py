@@ -22,10 +22,12 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 from tenacity import (
@@ -37,7 +39,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from rag.common import one_line, scrub_secret, shown_url
+from rag.common import check_int, check_number, one_line, scrub_secret, shown_url
+from rag.models import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,59 @@ class Names:
 
     section: str
     server: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach a model server: its URL, wire format, key variable, patience. A component's
+    subclass names its config section, its valid ``api`` values and an example URL; values are
+    checked when made, so a bad one fails before anything loads."""
+
+    SECTION: ClassVar[str] = "endpoint"
+    APIS: ClassVar[tuple[str, ...]] = ()
+    EXAMPLE: ClassVar[str] = "http://server:80/"
+
+    url: str
+    api: str = ""
+    api_key_env: str = ""
+    timeout: float = 30.0
+    max_retries: int = 3
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{self.SECTION}.url = {self.url!r}: expected an http(s) URL such as {self.EXAMPLE}"
+            )
+        if self.api not in self.APIS:
+            raise ValueError(f"{self.SECTION}.api = {self.api!r}: valid: {', '.join(self.APIS)}")
+        check_number(f"{self.SECTION}.timeout (seconds)", self.timeout, 0, strict=True)
+        check_int(f"{self.SECTION}.max_retries", self.max_retries, 0)
+
+    @property
+    def host(self) -> str:
+        """host[:port] without any user:password@ part: what the trace and the UI show as the
+        device."""
+        return urlsplit(self.url).netloc.rpartition("@")[2]
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for messages (rag.common.shown_url: no credentials, no query string)."""
+        return shown_url(self.url)
+
+    def api_key(self, environ: Mapping[str, str] | None = None) -> str:
+        """The bearer key from the variable ``api_key_env`` names ("" when none is named); a named
+        variable that is unset or empty is an error, raised when the client is built."""
+        if self.api_key_env == "":
+            return ""
+        environ = os.environ if environ is None else environ
+        key = environ.get(self.api_key_env, "").strip()
+        if key == "":
+            raise ModelLoadError(
+                f"{self.SECTION}.api_key_env = {self.api_key_env!r}, but the environment variable "
+                f"{self.api_key_env} is not set or empty"
+            )
+        return key
 
 
 class JsonClient:
@@ -99,6 +155,31 @@ class JsonClient:
             headers=headers,
             follow_redirects=False,
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+
+    @classmethod
+    def for_endpoint(
+        cls,
+        endpoint: Endpoint,
+        *,
+        server: str,
+        error: type[Exception],
+        api_key: str,
+        hint: Callable[[int], str],
+        connections: int = 10,
+        **backoff: float,
+    ) -> JsonClient:
+        """A client for ``endpoint``, its messages naming ``endpoint.SECTION`` and ``server``."""
+        return cls(
+            endpoint.url,
+            names=Names(endpoint.SECTION, server),
+            error=error,
+            timeout=endpoint.timeout,
+            max_retries=endpoint.max_retries,
+            api_key=api_key,
+            hint=hint,
+            connections=connections,
+            **backoff,
         )
 
     def close(self) -> None:

@@ -28,20 +28,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
 import numpy as np
 
 from rag.choices import EMBED_APIS
-from rag.common import check_int, check_number, one_line, shown_url
+from rag.common import check_int, one_line
 from rag.embedder import AUTO, Embedder, EmbedError, auto_prefixes
-from rag.jsonclient import JsonClient, Names, auth_hint
+from rag.jsonclient import Endpoint, JsonClient, auth_hint
 from rag.models import ModelLoadError, load_error, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -52,38 +50,21 @@ TOKEN_LIMIT_UNKNOWN = 100_000  # a tokenizer's model_max_length above this means
 
 
 @dataclass(frozen=True)
-class EmbedEndpoint:
+class EmbedEndpoint(Endpoint):
     """How to reach an embedding server: ``embedder.url``, ``api``, ``api_key_env``,
     ``timeout``, ``max_retries`` and ``concurrency``."""
 
-    url: str
+    SECTION: ClassVar[str] = "embedder"
+    APIS: ClassVar[tuple[str, ...]] = EMBED_APIS
+    EXAMPLE: ClassVar[str] = "http://embedder:80/embed"
+
     api: str = "openai"
-    api_key_env: str = ""
     timeout: float = 60.0
-    max_retries: int = 3
     concurrency: int = 4
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"embedder.url = {self.url!r}: expected an http(s) URL such as "
-                "http://embedder:80/embed"
-            )
-        if self.api not in EMBED_APIS:
-            raise ValueError(f"embedder.api = {self.api!r}: valid: {', '.join(EMBED_APIS)}")
-        check_number("embedder.timeout (seconds)", self.timeout, 0, strict=True)
-        check_int("embedder.max_retries", self.max_retries, 0)
+        super().__post_init__()
         check_int("embedder.concurrency", self.concurrency, 1)
-
-    @property
-    def host(self) -> str:
-        """host[:port] without credentials: what the trace and the UI show as the device."""
-        return urlsplit(self.url).netloc.rpartition("@")[2]
-
-    @property
-    def shown_url(self) -> str:
-        return shown_url(self.url)
 
 
 class RemoteEmbedder(Embedder):
@@ -116,17 +97,15 @@ class RemoteEmbedder(Embedder):
         self._max_tokens = check_int("embedder.max_tokens", max_tokens, 1)
         self._dimension: int | None = None
         self._dimension_lock = threading.Lock()
-        self._http = JsonClient(
-            endpoint.url,
-            names=Names("embedder", "embedding server"),
+        self._http = JsonClient.for_endpoint(
+            endpoint,
+            server="embedding server",
             error=EmbedError,
-            timeout=endpoint.timeout,
-            max_retries=endpoint.max_retries,
             api_key=api_key,
             hint=self._hint,
+            connections=endpoint.concurrency,
             backoff=backoff,
             retry_after_max=retry_after_max,
-            connections=endpoint.concurrency,
         )
         self._pool = ThreadPoolExecutor(
             max_workers=endpoint.concurrency, thread_name_prefix="embed-request"
@@ -327,15 +306,7 @@ def load_remote_embedder(
     environ: dict[str, str] | None = None,
 ) -> RemoteEmbedder:
     """A client for ``endpoint`` with the served model's tokenizer loaded here; sends nothing."""
-    environ = dict(os.environ) if environ is None else environ
-    api_key = ""
-    if endpoint.api_key_env != "":
-        api_key = environ.get(endpoint.api_key_env, "").strip()
-        if api_key == "":
-            raise ModelLoadError(
-                f"embedder.api_key_env = {endpoint.api_key_env!r}, but the environment variable "
-                f"{endpoint.api_key_env} is not set or empty"
-            )
+    api_key = endpoint.api_key(environ)
     spec = model if tokenizer == AUTO else tokenizer
     try:
         tok, folder = load_tokenizer(spec)

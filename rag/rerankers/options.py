@@ -8,48 +8,24 @@ config file or a caller fails before any model loads. Every loader in the regist
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import ClassVar
 
 from rag.choices import APIS
-from rag.common import check_int, check_number, shown_url
+from rag.jsonclient import Endpoint
 from rag.rerankers.base import check_options
 
 
 @dataclass(frozen=True)
-class RemoteEndpoint:
+class RemoteEndpoint(Endpoint):
     """How to reach a rerank server: ``reranker.url``, ``api``, ``api_key_env``, ``timeout``,
     ``max_retries``.
     """
 
-    url: str
+    SECTION: ClassVar[str] = "reranker"
+    APIS: ClassVar[tuple[str, ...]] = APIS
+    EXAMPLE: ClassVar[str] = "http://reranker:80/rerank"
+
     api: str = "tei"
-    api_key_env: str = ""
-    timeout: float = 30.0
-    max_retries: int = 3
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"reranker.url = {self.url!r}: expected an http(s) URL such as "
-                "http://reranker:80/rerank"
-            )
-        if self.api not in APIS:
-            raise ValueError(f"reranker.api = {self.api!r}: valid: {', '.join(APIS)}")
-        check_number("reranker.timeout (seconds)", self.timeout, 0, strict=True)
-        check_int("reranker.max_retries", self.max_retries, 0)
-
-    @property
-    def host(self) -> str:
-        """host[:port] without any user:password@ part: what the trace and the UI show as
-        the device.
-        """
-        return urlsplit(self.url).netloc.rpartition("@")[2]
-
-    @property
-    def shown_url(self) -> str:
-        """The URL for messages (rag.common.shown_url: no credentials, no query string)."""
-        return shown_url(self.url)
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from rag.common import one_line
-from rag.jsonclient import JsonClient, Names, auth_hint
-from rag.models import ModelLoadError
+from rag.jsonclient import JsonClient, auth_hint
 from rag.rerankers.base import MIN_MAX_LENGTH, Reranker, RerankError, length_sorted_batches
 from rag.rerankers.options import RemoteEndpoint, RerankerOptions
 
@@ -85,12 +83,10 @@ class RemoteReranker(Reranker):
             normalize=normalize,
         )
         self.endpoint = endpoint
-        self._http = JsonClient(
-            endpoint.url,
-            names=Names("reranker", "reranker server"),
+        self._http = JsonClient.for_endpoint(
+            endpoint,
+            server="reranker server",
             error=RerankError,
-            timeout=endpoint.timeout,
-            max_retries=endpoint.max_retries,
             api_key=api_key,
             hint=self._hint,
             backoff=backoff,
@@ -225,14 +221,7 @@ def load_remote_reranker(options: RerankerOptions) -> RemoteReranker:
         raise ValueError(
             "reranker kind 'remote' needs reranker.url (e.g. http://reranker:80/rerank)"
         )
-    api_key = ""
-    if endpoint.api_key_env != "":
-        api_key = os.environ.get(endpoint.api_key_env, "").strip()
-        if api_key == "":
-            raise ModelLoadError(
-                f"reranker.api_key_env = {endpoint.api_key_env!r}, but the environment variable "
-                f"{endpoint.api_key_env} is not set or empty"
-            )
+    api_key = endpoint.api_key()
     reranker = RemoteReranker(
         endpoint,
         model=options.model,
