@@ -50,6 +50,7 @@ from bench.run import (  # noqa: E402
     child,
     interleaved,
     make_corpus,
+    print_table,
     report_value,
     within_noise,
     write_config,
@@ -128,8 +129,9 @@ def ingest_once(
 def bench_ingest(
     server: InfinityServer, work: Path, corpus: Path, pages: int, *, workers: bool = True
 ) -> Path:
-    """Rows for the local single-process path (the reference) and, with ``workers``, the
-    default worker count and 1, 2, 4 workers through the remote embedder; the reference run's
+    """Rows for the local single-process path (the reference) and, with ``workers``, one worker
+    process per core with the local embedder and 1, 2, 4 workers through the remote embedder
+    (what ingest.workers = 0 chooses by: ingest.runner.auto_workers); the reference run's
     config."""
     remote = {
         "RAG_EMBEDDER__KIND": "remote",
@@ -152,10 +154,10 @@ def bench_ingest(
         return local
     cores = len(os.sched_getaffinity(0))
     chunks, seconds, cpu = ingest_once(
-        corpus, write_config(work, "local-default"), {"RAG_INGEST__WORKERS": "0"}
+        corpus, write_config(work, "local-workers"), {"RAG_INGEST__WORKERS": str(cores)}
     )
     row(
-        f"ingest {pages} pages, local embedder, ingest.workers = 0 ({cores} workers here)",
+        f"ingest {pages} pages, local embedder, {cores} worker processes",
         f"{chunks / seconds:.1f} chunks/s ({seconds:.1f} s)",
         f"CPU {cpu / chunks * 1000:.1f} ms/chunk, embedding included",
         f"{local_s / seconds:.2f}x the single-process path",
@@ -270,15 +272,11 @@ def main() -> None:
                 bench_ray(work, corpus, pages, local)
         finally:
             server.stop()
-    table = ["| benchmark | ours | reference (same run) | ratio |", "|---|---|---|---|"]
-    table += ["| " + " | ".join(r) + " |" for r in ROWS]
     footer = (
         f"machine: {machine}; Infinity (infinity-emb) on the same cores; bench/scaleout.py "
         f"{' '.join(sys.argv[1:])} took {time.perf_counter() - started:.0f} s"
     )
-    print("\n" + "\n".join(table) + "\n\n" + footer)
-    if args.out is not None:
-        args.out.write_text("\n".join(table) + "\n\n" + footer + "\n", encoding="utf-8")
+    print_table(ROWS, footer, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from ingest.check import check_store
 from ingest.distributed import RayUnavailableError, ray_stages
-from ingest.runner import FAILED, IngestOptions, IngestReport, ingest
+from ingest.runner import FAILED, IngestOptions, IngestReport, discover, ingest
 from rag.cli import Terminated, run_cli, setup_logging
 from rag.config import Settings, load_settings, with_collection
 from rag.languages import coverage_warning, format_shares
@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return check(settings, Console())
     _check_or_set_aside(settings, args.reset, console)
+    discover(
+        args.paths, settings.ingest.extensions
+    )  # a path that is not there: say so before any model loads
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=True, reset=args.reset)
     address = args.ray or settings.ingest.ray_address

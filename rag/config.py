@@ -333,7 +333,8 @@ class IngestSettings(_Section):
     # that misreport free space.
     check_free_space: bool = True
     # Processes that load and chunk files while this one embeds and writes, in order (PDF parsing
-    # is CPU-bound). 0: one per usable core; 1: all in this process.
+    # is CPU-bound). 0: one per usable core with a remote embedder and 1 MB of files to load, else
+    # this process alone (measured: guides/decisions.md); N: N processes; 1: all in this process.
     workers: int = Field(0, ge=0)
     # Distributed ingestion (python -m ingest --ray ADDRESS; guides/deployment.md): the Ray
     # cluster to run read, load, chunk and embed on ("": this machine), the embedding actors

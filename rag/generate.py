@@ -220,7 +220,34 @@ class OpenAIGenerator:
         except openai.OpenAIError as exc:
             # from None: the chained error would print the server's raw reply, unscrubbed.
             raise GenerationError(self._describe(exc, streamed)) from None
+        if streamed == 0 and finish is None:
+            raise GenerationError(self._why_empty(messages))
         return finish
+
+    def _why_empty(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """Why a stream ended without a word or a finish reason. llama.cpp's server, for one,
+        answers a prompt longer than its context with an empty stream, and gives its reason
+        only to a request that does not stream: ask that way once, for one token."""
+        import openai
+
+        one = {
+            k: (1 if k in ("max_tokens", "max_completion_tokens") else v)
+            for k, v in self._options.items()
+        }
+        try:
+            # one retry at least: the server may drop the connection the empty stream left open
+            self._client.with_options(
+                max_retries=max(1, self._max_retries)
+            ).chat.completions.create(
+                model=self.model, messages=[dict(m) for m in messages], stream=False, **one
+            )
+        except openai.OpenAIError as exc:
+            return self._describe(exc)
+        message = (
+            f"LLM {self.model!r} at {shown_url(self.base_url)}: the server ended the answer "
+            "without a word or a finish reason"
+        )
+        return scrub_secret(message, self._api_key)
 
     def _describe(self, exc: Exception, streamed: int = 0) -> str:
         """One line a user can act on: which model, where, and what went wrong."""

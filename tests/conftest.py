@@ -19,6 +19,33 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The fixtures that run an engine of scripts/engines.sh in this process (tests that run one in a
+# child process say so with @pytest.mark.engines(NAME))
+ENGINE_FIXTURES = {"infinity": "infinity", "llama_server": "llama"}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the engines the selected tests need in the background from the start (a fresh clone
+    compiles llama.cpp: minutes of CPU the other tests leave idle)."""
+    from tests.servers import prefetch_engines
+
+    names: set[str] = set()
+    for item in session.items:
+        names.update(
+            ENGINE_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in ENGINE_FIXTURES
+        )
+        marker = item.get_closest_marker("engines")
+        if marker is not None:
+            names.update(marker.args)
+    prefetch_engines(sorted(names))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.servers import stop_prefetch
+
+    stop_prefetch()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

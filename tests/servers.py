@@ -166,9 +166,56 @@ ENGINES_HOME = Path(
 )
 
 
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 30 s; nothing when it is not running."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_prefetch: subprocess.Popen | None = None
+
+
+def prefetch_engines(names: list[str]) -> None:
+    """Start building the engines' venvs in the background, at the lowest CPU priority, so that a
+    fresh clone's first run compiles them while the other tests run (the build mostly fills the
+    CPU time the tests leave idle). scripts/engines.sh holds a lock per engine, so
+    :func:`engine_venv` (or a bench a test starts) waits for the build of the engine it needs,
+    not for the others. Venvs already built return at once.
+    The output goes to ENGINES_HOME/build.log."""
+    global _prefetch
+    if _prefetch is not None or not names:
+        return
+    script = REPO / "scripts" / "engines.sh"
+    ENGINES_HOME.mkdir(parents=True, exist_ok=True)
+    with open(ENGINES_HOME / "build.log", "ab") as out:
+        _prefetch = subprocess.Popen(
+            ["nice", "-n", "19", "bash", str(script), *names],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ENGINES_HOME": str(ENGINES_HOME)},
+            start_new_session=True,
+        )
+
+
+def stop_prefetch() -> None:
+    """End a background build still running when the tests end (a half-built venv has no stamp,
+    so the next run builds it again)."""
+    global _prefetch
+    if _prefetch is not None and _prefetch.poll() is None:
+        os.killpg(_prefetch.pid, signal.SIGTERM)
+        _prefetch.wait()
+    _prefetch = None
+
+
 def engine_venv(name: str) -> Path:
-    """The engine's virtual environment, built by scripts/engines.sh when missing or stale
-    (.ci/run builds it first; a run from a fresh clone builds it here, once)."""
+    """The engine's virtual environment, built by scripts/engines.sh when missing or stale (a run
+    from a fresh clone builds it once: in the background from the start of the run, see
+    :func:`prefetch_engines`; this waits for that build)."""
     subprocess.run(
         ["bash", str(REPO / "scripts" / "engines.sh"), name],
         check=True,
@@ -236,13 +283,7 @@ class InfinityServer:
         raise RuntimeError(f"infinity_emb did not serve {sorted(self.models)} within {timeout:g}s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 
@@ -293,3 +334,60 @@ class RayCluster:
     def stop(self) -> None:
         self._ray("stop", "--force", timeout=60)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class LlamaServer:
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python[server], in its own venv) on
+    127.0.0.1, serving one GGUF file under ``alias``; ``api_key`` makes it check a bearer key."""
+
+    def __init__(
+        self,
+        gguf: Path,
+        log: Path,
+        *,
+        alias: str = "gemma-3-270m",
+        api_key: str | None = None,
+        n_ctx: int = 4096,
+        threads: int = 1,
+        port: int | None = None,
+    ) -> None:
+        """``threads``: llama.cpp's threads (one in the tests, which run models of their own)."""
+        self.gguf = gguf
+        self.log = log
+        self.alias = alias
+        self.api_key = api_key
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self.port = port if port is not None else free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL an OpenAI client takes."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def launch(self) -> LlamaServer:
+        """Start the process and return at once (see :meth:`wait_ready`)."""
+        venv = engine_venv("llama")
+        args = [str(venv / "bin" / "python"), "-m", "llama_cpp.server"]
+        args += ["--model", str(self.gguf), "--model_alias", self.alias]
+        args += ["--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads)]
+        args += ["--n_threads_batch", str(self.threads), "--chat_format", "gemma"]
+        args += ["--host", "127.0.0.1", "--port", str(self.port), "--verbose", "false"]
+        if self.api_key is not None:
+            args += ["--api_key", self.api_key]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> LlamaServer:
+        assert self.proc is not None
+        wait_for_port(self.port, self.proc, "llama_cpp.server", timeout=timeout)
+        return self
+
+    def start(self) -> LlamaServer:
+        return self.launch().wait_ready()
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None

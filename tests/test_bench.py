@@ -15,6 +15,20 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
+def smoke_run(script: str, tmp_path) -> tuple:
+    """``script --smoke --out FILE``: (the file, its table rows below the header)."""
+    out = tmp_path / "bench.md"
+    proc = subprocess.run(
+        [sys.executable, script, "--smoke", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+
+
 def test_the_quick_benchmark_prints_every_row_with_a_ratio(tmp_path):
     out = tmp_path / "bench.md"
     proc = subprocess.run(
@@ -85,23 +99,15 @@ def test_bad_options_are_named(tmp_path):
     assert proc.returncode == 2 and "nope: not a directory" in proc.stderr
 
 
+@pytest.mark.engines("infinity")
 def test_the_scale_out_benchmark_prints_every_row_with_a_ratio(tmp_path):
     """bench/scaleout.py against a real Infinity server: every row, and the remote ingest writes
     as many chunks as the local one (the script asserts it)."""
-    out = tmp_path / "scaleout.md"
-    proc = subprocess.run(
-        [sys.executable, "bench/scaleout.py", "--smoke", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    out, rows = smoke_run("bench/scaleout.py", tmp_path)
     names = [r.split(" | ")[0].lstrip("| ").strip() for r in rows]
     for expected in (
         "local embedder, 1 process (reference)",
-        "local embedder, ingest.workers = 0",
+        "worker processes",  # the local embedder, one per core
         "remote embedder, 1 worker(s)",
         "remote embedder, 2 worker(s)",
         "remote embedder, 4 worker(s)",
@@ -112,3 +118,19 @@ def test_the_scale_out_benchmark_prints_every_row_with_a_ratio(tmp_path):
     assert all(re.search(r"\d", r.rstrip(" |").rsplit(" | ", 1)[1]) for r in rows), rows
     assert re.search(r"overhead [+-]\d+\.\d%", out.read_text())
     assert "identical to one process's" in out.read_text()
+
+
+@pytest.mark.engines("llama")
+def test_the_serving_benchmark_prints_every_row_with_a_ratio(tmp_path):
+    """bench/serving.py: concurrent sessions under each way of sharing the cores, and llama.cpp's
+    server against the in-process transformers path (the script checks that llama.cpp generated
+    exactly the tokens asked)."""
+    out, rows = smoke_run("bench/serving.py", tmp_path)
+    names = [r.split(" | ")[0].lstrip("| ").strip() for r in rows]
+    for policy in ("as is", "1 thread", "queue"):
+        for level in (1, 2, 4, 8):
+            assert any(n.startswith(f"{policy}, {level} session(s) at once") for n in names), names
+    for expected in ("tokens + 1 token: llama.cpp server", "per generated token", "an answer of"):
+        assert any(expected in name for name in names), (expected, names)
+    assert all(re.search(r"\d", r.rstrip(" |").rsplit(" | ", 1)[1]) for r in rows), rows
+    assert re.search(r"p95 \d+", out.read_text())

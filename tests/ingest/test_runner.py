@@ -298,3 +298,31 @@ def test_no_worker_process_when_the_main_module_is_a_script(tmp_path, embedder, 
     assert [i.source for i in items] == [str(p) for p in paths]
     assert all(isinstance(i, Prepared) and i.pieces for i in items)
     assert multiprocessing.active_children() == []
+
+
+def test_workers_zero_starts_workers_only_for_a_remote_embedder_and_a_megabyte(
+    tmp_path, monkeypatch
+):
+    """ingest.workers = 0: this process alone with the local embedder (it takes every core);
+    with a remote one, one worker per usable core once the files to load add up to 1 MB."""
+    from ingest import runner
+    from rag.config import load_settings
+    from tests.conftest import write_offline_config
+
+    config = write_offline_config(tmp_path)
+    local = load_settings(config, env={})
+    assert local.ingest.workers == 0 and IngestOptions.from_settings(local).workers == 1
+    remote = load_settings(
+        config,
+        env={"RAG_EMBEDDER__KIND": "remote", "RAG_EMBEDDER__URL": "http://127.0.0.1:9/embed"},
+    )
+    assert IngestOptions.from_settings(remote).workers == 0  # decided per run, by auto_workers
+    three = load_settings(config, env={"RAG_INGEST__WORKERS": "3"})
+    assert IngestOptions.from_settings(three).workers == 3
+    monkeypatch.setattr(runner, "usable_cores", lambda: 4)
+    small, big = tmp_path / "small.txt", tmp_path / "big.txt"
+    small.write_bytes(b"x" * 600_000)
+    big.write_bytes(b"x" * 400_000)
+    assert runner.auto_workers([small]) == 1
+    assert runner.auto_workers([small, big]) == 4
+    assert runner.auto_workers([small, tmp_path / "gone.pdf"]) == 1  # a missing file counts 0
