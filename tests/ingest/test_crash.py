@@ -242,7 +242,7 @@ def test_sigkill_and_sigterm_at_random_points_embedded(tmp_path):
         config,
         corpus,
         WORKERS,
-        rounds=8,
+        rounds=6,
         label="embedded",
         signals=(signal.SIGKILL, signal.SIGTERM),
     )
@@ -259,7 +259,7 @@ def test_sigkill_at_random_points_server(tmp_path, chroma_stack):
     corpus = make_corpus(tmp_path / "corpus")
     config = write_offline_config(tmp_path)
     env = {**server_env(proxy.port, proxy.token, f"crash-{uuid.uuid4().hex[:8]}"), **WORKERS}
-    crash_rounds(config, corpus, env, rounds=6, label="server")
+    crash_rounds(config, corpus, env, rounds=4, label="server")
     fresh_env = {**env, **ONE_PROCESS, "RAG_STORE__COLLECTION": f"fresh-{uuid.uuid4().hex[:8]}"}
     total = check_against_fresh(config, corpus, env, fresh_env, config)
     print(f"[server] final collection: {total} chunks, identical to a fresh ingest")
