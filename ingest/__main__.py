@@ -113,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return check(settings, Console())
     _check_or_set_aside(settings, args.reset, console)
-    discover(
-        args.paths, settings.ingest.extensions
-    )  # a path that is not there: say so before any model loads
+    # a path that is not there: say so before any model loads
+    discover(args.paths, settings.ingest.extensions)
     embedder = load_embedder(settings)
     store = open_store(settings, embedder, create=True, reset=args.reset)
     address = args.ray or settings.ingest.ray_address
