@@ -31,6 +31,7 @@ larger than the effect says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -142,11 +143,7 @@ def bench_sessions(smoke: bool, quick: bool) -> None:
     policy_now = ["as is"]
 
     def ask(question, candidates) -> None:
-        if policy_now[0] == "queue":
-            with queue:
-                embedder.embed_queries([question])
-                reranker.rerank(question, candidates)
-        else:
+        with queue if policy_now[0] == "queue" else contextlib.nullcontext():
             embedder.embed_queries([question])
             reranker.rerank(question, candidates)
 
