@@ -875,7 +875,11 @@ def bench_scale(ctx: Context) -> None:
             "-",
         )
         written = size
-        lexical = LexicalIndex(store, korean=settings.retrieval.korean_tokens)
+        lexical = LexicalIndex(
+            store,
+            korean=settings.retrieval.korean_tokens,
+            stemming=settings.retrieval.stemming,
+        )
         started = time.perf_counter()
         lexical.current()
         build = time.perf_counter() - started

@@ -321,6 +321,7 @@ def _main_retrieval(args, settings: Settings, specs: Sequence[RerankerSpec], mod
         "embedder": settings.embedder.model,
         "rrf_k": settings.retrieval.rrf_k,
         "korean_tokens": settings.retrieval.korean_tokens,
+        "stemming": settings.retrieval.stemming,
         "fusion_weights": [settings.retrieval.dense_weight, settings.retrieval.bm25_weight],
         "rerankers": {s.label: f"{s.kind}: {s.model}" for s in specs},
         "llm": pipeline.generator.name if args.answers else None,

@@ -275,7 +275,10 @@ def rank_file_passages(
     lexical: list[list[int]] = []
     if mode != "dense":
         index = Bm25Index(
-            [str(i) for i in range(len(texts))], texts, korean=settings.retrieval.korean_tokens
+            [str(i) for i in range(len(texts))],
+            texts,
+            korean=settings.retrieval.korean_tokens,
+            stemming=settings.retrieval.stemming,
         )
         task = bar.add_task("BM25", total=len(groups))
         for group in groups:

@@ -14,6 +14,7 @@ from typing import Literal, get_args
 StoreMode = Literal["embedded", "server"]
 RetrievalMode = Literal["dense", "bm25", "hybrid"]
 KoreanTokens = Literal["morphemes", "words"]
+Stemming = Literal["english", "none"]
 FollowUps = Literal["auto", "llm", "concat", "off"]
 
 EmbedderKind = Literal["local", "remote"]

@@ -44,6 +44,7 @@ from rag.choices import (
     ReorderStrategy,
     RerankerKind,
     RetrievalMode,
+    Stemming,
     StoreMode,
     backend_applies,
     backend_choice,
@@ -172,6 +173,10 @@ class RetrievalSettings(_Section):
     bm25_weight: float = Field(1.0, ge=0.0)
     # BM25 terms for Korean: Kiwi morphemes (particles and endings dropped) or whole words
     korean_tokens: KoreanTokens = "morphemes"
+    # BM25 terms for words outside Korean and CJK: Snowball English stems ("founded", "founding" ->
+    # "found") or the words as written. Measured: guides/evaluation.md, "How the offline defaults
+    # were chosen".
+    stemming: Stemming = "english"
     # Another first stage for questions in these languages (ISO 639-1 code -> mode), e.g. {ko =
     # "bm25"} when the embedder does not read Korean. The question's language is detected
     # (rag.languages) and shown.

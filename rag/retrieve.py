@@ -53,9 +53,12 @@ def reciprocal_rank_fusion(
 class LexicalIndex:
     """A BM25 index that follows a ChunkStore: rebuilt when the store's ledger changes."""
 
-    def __init__(self, store: ChunkStore, *, korean: str = "morphemes") -> None:
+    def __init__(
+        self, store: ChunkStore, *, korean: str = "morphemes", stemming: str = "english"
+    ) -> None:
         self.store = store
         self.korean = korean
+        self.stemming = stemming
         self._lock = threading.Lock()
         self._key: str | None = None
         self._index: Bm25Index | None = None
@@ -65,7 +68,10 @@ class LexicalIndex:
         with self._lock:
             if self._index is None or key != self._key:
                 ids, texts = self.store.all_texts()
-                self._index, self._key = Bm25Index(ids, texts, korean=self.korean), key
+                self._index, self._key = (
+                    Bm25Index(ids, texts, korean=self.korean, stemming=self.stemming),
+                    key,
+                )
             return self._index
 
 
@@ -169,7 +175,9 @@ class Retriever:
         return cls(
             embedder=embedder,
             store=store,
-            lexical=lexical if lexical is not None else LexicalIndex(store, korean=r.korean_tokens),
+            lexical=lexical
+            if lexical is not None
+            else LexicalIndex(store, korean=r.korean_tokens, stemming=r.stemming),
             mode=mode if mode is not None else r.mode,
             rrf_k=r.rrf_k,
             weights=(r.dense_weight, r.bm25_weight),

@@ -56,8 +56,8 @@ def _store(key: str, _settings: Settings, _embedder: Embedder) -> ChunkStore:
 
 
 @st.cache_resource(show_spinner=False)
-def _lexical(key: str, _store: ChunkStore, korean: str) -> LexicalIndex:
-    return LexicalIndex(_store, korean=korean)
+def _lexical(key: str, _store: ChunkStore, korean: str, stemming: str) -> LexicalIndex:
+    return LexicalIndex(_store, korean=korean, stemming=stemming)
 
 
 @st.cache_resource(show_spinner="Loading the reranker…")
@@ -105,7 +105,8 @@ def lexical(settings: Settings) -> LexicalIndex:
     """The BM25 index that follows this store (built on first use, rebuilt when the store
     changes).
     """
-    return _lexical(_store_key(settings), store(settings), settings.retrieval.korean_tokens)
+    r = settings.retrieval
+    return _lexical(_store_key(settings), store(settings), r.korean_tokens, r.stemming)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -72,6 +72,8 @@ def test_bad_value_names_key_and_value(tmp_path):
 def test_bad_env_value_names_key(tmp_path):
     with pytest.raises(ConfigError, match=r"retrieval.top_k = 'many'"):
         load_settings(write(tmp_path, ""), env={"RAG_RETRIEVAL__TOP_K": "many"})
+    with pytest.raises(ConfigError, match=r"retrieval.stemming = 'porter'"):
+        load_settings(write(tmp_path, ""), env={"RAG_RETRIEVAL__STEMMING": "porter"})
 
 
 def test_unknown_keys_are_refused(tmp_path):

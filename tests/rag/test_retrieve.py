@@ -18,13 +18,37 @@ from rag.types import Chunk
 
 
 def test_tokenize_english_drops_stopwords_and_case():
-    assert tokenize("The Battery pack IS covered for 24 months.") == [
+    assert tokenize("The Battery pack IS covered for 24 months.", stemming="none") == [
         "battery",
         "pack",
         "covered",
         "24",
         "months",
     ]
+
+
+def test_tokenize_english_stems_words_in_any_text():
+    # Snowball stems: a question's "founded" meets a passage's "founding"; stopwords go first
+    assert tokenize("The Battery pack IS covered for 24 months.") == [
+        "batteri",
+        "pack",
+        "cover",
+        "24",
+        "month",
+    ]
+    assert tokenize("Who founded it?")[-1] == tokenize("the founding of the city")[0] == "found"
+    # Latin words inside a Korean text are stemmed too; Korean and CJK terms are not
+    assert tokenize("Running 신발을 판매") == ["run", "신발", "판매"]
+    assert tokenize("権利 rights") == ["権利", "right"]
+    with pytest.raises(ValueError, match="stemming 'porter': valid are english, none"):
+        tokenize("runs", stemming="porter")
+
+
+def test_bm25_with_stems_matches_other_forms_of_a_word():
+    texts = ["The university was founded in 1842.", "The city library opened in 1901."]
+    stems, words = Bm25Index(["u", "l"], texts), Bm25Index(["u", "l"], texts, stemming="none")
+    assert [i for i, _ in stems.search("When was the founding of the universities?", 5)] == ["u"]
+    assert words.search("When was the founding of the universities?", 5) == []
 
 
 def test_tokenize_korean_keeps_content_morphemes():
