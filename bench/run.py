@@ -875,11 +875,7 @@ def bench_scale(ctx: Context) -> None:
             "-",
         )
         written = size
-        lexical = LexicalIndex(
-            store,
-            korean=settings.retrieval.korean_tokens,
-            stemming=settings.retrieval.stemming,
-        )
+        lexical = LexicalIndex.from_settings(store, settings)
         started = time.perf_counter()
         lexical.current()
         build = time.perf_counter() - started

@@ -63,6 +63,12 @@ class LexicalIndex:
         self._key: str | None = None
         self._index: Bm25Index | None = None
 
+    @classmethod
+    def from_settings(cls, store: ChunkStore, settings: Settings) -> LexicalIndex:
+        """The BM25 index ``retrieval.*`` configures (its Korean terms and English stems)."""
+        r = settings.retrieval
+        return cls(store, korean=r.korean_tokens, stemming=r.stemming)
+
     def current(self) -> Bm25Index:
         key = self.store.fingerprint()
         with self._lock:
@@ -175,9 +181,7 @@ class Retriever:
         return cls(
             embedder=embedder,
             store=store,
-            lexical=lexical
-            if lexical is not None
-            else LexicalIndex(store, korean=r.korean_tokens, stemming=r.stemming),
+            lexical=lexical if lexical is not None else LexicalIndex.from_settings(store, settings),
             mode=mode if mode is not None else r.mode,
             rrf_k=r.rrf_k,
             weights=(r.dense_weight, r.bm25_weight),
