@@ -493,7 +493,7 @@ def bench_cross_encoder(ctx: Context) -> None:
                     ours.engine.model, ours.tokenizer, features, ours.batches(lengths)
                 ),
             },
-            max(repeats, 5),
+            2 if ctx.smoke else max(repeats, 5),  # --smoke checks the rows, not the figures
         )
         t_ours, t_floor = timed["ours"].median, timed["floor"].median
         name = f"cross-encoder ({label}) rerank {n} cands"

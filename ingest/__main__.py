@@ -25,7 +25,6 @@ from ingest.runner import FAILED, IngestOptions, IngestReport, discover, ingest
 from rag.cli import Terminated, run_cli, setup_logging
 from rag.config import Settings, load_settings, with_collection
 from rag.languages import coverage_warning, format_shares
-from rag.pipeline import check_store_files, load_embedder, open_store
 from rag.store import StoreDamagedError, set_aside
 
 
@@ -108,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     settings = with_collection(load_settings(args.config), args.collection)
+    # imported here, not at the top: a bad config is named in a fraction of a second, before torch
+    from rag.pipeline import load_embedder, open_store
+
     console = Console(stderr=True)
     console.print(f"embedder: {settings.embedder.model} · store: {_describe_store(settings)}")
     if args.check:
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 def _check_or_set_aside(settings: Settings, reset: bool, console: Console) -> None:
     """Before any model loads: a damaged embedded store stops the run, or with ``--reset`` is moved
     aside (never deleted: a recovery may still want it) so that a new one is built."""
+    from rag.pipeline import check_store_files
+
     try:
         check_store_files(settings)
     except StoreDamagedError:
@@ -171,6 +175,8 @@ def _check_or_set_aside(settings: Settings, reset: bool, console: Console) -> No
 
 def check(settings: Settings, out: Console) -> int:
     """``--check``: read the store, print what is wrong per file; 0 when sound, 1 when not."""
+    from rag.pipeline import check_store_files, load_embedder, open_store
+
     check_store_files(settings)
     # the collection must be the configured embedder's, as for ingest
     embedder = load_embedder(settings)

@@ -30,7 +30,6 @@ import numpy as np
 from ingest.prepare import Chunking, Failure, Prepared, prepare_file
 from ingest.runner import ChunkProgress, Embedded, Stages
 from rag.config import Settings
-from rag.pipeline import load_embedder
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +68,8 @@ class _EmbedActor:
     """An embedding actor: loads the configured embedder once, embeds batches of files."""
 
     def __init__(self, settings: Settings) -> None:
+        from rag.pipeline import load_embedder  # torch: only where the embedding runs
+
         self.embedder = load_embedder(settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -16,7 +16,6 @@ from rag.cli import run_cli, setup_logging
 from rag.config import load_settings, with_collection
 from rag.generate import GenerationError
 from rag.languages import question_language, question_warning
-from rag.pipeline import build_pipeline, check_question
 from rag.retrieve import MODES
 from rag.types import Trace
 
@@ -51,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     settings = with_collection(load_settings(args.config), args.collection)
+    # imported here, not at the top: a bad config is named in a fraction of a second, before torch
+    from rag.pipeline import build_pipeline, check_question
+
     check_question(args.question)  # before any model loads
     routed = settings.retrieval.modes_by_language.get(
         question_language(args.question) or "", settings.retrieval.mode

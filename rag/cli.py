@@ -41,10 +41,14 @@ def setup_logging(verbose: bool) -> None:
             "ray",
         ):
             logging.getLogger(name).setLevel(logging.ERROR)
-        from transformers.utils import logging as hf_logging
+        if "transformers" in sys.modules:
+            from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        else:  # read when transformers is first imported (not here: a bad config is named sooner)
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def run_cli(
@@ -55,10 +59,6 @@ def run_cli(
 ) -> None:
     """Run ``main`` and turn the errors a user can cause (and ``errors``, a command's own) into
     one readable line and an exit code."""
-    from rag.embedder import EmbedError
-    from rag.generate import GenerationError
-    from rag.rerankers import RerankError
-
     try:
         code = main()
     except Terminated as exc:
@@ -67,16 +67,20 @@ def run_cli(
     except KeyboardInterrupt:
         print(f"\ninterrupted. {interrupted_note}".rstrip(), file=sys.stderr)
         code = EXIT_INTERRUPTED
-    except (
-        ConfigError,
-        ModelLoadError,
-        StoreError,
-        GenerationError,
-        RerankError,
-        EmbedError,
-        ValueError,
-        *errors,
-    ) as exc:
+    except (ConfigError, ModelLoadError, StoreError, ValueError, *errors) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except _stage_errors() as exc:  # evaluated only when something else was raised
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_USAGE
     sys.exit(code)
+
+
+def _stage_errors() -> tuple[type[Exception], ...]:
+    """The errors of the embedder, reranker and generator, imported only once one is raised: the
+    reranker package imports torch (seconds), which a bad config or question must not wait for."""
+    from rag.embedder import EmbedError
+    from rag.generate import GenerationError
+    from rag.rerankers import RerankError
+
+    return EmbedError, GenerationError, RerankError

@@ -17,7 +17,7 @@ from tests.conftest import REPO, write_offline_config
 pytestmark = pytest.mark.slow
 
 
-def make_corpus(folder: Path, n_files: int = 24) -> Path:
+def make_corpus(folder: Path, n_files: int = 12) -> Path:
     folder.mkdir()
     for i in range(n_files):
         sentences = [
