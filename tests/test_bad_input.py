@@ -461,6 +461,39 @@ BAD_CONFIGS = [  # (the config file, env overrides, the error line)
 ]
 
 
+# Runs a command's module as ``python -m`` does, then says whether torch was imported.
+TORCH_LOADED = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    print(f"exit {exc.code}; torch imported: {'torch' in sys.modules}")
+"""
+
+
+def test_a_bad_config_is_named_before_torch_loads(tmp_path):
+    """A typo in the config is told in a fraction of a second: neither command imports torch (or
+    transformers, through the reranker package) before its config has loaded."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[retrieval]\ntopk = 5\n", encoding="utf-8")
+    for command in (["ingest", str(tmp_path)], ["rag", "ask", "What is auto?"]):
+        result = subprocess.run(
+            [sys.executable, "-c", TORCH_LOADED, *command, "--config", str(bad)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "unknown key 'retrieval.topk'" in result.stderr, (command, result.stderr)
+        assert result.stdout.strip() == "exit 2; torch imported: False", (command, result.stdout)
+
+
 @pytest.mark.slow
 def test_cli_bad_configs_are_one_line_and_touch_nothing(tmp_path, site):
     before = state(site)
