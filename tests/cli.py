@@ -16,6 +16,19 @@ def run_module(
     """``python -m module args...`` from the repository root, offline, with only the given RAG_*
     overrides.
     """
+    return _run_python(["-m", module, *map(str, args)], env, timeout)
+
+
+def run_code(
+    code: str, *args: str | Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``python -c code args...``, in the same setting as :func:`run_module`."""
+    return _run_python(["-c", code, *map(str, args)], env, timeout)
+
+
+def _run_python(
+    argv: list[str], env: dict[str, str] | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     base.update(
         {
@@ -27,7 +40,7 @@ def run_module(
     )
     base.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
+        [sys.executable, *argv],
         cwd=REPO,
         env=base,
         capture_output=True,

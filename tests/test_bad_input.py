@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from rag.config import load_settings
 from rag.store import ChunkStore, connect
-from tests.cli import run_module
+from tests.cli import run_code, run_module
 from tests.conftest import write_offline_config
 from tests.fake_llm import llm_env
 from tests.ui.test_app import APP, texts
@@ -475,21 +475,10 @@ except SystemExit as exc:
 def test_a_bad_config_is_named_before_torch_loads(tmp_path):
     """A typo in the config is told in a fraction of a second: neither command imports torch (or
     transformers, through the reranker package) before its config has loaded."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     bad = tmp_path / "bad.toml"
     bad.write_text("[retrieval]\ntopk = 5\n", encoding="utf-8")
-    for command in (["ingest", str(tmp_path)], ["rag", "ask", "What is auto?"]):
-        result = subprocess.run(
-            [sys.executable, "-c", TORCH_LOADED, *command, "--config", str(bad)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    for command in (["ingest", tmp_path], ["rag", "ask", "What is auto?"]):
+        result = run_code(TORCH_LOADED, *command, "--config", bad, timeout=120)
         assert "unknown key 'retrieval.topk'" in result.stderr, (command, result.stderr)
         assert result.stdout.strip() == "exit 2; torch imported: False", (command, result.stdout)
 
