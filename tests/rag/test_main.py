@@ -195,6 +195,11 @@ def test_bad_questions_and_empty_store(tmp_path, config, tiny_cross_encoder, llm
 
 
 QUICK_START = "What hardware does the on-premises edition need per 200 robots?"
+# The sizing in an answer: "16 CPU cores" or "a 16-core CPU", then the memory
+SIZING = re.compile(r"16(-core CPU| CPU cores).*64 GB")
+# The two chunks of docs/ that hold the sizing: release-notes.txt ("16 CPU cores, 64 GB memory") and
+# the product FAQ's on-premises answer ("16 CPU cores, 64 GB of memory")
+ANSWERING = re.compile(r"16 CPU cores, 64 GB (of )?memory")
 
 
 def test_offline_profile_answers_from_the_documents(config):
@@ -210,7 +215,7 @@ def test_offline_profile_answers_from_the_documents(config):
     )
     assert answer["trace"]["retrieval"] == "hybrid"
     # grounded: asked
-    assert "16 CPU cores" in answer["text"] and answer["citations"] and answer["support"] >= 0.4
+    assert SIZING.search(answer["text"]) and answer["citations"] and answer["support"] >= 0.4
     cited = {Path(c["source"]).name for c in answer["citations"]}
     assert cited == {"release-notes.txt"}
     # every [n] left in the text names a source, and the answer ends a sentence, not mid-word
@@ -220,10 +225,11 @@ def test_offline_profile_answers_from_the_documents(config):
 
 def test_offline_profile_routes_english_and_korean_questions(config, llm_server):
     """The Quick start's English and Korean questions on the offline profile: English is reranked by
-    the shipped adapter, which moves the answering chunk up (the first stage has it at #4) with a
-    score that separates it; Korean goes to BM25 and keeps its order."""
+    the shipped adapter, which moves the two chunks that hold the sizing to the top (the first stage
+    has them at #1 and #4) with scores that separate them from the rest; Korean goes to BM25 and
+    keeps its order."""
     cases = [
-        (QUICK_START, "16 CPU cores, 64 GB memory", "en"),
+        (QUICK_START, "", "en"),  # the English answering chunks: ANSWERING
         ("관리자 계정 비밀번호의 최소 길이는?", "최소 16자", "ko"),
     ]
     for question, phrase, language in cases:
@@ -254,24 +260,19 @@ def test_offline_profile_routes_english_and_korean_questions(config, llm_server)
             assert first and first[0] <= 5
             continue
         assert trace["retrieval"] == "hybrid" and "shipped:minilm-en" in trace["models"]["reranker"]
-        ranks = [
-            i
-            for i, c in enumerate(trace["reranked"], start=1)
-            if phrase in " ".join(c["chunk"]["text"].split())
-        ]
-        first_stage = [
-            i
-            for i, c in enumerate(trace["retrieved"], start=1)
-            if phrase in " ".join(c["chunk"]["text"].split())
-        ]
-        assert ranks and first_stage and ranks[0] < first_stage[0] and ranks[0] <= 2, (
-            question,
-            ranks,
-            first_stage,
-        )
+
+        def answering(chunks: list[dict]) -> list[int]:
+            return [
+                i
+                for i, c in enumerate(chunks, start=1)
+                if ANSWERING.search(" ".join(c["chunk"]["text"].split()))
+            ]
+
+        ranks, first_stage = answering(trace["reranked"]), answering(trace["retrieved"])
+        # both on top after reranking, and not before it
+        assert ranks == [1, 2] and first_stage != [1, 2], (question, ranks, first_stage)
         scores = [c["rerank_score"] for c in trace["reranked"]]
-        answering = trace["reranked"][ranks[0] - 1]["rerank_score"]
-        assert answering > 0.5 and answering == max(scores) and sorted(scores)[-2] < 0.5, scores
+        assert min(scores[:2]) > 0.5 and max(scores[2:]) < 0.5, scores
 
 
 def test_offline_profile_says_when_the_documents_do_not_answer(config, llm_server):
