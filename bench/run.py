@@ -473,7 +473,7 @@ def bench_cross_encoder(ctx: Context) -> None:
     ours = load_reranker("cross-encoder", options)
     st = CrossEncoder(path, device="cpu", max_length=max_length)
     texts = corpus_texts(ctx)
-    counts = (20, 40) if ctx.smoke else (20, 100)
+    counts = (8, 16) if ctx.smoke else (20, 100)
     for n in counts:
         cands = candidates_from(texts, n)
         passages = [c.chunk.text for c in cands]
@@ -562,7 +562,7 @@ def bench_onnx(
     ctx: Context, options: RerankerOptions, ours, cands: list[Candidate], t_ours: float
 ) -> None:
     """The optional ONNX Runtime backends: speed at 100 candidates, and agreement with PyTorch."""
-    groups = squad_groups(4 if ctx.smoke else 10 if ctx.quick else 20, 20)
+    groups = squad_groups(2 if ctx.smoke else 10 if ctx.quick else 20, 20)
     reference = [ours.score_pairs(q, ps)[0] for q, ps in groups]
     for backend in ("onnx", "onnx-int8"):
         try:
@@ -619,7 +619,7 @@ def bench_shipped(ctx: Context) -> None:
             3.0,
         ),
     }
-    n = 3 if ctx.smoke else 6 if ctx.quick else 15
+    n = 2 if ctx.smoke else 6 if ctx.quick else 15
     for language, (model, path, articles, goal) in routes.items():
         if model == "none":
             row(f"{language}: not reranked (reranker.models_by_language)", "-", "-", "-")
@@ -894,12 +894,12 @@ def bench_scale(ctx: Context) -> None:
                 trace = pipeline.search(q, rerank=False, mode=mode)
                 timings.setdefault(f"retrieve ({mode})", []).append(trace.timings["retrieve"])
                 timings.setdefault("embed query", []).append(trace.timings["embed_query"])
-        for q in questions[: 3 if ctx.quick else 6]:
+        for q in questions[: 1 if ctx.smoke else 3 if ctx.quick else 6]:
             trace = pipeline.search(q, mode="hybrid")
             timings.setdefault("rerank 20 (cross-encoder)", []).append(trace.timings["rerank"])
             timings.setdefault("reorder", []).append(trace.timings["reorder"])
         # --quick: answers at 1k only
-        answered = questions[:2] if size == sizes[0] or not ctx.quick else []
+        answered = questions[: 1 if ctx.smoke else 2] if size == sizes[0] or not ctx.quick else []
         for q in answered:
             answer = pipeline.answer(pipeline.search(q, rerank=False, mode="hybrid"))
             timings.setdefault("first token (Gemma 270M)", []).append(

@@ -255,10 +255,10 @@ def main() -> None:
         work = Path(tmp)
         corpus = work / "corpus"
         names = make_corpus(corpus, quick)
-        if args.smoke:  # one PDF: the tests check the rows, not the figures
-            for name in names[1:]:
+        if args.smoke:  # one short PDF (7 pages): the tests check the rows, not the figures
+            for name in names[:-1]:
                 (corpus / name).unlink()
-            names = names[:1]
+            names = names[-1:]
         from pypdf import PdfReader
 
         pages = sum(len(PdfReader(corpus / name).pages) for name in names)

@@ -54,9 +54,9 @@ def test_the_quick_benchmark_prints_every_row_with_a_ratio(tmp_path):
     names = [r.split(" | ")[0].lstrip("| ").strip() for r in rows]
     for expected in (
         "en: cross-encoder: shipped:minilm-en (cpu, float32), rerank 20 BM25 candidates",
-        "rerank 20 cands",
-        "rerank 40 cands",
-        "backend onnx, rerank 40 cands",
+        "rerank 8 cands",  # --smoke: 8 and 16 candidates
+        "rerank 16 cands",
+        "backend onnx, rerank 16 cands",
         "backend onnx-int8 vs PyTorch",
         "retrieve (dense) @ 2k chunks",
         "retrieve (hybrid) @ 2k chunks",
@@ -113,9 +113,9 @@ def test_the_scale_out_benchmark_prints_every_row_with_a_ratio(tmp_path):
         "remote embedder, 1 worker(s)",
         "remote embedder, 2 worker(s)",
         "remote embedder, 4 worker(s)",
-        "remote embedder, 64 chunks, 32 a request, 4 at once",
     ):
         assert any(expected in name for name in names), (expected, names)
+    assert any(re.search(r"remote embedder, \d+ chunks, 32 a request, 4 at once", n) for n in names)
     assert all(re.search(r"\d", r.rstrip(" |").rsplit(" | ", 1)[1]) for r in rows), rows
     assert re.search(r"overhead [+-]\d+\.\d%", out.read_text())
 
