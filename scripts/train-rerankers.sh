@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains the offline profile's rerankers from ../shared/data, on CPU: the English en-all run is shipped
+# Trains the offline profile's rerankers from ../shared/data, on CPU: the English en run is shipped
 # (rag/shipped/minilm-en); the Korean run beat no first stage and is not shipped (guides/evaluation.md).
 #   bash scripts/train-rerankers.sh [en|ko|all|en-fold|en-all]     (runs land in runs/; CPU times are in the model card)
 #   OMP_NUM_THREADS=2 bash scripts/train-rerankers.sh ko    (the Korean run alone, on 2 cores)
@@ -53,7 +53,7 @@ fi
 
 # The shipped recipe on every non-test article (0-11): settings were chosen on the 0-7 / 8-11 fold
 # (en-fold) and on 0-9 / 10-11 (en), so this run chooses nothing; its 10-11 "validation" is training
-# data, a loss monitor only. The step is scaled to the data: the shipped run stopped at step 160 of
+# data, a loss monitor only. Run once on the test split and not shipped (guides/evaluation.md). The step is scaled to the data: the shipped run stopped at step 160 of
 # 313 (0.51 of the epoch's schedule); 0-11 is 2,881 questions, 361 steps, and 0.51 of it is step 184.
 if [ "$what" = en-all ]; then
   R=runs/en-all
