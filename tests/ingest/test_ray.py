@@ -22,7 +22,7 @@ from tests.servers import RayCluster, free_port
 
 pytestmark = pytest.mark.slow
 
-PDFS = ("linux-kernel-howto.pdf", "broken-invalid-object.pdf", "usenix-paper-encrypted.pdf")
+PDFS = ("cpp-auto-proposal.pdf", "broken-invalid-object.pdf", "usenix-paper-encrypted.pdf")
 
 INSPECT = """
 import json, sys
