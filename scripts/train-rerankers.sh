@@ -53,8 +53,9 @@ fi
 
 # The shipped recipe on every non-test article (0-11): settings were chosen on the 0-7 / 8-11 fold
 # (en-fold) and on 0-9 / 10-11 (en), so this run chooses nothing; its 10-11 "validation" is training
-# data, a loss monitor only. Run once on the test split and not shipped (guides/evaluation.md). The step is scaled to the data: the shipped run stopped at step 160 of
-# 313 (0.51 of the epoch's schedule); 0-11 is 2,881 questions, 361 steps, and 0.51 of it is step 184.
+# data, a loss monitor only. Run once on the test split and not shipped (guides/evaluation.md). The
+# step is scaled to the data: the shipped run stopped at step 160 of 313 (0.51 of the epoch's
+# schedule); 0-11 is 2,881 questions, 361 steps, and 0.51 of it is step 184.
 if [ "$what" = en-all ]; then
   R=runs/en-all
   mkdir -p $R
