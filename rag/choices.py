@@ -20,7 +20,7 @@ FollowUps = Literal["auto", "llm", "concat", "off"]
 EmbedderKind = Literal["local", "remote"]
 EmbedApi = Literal["tei", "openai"]
 
-RerankerKind = Literal["cross-encoder", "llm", "remote"]
+RerankerKind = Literal["cross-encoder", "llm", "remote", "lexical"]
 Normalizer = Literal["sigmoid", "softmax", "none"]
 LongPassages = Literal["head", "best-window"]
 LocalBackend = Literal["torch", "onnx", "onnx-int8"]
@@ -44,6 +44,7 @@ BACKENDS_BY_KIND: dict[str, tuple[str, ...]] = {
     "cross-encoder": get_args(LocalBackend),
     "llm": ("torch",),
     "remote": ("http",),
+    "lexical": ("python",),
 }
 BACKENDS: tuple[str, ...] = tuple(dict.fromkeys(b for bs in BACKENDS_BY_KIND.values() for b in bs))
 

@@ -31,6 +31,7 @@ from pydantic import (
 
 from rag.choices import (
     BACKENDS_BY_KIND,
+    KINDS,
     Dtype,
     EmbedApi,
     EmbedderKind,
@@ -200,6 +201,14 @@ class RetrievalSettings(_Section):
         return self
 
 
+def split_kind(spec: str, default: str) -> tuple[str, str]:
+    """``"lexical:shipped:lexical-ko"`` -> ("lexical", "shipped:lexical-ko"); a spec that does not
+    start with a kind's name and a colon keeps ``default`` (hub ids have no colon; ``pkg:`` and
+    ``shipped:`` are not kinds)."""
+    head, colon, rest = spec.partition(":")
+    return (head, rest) if colon and head in KINDS else (default, spec)
+
+
 class RerankerChoice(_Section):
     """Another reranker the UI offers beside the configured one."""
 
@@ -241,8 +250,9 @@ class RerankerSettings(_Section):
     # the retrieval rank, 1/(rrf_k + reranked) + retrieval_weight/(rrf_k + retrieved). 0: the
     # reranker's order alone.
     retrieval_weight: float = Field(0.0, ge=0.0)
-    # Another model of the same kind for questions in these languages (ISO 639-1 code -> model
-    # spec), e.g. {ko = "Dongjin-kr/ko-reranker"}, or "none": questions in that language are not
+    # Another model for questions in these languages (ISO 639-1 code -> [kind:]model spec), e.g.
+    # {ko = "Dongjin-kr/ko-reranker"} (the configured kind) or {ko = "lexical:shipped:lexical-ko"}
+    # (another kind, named before a colon), or "none": questions in that language are not
     # reranked (the first stage's order is kept, and the trace says so); the trace and the app
     # name the model that ran.
     models_by_language: dict[str, str] = {}
@@ -251,10 +261,15 @@ class RerankerSettings(_Section):
     @classmethod
     def _model_language_codes(cls, value: dict[str, str]) -> dict[str, str]:
         check_codes(tuple(value))
-        empty = [code for code, spec in value.items() if not spec.strip()]
+        empty = [code for code, spec in value.items() if not split_kind(spec, "")[1].strip()]
         if empty:
             raise ValueError(f"no model given for {', '.join(empty)}")
         return value
+
+    def language_model(self, language: str) -> tuple[str, str]:
+        """(kind, model) of the reranker for ``language``'s questions, from
+        models_by_language's ``[kind:]model`` (the configured kind when none is named)."""
+        return split_kind(self.models_by_language[language], self.kind)
 
     # kind = "remote": a rerank server. url is the full endpoint (TEI
     # http://reranker:80/rerank, vLLM http://vllm:8000/v1/rerank, Cohere

@@ -166,15 +166,20 @@ NO_RERANKER = "none"
 
 
 def load_language_rerankers(settings: Settings) -> dict[str, Reranker | None]:
-    """reranker.models_by_language loaded (same kind and options as the configured reranker),
-    each with a cache.
+    """reranker.models_by_language loaded (the kind its ``[kind:]model`` names, else the
+    configured one; the configured options), each with a cache.
     """
-    return {
-        language: None
-        if model == NO_RERANKER
-        else load_configured_reranker(settings, model=model).with_cache(ScoreCache())
-        for language, model in settings.reranker.models_by_language.items()
-    }
+    r = settings.reranker
+    loaded: dict[str, Reranker | None] = {}
+    for language, spec in r.models_by_language.items():
+        if spec == NO_RERANKER:
+            loaded[language] = None
+            continue
+        kind, model = r.language_model(language)
+        loaded[language] = load_configured_reranker(settings, kind=kind, model=model).with_cache(
+            ScoreCache()
+        )
+    return loaded
 
 
 def load_generator(settings: Settings, environ: Mapping[str, str] | None = None) -> Generator:

@@ -49,7 +49,11 @@ def show_models(settings: Settings, choices: services.Choices) -> None:
             f"**Reranker**: {choices.reranker} ({select_device(settings.reranker.device)})"
         )
         for language, model in settings.reranker.models_by_language.items():
-            shown = "not reranked (first-stage order)" if model == NO_RERANKER else model
+            shown = (
+                "not reranked (first-stage order)"
+                if model == NO_RERANKER
+                else ": ".join(settings.reranker.language_model(language))
+            )
             lines.append(f"&nbsp;&nbsp;{language_name(language)} questions: {shown}")
     if settings.llm.base_url.strip():
         lines.append(f"**LLM**: {choices.llm_model} at {shown_url(settings.llm.base_url)}")

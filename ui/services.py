@@ -171,7 +171,8 @@ def language_rerankers(settings: Settings) -> dict[str, Reranker | None]:
         if model == NO_RERANKER:
             routed[language] = None
             continue
-        chosen = base.model_copy(update={"model": model, "models_by_language": {}})
+        kind, spec = base.language_model(language)
+        chosen = base.model_copy(update={"model": spec, "kind": kind, "models_by_language": {}})
         routed[language] = _reranker(
             chosen.model_dump_json(), settings.model_copy(update={"reranker": chosen})
         )

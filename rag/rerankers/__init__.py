@@ -4,11 +4,12 @@
 returned :class:`Reranker`'s ``rerank(query, candidates)`` gives every candidate
 back, best first. The kind is always named in config (``reranker.kind``); it is
 never guessed from the model name. ``cross-encoder`` and ``llm`` run a model in
-this process; ``remote`` asks a rerank server at ``options.endpoint`` (TEI,
-Infinity, vLLM, Cohere). The backend is what runs the model: torch for the local
-kinds, and for the cross-encoder also ONNX Runtime on CPU (``onnx``, fp32, or
-``onnx-int8``, int8 weights), exported once per model and cached on disk; a
-remote reranker's is its server (``http``).
+this process; ``lexical`` scores words in Python, with weights fitted on data (for a
+language no shipped model reads: :mod:`rag.rerankers.lexical`); ``remote`` asks a
+rerank server at ``options.endpoint`` (TEI, Infinity, vLLM, Cohere). The backend is
+what runs the model: torch for the local kinds, and for the cross-encoder also ONNX
+Runtime on CPU (``onnx``, fp32, or ``onnx-int8``, int8 weights), exported once per model
+and cached on disk; a remote reranker's is its server (``http``); a lexical one's, Python.
 
 Every loader in :data:`LOADERS` has one signature: ``(RerankerOptions) -> Reranker``.
 """
@@ -22,6 +23,7 @@ from rag.models import ModelLoadError
 from rag.rerankers.base import Reranker, RerankError, normalize_scores, rank_candidates
 from rag.rerankers.cache import ScoreCache
 from rag.rerankers.cross_encoder import CrossEncoderReranker, load_cross_encoder
+from rag.rerankers.lexical import LexicalReranker, load_lexical_reranker
 from rag.rerankers.llm_yes import LlmYesReranker, load_llm_reranker
 from rag.rerankers.options import RemoteEndpoint, RerankerOptions
 from rag.rerankers.reading import resolve_reading
@@ -48,6 +50,7 @@ LOADERS: dict[tuple[str, str], Loader] = {
     ("cross-encoder", "onnx-int8"): _onnx("onnx-int8"),
     ("llm", "torch"): load_llm_reranker,
     ("remote", "http"): load_remote_reranker,
+    ("lexical", "python"): load_lexical_reranker,
 }
 # The names themselves (kinds, backends, which backend runs which kind) are rag.choices'; the
 # registry's keys are tested to be exactly those pairs (tests/rag/rerankers/test_registry.py).
@@ -88,6 +91,7 @@ __all__ = [
     "LOADERS",
     "NORMALIZERS",
     "CrossEncoderReranker",
+    "LexicalReranker",
     "LlmYesReranker",
     "Loader",
     "ModelLoadError",

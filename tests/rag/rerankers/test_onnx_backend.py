@@ -134,7 +134,7 @@ def _files(cache: Path) -> dict[str, int]:
 
 
 def test_backends_are_explicit() -> None:
-    assert BACKENDS == ("torch", "onnx", "onnx-int8", "http")
+    assert BACKENDS == ("torch", "onnx", "onnx-int8", "http", "python")
     assert backends_of("cross-encoder") == ("torch", "onnx", "onnx-int8")
     assert [key for key in LOADERS if key[1].startswith("onnx")] == [
         ("cross-encoder", "onnx"),

