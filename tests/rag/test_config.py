@@ -30,11 +30,21 @@ def test_production_defaults_target_the_product_models():
 def test_offline_profile_uses_packaged_models_only():
     settings = load_settings(REPO / "config.offline.toml", env={})
     assert settings.embedder.model.startswith("pkg:")
-    # the reranker is an adapter this repository ships, over a packaged base model
-    from rag.models import find_adapter, resolve_model
+    # the reranker is an ensemble this repository ships: its cross-encoder an adapter over a
+    # packaged base model, its lexical member a shipped table
+    from pathlib import Path
 
+    from rag.models import find_adapter, resolve_model
+    from rag.rerankers.ensemble import TABLE_FILE, read_members
+
+    assert settings.reranker.kind == "ensemble"
     assert settings.reranker.model.startswith("shipped:")
-    assert find_adapter(resolve_model(settings.reranker.model).location).base.startswith("pkg:")
+    members = read_members(Path(resolve_model(settings.reranker.model).location) / TABLE_FILE)
+    assert [(kind, model.split(":")[0]) for kind, model, _ in members] == [
+        ("cross-encoder", "shipped"),
+        ("lexical", "shipped"),
+    ]
+    assert find_adapter(resolve_model(members[0][1]).location).base.startswith("pkg:")
     r = settings.reranker
     assert all(
         spec == "none" or r.language_model(code)[1].startswith("shipped:")
@@ -167,14 +177,14 @@ def test_settings_are_frozen(tmp_path):
         (
             "[reranker]\nkind = 'cross_encoder'\n",
             {},
-            "reranker.kind = 'cross_encoder': Input should be 'cross-encoder', 'llm', 'remote' or "
-            "'lexical' (did you mean 'cross-encoder'?)",
+            "reranker.kind = 'cross_encoder': Input should be 'cross-encoder', 'llm', 'remote', "
+            "'lexical' or 'ensemble' (did you mean 'cross-encoder'?)",
         ),
         (
             "[[reranker.alternatives]]\nkind = 'LLM'\nmodel = 'x'\n",
             {},
             "reranker.alternatives.0.kind = 'LLM': Input should be 'cross-encoder', 'llm', "
-            "'remote' or 'lexical' (did you mean 'llm'?)",
+            "'remote', 'lexical' or 'ensemble' (did you mean 'llm'?)",
         ),
         (
             "",

