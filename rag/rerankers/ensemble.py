@@ -18,7 +18,6 @@ kind's default backend. The weights of the shipped one were chosen on validation
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from rag.choices import KINDS
 from rag.models import ModelLoadError, resolve_model
 from rag.rerankers.base import Reranker
 from rag.rerankers.options import RerankerOptions
+from rag.rerankers.reading import read_format_file
 
 KIND = "ensemble"
 TABLE_FILE = "ensemble.json"
@@ -78,12 +78,7 @@ class EnsembleReranker(Reranker):
 def read_members(path: Path) -> list[tuple[str, str, float]]:
     """(kind, model, weight) of each member in ``path``; ValueError names the file and the
     problem."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an ensemble (expected format {FORMAT!r})")
+    data = read_format_file(path, FORMAT, "an ensemble")
     members = data.get("members")
     if not isinstance(members, list) or not members:
         raise ValueError(f"{path}: members must be a non-empty list")

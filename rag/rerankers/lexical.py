@@ -33,6 +33,7 @@ from rag.lexical import tokenize
 from rag.models import ModelLoadError, resolve_model
 from rag.rerankers.base import Reranker
 from rag.rerankers.options import RerankerOptions
+from rag.rerankers.reading import read_format_file
 from rag.sentences import split_sentences
 
 KIND = "lexical"
@@ -134,12 +135,7 @@ class LexicalModel:
     def read(cls, path: Path) -> LexicalModel:
         """The model in ``path`` (a ``lexical.json``); ValueError names the file and what is
         wrong."""
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not readable JSON ({exc})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a lexical reranker (expected format {FORMAT!r})")
+        data = read_format_file(path, FORMAT, "a lexical reranker")
         try:
             df = data["document_frequency"]
             if not isinstance(df, dict) or not all(

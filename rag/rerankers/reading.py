@@ -37,6 +37,18 @@ def write_reading(directory: Path, *, long_passages: str, romanize_hangul: bool)
     )
 
 
+def read_format_file(path: Path, fmt: str, what: str) -> dict:
+    """The JSON object in ``path`` whose "format" is ``fmt`` (a lexical reranker's, an
+    ensemble's); ValueError names the file and says it is not ``what``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ValueError(f"{path}: not {what} (expected format {fmt!r})")
+    return data
+
+
 def trained_reading(spec: str) -> dict[str, object]:
     """The reading recorded beside the model ``spec`` names (adapter or model folder), or {} if
     none is.
