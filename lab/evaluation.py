@@ -22,7 +22,16 @@ from lab.datasets import (
     Passage,
     Query,
 )
-from lab.metrics import exact_match, hit_at, mean, percentile, recall_at, summarize, token_f1
+from lab.metrics import (
+    exact_match,
+    hit_at,
+    holds_answer,
+    mean,
+    percentile,
+    recall_at,
+    summarize,
+    token_f1,
+)
 from rag.citations import CITATION
 from rag.config import Settings, with_collection
 from rag.generate import is_decline
@@ -169,7 +178,7 @@ def evaluate(
             ),
             retrieval_weight=weight,
         )
-        ranked, first, positions, stages, em, f1 = [], [], [], {}, [], []
+        ranked, first, positions, stages, em, f1, held = [], [], [], {}, [], [], []
         declined_with, declined_without, replies, same_language = [], [], [], []
         checks: list[dict[str, object]] = []
         for query in queries:
@@ -188,6 +197,7 @@ def evaluate(
                 reply, trace = CITATION.sub("", answer.text).strip(), answer.trace
                 em.append(exact_match(reply, query.answers))
                 f1.append(token_f1(reply, query.answers))
+                held.append(holds_answer(reply, query.answers))
                 record = {
                     "question": query.text,
                     "gold": list(query.answers),
@@ -234,6 +244,7 @@ def evaluate(
         if em:
             metrics["answer EM"] = mean(em)
             metrics["answer F1"] = mean(f1)
+            metrics["answer holds gold"] = mean(held)
             metrics["declined (gold in context)"] = mean(declined_with)
             if same_language:
                 metrics["answered in the question's language"] = mean(same_language)

@@ -140,3 +140,17 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
         return 2 * precision * recall / (precision + recall)
 
     return max((f1(a) for a in answers), default=0.0)
+
+
+def holds_answer(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 when the prediction holds a gold answer whole, after SQuAD's normalisation: the measure
+    for answers written as a sentence, which exact match never credits and token F1 marks down for
+    every word around the answer. A gold answer must start at a word ("5 minutes" is not in "15
+    minutes"); an English one must also end at one, a Korean one need not (particles attach:
+    "서울" is in "서울에서")."""
+    text = f" {normalize_answer(prediction)} "
+    for answer in answers:
+        gold = normalize_answer(answer)
+        if gold and (f" {gold}" if _HANGUL.search(gold) else f" {gold} ") in text:
+            return 1.0
+    return 0.0

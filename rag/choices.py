@@ -27,7 +27,7 @@ LocalBackend = Literal["torch", "onnx", "onnx-int8"]
 RemoteApi = Literal["tei", "cohere"]
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 
-ReorderStrategy = Literal["none", "descending", "lost_in_the_middle"]
+ReorderStrategy = Literal["none", "descending", "lost_in_the_middle", "best_last"]
 EvidenceScorer = Literal["bigrams", "embedder", "reranker", "off"]
 
 MODES: tuple[str, ...] = get_args(RetrievalMode)

@@ -4,7 +4,10 @@ LLMs use what sits at the start and the end of a long context better than what
 sits in the middle (Liu et al. 2023, "Lost in the Middle": with 20 documents,
 GPT-3.5 answered 75.8% right with the answer first, 53.8% in the middle and
 63.2% last). After reranking, ``lost_in_the_middle`` puts the best chunk first,
-the second best last, and lets the weakest ones sink to the middle.
+the second best last, and lets the weakest ones sink to the middle. A small
+model reads the other way: the offline profile's Gemma 3 270M copies its answer
+from the sources nearest the question, so ``best_last`` puts the best chunk
+last, right before the question (measured in guides/answers.md).
 
 Every strategy is a pure function from a sequence of candidates to a new list;
 the input is never changed. Candidates are expected in ranked order, best first
@@ -50,10 +53,17 @@ def lost_in_the_middle(candidates: Sequence[Candidate]) -> list[Candidate]:
     return front + back[::-1]
 
 
+def best_last(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """``best_last``: worst first, best last, right before the question (ranked 1..5 becomes
+    5,4,3,2,1); ties keep their given order among themselves, reversed."""
+    return descending(candidates)[::-1]
+
+
 STRATEGIES: dict[str, Strategy] = {
     "none": keep_order,
     "descending": descending,
     "lost_in_the_middle": lost_in_the_middle,
+    "best_last": best_last,
 }
 
 

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lab.metrics import exact_match, mean, token_f1
+from lab.metrics import exact_match, holds_answer, mean, token_f1
 from rag.citations import CITATION
 from rag.generate import is_decline
 from rag.languages import question_language
@@ -21,12 +21,12 @@ from rag.languages import question_language
 
 def main(paths: list[str]) -> None:
     print(
-        "| report | questions | EM | F1 | declined (gold in context) | declined (gold removed) | "
-        "question's language |"
+        "| report | run | questions | EM | F1 | holds gold | declined (gold in context) | "
+        "declined (gold removed) | question's language |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for path in paths:
-        for run in json.loads(Path(path).read_text(encoding="utf-8"))["runs"].values():
+        for name, run in json.loads(Path(path).read_text(encoding="utf-8"))["runs"].items():
             rows = run.get("answers", [])
             if not rows:
                 continue
@@ -41,9 +41,10 @@ def main(paths: list[str]) -> None:
                 if question_language(r["question"]) is not None
             ]
             print(
-                f"| {Path(path).stem} | {len(rows)} | "
+                f"| {Path(path).stem} | {name} | {len(rows)} | "
                 f"{mean(exact_match(a, r['gold']) for a, r in zip(replies, rows)):.3f} "
                 f"| {mean(token_f1(a, r['gold']) for a, r in zip(replies, rows)):.3f} | "
+                f"{mean(holds_answer(a, r['gold']) for a, r in zip(replies, rows)):.3f} | "
                 f"{mean(map(float, with_gold)):.3f} "
                 f"| {mean(map(float, without)) if without else float('nan'):.3f} | "
                 f"{mean(map(float, same)):.3f} |"

@@ -106,7 +106,8 @@ def pick_choices(settings: Settings) -> services.Choices:
         strategies,
         key="strategy",
         index=strategies.index(settings.reorder.strategy),
-        help="lost_in_the_middle: best first, second best last (Liu et al. 2023)",
+        help="lost_in_the_middle: best first, second best last (Liu et al. 2023); "
+        "best_last: best right before the question (what a small local model reads best)",
     )
     if settings.llm.base_url.strip():
         llm_model = (

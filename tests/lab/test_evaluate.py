@@ -11,7 +11,7 @@ import pytest
 
 from lab.datasets import DatasetError, Group, Query, load_squad, parse_span, sample
 from lab.evaluation import RerankerSpec, rank_groups
-from lab.metrics import exact_match, token_f1
+from lab.metrics import exact_match, holds_answer, token_f1
 from lab.report import markdown
 from tests.cli import run_module
 from tests.conftest import write_offline_config
@@ -209,6 +209,17 @@ def test_answer_scores_follow_squad_normalisation():
     # (서울 in 서울에서: precision 2/7, recall 1)
     assert token_f1("서울에서 열렸다", ["서울"]) == pytest.approx(4 / 9)
     assert token_f1("부산", ["서울"]) == 0.0
+
+
+def test_an_answer_holds_the_gold_only_as_whole_words():
+    assert holds_answer("The page must be acknowledged within 5 minutes [5].", ["5 minutes"]) == 1.0
+    assert holds_answer("The page must be acknowledged within 15 minutes.", ["5 minutes"]) == 0.0
+    assert holds_answer("They won 5 minutesworth", ["5 minutes"]) == 0.0
+    assert holds_answer("It was the Denver Broncos!", ["Carolina", "denver broncos"]) == 1.0
+    assert holds_answer("", ["Denver Broncos"]) == 0.0 and holds_answer("anything", [""]) == 0.0
+    # Korean: a particle may follow the answer, nothing may come before it
+    assert holds_answer("대회는 서울에서 열렸다.", ["서울"]) == 1.0
+    assert holds_answer("관리자 계정은 15회 실패하면 잠긴다.", ["5회"]) == 0.0
 
 
 def test_declining_is_recognised_in_english_and_korean():

@@ -195,8 +195,8 @@ def test_settings_are_frozen(tmp_path):
         (
             "[reorder]\nstrategy = 'middle-out'\n",
             {},
-            "reorder.strategy = 'middle-out': Input should be 'none', 'descending' or "
-            "'lost_in_the_middle'\n",
+            "reorder.strategy = 'middle-out': Input should be 'none', 'descending', "
+            "'lost_in_the_middle' or 'best_last'\n",
         ),
         (
             "[reranker]\nkind = 'llm'\nbackend = 'onnx'\n",

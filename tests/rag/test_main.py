@@ -195,6 +195,8 @@ def test_bad_questions_and_empty_store(tmp_path, config, tiny_cross_encoder, llm
 
 
 QUICK_START = "What hardware does the on-premises edition need per 200 robots?"
+# The sizing in an answer: "16 CPU cores" or "a 16-core CPU", then the memory
+SIZING = re.compile(r"16(-core CPU| CPU cores).*64 GB")
 # The two chunks of docs/ that hold the sizing: release-notes.txt ("16 CPU cores, 64 GB memory") and
 # the product FAQ's on-premises answer ("16 CPU cores, 64 GB of memory")
 ANSWERING = re.compile(r"16 CPU cores, 64 GB (of )?memory")
@@ -202,11 +204,11 @@ ANSWERING = re.compile(r"16 CPU cores, 64 GB (of )?memory")
 
 def test_offline_profile_answers_from_the_documents(config):
     """The README's main command on the packaged models only: the shipped ensemble reranks both
-    chunks that hold the figures into what Gemma reads, and Gemma answers citing one of them.
+    chunks that hold the figures into what Gemma reads, the best one last (the offline profile's
+    reorder.strategy, best_last), and Gemma answers with the figures, citing where they are.
 
-    Whether the 270M base model copies the right sentence is its own business (README: "short and
-    often weak"): with this context it writes the battery's "48 V" next to the right citation, so
-    the figures are checked in the context it read, not in its words.
+    With the best chunk placed first (lost_in_the_middle, the offline default before stop 29), the
+    270M model copied the battery's "48 V" sentence from the chunk placed last instead.
     """
     result = run_module("rag", "ask", QUICK_START, "--json", "--config", config)
     assert result.returncode == 0, result.stderr
@@ -222,8 +224,9 @@ def test_offline_profile_answers_from_the_documents(config):
     context = [" ".join(c["chunk"]["text"].split()) for c in answer["trace"]["context"]]
     assert sum(1 for text in context if ANSWERING.search(text)) == 2, context
     assert answer["citations"] and answer["support"] >= 0.4
+    assert SIZING.search(answer["text"]), answer["text"]
     cited = {Path(c["source"]).name for c in answer["citations"]}
-    assert cited == {"release-notes.txt"}
+    assert cited <= {"release-notes.txt", "nuri-product-faq.html"} and cited, cited
     # every [n] left in the text names a source, and the answer ends a sentence, not mid-word
     assert set(cited_numbers(answer["text"])) <= set(range(1, len(answer["trace"]["context"]) + 1))
     assert answer["text"].rstrip()[-1] in ".!?]", answer["text"]

@@ -11,7 +11,7 @@ import pytest
 from rag.config import load_settings
 from rag.generate import GenerationError
 from rag.pipeline import Pipeline, build_pipeline
-from rag.reorder import lost_in_the_middle
+from rag.reorder import best_last
 from rag.rerankers.base import fuse_with_retrieval
 from tests.conftest import write_offline_config
 from tests.fake_llm import FakeLLMServer, llm_env, reranker_env
@@ -71,10 +71,12 @@ def test_the_final_order_fuses_the_rerankers_order_with_the_first_stages(traced)
     assert [c.chunk.id for c in trace.reranked] == [c.chunk.id for c in fused]
 
 
-def test_the_context_is_the_top_n_placed_against_lost_in_the_middle(traced):
-    _, trace = traced
-    assert list(trace.context) == lost_in_the_middle(list(trace.reranked[:5]))
-    assert trace.context[0] == trace.reranked[0] and trace.context[-1] == trace.reranked[1]
+def test_the_context_is_the_top_n_with_the_best_right_before_the_question(traced):
+    """The offline profile's reorder.strategy: best_last (what its 270M model reads best)."""
+    pipeline, trace = traced
+    assert pipeline.reorder_strategy == "best_last"
+    assert list(trace.context) == best_last(list(trace.reranked[:5]))
+    assert trace.context[-1] == trace.reranked[0] and trace.context[0] == trace.reranked[4]
 
 
 def test_the_trace_times_every_stage_and_names_every_model(traced):
@@ -101,7 +103,7 @@ def test_bi_encoder_finds_the_passage(pipeline):
 def test_without_rerank_the_context_is_the_bi_encoder_top_n(pipeline):
     trace = pipeline.search(QUESTION, rerank=False)
     assert trace.rerank is False and trace.reranked == ()
-    assert list(trace.context) == lost_in_the_middle(list(trace.retrieved[:5]))
+    assert list(trace.context) == best_last(list(trace.retrieved[:5]))
     assert "rerank" not in trace.timings and "reranker" not in trace.models
 
 

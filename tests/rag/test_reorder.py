@@ -8,7 +8,14 @@ import typing
 import pytest
 
 from rag.config import ReorderSettings
-from rag.reorder import STRATEGIES, descending, keep_order, lost_in_the_middle, reorder
+from rag.reorder import (
+    STRATEGIES,
+    best_last,
+    descending,
+    keep_order,
+    lost_in_the_middle,
+    reorder,
+)
 from rag.types import Candidate, Chunk
 
 
@@ -70,6 +77,14 @@ def test_none_and_descending_keep_ranked_input(n):
 
 
 @pytest.mark.parametrize("n", range(11))
+def test_best_last_puts_the_best_chunk_right_before_the_question(n):
+    assert ids(reorder(ranked(n), "best_last")) == list(range(n, 0, -1))
+    shuffled = ranked(n)
+    random.Random(n).shuffle(shuffled)
+    assert ids(reorder(shuffled, "best_last")) == list(range(n, 0, -1))
+
+
+@pytest.mark.parametrize("n", range(11))
 def test_shuffled_input_is_sorted_by_score_except_for_none(n):
     shuffled = ranked(n)
     random.Random(n).shuffle(shuffled)
@@ -87,6 +102,7 @@ def test_the_latest_ranking_wins_over_retrieval():
     ]
     assert ids(descending(cands)) == [3, 1, 2]
     assert ids(lost_in_the_middle(cands)) == [3, 2, 1]
+    assert ids(best_last(cands)) == [2, 1, 3]
 
 
 def test_a_fused_rank_wins_over_the_rerank_score():
@@ -125,6 +141,7 @@ def test_functions_are_reachable_by_name():
         "none": keep_order,
         "descending": descending,
         "lost_in_the_middle": lost_in_the_middle,
+        "best_last": best_last,
     }
 
 
@@ -138,4 +155,4 @@ def test_unknown_strategy_lists_valid_names():
         reorder(ranked(3), "middle_out")
     message = str(err.value)
     assert "'middle_out'" in message
-    assert "descending, lost_in_the_middle, none" in message
+    assert "best_last, descending, lost_in_the_middle, none" in message
