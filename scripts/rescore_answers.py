@@ -1,6 +1,7 @@
 """Score the answers stored in lab.evaluate reports again, with today's metrics.
 
     python scripts/rescore_answers.py reports/answers/*.json
+    python scripts/rescore_answers.py --pair A.json B.json   # per question: who holds the gold
 
 A report written with --answers keeps every question's answer (and, with --decline, the answer
 given without the gold passage), so a metric that changed since (KorQuAD's character F1 for
@@ -51,9 +52,44 @@ def main(paths: list[str]) -> None:
             )
 
 
+def pair(first: str, second: str) -> None:
+    """For each run both reports hold (by first stage or reranked), how many questions' answers hold
+    the gold in one report and not in the other."""
+    runs = [
+        {
+            bool(run.get("reranker")): {r["question"]: r for r in run.get("answers", [])}
+            for run in json.loads(Path(path).read_text(encoding="utf-8"))["runs"].values()
+        }
+        for path in (first, second)
+    ]
+    for reranked in sorted(set(runs[0]) & set(runs[1])):
+        a, b = runs[0][reranked], runs[1][reranked]
+        held = [(holds(a[q]), holds(b[q])) for q in a if q in b]
+        print(
+            f"{'reranked' if reranked else 'first stage'}: {len(held)} questions; only "
+            f"{Path(first).stem} holds the gold: {sum(x and not y for x, y in held)}; only "
+            f"{Path(second).stem}: {sum(y and not x for x, y in held)}"
+        )
+
+
+def holds(row: dict) -> bool:
+    return holds_answer(CITATION.sub("", row["answer"]).strip(), row["gold"]) == 1.0
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "reports", nargs="+", help="lab.evaluate JSON reports written with --answers"
     )
-    main(parser.parse_args().reports)
+    parser.add_argument(
+        "--pair",
+        action="store_true",
+        help="two reports of the same questions: count the questions each gets right alone",
+    )
+    args = parser.parse_args()
+    if args.pair:
+        if len(args.reports) != 2:
+            parser.error(f"--pair takes two reports, not {len(args.reports)}")
+        pair(*args.reports)
+    else:
+        main(args.reports)

@@ -292,6 +292,22 @@ def test_offline_profile_routes_english_and_korean_questions(config, llm_server)
         assert min(scores[:2]) > 0.3 and max(scores[2:]) < 0.05, scores
 
 
+def test_offline_profile_answers_the_korean_question_from_the_reranked_sources(config):
+    """The README's Korean question on the packaged models: reranked, the administrators' rule (5
+    failures) is the best chunk and sits last, where Gemma reads, and Gemma answers with it (the
+    first stage ranks the ordinary accounts' rule, 10 failures, first)."""
+    result = run_module(
+        "rag", "ask", "관리자 계정은 로그인 몇 번 실패하면 잠기나요?", "--json", "--config", config
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["trace"]["models"]["reranker"].startswith("lexical: shipped:lexical-ko")
+    last = " ".join(answer["trace"]["context"][-1]["chunk"]["text"].split())
+    assert "관리자 계정은 로그인 5회" in last
+    assert "5회" in answer["text"] and "10회" not in answer["text"], answer["text"]
+    assert answer["citations"], answer
+
+
 def test_offline_profile_says_when_the_documents_do_not_answer(config, llm_server):
     """The grounding check as the README's `rag ask` runs it: a question about nothing in the sample
     corpus is answered "not in the documents" without asking the LLM, in English and in Korean, and
