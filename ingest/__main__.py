@@ -5,7 +5,9 @@ store against its ledger (read-only)."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -265,9 +267,18 @@ def print_language_warning(console: Console, report: IngestReport, settings: Set
         console.print(f"[yellow]warning[/] languages: {warning}")
 
 
+INTERRUPTED_NOTE = "The store is consistent; run the same command again to finish."
+
+
+def stop_outside_the_run(signum: int, frame: object) -> None:
+    """SIGTERM while no file is being written (models loading, or the report after the last file):
+    stop at once, with the run's own exit code (143) and line, not the bare -15 of the default
+    action. ``Interrupts`` takes over while files are written, and gives this back after."""
+    sys.stderr.write(f"\nstopped by SIGTERM. {INTERRUPTED_NOTE}\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
 if __name__ == "__main__":
-    run_cli(
-        main,
-        interrupted_note="The store is consistent; run the same command again to finish.",
-        errors=(RayUnavailableError,),
-    )
+    signal.signal(signal.SIGTERM, stop_outside_the_run)
+    run_cli(main, interrupted_note=INTERRUPTED_NOTE, errors=(RayUnavailableError,))

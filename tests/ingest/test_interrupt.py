@@ -109,3 +109,18 @@ def test_interrupted_ingest_recovers(tmp_path, offline_config, fresh_total, sig,
     )
     assert done.returncode == 0, done.stderr
     assert check_consistent(offline_config, corpus) == fresh_total
+
+
+def test_sigterm_outside_the_run_stops_with_143_and_the_same_line(tmp_path, offline_config):
+    """Before the first file (models loading) and after the last one, ``Interrupts`` is not in
+    charge: SIGTERM still ends the command with 143 and the line that says the store is consistent,
+    not with the bare -15 of the default action (which the crash tests once met after the last
+    file)."""
+    corpus = make_corpus(tmp_path / "corpus", n_files=2)
+    proc = start_ingest(offline_config, corpus)
+    assert proc.stderr.readline().startswith("embedder: ")  # the first line, before any model
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM. The store is consistent; run the same command again" in err
+    assert "Traceback" not in err
