@@ -228,21 +228,21 @@ def _quick_check(db: Path) -> str | None:
     is read here first.
     """
     try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            rows = con.execute("PRAGMA quick_check").fetchall()
-            if not con.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'embeddings_queue'"
-            ).fetchone():
-                return "no Chroma tables in it"
-            log = con.execute(
-                "SELECT seq_id, CAST(metadata AS BLOB) FROM embeddings_queue "
-                "WHERE metadata IS NOT NULL"
-            ).fetchall()
-        finally:
-            con.close()
+            read = _read_for_check(db, "ro")
+        except sqlite3.OperationalError as exc:
+            if "readonly database" not in str(exc):
+                raise
+            # A process killed mid-write can leave a write-ahead log that SQLite must recover
+            # before anyone reads ("attempt to write a readonly database" from a read-only
+            # connection; seen after the crash tests' kills). The recovery is SQLite's own, the
+            # same Chroma's connection runs on opening: let a read-write connection run it.
+            read = _read_for_check(db, "rw")
     except sqlite3.Error as exc:
         return str(exc)
+    if read is None:
+        return "no Chroma tables in it"
+    rows, log = read
     findings = [
         line
         for line in (str(r[0]) for r in rows)
@@ -258,6 +258,23 @@ def _quick_check(db: Path) -> str | None:
         except (UnicodeDecodeError, ValueError):
             return f"record {seq_id} of its write log (embeddings_queue) is not readable text"
     return None
+
+
+def _read_for_check(db: Path, mode: str) -> tuple[list, list] | None:
+    """quick_check's rows and the write log's records, or None when there are no Chroma tables."""
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode={mode}", uri=True)
+    try:
+        rows = con.execute("PRAGMA quick_check").fetchall()
+        if not con.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'embeddings_queue'"
+        ).fetchone():
+            return None
+        log = con.execute(
+            "SELECT seq_id, CAST(metadata AS BLOB) FROM embeddings_queue WHERE metadata IS NOT NULL"
+        ).fetchall()
+    finally:
+        con.close()
+    return rows, log
 
 
 def set_aside(path: Path) -> Path:
