@@ -8,21 +8,21 @@ says of the hero question and of the context order on the sample corpus comes fr
     python scripts/sample_answers.py --strategy best_last
     python scripts/sample_answers.py --strategy lost_in_the_middle
 
-A question was right when its answer holds every expected string as written (whole words:
-"5 minutes" is not in "15 minutes").
+A question was right when its answer holds every expected string whole, after SQuAD's
+normalisation (``lab.metrics.holds_answer``: "5 minutes" is not in "15 minutes").
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lab.metrics import holds_answer  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 from rag.pipeline import build_pipeline  # noqa: E402
 
@@ -115,7 +115,8 @@ def flat(text: str) -> str:
 
 
 def says(answer: str, expected: tuple[str, ...]) -> bool:
-    return all(re.search(rf"(?<![\w.,]){re.escape(e)}(?!\w)", answer) for e in expected)
+    """Every expected string is in the answer whole (``lab.metrics.holds_answer``)."""
+    return all(holds_answer(answer, [e]) for e in expected)
 
 
 def rank_of(candidates, phrase: str) -> int | None:
