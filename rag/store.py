@@ -233,9 +233,10 @@ def _quick_check(db: Path) -> str | None:
         except sqlite3.OperationalError as exc:
             if "readonly database" not in str(exc):
                 raise
-            # A process killed mid-write can leave a write-ahead log that SQLite must recover
-            # before anyone reads ("attempt to write a readonly database" from a read-only
-            # connection; seen after the crash tests' kills). The recovery is SQLite's own, the
+            # A process killed inside a transaction leaves a hot rollback journal beside the
+            # database (Chroma keeps SQLite's default journal mode), which SQLite rolls back
+            # before anyone reads: a read-only connection cannot ("attempt to write a readonly
+            # database"; seen after the crash tests' kills). The rollback is SQLite's own, the
             # same Chroma's connection runs on opening: let a read-write connection run it.
             read = _read_for_check(db, "rw")
     except sqlite3.Error as exc:

@@ -1,6 +1,9 @@
 """ChunkStore against real Chroma: an embedded PersistentClient and a real `chroma run` server."""
 
 import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from rag.store import (
     FileRecord,
     StoreError,
     StoreUnavailableError,
+    check_embedded,
     connect,
 )
 from rag.types import Chunk
@@ -110,6 +114,38 @@ def test_drop(client):
     store.upsert_chunks(chunks_of("/a.md", 2), vectors(2), 1.0)
     ChunkStore.drop(client, "docs")
     assert ChunkStore.open(client, "docs", embedder="other", dimension=4).count() == 0
+
+
+# A writer killed inside a transaction: it has changed pages of chroma.sqlite3 and saved their
+# old contents in the rollback journal beside it (Chroma keeps SQLite's default journal mode).
+KILLED_MID_WRITE = """
+import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size = 1")  # spill changed pages into the file before the commit
+con.execute("BEGIN")
+con.execute("CREATE TABLE half_written (x TEXT)")
+con.executemany("INSERT INTO half_written VALUES (?)", [("x" * 400,)] * 3000)
+os._exit(0)
+"""
+
+
+def test_a_write_killed_mid_transaction_is_rolled_back_not_called_damaged(client, tmp_path):
+    store = ChunkStore.open(client, "docs", embedder="m", dimension=8)
+    va = vectors(3)
+    store.upsert_chunks(chunks_of("/a.md", 3), va, 1.0)
+    db = tmp_path / "chroma" / "chroma.sqlite3"
+    subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(db)], check=True)
+    journal = db.with_name(db.name + "-journal")
+    assert journal.stat().st_size > 0  # a hot journal: a read-only connection cannot roll it back
+    with pytest.raises(sqlite3.OperationalError, match="readonly database"):
+        sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True).execute("PRAGMA quick_check")
+
+    check_embedded(tmp_path / "chroma")  # not "damaged": SQLite rolls the journal back
+
+    assert not journal.exists()
+    tables = sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert "half_written" not in {name for (name,) in tables}
+    assert store.count() == 3 and store.query(va[1], 1)[0][0].id == "/a.md-1"
 
 
 @pytest.fixture(scope="module")
