@@ -220,8 +220,8 @@ def check_embedded(path: Path) -> None:
 
 
 def _quick_check(db: Path) -> str | None:
-    """SQLite's quick_check and Chroma's write log, read-only; None when both pass, else the first
-    finding.
+    """SQLite's quick_check and Chroma's write log, read-only (except for SQLite rolling back a
+    killed writer's journal first, see below); None when both pass, else the first finding.
 
     The log (``embeddings_queue``) holds writes Chroma has not folded into its segments yet; a
     record there that is not UTF-8 JSON makes Chroma's Rust core panic on the next read, so it
