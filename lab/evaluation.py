@@ -32,7 +32,7 @@ from lab.metrics import (
     summarize,
     token_f1,
 )
-from rag.citations import CITATION
+from rag.citations import without_citations
 from rag.config import Settings, with_collection
 from rag.generate import is_decline
 from rag.grounding import grounding
@@ -194,7 +194,7 @@ def evaluate(
             )
             if answers and query.answers:
                 answer = runner.answer(trace)
-                reply, trace = CITATION.sub("", answer.text).strip(), answer.trace
+                reply, trace = without_citations(answer.text), answer.trace
                 em.append(exact_match(reply, query.answers))
                 f1.append(token_f1(reply, query.answers))
                 held.append(holds_answer(reply, query.answers))

@@ -28,6 +28,12 @@ def cited_numbers(text: str) -> list[int]:
     return [int(part) for m in CITATION.finditer(text) for part in re.split(r"[,;]", m[1])]
 
 
+def without_citations(text: str) -> str:
+    """``text`` with its [n] markers taken out: the answer as scored against a gold answer (a
+    marker's number must not count as a word of the answer)."""
+    return CITATION.sub("", text).strip()
+
+
 def clean_sentence(sentence: str, n_sources: int) -> tuple[str, list[int]]:
     """``sentence`` with citations of missing sources removed and repeats cited once (at their
     last place); also the numbers that named no source."""

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from lab.metrics import exact_match, holds_answer, mean, token_f1
-from rag.citations import CITATION
+from rag.citations import without_citations
 from rag.generate import is_decline
 from rag.languages import question_language
 
@@ -31,7 +31,7 @@ def main(paths: list[str]) -> None:
             rows = run.get("answers", [])
             if not rows:
                 continue
-            replies = [CITATION.sub("", r["answer"]).strip() for r in rows]
+            replies = [without_citations(r["answer"]) for r in rows]
             with_gold = [is_decline(r["answer"]) for r in rows if r["gold_in_context"]]
             without = [
                 is_decline(r["answer_without_gold"]) for r in rows if "answer_without_gold" in r
@@ -73,7 +73,7 @@ def pair(first: str, second: str) -> None:
 
 
 def holds(row: dict) -> bool:
-    return holds_answer(CITATION.sub("", row["answer"]).strip(), row["gold"]) == 1.0
+    return holds_answer(without_citations(row["answer"]), row["gold"]) == 1.0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lab.metrics import holds_answer  # noqa: E402
+from rag.citations import without_citations  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 from rag.pipeline import build_pipeline  # noqa: E402
 
@@ -116,7 +117,7 @@ def flat(text: str) -> str:
 
 def says(answer: str, expected: tuple[str, ...]) -> bool:
     """Every expected string is in the answer whole (``lab.metrics.holds_answer``)."""
-    return all(holds_answer(answer, [e]) for e in expected)
+    return all(holds_answer(without_citations(answer), [e]) for e in expected)
 
 
 def rank_of(candidates, phrase: str) -> int | None:

@@ -8,6 +8,7 @@ import pytest
 from lab.metrics import (
     first_hit,
     hit_at,
+    holds_answer,
     mean,
     ndcg_at,
     percentile,
@@ -15,6 +16,7 @@ from lab.metrics import (
     reciprocal_rank,
     summarize,
 )
+from rag.citations import without_citations
 
 RANKED = ["d", "a", "x", "b", "y"]
 
@@ -88,3 +90,10 @@ def test_percentile_matches_numpy():
 def test_bad_inputs_name_the_problem(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_citation_markers_are_taken_out_before_an_answer_is_scored():
+    answer = "The documents give no slope limit [3]."
+    assert holds_answer(answer, ["3%"]) == 1.0  # the marker's 3 reads as a word of the answer
+    assert holds_answer(without_citations(answer), ["3%"]) == 0.0
+    assert without_citations("16 cores [5], 64 GB [1, 2]") == "16 cores , 64 GB"
